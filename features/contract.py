@@ -1,0 +1,283 @@
+"""The data contract of DESIGN.md, checked once at the boundary.
+
+Every problem is collected before anything is raised, so one run lists all that must be fixed,
+each with its table, row, column, the value found and what was expected. Values are coerced
+here (keeping the original text for the message); pandera then checks the typed frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+
+from features.loading import RawTable, read_raw
+from features.settings import Settings, StageConfig
+from features.stages import StageOrder, infer_stage_config
+from features.tables import (
+    ACTIVITIES,
+    OPPORTUNITIES,
+    REQUIRED,
+    STAGE_HISTORY,
+    TABLE_NAMES,
+    TIMESTAMPS,
+    TS_DTYPE,
+    Tables,
+    empty,
+)
+
+log = logging.getLogger(__name__)
+
+FUTURE_TOLERANCE = pd.Timedelta(minutes=5)  # clock skew between the CRM and us
+NOT_CHECKED_FOR_FUTURE = {"expected_close_date"}  # a close date is expected to lie ahead
+
+
+@dataclass(frozen=True)
+class Problem:
+    table: str
+    location: str | None  # "line 5" in a CSV (header = 1), "row 4" in Parquet, a field path in a request
+    column: str | None
+    found: str
+    expected: str
+    row: int | None = None  # 0-based position in the table as given
+
+    def __str__(self) -> str:
+        where = self.table + (f" {self.location}" if self.location else "") + (f", column {self.column}" if self.column else "")
+        return f"{where}: found {self.found}, expected {self.expected}"
+
+
+class ExportInvalid(ValueError):
+    """Raised with every problem at once, so one run lists all that must be fixed."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        shown = "\n".join(f"  - {p}" for p in problems[:50])
+        more = f"\n  … and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(f"{len(problems)} problem(s) in the export:\n{shown}{more}")
+
+
+@dataclass(frozen=True)
+class Validated:
+    tables: Tables
+    stages: StageOrder
+    notes: list[str]
+
+
+Locator = Callable[[int], str]
+
+
+def _locator(raw: RawTable) -> Locator:
+    return lambda i: f"{raw.unit} {raw.where(i)}"
+
+
+def _show(value: object) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NaT:
+        return "an empty value"
+    return repr(str(value))
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def rows(self, table: str, locate: Locator, index: pd.Index, column: str | None, found: pd.Series | list, expected: str) -> None:
+        for i, value in zip(index, found, strict=True):
+            self.problems.append(Problem(table, locate(int(i)), column, _show(value), expected, int(i)))
+
+    def table(self, table: str, found: str, expected: str, column: str | None = None) -> None:
+        self.problems.append(Problem(table, None, column, found, expected))
+
+
+def _coerce(raw: RawTable, out: _Collector, locate: Locator) -> pd.DataFrame | None:
+    """Typed copy of a table; unparseable values are reported and become missing."""
+    frame = raw.frame
+    missing = [c for c in REQUIRED[raw.name] if c not in frame.columns]
+    for col in missing:
+        out.table(raw.label, "no such column", f"a column named {col!r} (required)", column=col)
+    if missing:
+        return None
+    if frame.empty and raw.name != ACTIVITIES:
+        out.table(raw.label, "no rows", "at least one row")
+        return None
+    typed = frame.copy()
+    for col in typed.columns:
+        if col not in TIMESTAMPS[raw.name] and col != "amount":
+            typed[col] = typed[col].astype("object").where(typed[col].notna(), None)
+            typed[col] = typed[col].map(lambda v: v if v is None else str(v).strip() or None)
+    for col in TIMESTAMPS[raw.name]:
+        if col not in typed.columns:
+            continue
+        parsed = pd.to_datetime(typed[col], utc=True, errors="coerce", format="ISO8601")
+        bad = parsed.isna() & typed[col].notna()
+        if bad.any():
+            out.rows(raw.label, locate, typed.index[bad], col, typed.loc[bad, col], "an ISO 8601 timestamp")
+        typed[col] = parsed.astype(TS_DTYPE)
+    if "amount" in typed.columns:
+        amount = pd.to_numeric(typed["amount"], errors="coerce")
+        bad = amount.isna() & typed["amount"].notna()
+        if bad.any():
+            out.rows(raw.label, locate, typed.index[bad], "amount", typed.loc[bad, "amount"], "a number ≥ 0")
+        typed["amount"] = amount.astype("float64")
+    return typed
+
+
+def _schema(table: str, stage_names: list[str] | None, now: pd.Timestamp) -> pa.DataFrameSchema:
+    not_future = pa.Check(lambda s: s.isna() | (s <= now + FUTURE_TOLERANCE), error=f"a time not after now ({now:%Y-%m-%d %H:%M} UTC)")
+    ts = lambda: pa.Column(TS_DTYPE, not_future, nullable=False)  # noqa: E731
+    if table == OPPORTUNITIES:
+        return pa.DataFrameSchema(
+            {
+                "opportunity_id": pa.Column(object, nullable=False, unique=True, report_duplicates="exclude_first"),
+                "created_at": ts(),
+                "amount": pa.Column("float64", pa.Check(lambda s: s >= 0, error="a number ≥ 0"), nullable=False),
+            }
+        )
+    if table == STAGE_HISTORY:
+        checks = [pa.Check.isin(stage_names, error=f"a stage named in the config ({', '.join(stage_names)})")] if stage_names else []
+        return pa.DataFrameSchema(
+            {
+                "opportunity_id": pa.Column(object, nullable=False),
+                "stage": pa.Column(object, checks, nullable=False),
+                "entered_at": ts(),
+            }
+        )
+    return pa.DataFrameSchema(
+        {
+            "opportunity_id": pa.Column(object, nullable=False),
+            "occurred_at": ts(),
+            "type": pa.Column(object, nullable=False),
+        }
+    )
+
+
+_CHECK_TEXT = {
+    "not_nullable": "a value (the column is required)",
+    "field_uniqueness": "a unique opportunity_id (this one appears on an earlier row)",
+}
+
+
+def _run_schema(schema: pa.DataFrameSchema, frame: pd.DataFrame, label: str, locate: Locator, out: _Collector, already: set[tuple[int, str]]) -> None:
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        for case in cases.itertuples(index=False):
+            if case.index is None or pd.isna(case.index):
+                continue
+            i, col = int(case.index), str(case.column)
+            if (i, col) in already:  # an unparseable value is reported once, not again as empty
+                continue
+            expected = _CHECK_TEXT.get(str(case.check), str(case.check))
+            out.rows(label, locate, pd.Index([i]), col, [frame.at[i, col]], expected)
+
+
+def _cross_table(typed: dict[str, pd.DataFrame | None], labels: dict[str, str], locators: dict[str, Locator], out: _Collector) -> None:
+    opps, hist, acts = typed[OPPORTUNITIES], typed[STAGE_HISTORY], typed[ACTIVITIES]
+    if opps is None:
+        return
+    known = pd.Index(opps["opportunity_id"].dropna().unique())
+    for name, frame in ((STAGE_HISTORY, hist), (ACTIVITIES, acts)):
+        if frame is None:
+            continue
+        unknown = frame["opportunity_id"].notna() & ~frame["opportunity_id"].isin(known)
+        if unknown.any():
+            out.rows(labels[name], locators[name], frame.index[unknown], "opportunity_id", frame.loc[unknown, "opportunity_id"], "an opportunity_id listed in opportunities")
+    if hist is None:
+        return
+    created = opps.drop_duplicates("opportunity_id").set_index("opportunity_id")["created_at"]
+    when = hist["opportunity_id"].map(created)
+    early = hist["entered_at"].notna() & when.notna() & (hist["entered_at"] < when)
+    if early.any():
+        expected = [f"a time at or after the opportunity's created_at ({c:%Y-%m-%d %H:%M:%S} UTC)" for c in when[early]]
+        for i, value, exp in zip(hist.index[early], hist.loc[early, "entered_at"], expected, strict=True):
+            out.problems.append(Problem(labels[STAGE_HISTORY], locators[STAGE_HISTORY](int(i)), "entered_at", repr(str(value)), exp, int(i)))
+    if acts is not None and len(acts):
+        act_when = acts["opportunity_id"].map(created)
+        early = acts["occurred_at"].notna() & act_when.notna() & (acts["occurred_at"] < act_when - pd.Timedelta(days=365))
+        # activities a little before creation are normal (the first call creates the deal); a year before is a data error
+        if early.any():
+            out.rows(labels[ACTIVITIES], locators[ACTIVITIES], acts.index[early], "occurred_at", acts.loc[early, "occurred_at"], "a time no more than a year before the opportunity's created_at")
+    without = ~opps["opportunity_id"].isin(hist["opportunity_id"]) & opps["opportunity_id"].notna()
+    if without.any():
+        out.rows(labels[OPPORTUNITIES], locators[OPPORTUNITIES], opps.index[without], "opportunity_id", opps.loc[without, "opportunity_id"], "at least one stage_history row for this opportunity")
+
+
+def validate_raw(
+    raw: dict[str, RawTable | None],
+    stages: StageConfig | None,
+    now: pd.Timestamp | None = None,
+    locators: dict[str, Locator] | None = None,
+) -> Validated:
+    """Typed, checked tables, or ExportInvalid listing every problem."""
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    out = _Collector()
+    typed: dict[str, pd.DataFrame | None] = {}
+    labels: dict[str, str] = {}
+    locs: dict[str, Locator] = {}
+    unparseable: dict[str, set[tuple[int, str]]] = {}
+    for name in TABLE_NAMES:
+        table = raw.get(name)
+        if table is None:
+            if name != ACTIVITIES:
+                out.table(name, "no file", f"{name}.csv or {name}.parquet in the export folder")
+            typed[name] = None
+            labels[name] = name
+            continue
+        labels[name] = table.label
+        locs[name] = (locators or {}).get(name) or _locator(table)
+        before = len(out.problems)
+        typed[name] = _coerce(table, out, locs[name])
+        unparseable[name] = {(p.row, p.column) for p in out.problems[before:] if p.row is not None}
+    notes: list[str] = []
+    config = stages
+    hist = typed[STAGE_HISTORY]
+    if config is None and hist is not None:
+        try:
+            config, message = infer_stage_config(hist.dropna(subset=["stage", "entered_at"]))
+            notes.append(message)
+        except ValueError as exc:
+            out.table(labels[STAGE_HISTORY], str(exc), "at least an open, a won and a lost stage", column="stage")
+    stage_names = StageOrder(config).names if config else None
+    for name in TABLE_NAMES:
+        if typed[name] is not None:
+            _run_schema(_schema(name, stage_names, now), typed[name], labels[name], locs[name], out, unparseable.get(name, set()))
+    _cross_table(typed, labels, locs, out)
+    if out.problems:
+        raise ExportInvalid(out.problems)
+    acts = typed[ACTIVITIES] if typed[ACTIVITIES] is not None else empty(ACTIVITIES)
+    tables = Tables(typed[OPPORTUNITIES], typed[STAGE_HISTORY], acts)
+    return Validated(tables, StageOrder(config), notes)
+
+
+def load_export(folder: Path, settings: Settings, now: pd.Timestamp | None = None) -> Validated:
+    """Read and check an export folder; raises ExportInvalid or FileNotFoundError."""
+    raw = read_raw(Path(folder))
+    validated = validate_raw(raw, settings.stages, now=now)
+    for note in validated.notes:
+        log.warning(note)
+    return validated
+
+
+def summary(validated: Validated) -> dict[str, object]:
+    """The one-screen picture of a valid export."""
+    t = validated.tables
+    order = validated.stages
+    last = t.stage_history.groupby("opportunity_id", sort=False)["stage"].last()
+    won = int((last == order.config.won).sum())
+    lost = int((last == order.config.lost).sum())
+    return {
+        "opportunities": len(t.opportunities),
+        "stage_history rows": len(t.stage_history),
+        "activities rows": len(t.activities),
+        "from": str(t.opportunities["created_at"].min()),
+        "to": str(t.end),
+        "open": len(last) - won - lost,
+        "won": won,
+        "lost": lost,
+        "stages": " > ".join(order.open) + f" | won: {order.config.won} | lost: {order.config.lost}",
+        "stage counts": t.stage_history["stage"].value_counts().to_dict(),
+    }

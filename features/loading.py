@@ -1,0 +1,90 @@
+"""Read an export folder (CSV or Parquet) and write result tables by their extension."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from features.tables import TABLE_NAMES
+
+
+class RawTable:
+    """A table as read from its file, every value kept as text, with where each row came from."""
+
+    def __init__(self, name: str, frame: pd.DataFrame, path: Path | None) -> None:
+        self.name = name
+        self.frame = frame
+        self.path = path
+
+    @property
+    def label(self) -> str:
+        return self.path.name if self.path is not None else self.name
+
+    def where(self, index: int) -> int:
+        """Line in a CSV (header = 1), row in anything else (first = 1)."""
+        return int(index) + (2 if self.path is not None and self.path.suffix == ".csv" else 1)
+
+    @property
+    def unit(self) -> str:
+        return "line" if self.path is not None and self.path.suffix == ".csv" else "row"
+
+
+def find_table(folder: Path, name: str) -> Path | None:
+    for ext in (".parquet", ".csv"):
+        path = folder / f"{name}{ext}"
+        if path.exists():
+            return path
+    return None
+
+
+def read_raw(folder: Path) -> dict[str, RawTable | None]:
+    """Every table of the export as text; a missing optional table is None."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder (expected an export folder holding opportunities.csv, stage_history.csv, activities.csv)")
+    out: dict[str, RawTable | None] = {}
+    for name in TABLE_NAMES:
+        path = find_table(folder, name)
+        if path is None:
+            out[name] = None
+            continue
+        if path.suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+        else:
+            frame = pd.read_parquet(path)
+        out[name] = RawTable(name, frame, path)
+    return out
+
+
+def write_table(frame: pd.DataFrame, out: Path) -> None:
+    """Write by extension; lists and dicts in cells become JSON text in CSV."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    elif suffix == ".csv":
+        flat = frame.copy()
+        for col in flat.columns:
+            if flat[col].map(lambda v: isinstance(v, (list, dict))).any():
+                flat[col] = flat[col].map(lambda v: json.dumps(v, ensure_ascii=False, default=str))
+        flat.to_csv(out, index=False)
+    elif suffix == ".json":
+        out.write_text(frame.to_json(orient="records", date_format="iso", force_ascii=False, indent=1), encoding="utf-8")
+    else:
+        raise ValueError(f"{out}: unknown output format {suffix!r}, expected .csv, .parquet or .json")
+
+
+def write_export(tables, folder: Path, fmt: str = "csv") -> None:
+    """Write canonical tables as an export folder (ISO 8601 timestamps)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TABLE_NAMES:
+        frame = getattr(tables, name)
+        if fmt == "parquet":
+            frame.to_parquet(folder / f"{name}.parquet", index=False)
+        else:
+            text = frame.copy()
+            for col in text.columns:
+                if isinstance(text[col].dtype, pd.DatetimeTZDtype):
+                    text[col] = text[col].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+            text.to_csv(folder / f"{name}.csv", index=False)

@@ -1,0 +1,217 @@
+"""A synthetic CRM export with known signal, for the demo, the tests and the benchmarks.
+
+Outcomes depend on all three feature families, so a model that learns them has something to
+find and a test can tell whether it did:
+- segment: industry, source, size, team, owner skill and account history move a hidden deal
+  quality that drives every stage decision;
+- stage dwell: deals heading for a loss linger in their stage (about twice as long);
+- activity: good deals get more activities, more inbound ones and more contacts, and deals
+  heading for a loss go quiet weeks before they are marked lost.
+It also has the quirks real pipelines have: moves back to an earlier stage, lost deals that
+re-open (some are won back), and deals still open when the export is taken.
+Vectorised over opportunities; the only loop is over pipeline steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.settings import StageConfig
+from features.tables import TS_DTYPE, Tables
+
+STAGE_SETS = {
+    "en": StageConfig(
+        open=["Prospecting", "Qualification", "Needs Analysis", "Proposal", "Negotiation"],
+        won="Closed Won",
+        lost="Closed Lost",
+        configured_weights=[0.1, 0.2, 0.4, 0.6, 0.8],
+    ),
+    "zh": StageConfig(
+        open=["初步接触", "意向确认", "方案设计", "预算评估", "商务谈判", "合同签订"],
+        won="赢单",
+        lost="输单",
+        configured_weights=[0.1, 0.2, 0.3, 0.5, 0.7, 0.9],
+    ),
+}
+SEGMENTS = ["industry", "region", "source", "company_size", "team"]
+DEFAULT_END = pd.Timestamp("2026-09-30T18:00:00Z")
+SPAN_DAYS = 730
+
+_INDUSTRY = {"software": 0.35, "finance": 0.1, "retail": -0.2, "manufacturing": 0.0, "healthcare": 0.15, "education": -0.35}
+_REGION = {"north": 0.1, "south": -0.1, "east": 0.0, "west": 0.05}
+_SOURCE = {"inbound": 0.5, "referral": 0.7, "partner": 0.2, "outbound": -0.45, "event": -0.1}
+_SIZE = {"small": 0.2, "medium": 0.05, "large": -0.1, "enterprise": -0.3}
+_SIZE_AMOUNT = {"small": 8.5, "medium": 9.6, "large": 10.6, "enterprise": 11.6}
+_TEAM = {"Alpha": 0.25, "Bravo": 0.0, "Charlie": -0.1, "Delta": -0.25}
+_ACTIVITY_TYPES = np.array(["email", "call", "meeting", "demo", "proposal_sent"])
+_LOSS_REASONS = np.array(["no budget", "lost to competitor", "no decision", "price", "timing"])
+
+
+@dataclass(frozen=True)
+class Generated:
+    tables: Tables
+    stages: StageConfig
+    segments: list[str]
+
+
+def _pick(rng: np.random.Generator, effects: dict[str, float], n: int) -> tuple[np.ndarray, np.ndarray]:
+    names = np.array(list(effects))
+    chosen = rng.integers(0, len(names), n)
+    return names[chosen], np.array(list(effects.values()))[chosen]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp = DEFAULT_END) -> Generated:
+    if stages not in STAGE_SETS:
+        raise ValueError(f"unknown stage set {stages!r}, expected one of {sorted(STAGE_SETS)}")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    config = STAGE_SETS[stages]
+    k = len(config.open)
+    rng = np.random.default_rng(seed)
+    day = np.timedelta64(1, "D").astype("timedelta64[s]").astype(np.int64)
+    end_s = int(end.value // 1_000_000_000)
+
+    created = end_s - (rng.random(n) ** 0.8 * SPAN_DAYS * day).astype(np.int64)
+    industry, e_ind = _pick(rng, _INDUSTRY, n)
+    region, e_reg = _pick(rng, _REGION, n)
+    source, e_src = _pick(rng, _SOURCE, n)
+    size, e_size = _pick(rng, _SIZE, n)
+    team, e_team = _pick(rng, _TEAM, n)
+    n_owners = max(8, n // 150)
+    owner_skill = rng.normal(0, 0.45, n_owners)
+    owner = rng.integers(0, n_owners, n)
+    n_accounts = max(10, n // 4)
+    account_quality = rng.normal(0, 0.35, n_accounts)
+    account = rng.integers(0, n_accounts, n)
+    amount = np.round(np.exp(rng.normal(np.vectorize(_SIZE_AMOUNT.get)(size), 0.6)), -1)
+    quality = (
+        e_ind + e_reg + e_src + e_size + e_team + owner_skill[owner] + account_quality[account]
+        - 0.08 * (np.log(amount) - 10) + rng.normal(0, 0.5, n)
+    )
+
+    # --- stage paths: one step per loop turn, all opportunities at once -------------------
+    base_dwell = np.linspace(9, 20, k)  # days; later stages take longer
+    rows_opp, rows_idx, rows_t = [np.arange(n)], [np.zeros(n, dtype=np.int64)], [created.copy()]
+    idx = np.zeros(n, dtype=np.int64)
+    t = created.copy()
+    alive = np.ones(n, dtype=bool)
+    lost_at = np.full(n, -1, dtype=np.int64)
+    lost_from = np.full(n, -1, dtype=np.int64)
+    won_at = np.full(n, -1, dtype=np.int64)
+    for _ in range(4 * k):
+        a = np.flatnonzero(alive)
+        if a.size == 0:
+            break
+        s, q = idx[a], quality[a]
+        p_adv = _sigmoid(1.3 + 1.1 * q - 0.12 * s)
+        u = rng.random(a.size)
+        back = (u < 0.05) & (s > 0)
+        advance = ~back & (rng.random(a.size) < p_adv)
+        lose = ~back & ~advance
+        slow = np.where(lose, 2.2, 1.0) * np.exp(-0.25 * q)
+        dwell = rng.gamma(2.0, base_dwell[s] * slow / 2.0) * day
+        t_next = t[a] + dwell.astype(np.int64) + 3600
+        new_idx = np.where(back, s - 1, np.where(advance, s + 1, -1))
+        win = advance & (s == k - 1)
+        new_idx = np.where(win, k, new_idx)
+        rows_opp.append(a)
+        rows_idx.append(new_idx)
+        rows_t.append(t_next)
+        t[a] = t_next
+        idx[a] = new_idx
+        won_at[a[win]] = t_next[win]
+        lost_at[a[lose]] = t_next[lose]
+        lost_from[a[lose]] = s[lose]
+        alive[a[win | lose]] = False
+    still = np.flatnonzero(alive)  # bounded loop: whatever is left is lost at its next step
+    t_last = t[still] + (30 * day)
+    rows_opp.append(still), rows_idx.append(np.full(still.size, -1)), rows_t.append(t_last)
+    lost_at[still], lost_from[still] = t_last, idx[still]
+
+    # re-opened losses: some lost deals come back weeks later, and some of those are won
+    lost = np.flatnonzero(lost_at >= 0)
+    reopen = lost[rng.random(lost.size) < 0.07]
+    t_re = lost_at[reopen] + (rng.uniform(15, 60, reopen.size) * day).astype(np.int64)
+    re_stage = np.maximum(lost_from[reopen] - 1, 0)
+    rewon = rng.random(reopen.size) < _sigmoid(-0.3 + quality[reopen])
+    t_close2 = t_re + (rng.gamma(2.0, 12.0, reopen.size) * day).astype(np.int64)
+    rows_opp += [reopen, reopen]
+    rows_idx += [re_stage, np.where(rewon, k, -1)]
+    rows_t += [t_re, t_close2]
+    won_at[reopen[rewon]] = t_close2[rewon]
+
+    opp_of = np.concatenate(rows_opp)
+    stage_idx = np.concatenate(rows_idx)
+    entered = np.concatenate(rows_t)
+    names = np.array([*config.open, config.won, config.lost], dtype=object)
+    stage_name = names[np.where(stage_idx < 0, k + 1, stage_idx)]
+
+    # --- activities: rate by quality, quiet before a loss -------------------------------
+    final_t = np.full(n, -1, dtype=np.int64)
+    np.maximum.at(final_t, opp_of, entered)
+    is_won = won_at >= 0
+    ends_lost = (lost_at >= 0) & ~is_won
+    quiet_gap = rng.uniform(12, 45, n) * day
+    active_until = np.where(ends_lost, np.maximum(created, final_t - quiet_gap.astype(np.int64)), final_t)
+    active_days = np.maximum(active_until - created, day) / day
+    rate = 1.9 * np.exp(0.45 * quality)  # per week
+    n_act = rng.poisson(rate * active_days / 7.0)
+    act_opp = np.repeat(np.arange(n), n_act)
+    act_t = created[act_opp] + (rng.random(act_opp.size) * (active_until - created)[act_opp]).astype(np.int64)
+    qa = quality[act_opp]
+    type_logits = np.stack([np.zeros_like(qa), 0.1 + 0 * qa, -0.5 + 0.4 * qa, -1.3 + 0.6 * qa, -1.8 + 0.3 * qa], axis=1)
+    probs = np.exp(type_logits) / np.exp(type_logits).sum(axis=1, keepdims=True)
+    act_type = _ACTIVITY_TYPES[(rng.random((act_opp.size, 1)) > probs.cumsum(axis=1)).sum(axis=1).clip(0, 4)]
+    inbound = rng.random(act_opp.size) < _sigmoid(-0.6 + 0.8 * qa)
+    n_contacts = 1 + rng.poisson(np.exp(0.35 * quality))
+    contact = rng.integers(0, 1_000_000, act_opp.size) % n_contacts[act_opp]
+
+    # --- truncate everything at the export time -----------------------------------------
+    keep_h = entered <= end_s
+    keep_a = act_t <= end_s
+    ids = np.char.add("OPP-", np.char.zfill(np.arange(n).astype(str), 7)).astype(object)
+
+    def ts(seconds: np.ndarray) -> pd.Series:
+        return pd.Series(pd.to_datetime(seconds, unit="s", utc=True)).astype(TS_DTYPE)
+
+    expected_close = created + (base_dwell.sum() * rng.uniform(0.7, 1.4, n) * day).astype(np.int64)
+    closed_lost_now = np.zeros(n, dtype=bool)
+    last_row = pd.Series(stage_idx[keep_h]).groupby(opp_of[keep_h]).last()
+    closed_lost_now[last_row.index.to_numpy()] = last_row.to_numpy() == -1
+    loss_reason = np.where(closed_lost_now, _LOSS_REASONS[(np.maximum(lost_from, 0) + rng.integers(0, 3, n)) % 5], None)
+    opportunities = pd.DataFrame(
+        {
+            "opportunity_id": ids,
+            "created_at": ts(created),
+            "amount": amount.astype("float64"),
+            "account_id": np.char.add("ACC-", account.astype(str)).astype(object),
+            "owner_id": np.char.add("rep-", owner.astype(str)).astype(object),
+            "team": team.astype(object),
+            "expected_close_date": ts(expected_close),
+            "loss_reason": loss_reason.astype(object),
+            "industry": industry.astype(object),
+            "region": region.astype(object),
+            "source": source.astype(object),
+            "company_size": size.astype(object),
+        }
+    )
+    history = pd.DataFrame(
+        {"opportunity_id": ids[opp_of[keep_h]], "stage": stage_name[keep_h], "entered_at": ts(entered[keep_h]).to_numpy()}
+    )
+    activities = pd.DataFrame(
+        {
+            "opportunity_id": ids[act_opp[keep_a]],
+            "occurred_at": ts(act_t[keep_a]).to_numpy(),
+            "type": act_type[keep_a].astype(object),
+            "direction": np.where(inbound[keep_a], "inbound", "outbound").astype(object),
+            "contact_id": np.char.add("C-", (account[act_opp[keep_a]] * 10 + contact[keep_a]).astype(str)).astype(object),
+        }
+    )
+    return Generated(Tables(opportunities, history, activities), config, list(SEGMENTS))

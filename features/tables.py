@@ -1,0 +1,111 @@
+"""The canonical export: three tables with fixed column names and dtypes.
+
+Everything downstream (features, labels, analytics, the API) reads these, never a raw file,
+so a CRM-specific quirk is handled once, at the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES = "opportunities", "stage_history", "activities"
+TABLE_NAMES = (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES)
+
+REQUIRED = {
+    OPPORTUNITIES: ["opportunity_id", "created_at", "amount"],
+    STAGE_HISTORY: ["opportunity_id", "stage", "entered_at"],
+    ACTIVITIES: ["opportunity_id", "occurred_at", "type"],
+}
+OPTIONAL = {
+    OPPORTUNITIES: ["account_id", "owner_id", "team", "expected_close_date", "loss_reason"],
+    STAGE_HISTORY: [],
+    ACTIVITIES: ["direction", "owner_id", "contact_id"],
+}
+TIMESTAMPS = {
+    OPPORTUNITIES: ["created_at", "expected_close_date"],
+    STAGE_HISTORY: ["entered_at"],
+    ACTIVITIES: ["occurred_at"],
+}
+# Columns of the opportunities table that are never model inputs, whatever the config says.
+NOT_SEGMENTS = {"opportunity_id", "created_at", "amount", "expected_close_date", "loss_reason"}
+
+TS_DTYPE = pd.DatetimeTZDtype("ns", "UTC")
+
+
+def empty(table: str) -> pd.DataFrame:
+    cols = REQUIRED[table] + OPTIONAL[table]
+    frame = pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
+    for c in TIMESTAMPS[table]:
+        frame[c] = pd.Series(dtype=TS_DTYPE)
+    if table == OPPORTUNITIES:
+        frame["amount"] = pd.Series(dtype="float64")
+    return frame
+
+
+@dataclass(frozen=True)
+class Tables:
+    """A validated export. History and activities are sorted by opportunity, then time."""
+
+    opportunities: pd.DataFrame
+    stage_history: pd.DataFrame
+    activities: pd.DataFrame = field(default_factory=lambda: empty(ACTIVITIES))
+
+    def __post_init__(self) -> None:
+        for table in TABLE_NAMES:
+            frame = getattr(self, table)
+            for col in REQUIRED[table] + OPTIONAL[table]:
+                if col not in frame.columns:
+                    frame = frame.assign(**{col: pd.Series(None, index=frame.index, dtype=empty(table)[col].dtype)})
+            object.__setattr__(self, table, frame)
+        object.__setattr__(
+            self,
+            STAGE_HISTORY,
+            self.stage_history.sort_values(["opportunity_id", "entered_at"], kind="stable").reset_index(drop=True),
+        )
+        object.__setattr__(
+            self,
+            ACTIVITIES,
+            self.activities.sort_values(["opportunity_id", "occurred_at"], kind="stable").reset_index(drop=True),
+        )
+
+    @property
+    def end(self) -> pd.Timestamp:
+        """The newest timestamp in the export: what 'now' was when it was taken."""
+        stamps = [
+            self.opportunities["created_at"].max(),
+            self.stage_history["entered_at"].max(),
+            self.activities["occurred_at"].max() if len(self.activities) else pd.NaT,
+        ]
+        return max(s for s in stamps if pd.notna(s))
+
+    def subset(self, opportunity_ids: pd.Index | list[str]) -> Tables:
+        ids = pd.Index(opportunity_ids)
+        return Tables(
+            self.opportunities[self.opportunities["opportunity_id"].isin(ids)].reset_index(drop=True),
+            self.stage_history[self.stage_history["opportunity_id"].isin(ids)].reset_index(drop=True),
+            self.activities[self.activities["opportunity_id"].isin(ids)].reset_index(drop=True),
+        )
+
+    def as_of(self, t: pd.Timestamp) -> Tables:
+        """The export as it looked at t: nothing after t survives, not even a loss reason.
+
+        The expected close date is dropped: the export holds only its current value, which is
+        not what the rep expected at t.
+        """
+        t = to_utc(t)
+        opps = self.opportunities[self.opportunities["created_at"] <= t].copy()
+        hist = self.stage_history[self.stage_history["entered_at"] <= t]
+        acts = self.activities[self.activities["occurred_at"] <= t]
+        opps["expected_close_date"] = pd.Series(pd.NaT, index=opps.index, dtype=TS_DTYPE)
+        # a loss reason is filled once lost; it is known at t only if nothing happened after t
+        later = self.stage_history.loc[self.stage_history["entered_at"] > t, "opportunity_id"].unique()
+        opps.loc[opps["opportunity_id"].isin(later), "loss_reason"] = None
+        return Tables(opps.reset_index(drop=True), hist.reset_index(drop=True), acts.reset_index(drop=True))
+
+
+def to_utc(t: pd.Timestamp | str | None) -> pd.Timestamp:
+    """A timestamp in UTC; naive means UTC (the contract's rule)."""
+    ts = pd.Timestamp(t) if t is not None else pd.Timestamp.now(tz="UTC")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
