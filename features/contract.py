@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 FUTURE_TOLERANCE = pd.Timedelta(minutes=5)  # clock skew between the CRM and us
 NOT_CHECKED_FOR_FUTURE = {"expected_close_date"}  # a close date is expected to lie ahead
+_TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,11 @@ def _coerce(raw: RawTable, out: _Collector, locate: Locator) -> pd.DataFrame | N
         bad = parsed.isna() & typed[col].notna()
         if bad.any():
             out.rows(raw.label, locate, typed.index[bad], col, typed.loc[bad, col], "an ISO 8601 timestamp")
+        beyond = parsed.notna() & ((parsed > _TS_MAX) | (parsed < _TS_MIN))
+        if beyond.any():
+            expected = "a time not after now" if col not in NOT_CHECKED_FOR_FUTURE else "a timestamp between 1678 and 2261"
+            out.rows(raw.label, locate, typed.index[beyond], col, parsed[beyond].astype(str), expected)
+            parsed = parsed.where(~beyond)
         typed[col] = parsed.astype(TS_DTYPE)
     if "amount" in typed.columns:
         amount = pd.to_numeric(typed["amount"], errors="coerce")

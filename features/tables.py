@@ -58,6 +58,18 @@ class Tables:
             for col in REQUIRED[table] + OPTIONAL[table]:
                 if col not in frame.columns:
                     frame = frame.assign(**{col: pd.Series(None, index=frame.index, dtype=empty(table)[col].dtype)})
+            fixes = {}
+            for col in frame.columns:
+                if col in TIMESTAMPS[table]:
+                    if frame[col].dtype != TS_DTYPE:
+                        fixes[col] = pd.to_datetime(frame[col], utc=True).astype(TS_DTYPE)
+                elif col == "amount":
+                    if frame[col].dtype != "float64":
+                        fixes[col] = frame[col].astype("float64")
+                elif frame[col].dtype != object:  # one text dtype everywhere, so joins on ids always match
+                    fixes[col] = frame[col].astype(object).where(frame[col].notna(), None)
+            if fixes:
+                frame = frame.assign(**fixes)
             object.__setattr__(self, table, frame)
         object.__setattr__(
             self,
@@ -108,4 +120,5 @@ class Tables:
 def to_utc(t: pd.Timestamp | str | None) -> pd.Timestamp:
     """A timestamp in UTC; naive means UTC (the contract's rule)."""
     ts = pd.Timestamp(t) if t is not None else pd.Timestamp.now(tz="UTC")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.as_unit("ns")

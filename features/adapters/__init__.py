@@ -1,0 +1,1 @@
+"""Adapters turn a known CRM export into the canonical tables; one module per source."""

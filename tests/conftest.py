@@ -1,0 +1,31 @@
+"""Small shared fixtures: a 300-opportunity export with known signal, written and in memory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from features.loading import write_export  # noqa: E402
+from features.settings import settings_toml  # noqa: E402
+from features.synthetic import Generated, generate  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MAVEN = SHARED / "datasets" / "maven-crm"
+
+
+@pytest.fixture(scope="session")
+def small() -> Generated:
+    return generate(n=300, seed=7)
+
+
+@pytest.fixture()
+def export_dir(small: Generated, tmp_path: Path) -> Path:
+    """A fresh copy on disk for each test, so a test may corrupt it."""
+    folder = tmp_path / "export"
+    write_export(small.tables, folder)
+    (folder / "oppscore.toml").write_text(settings_toml(small.stages, small.segments), encoding="utf-8")
+    return folder
