@@ -91,8 +91,17 @@ def open_points(tables: Tables, stages: StageOrder, as_of: pd.Timestamp) -> pd.D
     return points[state["is_open"].to_numpy()].reset_index(drop=True)
 
 
-def _asof_join(points: pd.DataFrame, rows: pd.DataFrame, time_col: str, cols: list[str], shift: pd.Timedelta | None = None) -> pd.DataFrame:
-    """For each point, the columns of the opportunity's last row at or before as_of (- shift)."""
+def asof_join(
+    points: pd.DataFrame,
+    rows: pd.DataFrame,
+    time_col: str,
+    cols: list[str],
+    shift: pd.Timedelta | None = None,
+    direction: str = "backward",
+    exact: bool = True,
+) -> pd.DataFrame:
+    """For each (opportunity_id, as_of) point, the columns of that opportunity's row nearest in
+    time: by default the last at or before as_of (- shift). Result rows align with points."""
     q = pd.DataFrame(
         {
             "opportunity_id": points["opportunity_id"].to_numpy(dtype=object),
@@ -100,14 +109,14 @@ def _asof_join(points: pd.DataFrame, rows: pd.DataFrame, time_col: str, cols: li
             "_row": np.arange(len(points)),
         }
     )
+    q["opportunity_id"] = q["opportunity_id"].astype(object)  # pandas may infer str; ids always join as object
     if shift is not None:
         q["_t"] = q["_t"] - shift
-    q["opportunity_id"] = q["opportunity_id"].astype(object)  # pandas may infer str; ids always join as object
     q = q.sort_values("_t", kind="stable")
     r = rows[["opportunity_id", time_col, *cols]].sort_values(time_col, kind="stable")
     if r["opportunity_id"].dtype != object:
         r = r.assign(opportunity_id=r["opportunity_id"].astype(object))
-    merged = pd.merge_asof(q, r, left_on="_t", right_on=time_col, by="opportunity_id", direction="backward")
+    merged = pd.merge_asof(q, r, left_on="_t", right_on=time_col, by="opportunity_id", direction=direction, allow_exact_matches=exact)
     return merged.sort_values("_row", kind="stable").reset_index(drop=True)
 
 
@@ -134,7 +143,7 @@ def stage_state(tables: Tables, stages: StageOrder, points: pd.DataFrame) -> pd.
             "furthest": g["reach"].cummax().to_numpy(),
         }
     )
-    state = _asof_join(points, rows, "entered_at", ["stage_now", "index_now", "changes", "moves_back", "reopened", "furthest"])
+    state = asof_join(points, rows, "entered_at", ["stage_now", "index_now", "changes", "moves_back", "reopened", "furthest"])
     state["is_open"] = (state["index_now"] >= 0) & (state["index_now"] < stages.n_open)
     return state
 
@@ -184,11 +193,11 @@ def _activity_features(tables: Tables, spec: FeatureSpec, points: pd.DataFrame, 
         col = f"n_{t}"
         rows[col] = pd.Series((kind == t).to_numpy().astype(int)).groupby(opp.to_numpy(), sort=False).cumsum().to_numpy()
         counts.append(col)
-    now = _asof_join(points, rows, "occurred_at", [*counts, "n_in", "last_at"])
+    now = asof_join(points, rows, "occurred_at", [*counts, "n_in", "last_at"])
     total = now["n_all"].fillna(0).to_numpy()
     back = {}
     for w in sorted({*WINDOWS, 60}):
-        back[w] = _asof_join(points, rows, "occurred_at", counts, shift=pd.Timedelta(days=w)).fillna(0)
+        back[w] = asof_join(points, rows, "occurred_at", counts, shift=pd.Timedelta(days=w)).fillna(0)
     for w in WINDOWS:
         out[f"activities_{w}d"] = total - back[w]["n_all"].to_numpy()
     for t in spec.activity_types:
@@ -197,14 +206,14 @@ def _activity_features(tables: Tables, spec: FeatureSpec, points: pd.DataFrame, 
             out[f"{t}_{w}d"] = c - back[w][f"n_{t}"].to_numpy()
     out["days_since_activity"] = ((points["as_of"] - now["last_at"]) / DAY).to_numpy(dtype="float64")
     inbound_rows = rows.loc[inbound, ["opportunity_id", "occurred_at"]].assign(in_at=lambda f: f["occurred_at"])
-    last_in = _asof_join(points, inbound_rows, "occurred_at", ["in_at"])
+    last_in = asof_join(points, inbound_rows, "occurred_at", ["in_at"])
     out["days_since_inbound"] = ((points["as_of"] - last_in["in_at"]) / DAY).to_numpy(dtype="float64")
     with np.errstate(invalid="ignore", divide="ignore"):
         out["inbound_share"] = np.where(total > 0, now["n_in"].fillna(0).to_numpy() / np.maximum(total, 1), np.nan)
     contacts = acts[["opportunity_id", "occurred_at", "contact_id"]].dropna(subset=["contact_id"])
     contacts = contacts[~contacts.duplicated(["opportunity_id", "contact_id"])]
     contacts = contacts.assign(n_contacts=contacts.groupby("opportunity_id", sort=False).cumcount() + 1)
-    out["distinct_contacts"] = _asof_join(points, contacts, "occurred_at", ["n_contacts"])["n_contacts"].fillna(0).to_numpy(dtype="float64")
+    out["distinct_contacts"] = asof_join(points, contacts, "occurred_at", ["n_contacts"])["n_contacts"].fillna(0).to_numpy(dtype="float64")
     last30 = out["activities_30d"]
     prev30 = back[30]["n_all"].to_numpy() - back[60]["n_all"].to_numpy()
     out["activity_trend"] = last30 - prev30
@@ -245,6 +254,9 @@ def build_features(
     step = progress or (lambda _msg: None)
     points = points[["opportunity_id", "as_of"]].reset_index(drop=True)
     points["as_of"] = points["as_of"].astype(TS_DTYPE)
+    wanted = points["opportunity_id"].unique()
+    if len(wanted) < 0.5 * len(tables.opportunities):  # a row depends only on its own opportunity's rows
+        tables = tables.subset(wanted)
     out: dict[str, np.ndarray] = {}
     step("stage and dwell features")
     _stage_features(tables, spec.stages, points, stats, out)

@@ -1,0 +1,145 @@
+"""Reasons a sales manager reads: LightGBM contributions grouped into named factors, each with
+one sentence that compares the deal with won deals at the same stage."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from features.frame import FeatureSpec
+
+TOP_FACTORS = 3
+
+
+def factor_of(feature: str, spec: FeatureSpec) -> str:
+    """The readable factor a feature belongs to; contributions are summed per factor."""
+    if feature in ("stage", "stage_progress", "furthest_progress"):
+        return "pipeline stage"
+    if feature in ("days_in_stage", "dwell_ratio"):
+        return "time in stage"
+    if feature in ("age_days", "stage_velocity", "stage_changes", "moves_back", "reopened"):
+        return "deal momentum"
+    if feature == "days_since_activity":
+        return "recent activity"
+    if feature in ("days_since_inbound", "inbound_share", "distinct_contacts"):
+        return "customer engagement"
+    if feature.startswith("activities_") or feature == "activity_trend":
+        return "activity volume"
+    for t in spec.activity_types:
+        if feature.startswith(f"{t}_"):
+            return f"{t.replace('_', ' ')}s"
+    if feature == "log_amount":
+        return "deal size"
+    if feature == "win_rate_owner_id":
+        return "owner's track record"
+    if feature == "win_rate_account_id":
+        return "account history"
+    if feature.startswith("win_rate_"):
+        return feature.removeprefix("win_rate_").replace("_", " ")
+    if feature in spec.segment_columns:
+        return feature.replace("_", " ")
+    return feature.replace("_", " ")
+
+
+def _days(v: float) -> str:
+    n = int(round(v))
+    return f"{n} day" + ("" if n == 1 else "s")
+
+
+def sentence(feature: str, row: dict, reference: dict[str, float], spec: FeatureSpec) -> str:
+    """One sentence about the feature's value, against won deals at the same stage where known."""
+    v = row.get(feature)
+    ref = reference.get(feature)
+    stage = row.get("stage")
+    has_ref = ref is not None and not (isinstance(ref, float) and math.isnan(ref))
+    missing = v is None or (isinstance(v, float) and math.isnan(v))
+    if feature == "days_since_activity":
+        if missing:
+            return "no activity logged yet" + (f"; won deals at this stage typically had one within {_days(ref)}" if has_ref else "")
+        return f"no activity for {_days(v)}" + (f"; won deals at this stage typically had one within {_days(ref)}" if has_ref else "")
+    if feature == "days_since_inbound":
+        if missing:
+            return "the customer has not reached out yet"
+        return f"last contact from the customer {_days(v)} ago" + (f" (won deals at this stage: {_days(ref)})" if has_ref else "")
+    if feature in ("days_in_stage", "dwell_ratio"):
+        days = row.get("days_in_stage")
+        return f"{_days(days)} in {stage}" + (f"; won deals typically moved on within {_days(reference.get('days_in_stage', ref))}" if reference.get("days_in_stage") is not None else "")
+    if feature in ("stage", "stage_progress", "furthest_progress"):
+        return f"in stage {stage}" + (", having been further along before" if row.get("furthest_progress", 0) > row.get("stage_progress", 0) else "")
+    if feature.startswith("activities_") or feature == "activity_trend":
+        window = feature.removeprefix("activities_") if feature.startswith("activities_") else "30d"
+        count = row.get(f"activities_{window}", 0)
+        base = f"{int(count)} activities in the last {window.removesuffix('d')} days"
+        ref30 = reference.get(f"activities_{window}")
+        return base + (f" (won deals at this stage: {ref30:.0f})" if ref30 is not None else "")
+    for t in spec.activity_types:
+        if feature.startswith(f"{t}_"):
+            window = feature.removeprefix(f"{t}_").removesuffix("d")
+            return f"{int(v or 0)} {t.replace('_', ' ')}(s) in the last {window} days" + (f" (won deals at this stage: {ref:.1f})" if has_ref else "")
+    if feature == "inbound_share":
+        return "no activities yet" if missing else f"{v:.0%} of activities came from the customer" + (f" (won deals: {ref:.0%})" if has_ref else "")
+    if feature == "distinct_contacts":
+        return f"{int(v or 0)} contact(s) involved" + (f" (won deals at this stage: {ref:.1f})" if has_ref else "")
+    if feature == "log_amount":
+        return f"deal size {math.expm1(v):,.0f}" if not missing else "deal size unknown"
+    if feature == "age_days":
+        return f"open for {_days(v)}" + (f" (won deals at this stage: {_days(ref)})" if has_ref else "")
+    if feature == "moves_back":
+        return f"moved back to an earlier stage {int(v)} time(s)"
+    if feature == "reopened":
+        return "re-opened after a loss" if v else "never lost before"
+    if feature == "stage_changes":
+        return f"{int(v)} stage change(s) so far"
+    if feature == "stage_velocity":
+        return f"advancing {v:.1f} stages per 30 days" + (f" (won deals: {ref:.1f})" if has_ref else "")
+    if feature.startswith("win_rate_"):
+        key = feature.removeprefix("win_rate_")
+        label = {"owner_id": "the owner", "account_id": "the account"}.get(key, f"{key.replace('_', ' ')} {row.get(key, '')!s}".strip())
+        return f"{label} has won {v:.0%} of closed deals so far"
+    if feature in spec.segment_columns:
+        return f"{feature.replace('_', ' ')} is {v}"
+    return f"{feature.replace('_', ' ')} = {v}"
+
+
+def top_factors(
+    frame: pd.DataFrame, contributions: np.ndarray, spec: FeatureSpec, reference: dict[str, dict[str, float]], k: int = TOP_FACTORS
+) -> list[list[dict]]:
+    """Per row, the k factors with the largest absolute contribution (summed within a factor)."""
+    factors = [factor_of(f, spec) for f in spec.columns]
+    names = list(dict.fromkeys(factors))
+    member = np.zeros((len(spec.columns), len(names)))
+    for i, f in enumerate(factors):
+        member[i, names.index(f)] = 1.0
+    grouped = contributions @ member
+    order = np.argsort(-np.abs(grouped), axis=1)[:, :k]
+    # per row and factor, the member feature with the largest |contribution| speaks for it
+    leader = np.zeros((len(frame), len(names)), dtype=int)
+    for j in range(len(names)):
+        cols = np.flatnonzero(member[:, j])
+        leader[:, j] = cols[np.abs(contributions[:, cols]).argmax(axis=1)]
+    records = frame.to_dict("records")
+    out = []
+    for r, row in enumerate(records):  # sentences are text: one per factor shown, not per feature
+        ref = reference.get(str(row.get("stage")), {})
+        items = []
+        for j in order[r]:
+            feature = spec.columns[leader[r, j]]
+            value = row.get(feature)
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            elif isinstance(value, (np.floating, float)):
+                value = round(float(value), 4)
+            items.append(
+                {
+                    "factor": names[j],
+                    "feature": feature,
+                    "value": value,
+                    "contribution": round(float(grouped[r, j]), 4),
+                    "direction": "raises" if grouped[r, j] > 0 else "lowers",
+                    "sentence": sentence(feature, row, ref, spec),
+                }
+            )
+        out.append(items)
+    return out

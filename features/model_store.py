@@ -1,0 +1,74 @@
+"""Reading models: the registry's champion, or the exported bundle when the registry is away.
+
+Serving and the CLI read through here; only training writes (training.registry).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from features.bundle import Bundle, BundleInvalid, load_exported
+from features.settings import Settings
+
+log = logging.getLogger(__name__)
+ALIAS = "champion"
+BUNDLE_ARTIFACT = "bundle"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    bundle: Bundle
+    version: str
+    source: str  # "registry" or "export"
+
+
+def use_tracking(settings: Settings) -> None:
+    import mlflow
+
+    if settings.mlflow_tracking_uri is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+
+
+def champion_version(settings: Settings, alias: str = ALIAS) -> str | None:
+    """The version the alias points at, None when there is none; raises when the registry is unreachable."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    use_tracking(settings)
+    try:
+        return str(MlflowClient().get_model_version_by_alias(settings.model_name, alias).version)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            return None
+        raise
+
+
+def load_version(settings: Settings, version: str) -> Bundle:
+    import mlflow
+
+    use_tracking(settings)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}")
+    folder = Path(local) / "artifacts" / BUNDLE_ARTIFACT
+    bundle = Bundle.load(folder)
+    bundle.metadata["version"] = str(version)
+    return bundle
+
+
+def load_champion(settings: Settings, prefer_registry: bool = True) -> Loaded:
+    """The champion from the registry; the exported bundle if the registry cannot be read."""
+    if prefer_registry:
+        try:
+            version = champion_version(settings)
+            if version is not None:
+                return Loaded(load_version(settings, version), version, "registry")
+            log.warning("the registry has no %r alias for %s; trying the exported bundle", ALIAS, settings.model_name)
+        except Exception as exc:  # noqa: BLE001 - any registry failure means: use the export
+            log.warning("model registry unreachable (%s); serving the exported bundle in %s", type(exc).__name__, settings.champion_dir)
+    try:
+        bundle = load_exported(settings.champion_dir)
+    except BundleInvalid as exc:
+        raise BundleInvalid(f"no champion model: the registry has none and {exc}") from exc
+    return Loaded(bundle, bundle.version, "export")
