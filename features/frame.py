@@ -82,6 +82,23 @@ def make_spec(tables: Tables, stages: StageOrder, segment_columns: list[str]) ->
     return FeatureSpec(stages.config.model_dump(), present, activity_types, categories)
 
 
+def segment_columns(settings, tables: Tables) -> list[str]:
+    """The configured segment columns; without any, the text columns of the opportunities that
+    look like segments (2 to 50 distinct values), and the log says which were taken."""
+    if settings.segments.columns:
+        return list(settings.segments.columns)
+    from features.tables import NOT_SEGMENTS
+
+    opps = tables.opportunities
+    skip = NOT_SEGMENTS | {"account_id", "owner_id"}
+    found = [c for c in opps.columns if c not in skip and opps[c].dtype == object and 2 <= opps[c].nunique() <= 50]
+    if found:
+        import logging
+
+        logging.getLogger(__name__).warning("no [segments] columns in the config: using %s", ", ".join(found))
+    return found
+
+
 def open_points(tables: Tables, stages: StageOrder, as_of: pd.Timestamp) -> pd.DataFrame:
     """The (opportunity, as_of) points of every opportunity open at as_of."""
     as_of = to_utc(as_of)

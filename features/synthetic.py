@@ -4,7 +4,9 @@ Outcomes depend on all three feature families, so a model that learns them has s
 find and a test can tell whether it did:
 - segment: industry, source, size, team, owner skill and account history move a hidden deal
   quality that drives every stage decision;
-- stage dwell: deals heading for a loss linger in their stage (about twice as long);
+- stage dwell: deals heading for a loss linger in their stage (about twice as long), while
+  large and enterprise deals are slow whatever their outcome (an interaction a linear model
+  cannot read);
 - activity: good deals get more activities, more inbound ones and more contacts, and deals
   heading for a loss go quiet weeks before they are marked lost.
 It also has the quirks real pipelines have: moves back to an earlier stage, lost deals that
@@ -96,6 +98,8 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
         - 0.08 * (np.log(amount) - 10) + rng.normal(0, 0.5, n)
     )
 
+    size_pace = np.vectorize({"small": 0.7, "medium": 1.0, "large": 1.5, "enterprise": 2.3}.get)(size)
+
     # --- stage paths: one step per loop turn, all opportunities at once -------------------
     base_dwell = np.linspace(9, 20, k)  # days; later stages take longer
     rows_opp, rows_idx, rows_t = [np.arange(n)], [np.zeros(n, dtype=np.int64)], [created.copy()]
@@ -115,7 +119,8 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
         back = (u < 0.05) & (s > 0)
         advance = ~back & (rng.random(a.size) < p_adv)
         lose = ~back & ~advance
-        slow = np.where(lose, 2.2, 1.0) * np.exp(-0.25 * q)
+        # big deals move slowly without being worse, so dwell means something only beside size
+        slow = np.where(lose, 2.2, 1.0) * np.exp(-0.25 * q) * size_pace[a]
         dwell = rng.gamma(2.0, base_dwell[s] * slow / 2.0) * day
         t_next = t[a] + dwell.astype(np.int64) + 3600
         new_idx = np.where(back, s - 1, np.where(advance, s + 1, -1))

@@ -121,7 +121,7 @@ def features(
     config: ConfigOpt = None,
 ) -> None:
     """The feature frame of the opportunities open at --as-of."""
-    from features.frame import build_features, make_spec, open_points
+    from features.frame import build_features, make_spec, open_points, segment_columns
     from features.loading import write_table
     from features.pit_stats import PointInTimeStats
 
@@ -133,13 +133,131 @@ def features(
             t = to_utc(as_of) if as_of else pd.Timestamp.now(tz="UTC")
             tables = validated.tables
             step("point-in-time statistics")
-            spec = make_spec(tables.as_of(t), validated.stages, settings.segments.columns)
+            spec = make_spec(tables.as_of(t), validated.stages, segment_columns(settings, tables))
             stats = PointInTimeStats(spec.stat_keys).fit(tables.as_of(t), validated.stages)
             points = open_points(tables, validated.stages, t)
             frame = build_features(tables, points, spec, stats, progress=step)
             step("writing")
             write_table(frame, out_file)
         log.info("%d open opportunities as of %s, %d features → %s", len(frame), t, len(spec.columns), out_file)
+
+    run(go)
+
+
+def _comparison(metrics: dict) -> None:
+    for target, rows in metrics.items():
+        show_table(
+            [{"model": name, **{k: m[k] for k in ("auc", "log_loss", "brier", "ece", "lift_top_decile")}, "rows": m["rows"]} for name, m in rows.items()],
+            title=f"{target}: held-out period, model beside its baselines",
+        )
+
+
+@app.command()
+def train(
+    data: DataOpt,
+    cutoff: Annotated[datetime | None, typer.Option(help="start of the held-out period (default: the last 20 % of the data)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Train both models on a time split, compare with baselines, register, and promote if better."""
+    import tempfile
+
+    from training.pipeline import train as fit
+    from training.registry import log_and_register
+
+    def go() -> None:
+        settings = _settings(config, data)
+        with steps("train") as step:
+            step("loading")
+            validated = load_export(data, settings)
+            with tempfile.TemporaryDirectory() as tmp:
+                result = fit(validated.tables, validated.stages, settings, to_utc(cutoff) if cutoff else None, workdir=Path(tmp), progress=step)
+                step("logging to MLflow")
+                registered = log_and_register(result, validated.tables, settings, str(data))
+        _comparison(result.metrics)
+        for target, reason in result.bundle.metadata.get("fallback", {}).items():
+            console.print(f"[yellow]fallback[/yellow] {reason}")
+        out.print(f"registered version {registered.version} (run {registered.run_id}); {registered.reason}")
+        out.print(f"champion: version {registered.version}" if registered.promoted else "champion unchanged")
+
+    run(go)
+
+
+@app.command()
+def evaluate(
+    data: DataOpt,
+    versions: Annotated[list[str] | None, typer.Option("--version", help="versions to compare (default: all)")] = None,
+    cutoff: Annotated[datetime | None, typer.Option(help="start of the held-out period")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Compare registered versions on one held-out period of an export."""
+    from features.model_store import champion_version, load_version
+    from training.pipeline import evaluate_on, label_points
+    from training.registry import versions as all_versions
+
+    def go() -> None:
+        settings = _settings(config, data)
+        validated = load_export(data, settings)
+        chosen = versions or all_versions(settings)
+        if not chosen:
+            raise Fail("no registered versions: run `oppscore train` first")
+        champ = champion_version(settings)
+        held = label_points(validated.tables, validated.stages, settings, to_utc(cutoff) if cutoff else None).held_out()
+        rows = []
+        with steps("evaluate") as step:
+            for v in chosen:
+                step(f"version {v}")
+                m = evaluate_on(load_version(settings, v), validated.tables, held)
+                rows.append({"version": v + (" (champion)" if v == champ else ""), **{f"{t} {k}": m[t][k] for t in m for k in ("auc", "log_loss", "ece")}})
+        show_table(rows, title=f"held-out period from {held.points['as_of'].min():%Y-%m-%d}: {len(held.points)} snapshots")
+
+    run(go)
+
+
+@app.command()
+def promote(version: Annotated[str, typer.Argument(help="the version to make champion (an older one rolls back)")], config: ConfigOpt = None) -> None:
+    """Move the champion alias by hand and export that version to models/champion."""
+    from training.registry import promote as move
+
+    def go() -> None:
+        settings = _settings(config)
+        try:
+            move(settings, version)
+        except Exception as exc:  # noqa: BLE001 - MLflow raises its own type for an unknown version
+            if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
+                raise Fail(f"VERSION: no version {version!r} of model {settings.model_name!r}") from None
+            raise
+        out.print(f"champion: version {version}")
+
+    run(go)
+
+
+@app.command()
+def score(
+    data: DataOpt,
+    out_file: Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json")],
+    as_of: AsOfOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Score every open opportunity with the champion; highest win probability first."""
+    from features.loading import write_table
+    from features.model_store import load_champion
+    from features.scoring import score_open
+
+    def go() -> None:
+        settings = _settings(config, data)
+        with steps("score") as step:
+            step("loading")
+            validated = load_export(data, settings)
+            loaded = load_champion(settings)
+            step("scoring")
+            scored = score_open(loaded.bundle, validated.tables, to_utc(as_of) if as_of else None)
+            scored["as_of"] = scored["as_of"].astype(str)
+            write_table(scored, out_file)
+        log.info("scored %d open opportunities with version %s (from the %s) → %s", len(scored), loaded.version, loaded.source, out_file)
+        show_table(
+            [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade, "top reason": r.top_factors[0]["sentence"] if r.top_factors else ""} for r in scored.head(10).itertuples()],
+            title="top 10",
+        )
 
     run(go)
 

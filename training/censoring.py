@@ -4,8 +4,9 @@ A snapshot taken shortly before the labels were read is labelled only if its dea
 fast, and fast deals are not typical ones. Each labelled snapshot is weighted by 1 / P(a deal
 open at a snapshot closes within the follow-up it had), estimated by Kaplan–Meier over the
 training snapshots (scipy.stats.ecdf on censored data). Snapshots whose follow-up was so short
-that fewer than MIN_CLOSE_PROB of deals would have closed carry too little information and are
-dropped rather than given enormous weights.
+that fewer than MIN_CLOSE_PROB of deals would have closed are dropped rather than given large
+weights: the weights correct for how long deals take in general, not for losers taking longer
+than winners, so only mature labels are trusted for training, calibration and evaluation.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from scipy import stats
 
 from features.frame import asof_join
 
-MIN_CLOSE_PROB = 0.25
-MAX_WEIGHT = 1.0 / MIN_CLOSE_PROB
+MIN_CLOSE_PROB = 0.6
 
 
 class CloseTimeModel:
@@ -42,9 +42,9 @@ def first_close(history: pd.DataFrame, closed_stages: list[str], points: pd.Data
     return asof_join(points, rows, "entered_at", [], direction="forward", exact=False)["entered_at"]
 
 
-def win_weights(model: CloseTimeModel, as_of: pd.Series, known_at: pd.Timestamp, labelled: np.ndarray) -> np.ndarray:
+def win_weights(model: CloseTimeModel, as_of: pd.Series, known_at: pd.Timestamp, labelled: np.ndarray, min_prob: float = MIN_CLOSE_PROB) -> np.ndarray:
     """IPC weights for labelled snapshots; 0 for unlabelled or too-short follow-up."""
     follow = ((known_at - as_of) / pd.Timedelta(days=1)).to_numpy(dtype=float)
     p = model.close_prob(follow)
-    w = np.where(p >= MIN_CLOSE_PROB, 1.0 / np.maximum(p, MIN_CLOSE_PROB), 0.0)
-    return np.where(labelled, np.minimum(w, MAX_WEIGHT), 0.0)
+    w = np.where(p >= min_prob, 1.0 / np.maximum(p, min_prob), 0.0)
+    return np.where(labelled, w, 0.0)

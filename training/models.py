@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 
 from features.bundle import Calibrator
 
@@ -53,16 +54,31 @@ def fit_booster(
     )
 
 
-def fit_calibrator(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
-    """Isotonic when the slice is large, a sigmoid on the logit otherwise (scikit-learn both)."""
-    raw = np.asarray(raw, dtype=float)
-    if len(np.unique(y)) < 2:
-        return Calibrator("identity", {})
-    minority = min((y == 1).sum(), (y == 0).sum())
-    if len(y) >= ISOTONIC_MIN_ROWS and minority >= 200:
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw, y, sample_weight=w)
-        return Calibrator("isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+def _sigmoid(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
     clipped = np.clip(raw, 1e-6, 1 - 1e-6)
     logit = np.log(clipped / (1 - clipped)).reshape(-1, 1)
     lr = LogisticRegression(C=1e4).fit(logit, y, sample_weight=w)
     return Calibrator("sigmoid", {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])})
+
+
+def _isotonic(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw, y, sample_weight=w)
+    return Calibrator("isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+
+
+def fit_calibrator(raw: np.ndarray, y: np.ndarray, w: np.ndarray, check: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Calibrator:
+    """Fit sigmoid and (on enough rows) isotonic maps on one slice with scikit-learn, and keep
+    whichever of them or no map at all has the lowest log loss on `check`, rows neither the
+    booster nor the calibrator saw. A booster is often calibrated already; a map that only
+    adds noise is not kept."""
+    raw = np.asarray(raw, dtype=float)
+    if len(np.unique(y)) < 2:
+        return Calibrator("identity", {})
+    candidates = [Calibrator("identity", {}), _sigmoid(raw, y, w)]
+    if len(y) >= ISOTONIC_MIN_ROWS and min((y == 1).sum(), (y == 0).sum()) >= 200:
+        candidates.append(_isotonic(raw, y, w))
+    if check is None or len(np.unique(check[1])) < 2:
+        return candidates[-1]
+    c_raw, c_y, c_w = check
+    losses = [log_loss(c_y, np.clip(c(c_raw), 1e-6, 1 - 1e-6), sample_weight=c_w, labels=[0, 1]) for c in candidates]
+    return candidates[int(np.argmin(losses))]

@@ -13,7 +13,7 @@ import pandas as pd
 
 from features.analytics.stage_weights import StageWeights
 from features.bundle import Bundle, Calibrator, TargetModel
-from features.frame import FeatureSpec, build_features, make_spec, to_model_frame
+from features.frame import FeatureSpec, build_features, make_spec, segment_columns, to_model_frame
 from features.pit_stats import PointInTimeStats
 from features.settings import Settings
 from features.snapshots import snapshot_points
@@ -57,7 +57,7 @@ class TrainResult:
     params: dict = field(default_factory=dict)
 
 
-def _labels(tables: Tables, stages: StageOrder, points: pd.DataFrame, part: pd.Series, split: TimeSplit, horizon: int, closer: CloseTimeModel | None):
+def _labels(tables: Tables, stages: StageOrder, points: pd.DataFrame, part: pd.Series, split: TimeSplit, horizon: int):
     y_win = np.full(len(points), np.nan)
     y_stall = np.full(len(points), np.nan)
     for name in SLICES:
@@ -73,7 +73,7 @@ def _labels(tables: Tables, stages: StageOrder, points: pd.DataFrame, part: pd.S
 def _win_weights(tables: Tables, stages: StageOrder, points: pd.DataFrame, part: pd.Series, split: TimeSplit, y_win: np.ndarray) -> np.ndarray:
     closes = first_close(tables.stage_history, [stages.config.won, stages.config.lost], points)
     train = (part == "train").to_numpy()
-    model = CloseTimeModel().fit(points["as_of"][train].reset_index(drop=True), closes[train].reset_index(drop=True), split.valid_start)
+    model = CloseTimeModel().fit(points["as_of"][train].reset_index(drop=True), closes[train].reset_index(drop=True), split.tune_start)
     w = np.zeros(len(points))
     for name in SLICES:
         m = (part == name).to_numpy()
@@ -102,8 +102,41 @@ def _fit_target(name, x, y, w, part, spec, min_class) -> tuple[TargetModel, dict
         log.warning(reason)
         return TargetModel(None, Calibrator("identity", {}), rates, reason), {"best_iteration": 0}
     booster = fit_booster(x[tr], y[tr], w[tr], x[va], y[va], w[va])
-    cal = fit_calibrator(booster.predict(x[ca]), y[ca], w[ca])
+    cal = fit_calibrator(booster.predict(x[ca]), y[ca], w[ca], check=(booster.predict(x[va]), y[va], w[va]))
     return TargetModel(booster, cal), {"best_iteration": int(booster.best_iteration), "calibrator": cal.kind}
+
+
+@dataclass
+class Labelled:
+    """Snapshots with their slice, labels (NaN: unknown) and weights (0: not used)."""
+
+    points: pd.DataFrame
+    split: TimeSplit
+    part: pd.Series
+    y_win: np.ndarray
+    y_stall: np.ndarray
+    w_win: np.ndarray
+    w_stall: np.ndarray
+
+    def held_out(self) -> HeldOut:
+        test = (self.part == "test").to_numpy()
+        return HeldOut(
+            self.points[test].reset_index(drop=True),
+            {"win": np.nan_to_num(self.y_win[test]), "stall": np.nan_to_num(self.y_stall[test])},
+            {"win": self.w_win[test], "stall": self.w_stall[test]},
+        )
+
+
+def label_points(tables: Tables, stages: StageOrder, settings: Settings, cutoff: pd.Timestamp | None = None) -> Labelled:
+    points = snapshot_points(tables, stages, every_days=settings.snapshots.every_days)
+    if len(points) < 50:
+        raise NotEnoughData(f"only {len(points)} training snapshots (every {settings.snapshots.every_days} days while open); need at least 50")
+    split = make_split(points["as_of"].min(), tables.end, cutoff)
+    part = split.slice_of(points["as_of"], points["opportunity_id"])
+    y_win, y_stall = _labels(tables, stages, points, part, split, settings.stall.horizon_days)
+    w_win = _win_weights(tables, stages, points, part, split, y_win)
+    w_stall = (~np.isnan(y_stall)).astype(float)
+    return Labelled(points, split, part, y_win, y_stall, w_win, w_stall)
 
 
 def train(
@@ -117,20 +150,14 @@ def train(
 ) -> TrainResult:
     step = progress or (lambda _m: None)
     horizon = settings.stall.horizon_days
-    step("snapshots")
-    points = snapshot_points(tables, stages, every_days=settings.snapshots.every_days)
-    if len(points) < 50:
-        raise NotEnoughData(f"only {len(points)} training snapshots (every {settings.snapshots.every_days} days while open); need at least 50")
-    split = make_split(points["as_of"].min(), tables.end, cutoff)
+    step("snapshots and labels")
+    labelled = label_points(tables, stages, settings, cutoff)
+    points, split, part = labelled.points, labelled.split, labelled.part
+    y_win, y_stall, w_win, w_stall = labelled.y_win, labelled.y_stall, labelled.w_win, labelled.w_stall
     step("point-in-time statistics")
-    spec = make_spec(tables.as_of(split.valid_start), stages, settings.segments.columns)
+    spec = make_spec(tables.as_of(split.tune_start), stages, segment_columns(settings, tables))
     stats = PointInTimeStats(spec.stat_keys).fit(tables, stages)
     frame = build_features(tables, points, spec, stats, progress=step)
-    part = split.slice_of(frame["as_of"])
-    step("labels")
-    y_win, y_stall = _labels(tables, stages, points, part, split, horizon, None)
-    w_win = _win_weights(tables, stages, points, part, split, y_win)
-    w_stall = (~np.isnan(y_stall)).astype(float)
     x = to_model_frame(frame, spec)
     y_win0, y_stall0 = np.nan_to_num(y_win), np.nan_to_num(y_stall)
 
@@ -210,7 +237,7 @@ def train(
         "stages": stages.config.model_dump(),
     }
     bundle = Bundle(spec, stats, {"win": win_model, "stall": stall_model}, weights.to_dict(), _reference(frame, y_win, spec), grades, metadata)
-    held = HeldOut(points[test].reset_index(drop=True), {"win": y_win0[test], "stall": y_stall0[test]}, {"win": w_win[test], "stall": w_stall[test]})
+    held = labelled.held_out()
     params = {**PARAMS, "horizon_days": horizon, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage}
     return TrainResult(bundle, split, results, slice_tables, counts, plot_files, held, params)
 
