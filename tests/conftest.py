@@ -29,3 +29,32 @@ def export_dir(small: Generated, tmp_path: Path) -> Path:
     write_export(small.tables, folder)
     (folder / "oppscore.toml").write_text(settings_toml(small.stages, small.segments), encoding="utf-8")
     return folder
+
+
+@pytest.fixture(scope="session")
+def medium() -> Generated:
+    """Large enough to train on: about 2,500 deals over two years."""
+    return generate(n=2500, seed=11)
+
+
+@pytest.fixture(scope="session")
+def trained(medium: Generated):
+    from features.settings import SegmentConfig, Settings
+    from features.stages import StageOrder
+    from training.pipeline import train
+
+    settings = Settings(segments=SegmentConfig(columns=medium.segments))
+    return train(medium.tables, StageOrder(medium.stages), settings)
+
+
+@pytest.fixture()
+def store(tmp_path: Path, monkeypatch, medium: Generated):
+    """Settings with a private MLflow store and export folder under tmp_path."""
+    from features.settings import SegmentConfig, Settings
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return Settings(
+        home=tmp_path / ".oppscore",
+        champion_dir=tmp_path / "models" / "champion",
+        segments=SegmentConfig(columns=medium.segments),
+    )

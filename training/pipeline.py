@@ -89,14 +89,16 @@ def _reference(frame: pd.DataFrame, y_win: np.ndarray, spec: FeatureSpec) -> dic
     return {str(stage): {k: float(v) for k, v in row.items() if pd.notna(v)} for stage, row in med.iterrows()}
 
 
-def _fit_target(name, x, y, w, part, spec, min_class) -> tuple[TargetModel, dict]:
+def _fit_target(name, x, y, w, part, ids, min_class) -> tuple[TargetModel, dict]:
     tr, va, ca = ((part == s).to_numpy() & (w > 0) for s in ("train", "valid", "calib"))
-    pos, neg = int((y[tr] == 1).sum()), int((y[tr] == 0).sum())
+    # what counts is how many deals, not snapshots: one long deal gives many correlated rows
+    pos, neg = int(ids[tr & (y == 1)].nunique()), int(ids[tr & (y == 0)].nunique())
     rates = baselines.stage_rate(x[tr], y[tr], w[tr]) if tr.any() else {}
     if min(pos, neg) < min_class or va.sum() < 20 or ca.sum() < 20:
         reason = (
-            f"{name}: {pos} positive and {neg} negative training snapshots, {int(va.sum())} validation and "
-            f"{int(ca.sum())} calibration rows (need {min_class} of each class and 20 rows per slice): "
+            f"{name}: {pos} opportunities with a positive and {neg} with a negative label in training, "
+            f"{int(va.sum())} early-stopping and {int(ca.sum())} calibration rows (need {min_class} "
+            "opportunities of each class and 20 rows per slice): "
             "serving the stage rate learned from the data instead of a model"
         )
         log.warning(reason)
@@ -162,9 +164,9 @@ def train(
     y_win0, y_stall0 = np.nan_to_num(y_win), np.nan_to_num(y_stall)
 
     step("win model")
-    win_model, win_info = _fit_target("win", x, y_win0, w_win, part, spec, min_class)
+    win_model, win_info = _fit_target("win", x, y_win0, w_win, part, frame["opportunity_id"], min_class)
     step("stall model")
-    stall_model, stall_info = _fit_target("stall", x, y_stall0, w_stall, part, spec, min_class)
+    stall_model, stall_info = _fit_target("stall", x, y_stall0, w_stall, part, frame["opportunity_id"], min_class)
 
     step("baselines and evaluation")
     test = (part == "test").to_numpy()

@@ -1,0 +1,50 @@
+"""Labels exactly as DESIGN.md defines them, on a hand-worked fixture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.settings import StageConfig
+from features.stages import StageOrder
+from features.tables import Tables
+from training.labels import stalled_label, won_label
+
+STAGES = StageOrder(StageConfig(open=["A", "B", "C"], won="W", lost="L"))
+T = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
+
+
+def _tables() -> Tables:
+    opps = pd.DataFrame({"opportunity_id": ["p", "q", "r"], "created_at": [T("2025-01-01")] * 3, "amount": [1.0] * 3})
+    hist = pd.DataFrame(
+        {
+            "opportunity_id": ["p", "p", "p", "q", "q", "r", "r", "r"],
+            "stage": ["A", "B", "W", "A", "L", "A", "B", "A"],
+            "entered_at": [T("2025-01-01"), T("2025-01-20"), T("2025-03-01"), T("2025-01-01"), T("2025-02-10"),
+                           T("2025-01-01"), T("2025-01-05"), T("2025-01-25")],
+        }
+    )
+    return Tables(opps, hist)
+
+
+def test_won_label_as_known_then() -> None:
+    points = pd.DataFrame({"opportunity_id": ["p", "q", "r", "p"], "as_of": [T("2025-01-08")] * 3 + [T("2025-01-08")]})
+    before_close = won_label(_tables(), STAGES, points, T("2025-02-15"))
+    np.testing.assert_array_equal(before_close, [np.nan, 0.0, np.nan, np.nan])  # p not yet won at Feb 15, r still open
+    after = won_label(_tables(), STAGES, points, T("2025-06-01"))
+    np.testing.assert_array_equal(after, [1.0, 0.0, np.nan, 1.0])
+
+
+def test_stalled_label() -> None:
+    points = pd.DataFrame(
+        {"opportunity_id": ["p", "p", "q", "r", "r"], "as_of": [T("2025-01-08"), T("2025-01-25"), T("2025-01-08"), T("2025-01-08"), T("2025-01-08")]}
+    )
+    got = stalled_label(_tables(), STAGES, points, horizon_days=30, known_at=T("2025-06-01"))
+    # p@Jan 8 in A: entered B on Jan 20 → progressed. p@Jan 25 in B: won on Mar 1, 35 days later → stalled.
+    # q@Jan 8: lost within the window, never a later stage → stalled. r@Jan 8 in B: moved back to A → stalled.
+    np.testing.assert_array_equal(got, [0.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def test_stall_horizon_past_the_cutoff_is_unlabelled() -> None:
+    points = pd.DataFrame({"opportunity_id": ["p"], "as_of": [T("2025-01-25")]})
+    assert np.isnan(stalled_label(_tables(), STAGES, points, horizon_days=30, known_at=T("2025-02-10"))[0])

@@ -1,0 +1,82 @@
+"""MLflow registry: the gate keeps a worse model out, promotion rolls back, a crash changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from features.model_store import champion_version, load_champion
+from features.stages import StageOrder
+from training import pipeline
+from training.pipeline import train
+from training.registry import log_and_register, promote
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def test_gate_keeps_a_worse_model_out_and_promote_rolls_back(trained, medium, store) -> None:
+    first = log_and_register(trained, medium.tables, store, "test")
+    assert first.promoted and champion_version(store) == first.version
+    assert (store.champion_dir / "bundle.json").exists()
+    worse = train(medium.tables, StageOrder(medium.stages), store, min_class=10**9)  # stage rates only
+    second = log_and_register(worse, medium.tables, store, "test")
+    assert not second.promoted
+    assert "does not beat the champion" in second.reason
+    assert champion_version(store) == first.version
+    promote(store, second.version)  # by hand
+    assert champion_version(store) == second.version
+    assert load_champion(store).bundle.version == second.version
+    promote(store, first.version)  # and back
+    assert champion_version(store) == first.version
+    assert load_champion(store, prefer_registry=False).bundle.version == first.version
+
+
+def test_crash_mid_training_leaves_champion_and_export_intact(trained, medium, store, monkeypatch) -> None:
+    log_and_register(trained, medium.tables, store, "test")
+    before_version, before_export = champion_version(store), _digest(store.champion_dir)
+
+    def boom(*args, **kwargs):
+        raise MemoryError("killed while fitting")
+
+    monkeypatch.setattr(pipeline, "fit_booster", boom)
+    with pytest.raises(MemoryError):
+        train(medium.tables, StageOrder(medium.stages), store)
+    assert champion_version(store) == before_version
+    assert _digest(store.champion_dir) == before_export
+
+
+def test_crash_during_export_keeps_a_whole_bundle(trained, medium, store, monkeypatch) -> None:
+    import features.bundle as bundle_mod
+
+    first = log_and_register(trained, medium.tables, store, "test")
+    real_replace = bundle_mod.os.replace
+    calls = {"n": 0}
+
+    def replace_then_die(src, dst):
+        calls["n"] += 1
+        real_replace(src, dst)
+        if calls["n"] == 1:  # the old export moved aside, the new one not yet in place
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle_mod.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        promote(store, first.version)
+    monkeypatch.setattr(bundle_mod.os, "replace", real_replace)
+    assert load_champion(store, prefer_registry=False).bundle.version == first.version
+
+
+def test_unreachable_registry_serves_the_export(trained, medium, store, monkeypatch) -> None:
+    first = log_and_register(trained, medium.tables, store, "test")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    moved = store.model_copy(update={"mlflow_tracking_uri": "http://127.0.0.1:9"})
+    loaded = load_champion(moved)
+    assert loaded.source == "export" and loaded.version == first.version
