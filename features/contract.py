@@ -131,39 +131,23 @@ def _coerce(raw: RawTable, out: _Collector, locate: Locator) -> pd.DataFrame | N
     return typed
 
 
-def _schema(table: str, stage_names: list[str] | None, now: pd.Timestamp) -> pa.DataFrameSchema:
-    not_future = pa.Check(lambda s: s.isna() | (s <= now + FUTURE_TOLERANCE), error=f"a time not after now ({now:%Y-%m-%d %H:%M} UTC)")
-    ts = lambda: pa.Column(TS_DTYPE, not_future, nullable=False)  # noqa: E731
+def _schema(table: str) -> pa.DataFrameSchema:
+    """Per-column rules of a file: required values present, amounts not negative."""
+    ts = lambda: pa.Column(TS_DTYPE, nullable=False)  # noqa: E731
     if table == OPPORTUNITIES:
         return pa.DataFrameSchema(
             {
-                "opportunity_id": pa.Column(object, nullable=False, unique=True, report_duplicates="exclude_first"),
+                "opportunity_id": pa.Column(object, nullable=False),
                 "created_at": ts(),
                 "amount": pa.Column("float64", pa.Check(lambda s: s >= 0, error="a number ≥ 0"), nullable=False),
             }
         )
     if table == STAGE_HISTORY:
-        checks = [pa.Check.isin(stage_names, error=f"a stage named in the config ({', '.join(stage_names)})")] if stage_names else []
-        return pa.DataFrameSchema(
-            {
-                "opportunity_id": pa.Column(object, nullable=False),
-                "stage": pa.Column(object, checks, nullable=False),
-                "entered_at": ts(),
-            }
-        )
-    return pa.DataFrameSchema(
-        {
-            "opportunity_id": pa.Column(object, nullable=False),
-            "occurred_at": ts(),
-            "type": pa.Column(object, nullable=False),
-        }
-    )
+        return pa.DataFrameSchema({"opportunity_id": pa.Column(object, nullable=False), "stage": pa.Column(object, nullable=False), "entered_at": ts()})
+    return pa.DataFrameSchema({"opportunity_id": pa.Column(object, nullable=False), "occurred_at": ts(), "type": pa.Column(object, nullable=False)})
 
 
-_CHECK_TEXT = {
-    "not_nullable": "a value (the column is required)",
-    "field_uniqueness": "a unique opportunity_id (this one appears on an earlier row)",
-}
+_CHECK_TEXT = {"not_nullable": "a value (the column is required)"}
 
 
 def _run_schema(schema: pa.DataFrameSchema, frame: pd.DataFrame, label: str, locate: Locator, out: _Collector, already: set[tuple[int, str]]) -> None:
@@ -181,10 +165,29 @@ def _run_schema(schema: pa.DataFrameSchema, frame: pd.DataFrame, label: str, loc
             out.rows(label, locate, pd.Index([i]), col, [frame.at[i, col]], expected)
 
 
-def _cross_table(typed: dict[str, pd.DataFrame | None], labels: dict[str, str], locators: dict[str, Locator], out: _Collector) -> None:
+def _rules(
+    typed: dict[str, pd.DataFrame | None], stage_names: list[str] | None, now: pd.Timestamp,
+    labels: dict[str, str], locators: dict[str, Locator], out: _Collector,
+) -> None:
+    """Rules across rows and tables, for files and API requests alike (vectorised pandas)."""
+    for name, frame in typed.items():
+        if frame is None:
+            continue
+        for col in TIMESTAMPS[name]:
+            if col in frame.columns and col not in NOT_CHECKED_FOR_FUTURE:
+                late = frame[col].notna() & (frame[col] > now + FUTURE_TOLERANCE)
+                if late.any():
+                    out.rows(labels[name], locators[name], frame.index[late], col, frame.loc[late, col].astype(str), f"a time not after now ({now:%Y-%m-%d %H:%M} UTC)")
     opps, hist, acts = typed[OPPORTUNITIES], typed[STAGE_HISTORY], typed[ACTIVITIES]
+    if hist is not None and stage_names:
+        unknown = hist["stage"].notna() & ~hist["stage"].isin(stage_names)
+        if unknown.any():
+            out.rows(labels[STAGE_HISTORY], locators[STAGE_HISTORY], hist.index[unknown], "stage", hist.loc[unknown, "stage"], f"a stage named in the config ({', '.join(stage_names)})")
     if opps is None:
         return
+    dup = opps["opportunity_id"].notna() & opps["opportunity_id"].duplicated(keep="first")
+    if dup.any():
+        out.rows(labels[OPPORTUNITIES], locators[OPPORTUNITIES], opps.index[dup], "opportunity_id", opps.loc[dup, "opportunity_id"], "a unique opportunity_id (this one appears on an earlier row)")
     known = pd.Index(opps["opportunity_id"].dropna().unique())
     for name, frame in ((STAGE_HISTORY, hist), (ACTIVITIES, acts)):
         if frame is None:
@@ -217,8 +220,13 @@ def validate_raw(
     stages: StageConfig | None,
     now: pd.Timestamp | None = None,
     locators: dict[str, Locator] | None = None,
+    typed_input: bool = False,
 ) -> Validated:
-    """Typed, checked tables, or ExportInvalid listing every problem."""
+    """Typed, checked tables, or ExportInvalid listing every problem.
+
+    typed_input: the tables come from a request whose types, required fields and ranges its
+    pydantic schema has already checked; only the shared rules run.
+    """
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     out = _Collector()
     typed: dict[str, pd.DataFrame | None] = {}
@@ -236,7 +244,7 @@ def validate_raw(
         labels[name] = table.label
         locs[name] = (locators or {}).get(name) or _locator(table)
         before = len(out.problems)
-        typed[name] = _coerce(table, out, locs[name])
+        typed[name] = table.frame if typed_input else _coerce(table, out, locs[name])
         unparseable[name] = {(p.row, p.column) for p in out.problems[before:] if p.row is not None}
     notes: list[str] = []
     config = stages
@@ -248,10 +256,11 @@ def validate_raw(
         except ValueError as exc:
             out.table(labels[STAGE_HISTORY], str(exc), "at least an open, a won and a lost stage", column="stage")
     stage_names = StageOrder(config).names if config else None
-    for name in TABLE_NAMES:
-        if typed[name] is not None:
-            _run_schema(_schema(name, stage_names, now), typed[name], labels[name], locs[name], out, unparseable.get(name, set()))
-    _cross_table(typed, labels, locs, out)
+    if not typed_input:
+        for name in TABLE_NAMES:
+            if typed[name] is not None:
+                _run_schema(_schema(name), typed[name], labels[name], locs[name], out, unparseable.get(name, set()))
+    _rules(typed, stage_names, now, labels, locs, out)
     if out.problems:
         raise ExportInvalid(out.problems)
     acts = typed[ACTIVITIES] if typed[ACTIVITIES] is not None else empty(ACTIVITIES)

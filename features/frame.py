@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from features import asof
 from features.pit_stats import MISSING, PointInTimeStats
 from features.stages import StageOrder
 from features.tables import TS_DTYPE, Tables, to_utc
@@ -119,22 +120,14 @@ def asof_join(
 ) -> pd.DataFrame:
     """For each (opportunity_id, as_of) point, the columns of that opportunity's row nearest in
     time: by default the last at or before as_of (- shift). Result rows align with points."""
-    q = pd.DataFrame(
-        {
-            "opportunity_id": points["opportunity_id"].to_numpy(dtype=object),
-            "_t": points["as_of"].astype(TS_DTYPE).reset_index(drop=True),
-            "_row": np.arange(len(points)),
-        }
-    )
-    q["opportunity_id"] = q["opportunity_id"].astype(object)  # pandas may infer str; ids always join as object
+    q_times = asof.ns(points["as_of"])
     if shift is not None:
-        q["_t"] = q["_t"] - shift
-    q = q.sort_values("_t", kind="stable")
-    r = rows[["opportunity_id", time_col, *cols]].sort_values(time_col, kind="stable")
-    if r["opportunity_id"].dtype != object:
-        r = r.assign(opportunity_id=r["opportunity_id"].astype(object))
-    merged = pd.merge_asof(q, r, left_on="_t", right_on=time_col, by="opportunity_id", direction=direction, allow_exact_matches=exact)
-    return merged.sort_values("_row", kind="stable").reset_index(drop=True)
+        q_times = q_times - shift.value
+    pos = asof.positions(
+        rows["opportunity_id"].to_numpy(dtype=object), asof.ns(rows[time_col]),
+        points["opportunity_id"].to_numpy(dtype=object), q_times, direction, exact,
+    )
+    return asof.take(rows, [time_col, *cols], pos)
 
 
 def stage_state(tables: Tables, stages: StageOrder, points: pd.DataFrame) -> pd.DataFrame:
@@ -271,6 +264,9 @@ def build_features(
     step = progress or (lambda _msg: None)
     points = points[["opportunity_id", "as_of"]].reset_index(drop=True)
     points["as_of"] = points["as_of"].astype(TS_DTYPE)
+    if points.empty:
+        empty = {c: pd.Series(dtype=object if c in spec.categorical else "float64") for c in spec.columns}
+        return pd.concat([points, pd.DataFrame(empty)], axis=1)
     wanted = points["opportunity_id"].unique()
     if len(wanted) < 0.5 * len(tables.opportunities):  # a row depends only on its own opportunity's rows
         tables = tables.subset(wanted)

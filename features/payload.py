@@ -1,7 +1,9 @@
 """Opportunities sent as records (the API's JSON, a pyfunc DataFrame) → canonical tables.
 
 Each record is one opportunity: its own columns plus `stage_history` and `activities` lists.
-The same contract checks as a file export run on the result, with field paths as locations.
+The caller's schema has typed them (the API's pydantic models); the contract's shared rules
+(stage names, times not in the future, unique ids, no stage before creation) run on the
+result, with field paths as locations.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pandas as pd
 from features.contract import Validated, validate_raw
 from features.loading import RawTable
 from features.settings import StageConfig
-from features.tables import ACTIVITIES, OPPORTUNITIES, STAGE_HISTORY
+from features.tables import ACTIVITIES, OPPORTUNITIES, STAGE_HISTORY, TIMESTAMPS, TS_DTYPE
 
 NESTED = (STAGE_HISTORY, ACTIVITIES)
 
@@ -38,8 +40,24 @@ def records_to_raw(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, RawT
     return raw, paths
 
 
-def records_to_tables(records: Sequence[Mapping[str, Any]], stages: StageConfig, now: pd.Timestamp | None = None) -> Validated:
-    """Checked canonical tables; ExportInvalid names each bad field by its path in the request."""
+def records_to_tables(
+    records: Sequence[Mapping[str, Any]], stages: StageConfig, now: pd.Timestamp | None = None, typed: bool = False
+) -> Validated:
+    """Checked canonical tables; ExportInvalid names each bad field by its path in the request.
+
+    typed: the records were validated by the API's schema (datetimes and numbers, not text),
+    so only the shared rules run; otherwise values are coerced and checked like a file's.
+    """
     raw, paths = records_to_raw(records)
+    if typed:
+        for table in raw.values():
+            for col in TIMESTAMPS[table.name]:
+                if col in table.frame.columns:
+                    table.frame[col] = pd.to_datetime(table.frame[col], utc=True).astype(TS_DTYPE)
+            if "amount" in table.frame.columns:
+                table.frame["amount"] = table.frame["amount"].astype("float64")
+            for col in table.frame.columns:
+                if table.frame[col].dtype != object and col not in TIMESTAMPS[table.name] and col != "amount":
+                    table.frame[col] = table.frame[col].astype(object)
     locators = {name: (lambda i, p=paths[name]: p[i] if i < len(p) else f"row {i}") for name in paths}
-    return validate_raw(raw, stages, now=now, locators=locators)
+    return validate_raw(raw, stages, now=now, locators=locators, typed_input=typed)

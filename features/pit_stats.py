@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.stages import StageOrder
+from features import asof
 from features.tables import TS_DTYPE, Tables
 
 GLOBAL = "__all__"
@@ -81,32 +82,61 @@ class PointInTimeStats:
         return self
 
     # -- lookups -------------------------------------------------------------------------
-    def _asof(self, steps: pd.DataFrame, by: str, query: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
-        q = query.assign(_row=np.arange(len(query)), as_of=pd.to_datetime(query["as_of"], utc=True).astype(TS_DTYPE))
-        q = q.sort_values("as_of", kind="stable")
-        s = steps.sort_values("time", kind="stable")
-        q[by] = q[by].astype(str)
-        s = s.assign(**{by: s[by].astype(str)})
-        merged = pd.merge_asof(q, s[[by, "time", *cols]], left_on="as_of", right_on="time", by=by, direction="backward")
-        return merged.sort_values("_row")[cols].reset_index(drop=True).fillna(0)
+    def _index(self) -> None:
+        """Steps split by key and sorted once, and the latest counts per value: a query at or
+        after the last step (scoring 'now') is a dictionary read, not a join."""
+        win = self.win_steps_.sort_values("time", kind="stable")
+        win = win.assign(value=win["value"].astype(str))
+        self._win_by_key = {key: part.drop(columns="key").reset_index(drop=True) for key, part in win.groupby("key", sort=False)}
+        self._win_latest = {
+            key: part.groupby("value", sort=False)[["won", "closed"]].last() for key, part in self._win_by_key.items()
+        }
+        self._dwell = self.dwell_steps_.sort_values("time", kind="stable").reset_index(drop=True)
+        self._dwell_latest = self._dwell.groupby("stage", sort=False)[["n", "sum_log"]].last()
+        self._last_time = max(self.win_steps_["time"].max(), self.dwell_steps_["time"].max()) if len(self.win_steps_) else None
+
+    def _lookup(self, steps: pd.DataFrame | None, latest: pd.DataFrame | None, by: str, values: pd.Series, as_of: pd.Series, cols: list[str]) -> pd.DataFrame:
+        if not hasattr(self, "_win_by_key"):
+            self._index()
+        as_of = pd.to_datetime(as_of, utc=True).astype(TS_DTYPE).reset_index(drop=True)
+        values = values.astype(str).reset_index(drop=True)
+        if steps is None or steps.empty:
+            return pd.DataFrame(0.0, index=range(len(values)), columns=cols)
+        if self._last_time is not None and bool((as_of >= self._last_time).all()):
+            return latest.reindex(values.to_numpy())[cols].reset_index(drop=True).fillna(0)
+        keys, times = self._arrays(steps, by)
+        pos = asof.positions(keys, times, values.to_numpy(dtype=object), asof.ns(as_of))
+        return asof.take(steps, cols, pos).fillna(0)
+
+    def _arrays(self, steps: pd.DataFrame, by: str) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and times of a step table as arrays, computed once per table."""
+        cache = self.__dict__.setdefault("_array_cache", {})
+        got = cache.get(id(steps))
+        if got is None or got[0] is not steps:
+            got = (steps, steps[by].to_numpy(dtype=object), asof.ns(steps["time"]))
+            cache[id(steps)] = got
+        return got[1], got[2]
+
+    def _win_counts(self, key: str, values: pd.Series, as_of: pd.Series) -> pd.DataFrame:
+        if not hasattr(self, "_win_by_key"):
+            self._index()
+        return self._lookup(self._win_by_key.get(key), self._win_latest.get(key), "value", values, as_of, ["won", "closed"])
 
     def global_rate(self, as_of: pd.Series) -> np.ndarray:
-        steps = self.win_steps_[self.win_steps_["key"] == GLOBAL].drop(columns="key")
-        got = self._asof(steps, "value", pd.DataFrame({"value": GLOBAL, "as_of": as_of.reset_index(drop=True)}), ["won", "closed"])
+        got = self._win_counts(GLOBAL, pd.Series(GLOBAL, index=range(len(as_of))), as_of)
         return ((got["won"] + 1.0) / (got["closed"] + 2.0)).to_numpy()  # Beta(1, 1): an honest 0.5 before any close
 
     def win_rate(self, key: str, values: pd.Series, as_of: pd.Series, prior: np.ndarray | None = None) -> np.ndarray:
         """The key value's win rate among deals closed by as_of, shrunk toward the global rate."""
         prior = self.global_rate(as_of) if prior is None else prior
-        steps = self.win_steps_[self.win_steps_["key"] == key].drop(columns="key")
-        query = pd.DataFrame({"value": _key_values(values).to_numpy(), "as_of": as_of.reset_index(drop=True)})
-        got = self._asof(steps, "value", query, ["won", "closed"])
+        got = self._win_counts(key, _key_values(values), as_of)
         return ((got["won"] + self.shrinkage * prior) / (got["closed"] + self.shrinkage)).to_numpy()
 
     def typical_dwell(self, stage: pd.Series, as_of: pd.Series) -> np.ndarray:
         """Geometric-mean days that completed stays in this stage took, among those completed by as_of."""
-        query = pd.DataFrame({"stage": stage.astype(str).to_numpy(), "as_of": as_of.reset_index(drop=True)})
-        got = self._asof(self.dwell_steps_, "stage", query, ["n", "sum_log"])
+        if not hasattr(self, "_win_by_key"):
+            self._index()
+        got = self._lookup(self._dwell, self._dwell_latest, "stage", stage, as_of, ["n", "sum_log"])
         with np.errstate(invalid="ignore", divide="ignore"):
             typical = np.expm1(got["sum_log"] / got["n"]).to_numpy()
         return np.where(got["n"].to_numpy() >= 5, typical, np.nan)  # fewer than five stays: not a typical yet

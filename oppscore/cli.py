@@ -262,5 +262,105 @@ def score(
     run(go)
 
 
+def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | None) -> None:
+    import os
+    import secrets
+
+    import uvicorn
+
+    if not settings.api_keys:
+        key = "osk_" + secrets.token_urlsafe(24)
+        os.environ["OPPSCORE_API_KEYS"] = key
+        settings = settings.model_copy(update={"api_keys": [key]})
+        console.print(f"[yellow]no OPPSCORE_API_KEYS set:[/yellow] generated a key for this run: [bold]{key}[/bold]")
+    if workers > 1:  # each worker builds its own app from the environment
+        os.environ["OPPSCORE_SERVE_CONFIG"] = str(settings.config_path or "")
+        if data is not None:
+            os.environ["OPPSCORE_SERVE_DATA"] = str(data)
+        uvicorn.run("serving.main:app", host=host, port=port, workers=workers, log_level="warning")
+        return
+    from serving.app import create_app
+
+    uvicorn.run(create_app(settings, data=data), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+    data: Annotated[Path | None, typer.Option("--data", help="an export to show managers at / (optional)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The HTTP service: POST /v1/score for the CRM, a page for managers at /."""
+
+    def go() -> None:
+        settings = _settings(config, data)
+        out.print(f"oppscore on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+        _serve(settings, host, port, workers, data)
+
+    run(go)
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option("--folder", help="where the demo export is written")] = Path("demo-data"),
+    n: Annotated[int, typer.Option(min=200)] = 3000,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="stop after training (for scripts)")] = False,
+) -> None:
+    """The main job on embedded defaults: demo data, training, the champion, the service on localhost."""
+    import json
+    import secrets
+    import tempfile
+
+    from features.loading import write_export
+    from features.synthetic import generate as make
+    from training.pipeline import train as fit
+    from training.registry import log_and_register
+
+    def go() -> None:
+        with steps("demo") as step:
+            step("generating demo data")
+            made = make(n=n, seed=0)
+            write_export(made.tables, folder)
+            (folder / "oppscore.toml").write_text(settings_toml(made.stages, made.segments), encoding="utf-8")
+            settings = _settings(None, folder)
+            step("loading")
+            validated = load_export(folder, settings)
+            with tempfile.TemporaryDirectory() as tmp:
+                result = fit(validated.tables, validated.stages, settings, workdir=Path(tmp), progress=step)
+                step("registering in MLflow")
+                registered = log_and_register(result, validated.tables, settings, str(folder))
+        _comparison(result.metrics)
+        out.print(f"registered version {registered.version}: {registered.reason}")
+        if no_serve:
+            return
+        key = settings.api_keys[0].get_secret_value() if settings.api_keys else "osk_" + secrets.token_urlsafe(24)  # noqa: S105
+        settings = settings.model_copy(update={"api_keys": [key]})
+        opp = validated.tables.opportunities.iloc[0]
+        hist = validated.tables.stage_history[validated.tables.stage_history["opportunity_id"] == opp["opportunity_id"]]
+        example = {
+            "as_of": str(validated.tables.end.isoformat()),
+            "opportunities": [
+                {
+                    "opportunity_id": "DEMO-1",
+                    "created_at": hist["entered_at"].iloc[0].isoformat(),
+                    "amount": float(opp["amount"]),
+                    "industry": opp["industry"],
+                    "source": opp["source"],
+                    "stage_history": [{"stage": hist["stage"].iloc[0], "entered_at": hist["entered_at"].iloc[0].isoformat()}],
+                }
+            ],
+        }
+        out.print(f"\nThe service: http://{host}:{port}/  (managers' page; API docs at /docs)")
+        out.print(f"API key: {key}")
+        out.print("Try:\n  curl -s -X POST http://%s:%d/v1/score -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '%s'\n" % (host, port, key, json.dumps(example)))
+        _serve(settings, host, port, 1, folder)
+
+    run(go)
+
+
 if __name__ == "__main__":
     app()

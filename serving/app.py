@@ -1,0 +1,148 @@
+"""The FastAPI application: routes, error contract, limits, metrics and the model holder.
+
+Errors never carry a stack trace or a path: a malformed request is 422 with field paths, an
+oversized one 413, an unknown key 401; anything unexpected is logged here and answered with a
+plain 500 that names nothing internal.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import SecretStr
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from features.contract import ExportInvalid
+from features.settings import Settings
+from serving.holder import ModelHolder
+from serving.routes import health, model, pipeline, score
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+_PATH = re.compile(r"([A-Za-z_]+)\[(\d+)\]")
+
+
+def _loc(location: str | None, column: str | None) -> list[str | int]:
+    """'opportunities[3].stage_history[1]' + 'stage' → ['body', 'opportunities', 3, 'stage_history', 1, 'stage']."""
+    loc: list[str | int] = ["body"]
+    for part in (location or "").split("."):
+        m = _PATH.fullmatch(part)
+        if m:
+            loc += [m.group(1), int(m.group(2))]
+        elif part:
+            loc.append(part)
+    if column:
+        loc.append(column)
+    return loc
+
+
+class BodyLimit:
+    """Answers 413 when a body is larger than the limit, before it is parsed or held whole."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await JSONResponse({"detail": f"request body of {int(length)} bytes; at most {self.limit}"}, status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, detail=f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class ModelCollector:
+    """Prometheus: which model version is being served, and from where."""
+
+    def __init__(self, holder: ModelHolder) -> None:
+        self.holder = holder
+
+    def collect(self):
+        g = GaugeMetricFamily("oppscore_model_info", "the model being served (1 = loaded)", labels=["version", "source"])
+        loaded = self.holder.current
+        if loaded is not None:
+            g.add_metric([loaded.version, loaded.source], 1.0)
+        yield g
+
+
+def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path | None = None, start_reloader: bool = True) -> FastAPI:
+    holder = holder or ModelHolder(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if holder.current is None:
+            holder.load()
+        if start_reloader:
+            holder.start()
+        yield
+        holder.stop()
+
+    app = FastAPI(
+        title="oppscore",
+        version="1",
+        summary="Win probability, stall risk and their reasons for open CRM opportunities; data-driven stage weights.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.data = data
+    app.state.api_keys = [k.get_secret_value() if isinstance(k, SecretStr) else str(k) for k in settings.api_keys]
+    registry = CollectorRegistry()
+    app.state.scores_served = Counter("oppscore_scores_served", "opportunities scored", registry=registry)
+    registry.register(ModelCollector(holder))
+    Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False, tags=["health"])
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": str(e.get("type", "value_error"))} for e in exc.errors()]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(ExportInvalid)
+    async def contract(request: Request, exc: ExportInvalid) -> JSONResponse:
+        problems = [{"loc": _loc(p.location, p.column), "msg": f"found {p.found}, expected {p.expected}", "type": "contract"} for p in exc.problems]
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
+
+    app.include_router(health.router)
+    app.include_router(score.router)
+    app.include_router(model.router)
+    app.include_router(pipeline.router)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes)
+    return app

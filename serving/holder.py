@@ -1,0 +1,95 @@
+"""The bundle being served, swapped whole when the champion alias moves.
+
+A request takes the current `Loaded` once, at its start, and uses it to the end; a reload only
+rebinds the reference, so a request in flight finishes on the bundle it began with and no
+request ever sees half of one bundle and half of another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from features.model_store import Loaded, champion_version, load_champion, load_version
+from features.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Status:
+    loaded: Loaded | None
+    registry_reachable: bool
+    message: str
+
+
+class ModelHolder:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._status = Status(None, False, "not loaded yet")
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def current(self) -> Loaded | None:
+        return self._status.loaded
+
+    def load(self) -> Status:
+        """First load: the registry's champion, else the export, else nothing (and say why)."""
+        with self._lock:
+            try:
+                loaded = load_champion(self.settings)
+                reachable = loaded.source == "registry" or self._registry_reachable()
+                note = "" if loaded.source == "registry" else "model registry unreachable or without a champion: serving the exported bundle"
+                self._status = Status(loaded, reachable, note)
+            except Exception as exc:  # noqa: BLE001 - no model must not stop the service starting
+                self._status = Status(None, self._registry_reachable(), f"no model to serve: {exc}")
+                log.warning(self._status.message)
+        return self._status
+
+    def _registry_reachable(self) -> bool:
+        try:
+            champion_version(self.settings)
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def refresh(self) -> bool:
+        """Swap in a new champion if the alias moved; True when it did."""
+        with self._lock:
+            try:
+                version = champion_version(self.settings)
+            except Exception as exc:  # noqa: BLE001 - keep serving what we have
+                if self._status.registry_reachable:
+                    log.warning("model registry unreachable (%s); keeping version %s", type(exc).__name__, self.current.version if self.current else None)
+                self._status = Status(self._status.loaded, False, self._status.message)
+                return False
+            current = self._status.loaded
+            if version is None or (current is not None and current.source == "registry" and current.version == version):
+                self._status = Status(current, True, self._status.message if current is None or current.source == "export" else "")
+                return False
+            bundle = load_version(self.settings, version)
+            self._status = Status(Loaded(bundle, version, "registry"), True, "")
+            log.info("now serving champion version %s", version)
+            return True
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="champion-reload", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.serving.reload_seconds):
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - a bad version must not kill the reloader
+                log.error("could not load the new champion: %s", exc)

@@ -1,0 +1,26 @@
+"""Liveness and readiness: open, no key, for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from serving.deps import HolderDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="the process is alive")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="a model is loaded", responses={503: {"description": "no model to serve"}})
+def readyz(holder: HolderDep) -> JSONResponse:
+    status = holder.status
+    if status.loaded is None:
+        return JSONResponse({"status": "not ready", "detail": status.message}, status_code=503)
+    body = {"status": "ready", "model_version": status.loaded.version, "source": status.loaded.source}
+    if status.loaded.source == "export":
+        body["detail"] = status.message or "serving the exported bundle"
+    return JSONResponse(body)

@@ -1,0 +1,44 @@
+"""What is being served: the model's version and record, and its stage weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from serving.deps import ApiKeyDep, HolderDep, LoadedDep, SettingsDep
+from serving.schemas import ErrorBody
+
+router = APIRouter(prefix="/v1", tags=["model"])
+
+
+@router.get("/model", summary="the model being served, its training period and held-out metrics beside baselines", responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+def model(loaded: LoadedDep, holder: HolderDep, settings: SettingsDep, _: ApiKeyDep) -> dict[str, Any]:
+    meta = loaded.bundle.metadata
+    return {
+        "version": loaded.version,
+        "alias": "champion",
+        "source": loaded.source,
+        "note": holder.status.message or None,
+        "registry_reachable": holder.status.registry_reachable,
+        "training_period": {"from": meta.get("data_start"), "to": meta.get("data_end"), "split": meta.get("split")},
+        "held_out": meta.get("held_out"),
+        "fallback": meta.get("fallback") or None,
+        "stages": loaded.bundle.spec.stage_config,
+        "segments": loaded.bundle.spec.segment_columns,
+        "stall_horizon_days": meta.get("horizon_days"),
+        "counts": meta.get("counts"),
+        "max_batch": settings.serving.max_batch,
+    }
+
+
+@router.get("/stage-weights", summary="data-driven stage weights, with intervals, by dwell, optionally per segment", responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+def stage_weights(loaded: LoadedDep, _: ApiKeyDep, segment: str | None = Query(default=None, description="a segment column, e.g. source")) -> dict[str, Any]:
+    weights = loaded.bundle.stage_weights
+    body = {"model_version": loaded.version, "as_of": weights["as_of"], "level": weights["level"], "stages": weights["stages"], "by_dwell": weights["by_dwell"]}
+    if segment is not None:
+        known = sorted({r["segment"] for r in weights["by_segment"]})
+        if segment not in known:
+            raise HTTPException(422, detail=[{"loc": ["query", "segment"], "msg": f"found {segment!r}, expected one of {known}", "type": "value_error"}])
+        body["by_segment"] = [r for r in weights["by_segment"] if r["segment"] == segment]
+    return body

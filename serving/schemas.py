@@ -1,0 +1,134 @@
+"""The HTTP contract: what a CRM sends and what it gets back, with examples for the OpenAPI page.
+
+Bad input is answered 422 naming the field path. A batch is all-or-nothing: when any
+opportunity is malformed the whole batch is rejected with every problem listed, so a CRM never
+has to reconcile a half-scored batch (it fixes the rows named and sends the batch again).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+EXAMPLE_OPPORTUNITY = {
+    "opportunity_id": "OPP-0001",
+    "created_at": "2026-08-03T09:00:00Z",
+    "amount": 42000,
+    "owner_id": "rep-7",
+    "account_id": "ACC-12",
+    "team": "Alpha",
+    "industry": "software",
+    "region": "north",
+    "source": "referral",
+    "company_size": "medium",
+    "stage_history": [
+        {"stage": "Prospecting", "entered_at": "2026-08-03T09:00:00Z"},
+        {"stage": "Qualification", "entered_at": "2026-08-14T10:30:00Z"},
+        {"stage": "Needs Analysis", "entered_at": "2026-09-01T08:00:00Z"},
+    ],
+    "activities": [
+        {"occurred_at": "2026-09-10T15:00:00Z", "type": "meeting", "direction": "outbound", "contact_id": "C-1"},
+        {"occurred_at": "2026-09-22T11:00:00Z", "type": "email", "direction": "inbound", "contact_id": "C-2"},
+    ],
+}
+
+Scalar = str | int | float | bool | None
+
+
+class StageEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stage: str = Field(min_length=1, description="a stage name from the model's stage list (GET /v1/model)")
+    entered_at: datetime = Field(description="when the stage was entered; ISO 8601, naive = UTC")
+
+
+class Activity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    occurred_at: datetime = Field(description="ISO 8601, naive = UTC")
+    type: str = Field(min_length=1, description="call, email, meeting, demo, proposal_sent, … (free text)")
+    direction: Literal["inbound", "outbound"] | None = None
+    owner_id: str | None = None
+    contact_id: str | None = None
+
+
+class Opportunity(BaseModel):
+    """One opportunity with its own history; any extra scalar field is a segment attribute."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_OPPORTUNITY]})
+    opportunity_id: str = Field(min_length=1, max_length=200)
+    created_at: datetime
+    amount: float = Field(ge=0, allow_inf_nan=False, description="expected deal value, ≥ 0")
+    account_id: str | None = None
+    owner_id: str | None = None
+    team: str | None = None
+    stage_history: list[StageEntry] = Field(min_length=1, max_length=1000, description="stage entries, oldest first")
+    activities: list[Activity] = Field(default_factory=list, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> Opportunity:
+        for name, value in (self.model_extra or {}).items():
+            if not isinstance(value, Scalar):
+                raise ValueError(f"segment attribute {name!r} must be a string, number, boolean or null")
+        times = [e.entered_at for e in self.stage_history]
+        for j in range(1, len(times)):
+            try:
+                out_of_order = times[j] < times[j - 1]
+            except TypeError:  # naive beside aware: compare as UTC
+                out_of_order = _utc(times[j]) < _utc(times[j - 1])
+            if out_of_order:
+                raise ValueError(f"stage_history[{j}].entered_at is before stage_history[{j - 1}].entered_at; expected entries oldest first")
+        return self
+
+
+def _utc(t: datetime) -> datetime:
+    from datetime import UTC
+
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"as_of": "2026-09-30T00:00:00Z", "opportunities": [EXAMPLE_OPPORTUNITY]}]})
+    as_of: datetime | None = Field(default=None, description="score as of this time (default: now); rows after it are ignored")
+    opportunities: list[Opportunity] = Field(min_length=1, description="the batch; its size limit is in GET /v1/model")
+
+    def records(self) -> list[dict[str, Any]]:
+        return [o.model_dump() for o in self.opportunities]
+
+
+class Factor(BaseModel):
+    factor: str = Field(description="the readable factor, e.g. 'recent activity'")
+    feature: str = Field(description="the feature that speaks for it")
+    value: float | str | None
+    contribution: float = Field(description="its push on the win score, in log-odds (+ raises, - lowers)")
+    direction: Literal["raises", "lowers"]
+    sentence: str
+
+
+class Score(BaseModel):
+    opportunity_id: str
+    status: Literal["open", "won", "lost", "not yet created"] = Field(description="only open opportunities are scored")
+    stage: str | None = None
+    win_probability: float | None = Field(default=None, ge=0, le=1)
+    stall_risk: float | None = Field(default=None, ge=0, le=1, description="chance of no forward move in the stall horizon")
+    score: int | None = Field(default=None, ge=1, le=99)
+    grade: Literal["A", "B", "C", "D"] | None = None
+    expected_value: float | None = Field(default=None, description="amount × win probability")
+    top_factors: list[Factor] = Field(default_factory=list)
+
+
+class ScoreResponse(BaseModel):
+    model_version: str
+    model_source: Literal["registry", "export"]
+    as_of: datetime
+    scores: list[Score]
+
+
+class Problem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    detail: list[Problem] | str
