@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # tests point at dead registries on purpose
+os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "2"
 
 from features.loading import write_export  # noqa: E402
 from features.settings import settings_toml  # noqa: E402

@@ -1,0 +1,86 @@
+"""Auth, malformed input and limits: 401, 422 naming the field, 413; never 500, never a trace."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import AUTH
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dGVzdDp0ZXN0"}])
+def test_missing_or_wrong_key_is_401(client, body, headers) -> None:
+    for method, path in (("post", "/v1/score"), ("get", "/v1/model"), ("get", "/v1/stage-weights")):
+        r = getattr(client, method)(path, json=body, headers=headers) if method == "post" else client.get(path, headers=headers)
+        assert r.status_code == 401, (path, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+def _problem(r) -> tuple[list, str]:
+    assert r.status_code == 422, r.text
+    first = r.json()["detail"][0]
+    return first["loc"], first["msg"]
+
+
+def test_malformed_json(client) -> None:
+    r = client.post("/v1/score", content=b'{"opportunities": [', headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+
+
+def test_wrong_type_names_the_field(client, body) -> None:
+    body["opportunities"][0]["amount"] = "a lot"
+    loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
+    assert loc == ["body", "opportunities", 0, "amount"] and "number" in msg
+
+
+def test_missing_field_names_the_field(client, body) -> None:
+    del body["opportunities"][0]["created_at"]
+    loc, _ = _problem(client.post("/v1/score", json=body, headers=AUTH))
+    assert loc == ["body", "opportunities", 0, "created_at"]
+
+
+def test_unknown_stage_names_the_entry(client, body) -> None:
+    body["opportunities"][0]["stage_history"][2]["stage"] = "Demo Booked"
+    loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
+    assert loc == ["body", "opportunities", 0, "stage_history", 2, "stage"]
+    assert "found 'Demo Booked', expected a stage named in the config" in msg
+
+
+def test_history_out_of_order(client, body) -> None:
+    history = body["opportunities"][0]["stage_history"]
+    history[1]["entered_at"], history[2]["entered_at"] = history[2]["entered_at"], history[1]["entered_at"]
+    loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
+    assert loc == ["body", "opportunities", 0] and "stage_history[2].entered_at is before stage_history[1].entered_at" in msg
+
+
+def test_stage_before_creation_and_duplicate_ids_all_listed(client, body) -> None:
+    body["opportunities"][0]["stage_history"][0]["entered_at"] = "2026-01-01T00:00:00Z"
+    body["opportunities"].append(dict(body["opportunities"][0]))
+    r = client.post("/v1/score", json=body, headers=AUTH)
+    locs = [p["loc"] for p in r.json()["detail"]]
+    assert ["body", "opportunities", 1, "opportunity_id"] in locs
+    assert ["body", "opportunities", 0, "stage_history", 0, "entered_at"] in locs
+
+
+def test_segment_attribute_must_be_a_scalar(client, body) -> None:
+    body["opportunities"][0]["industry"] = {"nested": True}
+    loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
+    assert loc == ["body", "opportunities", 0] and "'industry' must be a string" in msg
+
+
+def test_batch_over_the_limit_is_413(client, body) -> None:
+    body["opportunities"] = [dict(body["opportunities"][0], opportunity_id=f"O{i}") for i in range(51)]
+    r = client.post("/v1/score", json=body, headers=AUTH)
+    assert r.status_code == 413 and "at most 50" in r.json()["detail"]
+
+
+def test_body_over_the_limit_is_413(client, served_store) -> None:
+    big = b"x" * (served_store.serving.max_body_bytes + 1)
+    r = client.post("/v1/score", content=big, headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_error_bodies_carry_no_trace_or_path(client, body) -> None:
+    body["opportunities"][0]["stage_history"] = []
+    r = client.post("/v1/score", json=body, headers=AUTH)
+    assert r.status_code == 422
+    assert "Traceback" not in r.text and "/work/" not in r.text and ".py" not in r.text

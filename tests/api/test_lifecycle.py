@@ -1,0 +1,50 @@
+"""Model lifecycle: hot reload on a new champion, export fallback, no model at all."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from features.stages import StageOrder
+from serving.app import create_app
+from serving.holder import ModelHolder
+from tests.api.conftest import AUTH
+from training.pipeline import train
+from training.registry import log_and_register, promote
+
+
+def test_new_champion_is_picked_up_without_restart(store, trained, medium, body) -> None:
+    store = store.model_copy(update={"api_keys": ["test-key"]})
+    log_and_register(trained, medium.tables, store, "t")
+    holder = ModelHolder(store)
+    with TestClient(create_app(store, holder=holder, start_reloader=False)) as client:
+        assert client.get("/v1/model", headers=AUTH).json()["version"] == "1"
+        in_flight = holder.current  # what a request that started now holds
+        other = train(medium.tables, StageOrder(medium.stages), store, min_class=10**9)
+        log_and_register(other, medium.tables, store, "t")
+        promote(store, "2")
+        assert holder.refresh() is True
+        assert client.get("/v1/model", headers=AUTH).json()["version"] == "2"
+        assert client.post("/v1/score", json=body, headers=AUTH).json()["model_version"] == "2"
+        assert in_flight.version == "1" and in_flight.bundle.models["win"].booster is not None  # untouched by the swap
+        assert holder.refresh() is False  # nothing new
+
+
+def test_unreachable_registry_at_start_serves_the_export(store, trained, medium, body) -> None:
+    log_and_register(trained, medium.tables, store, "t")
+    away = store.model_copy(update={"mlflow_tracking_uri": "http://127.0.0.1:9", "api_keys": ["test-key"]})
+    with TestClient(create_app(away, start_reloader=False)) as client:
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready" and ready["source"] == "export" and "exported bundle" in ready["detail"]
+        model = client.get("/v1/model", headers=AUTH).json()
+        assert model["source"] == "export" and model["version"] == "1" and "exported bundle" in model["note"]
+        assert client.post("/v1/score", json=body, headers=AUTH).status_code == 200
+
+
+def test_no_model_at_all_is_503(store, body) -> None:
+    empty = store.model_copy(update={"api_keys": ["test-key"]})
+    with TestClient(create_app(empty, start_reloader=False)) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503 and "no model" in r.json()["detail"]
+        s = client.post("/v1/score", json=body, headers=AUTH)
+        assert s.status_code == 503 and "oppscore train" in s.json()["detail"]
+        assert client.get("/healthz").status_code == 200

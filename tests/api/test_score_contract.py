@@ -1,0 +1,94 @@
+"""POST /v1/score: the answer's shape, statuses, and parity with batch scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.scoring import score_open
+from tests.api.conftest import AUTH
+
+
+def test_scores_an_open_opportunity(client, body) -> None:
+    r = client.post("/v1/score", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["model_version"] == "1" and doc["model_source"] == "registry"
+    [s] = doc["scores"]
+    assert s["status"] == "open" and s["stage"] == "Needs Analysis"
+    assert 0 <= s["win_probability"] <= 1 and 0 <= s["stall_risk"] <= 1
+    assert 1 <= s["score"] <= 99 and s["grade"] in "ABCD"
+    assert s["expected_value"] == np.float64(42000 * s["win_probability"])
+    assert len(s["top_factors"]) == 3 and all(f["sentence"] for f in s["top_factors"])
+
+
+def test_closed_and_future_opportunities_are_reported_not_scored(client, body) -> None:
+    won = dict(body["opportunities"][0], opportunity_id="W")
+    won["stage_history"] = won["stage_history"] + [{"stage": "Closed Won", "entered_at": "2026-09-20T00:00:00Z"}]
+    later = dict(body["opportunities"][0], opportunity_id="L", created_at="2026-09-29T00:00:00Z")
+    later["stage_history"] = [{"stage": "Prospecting", "entered_at": "2026-09-29T00:00:00Z"}]
+    body["opportunities"] += [won, later]
+    body["as_of"] = "2026-09-25T00:00:00Z"
+    scores = client.post("/v1/score", json=body, headers=AUTH).json()["scores"]
+    assert [s["status"] for s in scores] == ["open", "won", "not yet created"]
+    assert scores[1]["win_probability"] is None
+
+
+def test_rows_after_as_of_are_ignored(client, body) -> None:
+    first = client.post("/v1/score", json=body, headers=AUTH).json()["scores"][0]
+    body["opportunities"][0]["activities"].append({"occurred_at": "2026-10-05T00:00:00Z", "type": "call"})
+    body["opportunities"][0]["stage_history"].append({"stage": "Closed Lost", "entered_at": "2026-10-06T00:00:00Z"})
+    again = client.post("/v1/score", json=body, headers=AUTH).json()["scores"][0]
+    assert again == first
+
+
+def test_api_score_equals_batch_score(client, medium, trained) -> None:
+    as_of = pd.Timestamp("2026-08-15T00:00:00Z")
+    batch = score_open(trained.bundle, medium.tables, as_of).set_index("opportunity_id")
+    chosen = batch.index[:20]
+    t = medium.tables
+    opps = []
+    for opp in t.opportunities[t.opportunities["opportunity_id"].isin(chosen)].to_dict("records"):
+        h = t.stage_history[t.stage_history["opportunity_id"] == opp["opportunity_id"]]
+        a = t.activities[t.activities["opportunity_id"] == opp["opportunity_id"]]
+        rec = {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in opp.items() if k not in ("expected_close_date", "loss_reason") and v is not None and v == v}
+        rec["stage_history"] = [{"stage": r.stage, "entered_at": r.entered_at.isoformat()} for r in h.itertuples()]
+        rec["activities"] = [{"occurred_at": r.occurred_at.isoformat(), "type": r.type, "direction": r.direction, "contact_id": r.contact_id} for r in a.itertuples()]
+        opps.append(rec)
+    r = client.post("/v1/score", json={"as_of": as_of.isoformat(), "opportunities": opps}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    for s in r.json()["scores"]:
+        row = batch.loc[s["opportunity_id"]]
+        assert np.isclose(s["win_probability"], row["win_probability"], atol=1e-9)
+        assert np.isclose(s["stall_risk"], row["stall_risk"], atol=1e-9)
+        assert s["grade"] == row["grade"] and s["score"] == row["score"]
+        assert [f["factor"] for f in s["top_factors"]] == [f["factor"] for f in row["top_factors"]]
+
+
+def test_model_and_stage_weights(client) -> None:
+    m = client.get("/v1/model", headers=AUTH).json()
+    assert m["version"] == "1" and m["alias"] == "champion" and m["source"] == "registry"
+    assert {"model", "stage rate", "logistic regression"} <= set(m["held_out"]["win"])
+    assert m["training_period"]["from"] < m["training_period"]["to"]
+    w = client.get("/v1/stage-weights", headers=AUTH).json()
+    assert [s["stage"] for s in w["stages"]] == m["stages"]["open"]
+    assert all(s["low"] <= s["weight"] <= s["high"] for s in w["stages"])
+    seg = client.get("/v1/stage-weights", params={"segment": "source"}, headers=AUTH).json()
+    assert {r["value"] for r in seg["by_segment"]} >= {"inbound", "referral"}
+    bad = client.get("/v1/stage-weights", params={"segment": "nope"}, headers=AUTH)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "segment"]
+
+
+def test_health_and_metrics_are_open(client, body) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    client.post("/v1/score", json=body, headers=AUTH)
+    text = client.get("/metrics").text
+    assert 'oppscore_model_info{source="registry",version="1"} 1.0' in text
+    assert "oppscore_scores_served_total" in text
+    assert 'http_request_duration_seconds_bucket{handler="/v1/score"' in text
+
+
+def test_manager_page_is_served(client) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and "/v1/pipeline" in r.text and "/v1/stage-weights" in r.text
