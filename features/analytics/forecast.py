@@ -1,0 +1,210 @@
+"""Forecast of won amount in a period, with a P10–P90 range, by three methods side by side.
+
+Each open deal is simulated: does it win (with the method's probability) and, if so, when? The
+"when" is drawn from how long deals that were won took from the same stage, among those that
+had already spent at least as long there as this deal has (point-in-time: deals won by the
+forecast time only). Summing the simulated wins that land inside the period gives the range.
+
+Methods: the CRM's configured stage weights (when the config has them), the data-driven stage
+weights (lowered by dwell), and the model's win probability. A backtest replays past periods
+as of their start and compares each method with what was actually won.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.analytics.funnel import stays
+from features.analytics.stage_weights import StageWeights
+from features.frame import open_points, stage_state
+from features.stages import StageOrder
+from features.tables import Tables, to_utc
+
+SIMS = 4000
+DAY_NS = 86_400 * 10**9
+Method = Callable[[Tables, pd.DataFrame, pd.Timestamp], np.ndarray]  # (tables at t, open deals, t) → P(win)
+
+
+def parse_period(text: str, as_of: pd.Timestamp | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """'2026-10' (a month), '2026Q4' (a quarter), '2026' (a year) or 'next-30d' (from as_of)."""
+    text = text.strip()
+    if text.startswith("next-") and text.endswith("d") and text[5:-1].isdigit():
+        start = to_utc(as_of)
+        return start, start + pd.Timedelta(days=int(text[5:-1]))
+    try:
+        freq = "Q" if "Q" in text.upper() else ("Y" if len(text) == 4 else "M")
+        p = pd.Period(text.upper(), freq=freq)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--period: found {text!r}, expected a month (2026-10), a quarter (2026Q4), a year (2026) or next-30d") from exc
+    return to_utc(p.start_time), to_utc((p + 1).start_time)
+
+
+@dataclass
+class TimeToWin:
+    """For deals won by the fit time: per stage, how long they stayed in it and how long from
+    entering it to the win. A deal that has sat d days in a stage is compared with won deals
+    whose stay there lasted at least d days (not with deals that took d days in total)."""
+
+    def fit(self, tables: Tables, stages: StageOrder, t: pd.Timestamp) -> TimeToWin:
+        known = tables.as_of(t)
+        s = stays(known, stages, t)
+        won_at = known.stage_history[known.stage_history["stage"] == stages.config.won].groupby("opportunity_id")["entered_at"].last()
+        s = s[(s["index"] >= 0) & (s["index"] < stages.n_open) & s["done"]]
+        s = s.assign(to_win=(s["opportunity_id"].map(won_at) - s["entered_at"]) / pd.Timedelta(days=1))
+        s = s[s["to_win"].notna() & (s["to_win"] >= s["days"])].sort_values("days", kind="stable")
+        self.by_stage_ = {stage: (g["days"].to_numpy(), g["to_win"].to_numpy()) for stage, g in s.groupby("stage")}
+        self.all_ = (s["days"].to_numpy(), s["to_win"].to_numpy()) if len(s) else (np.array([0.0]), np.array([30.0]))
+        return self
+
+    def sample(self, stage: np.ndarray, dwell: np.ndarray, rng: np.random.Generator, sims: int) -> np.ndarray:
+        """Remaining days to a win, per deal and simulation (deals × sims): each deal draws from
+        the won deals whose stay in its stage lasted at least as long as its own so far (at
+        least the five longest stays, when it has outlasted nearly all of them)."""
+        out = np.empty((len(stage), sims))
+        for name in np.unique(stage):
+            rows = np.flatnonzero(stage == name)
+            stay, to_win = self.by_stage_.get(name, self.all_)
+            if len(stay) < 20:
+                stay, to_win = self.all_
+            first = np.minimum(np.searchsorted(stay, dwell[rows]), max(len(stay) - 5, 0))
+            span = len(stay) - first
+            pick = first[:, None] + (rng.random((len(rows), sims)) * span[:, None]).astype(np.int64)
+            # from now: the comparable deal's time to win less the part of its stay already behind
+            # this one (all of its stay, when this deal has outlasted it)
+            out[rows] = to_win[pick] - np.minimum(stay[pick], dwell[rows, None])
+        return np.maximum(out, 0.0)
+
+
+@dataclass
+class Forecast:
+    period: tuple[pd.Timestamp, pd.Timestamp]
+    as_of: pd.Timestamp
+    open_deals: int
+    pipeline_amount: float
+    methods: pd.DataFrame  # method, expected, p10, p50, p90
+
+
+def simulate(amount: np.ndarray, p_win: np.ndarray, remaining: np.ndarray, start_days: float, end_days: float, rng: np.random.Generator) -> np.ndarray:
+    """Won amount per simulation: a deal counts if it wins and the win lands in the period."""
+    wins = rng.random(remaining.shape) < p_win[:, None]
+    inside = (remaining >= start_days) & (remaining < end_days)
+    return (amount[:, None] * (wins & inside)).sum(axis=0)
+
+
+def forecast(
+    tables: Tables,
+    stages: StageOrder,
+    period: tuple[pd.Timestamp, pd.Timestamp],
+    methods: dict[str, Method],
+    as_of: pd.Timestamp | None = None,
+    seed: int = 0,
+    sims: int = SIMS,
+) -> Forecast:
+    """Forecast from the pipeline open at as_of (default: the period's start, or the data end if earlier)."""
+    start, end = period
+    t = to_utc(as_of) if as_of is not None else min(start, tables.end)
+    known = tables.as_of(t)
+    points = open_points(known, stages, t)
+    state = stage_state(known, stages, points)
+    amount = points["opportunity_id"].map(known.opportunities.set_index("opportunity_id")["amount"]).to_numpy(dtype=float)
+    stage = state["stage_now"].to_numpy(dtype=object)
+    dwell = ((t - state["entered_at"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    rng = np.random.default_rng(seed)
+    remaining = TimeToWin().fit(tables, stages, t).sample(stage, dwell, rng, sims)
+    start_d, end_d = (start - t) / pd.Timedelta(days=1), (end - t) / pd.Timedelta(days=1)
+    rows = []
+    for name, method in methods.items():
+        p = np.clip(np.nan_to_num(method(known, points, t), nan=0.0), 0, 1)
+        totals = simulate(amount, p, remaining, start_d, end_d, np.random.default_rng(seed + 1))
+        rows.append({"method": name, "expected": float(totals.mean()), "p10": float(np.quantile(totals, 0.1)),
+                     "p50": float(np.quantile(totals, 0.5)), "p90": float(np.quantile(totals, 0.9))})
+    return Forecast(period, t, len(points), float(amount.sum()), pd.DataFrame(rows))
+
+
+def actual_won(tables: Tables, stages: StageOrder, period: tuple[pd.Timestamp, pd.Timestamp], t: pd.Timestamp) -> float:
+    """Amount won inside the period by deals that were open at t (what the forecast covers)."""
+    start, end = period
+    open_ids = open_points(tables.as_of(t), stages, t)["opportunity_id"]
+    h = tables.stage_history
+    won = h[(h["stage"] == stages.config.won) & (h["entered_at"] >= start) & (h["entered_at"] < end) & h["opportunity_id"].isin(open_ids)]
+    amounts = tables.opportunities.set_index("opportunity_id")["amount"]
+    return float(amounts.reindex(won["opportunity_id"].unique()).sum())
+
+
+def configured_method(stages: StageOrder) -> Method | None:
+    if not stages.config.configured_weights:
+        return None
+    weights = dict(zip(stages.open, stages.config.configured_weights, strict=True))
+    return lambda tables, points, t: stage_state(tables, stages, points)["stage_now"].map(weights).to_numpy(dtype=float)
+
+
+def stage_weight_method(stages: StageOrder) -> Method:
+    """Data-driven weights fitted as of t (so a backtest never reads its own future)."""
+
+    def method(tables: Tables, points: pd.DataFrame, t: pd.Timestamp) -> np.ndarray:
+        sw = StageWeights().fit(tables, stages, t)
+        state = stage_state(tables, stages, points)
+        return sw.weight_for(state["stage_now"], (t - state["entered_at"]) / pd.Timedelta(days=1))
+
+    return method
+
+
+def model_method(bundle) -> Method:
+    """The model's calibrated win probability (the champion bundle's own statistics)."""
+    from features.scoring import score_points
+
+    def method(tables: Tables, points: pd.DataFrame, t: pd.Timestamp) -> np.ndarray:
+        return score_points(bundle, tables, points, with_factors=False)["win_probability"].to_numpy()
+
+    return method
+
+
+def methods_for(stages: StageOrder, bundle=None) -> dict[str, Method]:
+    found: dict[str, Method] = {}
+    configured = configured_method(stages)
+    if configured is not None:
+        found["configured weights"] = configured
+    found["data-driven stage weights"] = stage_weight_method(stages)
+    if bundle is not None:
+        found["model"] = model_method(bundle)
+    return found
+
+
+def backtest(
+    tables: Tables,
+    stages: StageOrder,
+    methods: dict[str, Method],
+    periods: int = 6,
+    freq: str = "M",
+    seed: int = 0,
+    sims: int = 2000,
+) -> pd.DataFrame:
+    """The last `periods` complete periods, each forecast as of its start and set against the actual."""
+    last_full = pd.Period(tables.end.tz_localize(None), freq=freq) - 1
+    rows = []
+    for k in range(periods - 1, -1, -1):
+        p = last_full - k
+        start, end = to_utc(p.start_time), to_utc((p + 1).start_time)
+        f = forecast(tables, stages, (start, end), methods, as_of=start, seed=seed, sims=sims)
+        actual = actual_won(tables, stages, (start, end), start)
+        for r in f.methods.itertuples():
+            rows.append({"period": str(p), "method": r.method, "expected": r.expected, "p10": r.p10, "p90": r.p90, "actual": actual,
+                         "error": r.expected - actual, "inside": bool(r.p10 <= actual <= r.p90)})
+    return pd.DataFrame(rows)
+
+
+def backtest_summary(bt: pd.DataFrame) -> pd.DataFrame:
+    g = bt.groupby("method")
+    return pd.DataFrame(
+        {
+            "periods": g.size(),
+            "mean_abs_error": g["error"].apply(lambda e: e.abs().mean()),
+            "mean_abs_pct_error": g.apply(lambda d: (d["error"].abs() / d["actual"].where(d["actual"] > 0)).mean(), include_groups=False),
+            "bias": g["error"].mean(),
+            "p10_p90_coverage": g["inside"].mean(),
+        }
+    ).reset_index()

@@ -1,0 +1,138 @@
+"""Funnel analytics: the six things sales teams look at, as of a time (nothing after it is read).
+
+1. stage-to-stage conversion; 2. dwell per stage and the open deals stalled past it;
+3. loss reasons by stage; 4. which activities go with moving forward; 5. conversion by
+segment, team and owner; 6. deals re-opened after a loss, and how many were won back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features import asof
+from features.stages import StageOrder
+from features.tables import Tables, to_utc
+
+DAY = pd.Timedelta(days=1)
+
+
+@dataclass
+class Funnel:
+    as_of: pd.Timestamp
+    conversion: pd.DataFrame
+    dwell: pd.DataFrame
+    stalled: pd.DataFrame
+    loss_reasons: pd.DataFrame
+    activities: pd.DataFrame
+    by_segment: pd.DataFrame
+    reopened: pd.DataFrame
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, pd.DataFrame)}
+
+
+def stays(tables: Tables, stages: StageOrder, t: pd.Timestamp) -> pd.DataFrame:
+    """One row per stay in a stage: when it began and ended (or t if still in it), what came next."""
+    h = tables.stage_history
+    idx = stages.index(h["stage"])
+    same_next = h["opportunity_id"].eq(h["opportunity_id"].shift(-1))
+    nxt_idx = np.where(same_next, np.roll(idx, -1), np.nan)
+    ended = h["entered_at"].shift(-1).where(same_next)
+    return pd.DataFrame(
+        {
+            "opportunity_id": h["opportunity_id"],
+            "stage": h["stage"],
+            "index": idx,
+            "entered_at": h["entered_at"],
+            "ended_at": ended,
+            "days": ((ended.fillna(t) - h["entered_at"]) / DAY).to_numpy(),
+            "next_index": nxt_idx,
+            "advanced": (nxt_idx > idx),
+            "done": same_next.to_numpy(),
+        }
+    )
+
+
+def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp | None = None, segments: list[str] | None = None) -> Funnel:
+    t = to_utc(as_of) if as_of is not None else tables.end
+    known = tables.as_of(t)
+    s = stays(known, stages, t)
+    open_s = s[(s["index"] >= 0) & (s["index"] < stages.n_open)]
+    last = known.stage_history.groupby("opportunity_id", sort=False)["stage"].last()
+    outcome = last.map(lambda x: "won" if x == stages.config.won else "lost" if x == stages.config.lost else "open")
+
+    # 1. conversion: of the deals that reached a stage, how many went further, were lost there, or sit there
+    reached = open_s.groupby(["stage", "opportunity_id"], sort=False).agg(index=("index", "first")).reset_index()
+    furthest = s.assign(reach=np.where(s["index"] >= 0, s["index"], -1)).groupby("opportunity_id")["reach"].max()
+    reached["further"] = reached["opportunity_id"].map(furthest) > reached["index"]
+    reached["outcome"] = reached["opportunity_id"].map(outcome)
+    conv = reached.groupby("stage").agg(reached=("opportunity_id", "size"), moved_on=("further", "sum"),
+                                        lost_after=("outcome", lambda o: int((o == "lost").sum())),
+                                        won_after=("outcome", lambda o: int((o == "won").sum()))).reindex(stages.open).fillna(0)
+    conv["conversion"] = conv["moved_on"] / conv["reached"].where(conv["reached"] > 0)
+    conv["win_rate_after"] = conv["won_after"] / (conv["won_after"] + conv["lost_after"]).where(lambda x: x > 0)
+    conv = conv.reset_index().rename(columns={"index": "stage"})
+
+    # 2. dwell of completed stays, and open deals past their stage's P90
+    done = open_s[open_s["done"]]
+    q = done.groupby("stage")["days"].quantile([0.5, 0.75, 0.9]).unstack()
+    dwell = pd.DataFrame({"stage": stages.open}).set_index("stage")
+    dwell["stays"] = done.groupby("stage").size()
+    dwell[["median_days", "p75_days", "p90_days"]] = q.reindex(dwell.index).to_numpy() if len(q) else np.nan
+    dwell = dwell.reset_index()
+    current = open_s[~open_s["done"]]
+    current = current[current["opportunity_id"].map(outcome) == "open"]
+    p90 = current["stage"].map(dwell.set_index("stage")["p90_days"])
+    stalled = current[current["days"] > p90].assign(p90_days=p90)[["opportunity_id", "stage", "entered_at", "days", "p90_days"]]
+    stalled = stalled.sort_values("days", ascending=False).reset_index(drop=True)
+
+    # 3. loss reasons by the stage the deal was lost from
+    lost_rows = s[(s["next_index"] == -1) & (s["index"] >= 0)]
+    lost_from = lost_rows.groupby("opportunity_id")["stage"].last()
+    reasons = known.opportunities.set_index("opportunity_id")["loss_reason"]
+    lr = pd.DataFrame({"stage": lost_from, "loss_reason": lost_from.index.map(reasons)})
+    lr = lr[lr.index.map(outcome) == "lost"]
+    loss = lr.assign(loss_reason=lr["loss_reason"].fillna("(none given)")).groupby(["stage", "loss_reason"]).size().rename("deals").reset_index()
+    loss = loss.sort_values(["stage", "deals"], ascending=[True, False]).reset_index(drop=True)
+
+    # 4. activities during stays that moved forward against those that did not (completed stays)
+    acts = known.activities
+    if len(acts):
+        stay_rows = done.reset_index(drop=True)
+        pos = asof.positions(stay_rows["opportunity_id"].to_numpy(dtype=object), asof.ns(stay_rows["entered_at"]),
+                             acts["opportunity_id"].to_numpy(dtype=object), asof.ns(acts["occurred_at"]))
+        hit = pos >= 0
+        inside = np.zeros(len(acts), dtype=bool)
+        inside[hit] = acts["occurred_at"].to_numpy()[hit] < stay_rows["ended_at"].to_numpy()[pos[hit]]
+        a = pd.DataFrame({"stay": pos[inside], "type": acts["type"].astype(str).str.lower().to_numpy()[inside]})
+        counts = a.groupby(["stay", "type"]).size().unstack(fill_value=0).reindex(range(len(stay_rows)), fill_value=0)
+        per_day = counts.div(np.maximum(stay_rows["days"].to_numpy(), 1.0), axis=0) * 7
+        per_day["stage"], per_day["advanced"] = stay_rows["stage"].to_numpy(), stay_rows["advanced"].to_numpy()
+        m = per_day.groupby(["stage", "advanced"]).mean().stack().rename("per_week").reset_index().rename(columns={"level_2": "type"})
+        wide = m.pivot_table(index=["stage", "type"], columns="advanced", values="per_week").rename(columns={True: "per_week_moved_on", False: "per_week_did_not"}).reset_index()
+        wide["ratio"] = wide.get("per_week_moved_on") / wide.get("per_week_did_not").replace(0, np.nan)
+        activities = wide.sort_values(["stage", "ratio"], ascending=[True, False]).reset_index(drop=True)
+    else:
+        activities = pd.DataFrame(columns=["stage", "type", "per_week_moved_on", "per_week_did_not", "ratio"])
+
+    # 5. win rate of closed deals by segment, team and owner
+    opps = known.opportunities.set_index("opportunity_id")
+    closed = outcome[outcome != "open"]
+    rows = []
+    for col in [*(segments or []), "team", "owner_id"]:
+        if col not in opps.columns or col in {r["segment"] for r in rows}:
+            continue
+        g = pd.DataFrame({"value": closed.index.map(opps[col]).fillna("(missing)"), "won": (closed == "won").to_numpy()})
+        agg = g.groupby("value")["won"].agg(["size", "sum"])
+        for value, r in agg.iterrows():
+            rows.append({"segment": col, "value": value, "closed": int(r["size"]), "won": int(r["sum"]), "win_rate": r["sum"] / r["size"]})
+    by_segment = pd.DataFrame(rows)
+
+    # 6. re-opened after a loss
+    re = s[(s["index"] == -1) & s["done"] & (s["next_index"] >= 0)]
+    ids = re["opportunity_id"].unique()
+    reopened = pd.DataFrame({"opportunity_id": ids, "outcome": pd.Series(ids).map(outcome).to_numpy()})
+    return Funnel(t, conv, dwell, stalled, loss, activities, by_segment, reopened)
