@@ -45,9 +45,13 @@ def parse_period(text: str, as_of: pd.Timestamp | None = None) -> tuple[pd.Times
 
 @dataclass
 class TimeToWin:
-    """For deals won by the fit time: per stage, how long they stayed in it and how long from
-    entering it to the win. A deal that has sat d days in a stage is compared with won deals
-    whose stay there lasted at least d days (not with deals that took d days in total)."""
+    """For deals won by the fit time: per stage and deal-size band, how long they stayed in the
+    stage and how long from entering it to the win. A deal that has sat d days in a stage is
+    compared with won deals of its size whose stay there lasted at least d days (not with deals
+    that took d days in total); big deals take longer everywhere, so size is not left out."""
+
+    bands: int = 3
+    min_pool: int = 20
 
     def fit(self, tables: Tables, stages: StageOrder, t: pd.Timestamp) -> TimeToWin:
         known = tables.as_of(t)
@@ -56,20 +60,34 @@ class TimeToWin:
         s = s[(s["index"] >= 0) & (s["index"] < stages.n_open) & s["done"]]
         s = s.assign(to_win=(s["opportunity_id"].map(won_at) - s["entered_at"]) / pd.Timedelta(days=1))
         s = s[s["to_win"].notna() & (s["to_win"] >= s["days"])].sort_values("days", kind="stable")
-        self.by_stage_ = {stage: (g["days"].to_numpy(), g["to_win"].to_numpy()) for stage, g in s.groupby("stage")}
+        amount = s["opportunity_id"].map(known.opportunities.set_index("opportunity_id")["amount"]).to_numpy(dtype=float)
+        self.edges_ = np.unique(np.quantile(amount, np.linspace(0, 1, self.bands + 1)[1:-1])) if len(s) else np.array([])
+        s = s.assign(band=np.searchsorted(self.edges_, amount, side="right"))
+        pools = {}
+        for (stage, band), g in s.groupby(["stage", "band"]):
+            pools[(stage, band)] = (g["days"].to_numpy(), g["to_win"].to_numpy())
+        for stage, g in s.groupby("stage"):
+            pools[(stage, None)] = (g["days"].to_numpy(), g["to_win"].to_numpy())
+        self.pools_ = pools
         self.all_ = (s["days"].to_numpy(), s["to_win"].to_numpy()) if len(s) else (np.array([0.0]), np.array([30.0]))
         return self
 
-    def sample(self, stage: np.ndarray, dwell: np.ndarray, rng: np.random.Generator, sims: int) -> np.ndarray:
+    def _pool(self, stage: str, band: int) -> tuple[np.ndarray, np.ndarray]:
+        for key in ((stage, band), (stage, None)):
+            pool = self.pools_.get(key)
+            if pool is not None and len(pool[0]) >= self.min_pool:
+                return pool
+        return self.all_
+
+    def sample(self, stage: np.ndarray, dwell: np.ndarray, amount: np.ndarray, rng: np.random.Generator, sims: int) -> np.ndarray:
         """Remaining days to a win, per deal and simulation (deals × sims): each deal draws from
-        the won deals whose stay in its stage lasted at least as long as its own so far (at
-        least the five longest stays, when it has outlasted nearly all of them)."""
+        the comparable won deals whose stay lasted at least as long as its own so far (at least
+        the five longest stays, when it has outlasted nearly all of them)."""
         out = np.empty((len(stage), sims))
-        for name in np.unique(stage):
-            rows = np.flatnonzero(stage == name)
-            stay, to_win = self.by_stage_.get(name, self.all_)
-            if len(stay) < 20:
-                stay, to_win = self.all_
+        band = np.searchsorted(self.edges_, amount, side="right")
+        for name, b in {(n, int(k)) for n, k in zip(stage, band, strict=True)}:
+            rows = np.flatnonzero((stage == name) & (band == b))
+            stay, to_win = self._pool(name, b)
             first = np.minimum(np.searchsorted(stay, dwell[rows]), max(len(stay) - 5, 0))
             span = len(stay) - first
             pick = first[:, None] + (rng.random((len(rows), sims)) * span[:, None]).astype(np.int64)
@@ -114,7 +132,7 @@ def forecast(
     stage = state["stage_now"].to_numpy(dtype=object)
     dwell = ((t - state["entered_at"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
     rng = np.random.default_rng(seed)
-    remaining = TimeToWin().fit(tables, stages, t).sample(stage, dwell, rng, sims)
+    remaining = TimeToWin().fit(tables, stages, t).sample(stage, dwell, amount, rng, sims)
     start_d, end_d = (start - t) / pd.Timedelta(days=1), (end - t) / pd.Timedelta(days=1)
     rows = []
     for name, method in methods.items():
