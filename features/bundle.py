@@ -86,6 +86,7 @@ class Bundle:
     reference: dict[str, dict[str, float]]  # stage → feature → typical value among won deals
     grades: list[float]  # win-probability cut-offs for A, B, C (descending)
     metadata: dict[str, Any] = field(default_factory=dict)
+    timing: pd.DataFrame | None = None  # time-to-win pools for forecasts (features.analytics.forecast)
 
     @property
     def version(self) -> str:
@@ -96,6 +97,8 @@ class Bundle:
         (folder / "spec.json").write_text(self.spec.to_json(), encoding="utf-8")
         for name, frame in self.stats.to_frames().items():
             frame.to_parquet(folder / f"{name}.parquet", index=False)
+        if self.timing is not None:
+            self.timing.to_parquet(folder / "timing.parquet", index=False)
         models = {}
         for target, model in self.models.items():
             if model.booster is not None:
@@ -134,7 +137,8 @@ class Bundle:
             booster = lgb.Booster(model_file=str(folder / f"{target}.lgb.txt")) if info["has_booster"] else None
             cal = Calibrator(info["calibrator"]["kind"], info["calibrator"]["params"])
             models[target] = TargetModel(booster, cal, info["fallback_rates"], info["fallback_reason"])
-        return cls(spec, stats, models, doc["stage_weights"], doc["reference"], doc["grades"], doc["metadata"])
+        timing = pd.read_parquet(folder / "timing.parquet") if (folder / "timing.parquet").exists() else None
+        return cls(spec, stats, models, doc["stage_weights"], doc["reference"], doc["grades"], doc["metadata"], timing)
 
 
 def export_atomically(bundle_dir: Path, target: Path) -> None:

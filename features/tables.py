@@ -101,19 +101,19 @@ class Tables:
         )
 
     def as_of(self, t: pd.Timestamp) -> Tables:
-        """The export as it looked at t: nothing after t survives, not even a loss reason.
+        """The export as it looked at t: no row after t survives.
 
-        The expected close date is dropped: the export holds only its current value, which is
-        not what the rep expected at t.
+        Opportunity attributes are the export's current values (the contract has no history
+        of them); the expected close date is dropped because its current value is not what
+        the rep expected at t. A loss reason is kept as an attribute: whoever reads it must
+        read it only for deals lost as of t (deciding here by looking at later rows would
+        itself leak the future).
         """
         t = to_utc(t)
         opps = self.opportunities[self.opportunities["created_at"] <= t].copy()
         hist = self.stage_history[self.stage_history["entered_at"] <= t]
         acts = self.activities[self.activities["occurred_at"] <= t]
         opps["expected_close_date"] = pd.Series(pd.NaT, index=opps.index, dtype=TS_DTYPE)
-        # a loss reason is filled once lost; it is known at t only if nothing happened after t
-        later = self.stage_history.loc[self.stage_history["entered_at"] > t, "opportunity_id"].unique()
-        opps.loc[opps["opportunity_id"].isin(later), "loss_reason"] = None
         return Tables(opps.reset_index(drop=True), hist.reset_index(drop=True), acts.reset_index(drop=True))
 
 

@@ -262,6 +262,103 @@ def score(
     run(go)
 
 
+OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html (a report with plots); default: the terminal")]
+
+
+@app.command("stage-weights")
+def stage_weights(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config: ConfigOpt = None) -> None:
+    """Data-driven stage weights (with intervals, by dwell, per segment) beside the configured ones."""
+    from features.analytics import report
+    from features.analytics.stage_weights import StageWeights
+    from features.frame import segment_columns
+    from oppscore import output
+
+    def go() -> None:
+        settings = _settings(config, data)
+        validated = load_export(data, settings)
+        sw = StageWeights(segment_columns(settings, validated.tables)).fit(validated.tables, validated.stages, to_utc(as_of) if as_of else None)
+        tables = {"stage_weights": sw.weights_, "by_dwell": sw.by_dwell_, "by_segment": sw.by_segment_}
+        output.write(f"Stage weights as of {sw.as_of_:%Y-%m-%d}", tables, out_file, lambda: [
+            ("Stage weights beside the configured ones", report.stage_weights_plot(sw.weights_) + report._table(sw.weights_)),
+            ("By dwell", report.dwell_plot(sw.by_dwell_) + report._table(sw.by_dwell_, 60)),
+            ("Per segment (shrunk toward the stage weight)", report._table(sw.by_segment_, 80)),
+        ])
+
+    run(go)
+
+
+@app.command()
+def funnel(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config: ConfigOpt = None) -> None:
+    """Conversion, dwell, stalled deals, loss reasons, activities that go with progress, segments, won-back deals."""
+    from features.analytics import report
+    from features.analytics.funnel import funnel as build
+    from features.frame import segment_columns
+    from oppscore import output
+
+    def go() -> None:
+        settings = _settings(config, data)
+        validated = load_export(data, settings)
+        f = build(validated.tables, validated.stages, to_utc(as_of) if as_of else None, segment_columns(settings, validated.tables))
+        won_back = f.reopened["outcome"].value_counts().rename_axis("outcome").reset_index(name="deals")
+        tables = {**f.tables(), "won_back": won_back}
+        output.write(f"Funnel as of {f.as_of:%Y-%m-%d}", tables, out_file, lambda: [
+            ("Stage-to-stage conversion", report.funnel_plot(f.conversion) + report._table(f.conversion)),
+            ("Dwell per stage", report.dwell_quantiles_plot(f.dwell) + report._table(f.dwell)),
+            (f"Open deals stalled past their stage's P90 dwell ({len(f.stalled)})", report._table(f.stalled)),
+            ("Loss reasons by stage", report._table(f.loss_reasons, 60)),
+            ("Activities per week: stays that moved on against stays that did not", report._table(f.activities, 60)),
+            ("Win rate by segment, team and owner", report._table(f.by_segment, 80)),
+            ("Re-opened after a loss", report._table(won_back)),
+        ])
+
+    run(go)
+
+
+@app.command()
+def forecast(
+    data: DataOpt,
+    period: Annotated[str, typer.Option(help="2026-10, 2026Q4, 2026 or next-30d")],
+    out_file: OutOpt = None,
+    as_of: AsOfOpt = None,
+    backtest_periods: Annotated[int, typer.Option("--backtest", min=0, help="past months to replay")] = 6,
+    config: ConfigOpt = None,
+) -> None:
+    """Expected won amount in a period with a P10–P90 range, by configured weights, data-driven
+    weights and the model, and how each did on past periods."""
+    from features.analytics import report
+    from features.analytics.forecast import backtest, backtest_summary, forecast as run_forecast, methods_for, parse_period
+    from features.model_store import load_champion
+    from oppscore import output
+
+    def go() -> None:
+        settings = _settings(config, data)
+        validated = load_export(data, settings)
+        try:
+            bundle = load_champion(settings).bundle
+        except Exception as exc:  # noqa: BLE001 - the weights still forecast without a model
+            log.warning("no model for the forecast (%s): weights only", exc)
+            bundle = None
+        t = to_utc(as_of) if as_of else None
+        window = parse_period(period, t or validated.tables.end)
+        methods = methods_for(validated.stages, bundle)
+        with steps("forecast") as step:
+            step("simulating")
+            f = run_forecast(validated.tables, validated.stages, window, methods, as_of=t)
+            step("backtest")
+            bt = backtest(validated.tables, validated.stages, methods, periods=backtest_periods) if backtest_periods else pd.DataFrame()
+        summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
+        tables = {"forecast": f.methods, "backtest": bt, "backtest_summary": summary}
+        title = f"Forecast {period}: {f.open_deals} open deals as of {f.as_of:%Y-%m-%d}, pipeline {f.pipeline_amount:,.0f}"
+        output.write(title, tables, out_file, lambda: [
+            ("Forecast", report.forecast_plot(f.methods, period) + report._table(f.methods)),
+            ("Backtest", (report.backtest_plot(bt) + report._table(summary) + report._table(bt, 60)) if len(bt) else "no backtest asked for"),
+        ])
+        if bundle is not None and len(bt):
+            log.info("the model's backtest periods before its held-out start (%s) were in its training data", bundle.metadata.get("split", {}).get("test_start"))
+
+    run(go)
+
+
 def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | None) -> None:
     import os
     import secrets

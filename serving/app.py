@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from features.contract import ExportInvalid
 from features.settings import Settings
 from serving.holder import ModelHolder
-from serving.routes import health, model, pipeline, score
+from serving.routes import forecast, health, model, pipeline, score
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -139,6 +139,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
     app.include_router(score.router)
     app.include_router(model.router)
     app.include_router(pipeline.router)
+    app.include_router(forecast.router)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

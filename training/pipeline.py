@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.analytics.forecast import TimeToWin
 from features.analytics.stage_weights import StageWeights
 from features.bundle import Bundle, Calibrator, TargetModel
 from features.frame import FeatureSpec, build_features, make_spec, segment_columns, to_model_frame
@@ -238,7 +239,8 @@ def train(
         "horizon_days": horizon,
         "stages": stages.config.model_dump(),
     }
-    bundle = Bundle(spec, stats, {"win": win_model, "stall": stall_model}, weights.to_dict(), _reference(frame, y_win, spec), grades, metadata)
+    timing = TimeToWin().fit(tables, stages, tables.end).to_frame()
+    bundle = Bundle(spec, stats, {"win": win_model, "stall": stall_model}, weights.to_dict(), _reference(frame, y_win, spec), grades, metadata, timing)
     held = labelled.held_out()
     params = {**PARAMS, "horizon_days": horizon, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage}
     return TrainResult(bundle, split, results, slice_tables, counts, plot_files, held, params)

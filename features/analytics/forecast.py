@@ -12,6 +12,7 @@ as of their start and compares each method with what was actually won.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,6 +73,20 @@ class TimeToWin:
         self.all_ = (s["days"].to_numpy(), s["to_win"].to_numpy()) if len(s) else (np.array([0.0]), np.array([30.0]))
         return self
 
+    def to_frame(self) -> pd.DataFrame:
+        rows = [pd.DataFrame({"stage": k[0], "band": -1 if k[1] is None else k[1], "days": v[0], "to_win": v[1]}) for k, v in self.pools_.items()]
+        frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["stage", "band", "days", "to_win"])
+        return frame.assign(edges=json.dumps(self.edges_.tolist()))
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> TimeToWin:
+        ttw = cls()
+        ttw.edges_ = np.array(json.loads(frame["edges"].iloc[0])) if len(frame) else np.array([])
+        ttw.pools_ = {(stage, None if band == -1 else int(band)): (g["days"].to_numpy(), g["to_win"].to_numpy()) for (stage, band), g in frame.groupby(["stage", "band"])}
+        every = frame[frame["band"] == -1].sort_values("days", kind="stable")
+        ttw.all_ = (every["days"].to_numpy(), every["to_win"].to_numpy()) if len(every) else (np.array([0.0]), np.array([30.0]))
+        return ttw
+
     def _pool(self, stage: str, band: int) -> tuple[np.ndarray, np.ndarray]:
         for key in ((stage, band), (stage, None)):
             pool = self.pools_.get(key)
@@ -121,8 +136,10 @@ def forecast(
     as_of: pd.Timestamp | None = None,
     seed: int = 0,
     sims: int = SIMS,
+    timing: TimeToWin | None = None,
 ) -> Forecast:
-    """Forecast from the pipeline open at as_of (default: the period's start, or the data end if earlier)."""
+    """Forecast from the pipeline open at as_of (default: the period's start, or the data end if
+    earlier). timing: learned elsewhere (the bundle's), when the tables hold only open deals."""
     start, end = period
     t = to_utc(as_of) if as_of is not None else min(start, tables.end)
     known = tables.as_of(t)
@@ -132,7 +149,8 @@ def forecast(
     stage = state["stage_now"].to_numpy(dtype=object)
     dwell = ((t - state["entered_at"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
     rng = np.random.default_rng(seed)
-    remaining = TimeToWin().fit(tables, stages, t).sample(stage, dwell, amount, rng, sims)
+    timing = timing if timing is not None else TimeToWin().fit(tables, stages, t)
+    remaining = timing.sample(stage, dwell, amount, rng, sims)
     start_d, end_d = (start - t) / pd.Timedelta(days=1), (end - t) / pd.Timedelta(days=1)
     rows = []
     for name, method in methods.items():
@@ -181,12 +199,27 @@ def model_method(bundle) -> Method:
     return method
 
 
-def methods_for(stages: StageOrder, bundle=None) -> dict[str, Method]:
+def fitted_weight_method(stages: StageOrder, weights: StageWeights) -> Method:
+    """Weights learned once (the bundle's), for a request that carries only open deals."""
+
+    def method(tables: Tables, points: pd.DataFrame, t: pd.Timestamp) -> np.ndarray:
+        state = stage_state(tables, stages, points)
+        return weights.weight_for(state["stage_now"], (t - state["entered_at"]) / pd.Timedelta(days=1))
+
+    return method
+
+
+def methods_for(stages: StageOrder, bundle=None, learned_weights: bool = False) -> dict[str, Method]:
+    """configured, data-driven and model methods; learned_weights: use the bundle's weights
+    rather than refitting them from the tables as of each forecast time."""
     found: dict[str, Method] = {}
     configured = configured_method(stages)
     if configured is not None:
         found["configured weights"] = configured
-    found["data-driven stage weights"] = stage_weight_method(stages)
+    if learned_weights and bundle is not None:
+        found["data-driven stage weights"] = fitted_weight_method(stages, StageWeights.from_dict(bundle.stage_weights))
+    else:
+        found["data-driven stage weights"] = stage_weight_method(stages)
     if bundle is not None:
         found["model"] = model_method(bundle)
     return found

@@ -1,0 +1,107 @@
+"""One self-contained HTML page for managers: tables and plots (images embedded), no server."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#1d2430}
+table{border-collapse:collapse;margin:8px 0 20px}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
+th{color:#556}td:first-child,th:first-child{text-align:left}h2{margin-top:32px}img{max-width:100%}"""
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _table(frame: pd.DataFrame, limit: int = 40) -> str:
+    return frame.head(limit).to_html(index=False, float_format=lambda v: f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}", na_rep="", border=0)
+
+
+def stage_weights_plot(weights: pd.DataFrame) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    y = np.arange(len(weights))
+    ax.errorbar(weights["weight"], y, xerr=[weights["weight"] - weights["low"], weights["high"] - weights["weight"]], fmt="o", label="measured (interval)")
+    if weights["configured"].notna().any():
+        ax.plot(weights["configured"], y, "s", color="grey", label="configured")
+    ax.set_yticks(y, weights["stage"])
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="share of deals that reached the stage and were won", title="stage weights")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def dwell_plot(by_dwell: pd.DataFrame) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for stage, part in by_dwell.groupby("stage", sort=False):
+        ax.plot(part["min_days"], part["weight"], marker="o", label=stage)
+    ax.set(xlabel="days already spent in the stage (at least)", ylabel="win rate", title="how a stage's weight falls with dwell")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def funnel_plot(conversion: pd.DataFrame) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh(conversion["stage"], conversion["reached"], color="#9bb6e4", label="reached")
+    ax.barh(conversion["stage"], conversion["won_after"], color="#2f6bd0", label="won after")
+    ax.invert_yaxis()
+    ax.set(xlabel="opportunities", title="funnel")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def dwell_quantiles_plot(dwell: pd.DataFrame) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    y = np.arange(len(dwell))
+    ax.hlines(y, dwell["median_days"], dwell["p90_days"], color="#9bb6e4", linewidth=6, label="median to P90")
+    ax.plot(dwell["p75_days"], y, "|", color="#1d2430", markersize=14, label="P75")
+    ax.set_yticks(y, dwell["stage"])
+    ax.invert_yaxis()
+    ax.set(xlabel="days in stage (completed stays)", title="dwell per stage")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def forecast_plot(methods: pd.DataFrame, title: str) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3))
+    y = np.arange(len(methods))
+    ax.hlines(y, methods["p10"], methods["p90"], color="#9bb6e4", linewidth=10, label="P10 to P90")
+    ax.plot(methods["expected"], y, "o", color="#2f6bd0", label="expected")
+    ax.set_yticks(y, methods["method"])
+    ax.set(xlabel="won amount", title=title)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def backtest_plot(bt: pd.DataFrame) -> str:
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    periods = list(dict.fromkeys(bt["period"]))
+    x = np.arange(len(periods))
+    methods = list(dict.fromkeys(bt["method"]))
+    for i, m in enumerate(methods):
+        part = bt[bt["method"] == m].set_index("period").reindex(periods)
+        off = (i - (len(methods) - 1) / 2) * 0.2
+        ax.errorbar(x + off, part["expected"], yerr=[part["expected"] - part["p10"], part["p90"] - part["expected"]], fmt="o", capsize=3, label=m)
+    actual = bt.drop_duplicates("period").set_index("period").reindex(periods)["actual"]
+    ax.plot(x, actual, "k_", markersize=20, markeredgewidth=2, label="actual")
+    ax.set_xticks(x, periods, rotation=30)
+    ax.set(ylabel="won amount", title="backtest: each period forecast as of its start")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def page(title: str, sections: list[tuple[str, str]]) -> str:
+    body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"

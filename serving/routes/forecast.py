@@ -1,0 +1,68 @@
+"""POST /v1/forecast: the won amount a pipeline should bring in a period, with its range, by
+the configured weights, the data-driven weights and the model (all learned at training time:
+the request carries only the open deals, and nothing sent is stored)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.analytics.forecast import TimeToWin, forecast, methods_for, parse_period
+from features.payload import records_to_tables
+from features.settings import StageConfig
+from features.tables import to_utc
+from serving.deps import ApiKeyDep, LoadedDep
+from serving.routes.score import ERRORS
+from serving.schemas import EXAMPLE_OPPORTUNITY, Opportunity
+
+router = APIRouter(prefix="/v1", tags=["forecast"])
+
+
+class ForecastRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"period": "2026-10", "as_of": "2026-09-30T00:00:00Z", "opportunities": [EXAMPLE_OPPORTUNITY]}]})
+    period: str = Field(pattern=r"^(\d{4}(-\d{2}|[Qq][1-4])?|next-\d{1,4}d)$", description="2026-10, 2026Q4, 2026 or next-30d")
+    as_of: datetime | None = None
+    opportunities: list[Opportunity] = Field(min_length=1, description="the open pipeline")
+
+
+class MethodRange(BaseModel):
+    method: str
+    expected: float
+    p10: float
+    p50: float
+    p90: float
+
+
+class ForecastResponse(BaseModel):
+    model_version: str
+    period_start: datetime
+    period_end: datetime
+    as_of: datetime
+    open_deals: int
+    pipeline_amount: float
+    methods: list[MethodRange]
+
+
+@router.post("/forecast", response_model=ForecastResponse, responses=ERRORS, summary="expected won amount in a period, with P10–P90, by three methods")
+def post_forecast(req: ForecastRequest, loaded: LoadedDep, _: ApiKeyDep) -> Any:
+    bundle = loaded.bundle
+    as_of = to_utc(req.as_of)
+    try:
+        window = parse_period(req.period, as_of)
+    except ValueError as exc:
+        raise HTTPException(422, detail=[{"loc": ["body", "period"], "msg": str(exc), "type": "value_error"}]) from None
+    if window[1] <= as_of:
+        raise HTTPException(422, detail=[{"loc": ["body", "period"], "msg": f"the period ends {window[1]:%Y-%m-%d}, before as_of", "type": "value_error"}])
+    now = max(pd.Timestamp.now(tz="UTC"), as_of)
+    records = [o.model_dump() for o in req.opportunities]
+    validated = records_to_tables(records, StageConfig(**bundle.spec.stage_config), now=now, typed=True)
+    timing = TimeToWin.from_frame(bundle.timing) if bundle.timing is not None else None
+    f = forecast(validated.tables, bundle.spec.stages, window, methods_for(bundle.spec.stages, bundle, learned_weights=True), as_of=as_of, timing=timing)
+    return ForecastResponse(
+        model_version=loaded.version, period_start=window[0].to_pydatetime(), period_end=window[1].to_pydatetime(), as_of=as_of.to_pydatetime(),
+        open_deals=f.open_deals, pipeline_amount=f.pipeline_amount, methods=[MethodRange(**r) for r in f.methods.to_dict("records")],
+    )

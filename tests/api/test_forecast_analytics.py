@@ -1,0 +1,54 @@
+"""Forecasts: ranges that cover what happened, methods side by side, nothing read after as_of."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from features.analytics.forecast import backtest, backtest_summary, forecast, methods_for, parse_period
+from features.stages import StageOrder
+from tests.api.conftest import AUTH
+
+
+def test_model_backtest_covers_the_actual_about_as_promised(trained, medium) -> None:
+    stages = StageOrder(medium.stages)
+    bt = backtest(medium.tables, stages, methods_for(stages, trained.bundle), periods=8, sims=1500)
+    summary = backtest_summary(bt).set_index("method")
+    assert set(summary.index) == {"configured weights", "data-driven stage weights", "model"}
+    assert summary.loc["model", "p10_p90_coverage"] >= 0.6  # nominal 0.8, over 8 periods
+    assert summary.loc["model", "mean_abs_pct_error"] < summary.loc["configured weights", "mean_abs_pct_error"]
+    assert (bt["p10"] <= bt["expected"]).all() and (bt["expected"] <= bt["p90"]).all()
+
+
+def test_forecast_reads_nothing_after_as_of(medium) -> None:
+    stages = StageOrder(medium.stages)
+    t = pd.Timestamp("2026-06-01T00:00:00Z")
+    period = parse_period("2026-06")
+    methods = methods_for(stages)
+    full = forecast(medium.tables, stages, period, methods, as_of=t, sims=500)
+    cut = forecast(medium.tables.as_of(t), stages, period, methods, as_of=t, sims=500)
+    pd.testing.assert_frame_equal(full.methods, cut.methods)
+
+
+def test_periods_parse_and_bad_ones_are_named() -> None:
+    assert parse_period("2026-10")[0] == pd.Timestamp("2026-10-01T00:00:00Z")
+    assert parse_period("2026Q4")[1] == pd.Timestamp("2027-01-01T00:00:00Z")
+    start, end = parse_period("next-30d", pd.Timestamp("2026-09-01T00:00:00Z"))
+    assert end - start == pd.Timedelta(days=30)
+    import pytest
+
+    with pytest.raises(ValueError, match="--period: found '2026-13'"):
+        parse_period("2026-13")
+
+
+def test_forecast_endpoint(client, body) -> None:
+    body["period"] = "2026-10"
+    r = client.post("/v1/forecast", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["open_deals"] == 1 and doc["pipeline_amount"] == 42000
+    methods = {m["method"]: m for m in doc["methods"]}
+    assert set(methods) == {"configured weights", "data-driven stage weights", "model"}
+    assert all(m["p10"] <= m["expected"] <= m["p90"] for m in methods.values())
+    body["period"] = "2026-13"
+    bad = client.post("/v1/forecast", json=body, headers=AUTH)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "period"]
