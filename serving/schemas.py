@@ -7,10 +7,10 @@ has to reconcile a half-scored batch (it fixes the rows named and sends the batc
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 EXAMPLE_OPPORTUNITY = {
     "opportunity_id": "OPP-0001",
@@ -35,17 +35,29 @@ EXAMPLE_OPPORTUNITY = {
 }
 
 Scalar = str | int | float | bool | None
+_EARLIEST, _LATEST = datetime(1678, 1, 1, tzinfo=UTC), datetime(2261, 12, 31, tzinfo=UTC)
+
+
+def _in_range(value: datetime) -> datetime:
+    """Times are computed in nanoseconds; outside these years they cannot be represented."""
+    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    if not _EARLIEST <= aware <= _LATEST:
+        raise ValueError("expected a time between 1678 and 2261")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_in_range)]
 
 
 class StageEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stage: str = Field(min_length=1, description="a stage name from the model's stage list (GET /v1/model)")
-    entered_at: datetime = Field(description="when the stage was entered; ISO 8601, naive = UTC")
+    entered_at: Timestamp = Field(description="when the stage was entered; ISO 8601, naive = UTC")
 
 
 class Activity(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    occurred_at: datetime = Field(description="ISO 8601, naive = UTC")
+    occurred_at: Timestamp = Field(description="ISO 8601, naive = UTC")
     type: str = Field(min_length=1, description="call, email, meeting, demo, proposal_sent, … (free text)")
     direction: Literal["inbound", "outbound"] | None = None
     owner_id: str | None = None
@@ -57,7 +69,7 @@ class Opportunity(BaseModel):
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_OPPORTUNITY]})
     opportunity_id: str = Field(min_length=1, max_length=200)
-    created_at: datetime
+    created_at: Timestamp
     amount: float = Field(ge=0, allow_inf_nan=False, description="expected deal value, ≥ 0")
     account_id: str | None = None
     owner_id: str | None = None
@@ -82,14 +94,12 @@ class Opportunity(BaseModel):
 
 
 def _utc(t: datetime) -> datetime:
-    from datetime import UTC
-
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"as_of": "2026-09-30T00:00:00Z", "opportunities": [EXAMPLE_OPPORTUNITY]}]})
-    as_of: datetime | None = Field(default=None, description="score as of this time (default: now); rows after it are ignored")
+    as_of: Timestamp | None = Field(default=None, description="score as of this time (default: now); rows after it are ignored")
     opportunities: list[Opportunity] = Field(min_length=1, description="the batch; its size limit is in GET /v1/model")
 
     def records(self) -> list[dict[str, Any]]:

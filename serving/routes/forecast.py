@@ -17,7 +17,7 @@ from features.settings import StageConfig
 from features.tables import to_utc
 from serving.deps import ApiKeyDep, LoadedDep
 from serving.routes.score import ERRORS
-from serving.schemas import EXAMPLE_OPPORTUNITY, Opportunity
+from serving.schemas import EXAMPLE_OPPORTUNITY, Opportunity, Timestamp
 
 router = APIRouter(prefix="/v1", tags=["forecast"])
 
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/v1", tags=["forecast"])
 class ForecastRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"period": "2026-10", "as_of": "2026-09-30T00:00:00Z", "opportunities": [EXAMPLE_OPPORTUNITY]}]})
     period: str = Field(pattern=r"^(\d{4}(-\d{2}|[Qq][1-4])?|next-\d{1,4}d)$", description="2026-10, 2026Q4, 2026 or next-30d")
-    as_of: datetime | None = None
+    as_of: Timestamp | None = None
     opportunities: list[Opportunity] = Field(min_length=1, description="the open pipeline")
 
 

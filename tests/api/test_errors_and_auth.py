@@ -84,3 +84,9 @@ def test_error_bodies_carry_no_trace_or_path(client, body) -> None:
     r = client.post("/v1/score", json=body, headers=AUTH)
     assert r.status_code == 422
     assert "Traceback" not in r.text and "/work/" not in r.text and ".py" not in r.text
+
+
+def test_time_outside_the_representable_range_is_422(client, body) -> None:
+    body["as_of"] = "9999-12-31T00:00:00Z"  # found by the schema fuzzer: it used to overflow
+    loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
+    assert loc == ["body", "as_of"] and "between 1678 and 2261" in msg
