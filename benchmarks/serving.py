@@ -122,7 +122,7 @@ def main() -> None:
             proc.wait(timeout=30)
 
         port = _port()
-        proc = subprocess.Popen(["mlflow", "models", "serve", "-m", "models:/oppscore/1", "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/oppscore/1", "--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"],
                                 env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait(f"http://127.0.0.1:{port}/ping", 180)

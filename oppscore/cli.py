@@ -21,6 +21,7 @@ log = logging.getLogger("oppscore")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="oppscore.toml to use (default: ./oppscore.toml, else inferred)")]
 DataOpt = Annotated[Path, typer.Option("--data", help="export folder with opportunities, stage_history, activities")]
 AsOfOpt = Annotated[datetime | None, typer.Option("--as-of", help="the time to look from (default: now); naive = UTC")]
+TableOutOpt = Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json")]
 
 
 class Fail(Exception):
@@ -116,7 +117,7 @@ def validate(data: DataOpt, config: ConfigOpt = None) -> None:
 @app.command()
 def features(
     data: DataOpt,
-    out_file: Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json")],
+    out_file: TableOutOpt,
     as_of: AsOfOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -159,27 +160,34 @@ def train(
     config: ConfigOpt = None,
 ) -> None:
     """Train both models on a time split, compare with baselines, register, and promote if better."""
+
+    def go() -> None:
+        settings = _settings(config, data)
+        _train_and_register(data, settings, to_utc(cutoff) if cutoff else None)
+
+    run(go)
+
+
+def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | None, title: str = "train"):
+    """Load, train, log, register, gate; print the comparison. Returns the validated export."""
     import tempfile
 
     from training.pipeline import train as fit
     from training.registry import log_and_register
 
-    def go() -> None:
-        settings = _settings(config, data)
-        with steps("train") as step:
-            step("loading")
-            validated = load_export(data, settings)
-            with tempfile.TemporaryDirectory() as tmp:
-                result = fit(validated.tables, validated.stages, settings, to_utc(cutoff) if cutoff else None, workdir=Path(tmp), progress=step)
-                step("logging to MLflow")
-                registered = log_and_register(result, validated.tables, settings, str(data))
-        _comparison(result.metrics)
-        for target, reason in result.bundle.metadata.get("fallback", {}).items():
-            console.print(f"[yellow]fallback[/yellow] {reason}")
-        out.print(f"registered version {registered.version} (run {registered.run_id}); {registered.reason}")
-        out.print(f"champion: version {registered.version}" if registered.promoted else "champion unchanged")
-
-    run(go)
+    with steps(title) as step:
+        step("loading")
+        validated = load_export(data, settings)
+        with tempfile.TemporaryDirectory() as tmp:
+            result = fit(validated.tables, validated.stages, settings, cutoff, workdir=Path(tmp), progress=step)
+            step("logging to MLflow")
+            registered = log_and_register(result, validated.tables, settings, str(data))
+    _comparison(result.metrics)
+    for reason in result.bundle.metadata.get("fallback", {}).values():
+        console.print(f"[yellow]fallback[/yellow] {reason}")
+    out.print(f"registered version {registered.version} (run {registered.run_id}); {registered.reason}")
+    out.print(f"champion: version {registered.version}" if registered.promoted else "champion unchanged")
+    return validated
 
 
 @app.command()
@@ -234,7 +242,7 @@ def promote(version: Annotated[str, typer.Argument(help="the version to make cha
 @app.command()
 def score(
     data: DataOpt,
-    out_file: Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json")],
+    out_file: TableOutOpt,
     as_of: AsOfOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -410,28 +418,18 @@ def demo(
     """The main job on embedded defaults: demo data, training, the champion, the service on localhost."""
     import json
     import secrets
-    import tempfile
 
     from features.loading import write_export
     from features.synthetic import generate as make
-    from training.pipeline import train as fit
-    from training.registry import log_and_register
 
     def go() -> None:
-        with steps("demo") as step:
-            step("generating demo data")
+        with steps("demo data") as step:
+            step("generating")
             made = make(n=n, seed=0)
             write_export(made.tables, folder)
             (folder / "oppscore.toml").write_text(settings_toml(made.stages, made.segments), encoding="utf-8")
-            settings = _settings(None, folder)
-            step("loading")
-            validated = load_export(folder, settings)
-            with tempfile.TemporaryDirectory() as tmp:
-                result = fit(validated.tables, validated.stages, settings, workdir=Path(tmp), progress=step)
-                step("registering in MLflow")
-                registered = log_and_register(result, validated.tables, settings, str(folder))
-        _comparison(result.metrics)
-        out.print(f"registered version {registered.version}: {registered.reason}")
+        settings = _settings(None, folder)
+        validated = _train_and_register(folder, settings, None, title="demo training")
         if no_serve:
             return
         key = settings.api_keys[0].get_secret_value() if settings.api_keys else "osk_" + secrets.token_urlsafe(24)  # noqa: S105

@@ -76,3 +76,14 @@ def test_generate_train_serve_score(tmp_path: Path, monkeypatch) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_demo_trains_and_registers_the_champion(tmp_path: Path, monkeypatch) -> None:
+    """`make demo` minus the server (which the test above starts the same way)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = runner.invoke(app, ["demo", "--n", "1200", "--no-serve"])
+    assert result.exit_code == 0, result.output
+    assert "registered version 1" in result.output and "champion: version 1" in result.output
+    assert (tmp_path / "demo-data" / "oppscore.toml").exists()
+    assert (tmp_path / "models" / "champion" / "bundle.json").exists()
