@@ -102,7 +102,8 @@ def main() -> None:
         home = Path(tmp) / ".oppscore"
         settings = Settings(home=home, champion_dir=Path(tmp) / "champion", segments=SegmentConfig(columns=g.segments))
         log_and_register(train(g.tables, StageOrder(g.stages), settings), g.tables, settings, "benchmark")
-        env = {**os.environ, "OPPSCORE_HOME": str(home), "OPPSCORE_CHAMPION_DIR": str(Path(tmp) / "champion"), "OPPSCORE_API_KEYS": KEY, "MLFLOW_TRACKING_URI": settings.tracking_uri}
+        env = {**os.environ, "OPPSCORE_HOME": str(home), "OPPSCORE_CHAMPION_DIR": str(Path(tmp) / "champion"), "OPPSCORE_API_KEYS": KEY, "MLFLOW_TRACKING_URI": settings.tracking_uri,
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # mlflow execs uvicorn by name
         results = {}
 
         port = _port()
