@@ -5,6 +5,7 @@
 Both servers run on localhost in this run, one after the other, on the same registered
 version (trained here on 3,000 generated opportunities). Measured: p50/p99 latency of
 one-opportunity requests (sequential), and opportunities per second with batches of 100.
+Every opportunity sent is open at the request's as_of, so every one is scored with reasons.
 Targets (issue 5, 2 cores): p99 ≤ 25 ms for one opportunity; ≥ 1,000 opportunities/s with
 batches of 100; ahead of `mlflow models serve`.
 """
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,15 +49,18 @@ def _wait(url: str, seconds: float = 120) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def _records(g, n: int, offset: int = 0) -> list[dict]:
+def _records(g, n: int, offset: int = 0, ids: list[str] | None = None) -> list[dict]:
     t = g.tables
-    ids = t.opportunities["opportunity_id"].iloc[offset : offset + n]
+    ids = pd.Index(ids if ids is not None else t.opportunities["opportunity_id"])
+    ids = ids[[(offset + i) % len(ids) for i in range(n)]]
     hist = t.stage_history[t.stage_history["opportunity_id"].isin(ids)]
     acts = t.activities[t.activities["opportunity_id"].isin(ids)]
     out = []
-    for opp in t.opportunities[t.opportunities["opportunity_id"].isin(ids)].to_dict("records"):
-        oid = opp["opportunity_id"]
-        rec = {k: opp[k] for k in ("opportunity_id", "amount", "account_id", "owner_id", "team", "industry", "region", "source", "company_size")}
+    by_id = t.opportunities.set_index("opportunity_id", drop=False)
+    for k, oid in enumerate(ids):
+        opp = by_id.loc[oid].to_dict()
+        rec = {c: opp[c] for c in ("amount", "account_id", "owner_id", "team", "industry", "region", "source", "company_size")}
+        rec["opportunity_id"] = f"{oid}#{k}"  # unique within a batch even when the open set is reused
         rec["created_at"] = opp["created_at"].isoformat()
         h = hist[hist["opportunity_id"] == oid]
         rec["stage_history"] = [{"stage": s, "entered_at": e.isoformat()} for s, e in zip(h["stage"], h["entered_at"], strict=True)]
@@ -88,6 +93,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30)
     args = parser.parse_args()
 
+    from features.frame import open_points
     from features.settings import SegmentConfig, Settings
     from features.stages import StageOrder
     from features.synthetic import generate
@@ -95,9 +101,11 @@ def main() -> None:
     from training.registry import log_and_register
 
     g = generate(n=3000, seed=9)
-    as_of = g.tables.end.isoformat()
-    singles_recs = _records(g, args.requests)
-    batch_recs = [_records(g, 100, offset=i * 100 % 2900) for i in range(args.batches)]
+    t = g.tables.end - pd.Timedelta(days=90)  # every deal sent is open at as_of, so every one is scored
+    as_of = t.isoformat()
+    open_ids = open_points(g.tables, StageOrder(g.stages), t)["opportunity_id"].tolist()
+    singles_recs = _records(g, args.requests, ids=open_ids)
+    batch_recs = [_records(g, 100, offset=i * 100, ids=open_ids) for i in range(args.batches)]
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / ".oppscore"
         settings = Settings(home=home, champion_dir=Path(tmp) / "champion", segments=SegmentConfig(columns=g.segments))

@@ -22,6 +22,9 @@ def grade(win: np.ndarray, cutoffs: list[float]) -> np.ndarray:
 
 def score_points(bundle: Bundle, tables: Tables, points: pd.DataFrame, with_factors: bool = True) -> pd.DataFrame:
     spec = bundle.spec
+    if points.empty:  # nothing open: an empty table, not an error from the booster
+        cols = SCORE_COLUMNS if with_factors else SCORE_COLUMNS[:-1]
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     frame = build_features(tables, points, spec, bundle.stats)
     model_frame = to_model_frame(frame, spec)
     win = bundle.models["win"].predict(model_frame)

@@ -73,3 +73,13 @@ def test_scores_have_the_contract_columns(trained, medium) -> None:
     factors = scored["top_factors"].iloc[0]
     assert len(factors) == 3 and all(f["sentence"] for f in factors)
     assert {"factor", "feature", "value", "contribution", "sentence"} <= set(factors[0])
+
+
+def test_nothing_open_scores_to_an_empty_table(trained, medium) -> None:
+    """Found by the serving benchmark: a batch of closed deals reached the booster empty."""
+    from features.scoring import score_points
+
+    empty = score_points(trained.bundle, medium.tables, pd.DataFrame({"opportunity_id": [], "as_of": pd.Series([], dtype="datetime64[ns, UTC]")}))
+    assert empty.empty and "win_probability" in empty.columns
+    early = score_open(trained.bundle, medium.tables, pd.Timestamp("2000-01-01T00:00:00Z"))
+    assert early.empty
