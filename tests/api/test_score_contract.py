@@ -17,7 +17,7 @@ def test_scores_an_open_opportunity(client, body) -> None:
     [s] = doc["scores"]
     assert s["status"] == "open" and s["stage"] == "Needs Analysis"
     assert 0 <= s["win_probability"] <= 1 and 0 <= s["stall_risk"] <= 1
-    assert 1 <= s["score"] <= 99 and s["grade"] in "ABCD"
+    assert s["score"] in range(1, 100) and s["grade"] in {"A", "B", "C", "D"}
     assert s["expected_value"] == np.float64(42000 * s["win_probability"])
     assert len(s["top_factors"]) == 3 and all(f["sentence"] for f in s["top_factors"])
 
