@@ -449,9 +449,10 @@ def demo(
                 }
             ],
         }
-        out.print(f"\nThe service: http://{host}:{port}/  (managers' page; API docs at /docs)")
-        out.print(f"API key: {key}")
-        out.print("Try:\n  curl -s -X POST http://%s:%d/v1/score -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '%s'\n" % (host, port, key, json.dumps(example)))
+        # plain echo, not rich: the curl line must stay one line to be pasted
+        typer.echo(f"\nThe service: http://{host}:{port}/  (managers' page; API docs at /docs)")
+        typer.echo(f"API key: {key}")
+        typer.echo("Try:\n  curl -s -X POST http://%s:%d/v1/score -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '%s'\n" % (host, port, key, json.dumps(example, ensure_ascii=False)))
         _serve(settings, host, port, 1, folder)
 
     run(go)
