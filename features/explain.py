@@ -56,16 +56,15 @@ def sentence(feature: str, row: dict, reference: dict[str, float], spec: Feature
     has_ref = ref is not None and not (isinstance(ref, float) and math.isnan(ref))
     missing = v is None or (isinstance(v, float) and math.isnan(v))
     if feature == "days_since_activity":
-        if missing:
-            return "no activity logged yet" + (f"; won deals at this stage typically had one within {_days(ref)}" if has_ref else "")
-        return f"no activity for {_days(v)}" + (f"; won deals at this stage typically had one within {_days(ref)}" if has_ref else "")
+        said = "no activity logged yet" if missing else f"no activity for {_days(v)}"
+        return said + (f"; won deals at this stage typically had one within {_days(ref)}" if has_ref else "")
     if feature == "days_since_inbound":
         if missing:
             return "the customer has not reached out yet"
         return f"last contact from the customer {_days(v)} ago" + (f" (won deals at this stage: {_days(ref)})" if has_ref else "")
-    if feature in ("days_in_stage", "dwell_ratio"):
-        days = row.get("days_in_stage")
-        return f"{_days(days)} in {stage}" + (f"; won deals typically moved on within {_days(reference.get('days_in_stage', ref))}" if reference.get("days_in_stage") is not None else "")
+    if feature in ("days_in_stage", "dwell_ratio"):  # both read as time in the stage
+        typical = reference.get("days_in_stage")
+        return f"{_days(row.get('days_in_stage'))} in {stage}" + (f"; won deals typically moved on within {_days(typical)}" if typical is not None else "")
     if feature in ("stage", "stage_progress", "furthest_progress"):
         return f"in stage {stage}" + (", having been further along before" if row.get("furthest_progress", 0) > row.get("stage_progress", 0) else "")
     if feature.startswith("activities_") or feature == "activity_trend":

@@ -9,6 +9,7 @@ rows at or before the point's time, so later rows cannot move a feature.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -18,8 +19,9 @@ import pandas as pd
 from features import asof
 from features.pit_stats import MISSING, PointInTimeStats
 from features.stages import StageOrder
-from features.tables import TS_DTYPE, Tables, to_utc
+from features.tables import NOT_SEGMENTS, TS_DTYPE, Tables, to_utc
 
+log = logging.getLogger(__name__)
 DAY = pd.Timedelta(days=1)
 WINDOWS = (7, 30, 90)
 MAX_ACTIVITY_TYPES = 8
@@ -88,15 +90,11 @@ def segment_columns(settings, tables: Tables) -> list[str]:
     look like segments (2 to 50 distinct values), and the log says which were taken."""
     if settings.segments.columns:
         return list(settings.segments.columns)
-    from features.tables import NOT_SEGMENTS
-
     opps = tables.opportunities
     skip = NOT_SEGMENTS | {"account_id", "owner_id"}
     found = [c for c in opps.columns if c not in skip and opps[c].dtype == object and 2 <= opps[c].nunique() <= 50]
     if found:
-        import logging
-
-        logging.getLogger(__name__).warning("no [segments] columns in the config: using %s", ", ".join(found))
+        log.warning("no [segments] columns in the config: using %s", ", ".join(found))
     return found
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from features.contract import Validated, validate_raw
 from features.loading import RawTable
 from features.settings import StageConfig
-from features.tables import ACTIVITIES, OPPORTUNITIES, STAGE_HISTORY, TIMESTAMPS, TS_DTYPE
+from features.tables import ACTIVITIES, OPPORTUNITIES, STAGE_HISTORY, canonical_dtypes
 
 NESTED = (STAGE_HISTORY, ACTIVITIES)
 
@@ -49,15 +49,8 @@ def records_to_tables(
     so only the shared rules run; otherwise values are coerced and checked like a file's.
     """
     raw, paths = records_to_raw(records)
-    if typed:
+    if typed:  # the shared rules compare times and ids, so they need the canonical dtypes first
         for table in raw.values():
-            for col in TIMESTAMPS[table.name]:
-                if col in table.frame.columns:
-                    table.frame[col] = pd.to_datetime(table.frame[col], utc=True).astype(TS_DTYPE)
-            if "amount" in table.frame.columns:
-                table.frame["amount"] = table.frame["amount"].astype("float64")
-            for col in table.frame.columns:
-                if table.frame[col].dtype != object and col not in TIMESTAMPS[table.name] and col != "amount":
-                    table.frame[col] = table.frame[col].astype(object)
+            table.frame = canonical_dtypes(table.frame, table.name)
     locators = {name: (lambda i, p=paths[name]: p[i] if i < len(p) else f"row {i}") for name in paths}
     return validate_raw(raw, stages, now=now, locators=locators, typed_input=typed)

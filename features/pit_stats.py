@@ -29,6 +29,16 @@ def _key_values(series: pd.Series) -> pd.Series:
     return series.astype("object").where(series.notna(), MISSING).astype(str)
 
 
+class _Steps:
+    """One step table with its join keys and times as arrays, and its final counts per key."""
+
+    def __init__(self, frame: pd.DataFrame, by: str, cols: list[str]) -> None:
+        self.frame = frame
+        self.keys = frame[by].to_numpy(dtype=object)
+        self.times = asof.ns(frame["time"])
+        self.latest = frame.groupby(by, sort=False)[cols].last()
+
+
 @dataclass
 class PointInTimeStats:
     """Running win counts per key value and running dwell per stage; fit learns, lookup reads."""
@@ -78,49 +88,32 @@ class PointInTimeStats:
         stays["n"] = grouped.cumcount() + 1
         stays["sum_log"] = grouped["log_days"].cumsum()
         self.dwell_steps_ = stays[["stage", "time", "n", "sum_log"]].reset_index(drop=True)
-        self.fitted_until_ = tables.end
+        self._index()
         return self
 
     # -- lookups -------------------------------------------------------------------------
     def _index(self) -> None:
-        """Steps split by key and sorted once, and the latest counts per value: a query at or
-        after the last step (scoring 'now') is a dictionary read, not a join."""
+        """Steps split by key, sorted, as arrays, with the latest counts per value, built once
+        per fit or load: a query at or after the last step (scoring 'now') is a table read,
+        any other an as-of search over arrays."""
         win = self.win_steps_.sort_values("time", kind="stable")
         win = win.assign(value=win["value"].astype(str))
-        self._win_by_key = {key: part.drop(columns="key").reset_index(drop=True) for key, part in win.groupby("key", sort=False)}
-        self._win_latest = {
-            key: part.groupby("value", sort=False)[["won", "closed"]].last() for key, part in self._win_by_key.items()
-        }
-        self._dwell = self.dwell_steps_.sort_values("time", kind="stable").reset_index(drop=True)
-        self._dwell_latest = self._dwell.groupby("stage", sort=False)[["n", "sum_log"]].last()
+        self._win = {key: _Steps(part.drop(columns="key").reset_index(drop=True), "value", ["won", "closed"]) for key, part in win.groupby("key", sort=False)}
+        self._dwell = _Steps(self.dwell_steps_.sort_values("time", kind="stable").reset_index(drop=True), "stage", ["n", "sum_log"])
         self._last_time = max(self.win_steps_["time"].max(), self.dwell_steps_["time"].max()) if len(self.win_steps_) else None
 
-    def _lookup(self, steps: pd.DataFrame | None, latest: pd.DataFrame | None, by: str, values: pd.Series, as_of: pd.Series, cols: list[str]) -> pd.DataFrame:
-        if not hasattr(self, "_win_by_key"):
-            self._index()
+    def _lookup(self, steps: _Steps | None, values: pd.Series, as_of: pd.Series, cols: list[str]) -> pd.DataFrame:
         as_of = pd.to_datetime(as_of, utc=True).astype(TS_DTYPE).reset_index(drop=True)
         values = values.astype(str).reset_index(drop=True)
-        if steps is None or steps.empty:
+        if steps is None or steps.frame.empty:
             return pd.DataFrame(0.0, index=range(len(values)), columns=cols)
         if self._last_time is not None and bool((as_of >= self._last_time).all()):
-            return latest.reindex(values.to_numpy())[cols].reset_index(drop=True).fillna(0)
-        keys, times = self._arrays(steps, by)
-        pos = asof.positions(keys, times, values.to_numpy(dtype=object), asof.ns(as_of))
-        return asof.take(steps, cols, pos).fillna(0)
-
-    def _arrays(self, steps: pd.DataFrame, by: str) -> tuple[np.ndarray, np.ndarray]:
-        """Keys and times of a step table as arrays, computed once per table."""
-        cache = self.__dict__.setdefault("_array_cache", {})
-        got = cache.get(id(steps))
-        if got is None or got[0] is not steps:
-            got = (steps, steps[by].to_numpy(dtype=object), asof.ns(steps["time"]))
-            cache[id(steps)] = got
-        return got[1], got[2]
+            return steps.latest.reindex(values.to_numpy())[cols].reset_index(drop=True).fillna(0)
+        pos = asof.positions(steps.keys, steps.times, values.to_numpy(dtype=object), asof.ns(as_of))
+        return asof.take(steps.frame, cols, pos).fillna(0)
 
     def _win_counts(self, key: str, values: pd.Series, as_of: pd.Series) -> pd.DataFrame:
-        if not hasattr(self, "_win_by_key"):
-            self._index()
-        return self._lookup(self._win_by_key.get(key), self._win_latest.get(key), "value", values, as_of, ["won", "closed"])
+        return self._lookup(self._win.get(key), values, as_of, ["won", "closed"])
 
     def global_rate(self, as_of: pd.Series) -> np.ndarray:
         got = self._win_counts(GLOBAL, pd.Series(GLOBAL, index=range(len(as_of))), as_of)
@@ -134,9 +127,7 @@ class PointInTimeStats:
 
     def typical_dwell(self, stage: pd.Series, as_of: pd.Series) -> np.ndarray:
         """Geometric-mean days that completed stays in this stage took, among those completed by as_of."""
-        if not hasattr(self, "_win_by_key"):
-            self._index()
-        got = self._lookup(self._dwell, self._dwell_latest, "stage", stage, as_of, ["n", "sum_log"])
+        got = self._lookup(self._dwell, stage, as_of, ["n", "sum_log"])
         with np.errstate(invalid="ignore", divide="ignore"):
             typical = np.expm1(got["sum_log"] / got["n"]).to_numpy()
         return np.where(got["n"].to_numpy() >= 5, typical, np.nan)  # fewer than five stays: not a typical yet
@@ -150,5 +141,5 @@ class PointInTimeStats:
         stats = cls(keys=keys, shrinkage=shrinkage)
         stats.win_steps_ = frames["win_steps"]
         stats.dwell_steps_ = frames["dwell_steps"]
-        stats.fitted_until_ = max(frames["win_steps"]["time"].max(), frames["dwell_steps"]["time"].max())
+        stats._index()
         return stats

@@ -7,7 +7,7 @@ import pandas as pd
 
 from features.bundle import Bundle
 from features.explain import top_factors
-from features.frame import build_features, open_points, to_model_frame
+from features.frame import build_features, open_points, stage_state, to_model_frame
 from features.tables import Tables, to_utc
 
 GRADES = ("A", "B", "C", "D")
@@ -49,6 +49,21 @@ def score_points(bundle: Bundle, tables: Tables, points: pd.DataFrame, with_fact
             contrib[:, spec.columns.index("stage")] = win - 0.5
         out["top_factors"] = top_factors(frame, contrib, spec, bundle.reference)
     return out
+
+
+def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestamp) -> pd.DataFrame:
+    """Every requested opportunity in the order given, with its status at as_of (open, won,
+    lost, not yet created); only the open ones are scored, the others' scores are missing."""
+    stages = bundle.spec.stages
+    points = pd.DataFrame({"opportunity_id": ids, "as_of": pd.Series([as_of] * len(ids), dtype="datetime64[ns, UTC]")})
+    state = stage_state(tables, stages, points)
+    created = points["opportunity_id"].map(tables.opportunities.drop_duplicates("opportunity_id").set_index("opportunity_id")["created_at"])
+    not_yet = (created > as_of).to_numpy()
+    open_now = state["is_open"].to_numpy() & ~not_yet
+    won = state["index_now"].to_numpy() == stages.won_index
+    status = np.where(open_now, "open", np.where(not_yet, "not yet created", np.where(won, "won", "lost")))
+    scored = score_points(bundle, tables, points[open_now]).drop(columns="as_of")
+    return pd.DataFrame({"opportunity_id": ids, "status": status}).merge(scored, on="opportunity_id", how="left")
 
 
 def score_open(bundle: Bundle, tables: Tables, as_of: pd.Timestamp | None = None, with_factors: bool = True) -> pd.DataFrame:

@@ -17,7 +17,6 @@ from features.settings import StageConfig
 
 log = logging.getLogger(__name__)
 
-WON_INDEX_OFFSET = 0  # won sits right after the last open stage
 LOST_INDEX = -1
 
 _WON_WORDS = re.compile(r"won|win|closed[ _-]?won|gagn|ganad|赢|成交", re.IGNORECASE)
@@ -38,7 +37,8 @@ class StageOrder:
 
     @property
     def won_index(self) -> int:
-        return self.n_open + WON_INDEX_OFFSET
+        """Won sits right after the last open stage, so 'a later stage' includes winning."""
+        return self.n_open
 
     @property
     def names(self) -> list[str]:

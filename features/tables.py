@@ -44,6 +44,22 @@ def empty(table: str) -> pd.DataFrame:
     return frame
 
 
+def canonical_dtypes(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Timestamps as ns UTC, amounts as floats, everything else as object text, so joins on
+    ids always match whatever built the frame (a file, a request, a test)."""
+    fixes = {}
+    for col in frame.columns:
+        if col in TIMESTAMPS[table]:
+            if frame[col].dtype != TS_DTYPE:
+                fixes[col] = pd.to_datetime(frame[col], utc=True).astype(TS_DTYPE)
+        elif col == "amount":
+            if frame[col].dtype != "float64":
+                fixes[col] = frame[col].astype("float64")
+        elif frame[col].dtype != object:
+            fixes[col] = frame[col].astype(object).where(frame[col].notna(), None)
+    return frame.assign(**fixes) if fixes else frame
+
+
 @dataclass(frozen=True)
 class Tables:
     """A validated export. History and activities are sorted by opportunity, then time."""
@@ -58,19 +74,7 @@ class Tables:
             for col in REQUIRED[table] + OPTIONAL[table]:
                 if col not in frame.columns:
                     frame = frame.assign(**{col: pd.Series(None, index=frame.index, dtype=empty(table)[col].dtype)})
-            fixes = {}
-            for col in frame.columns:
-                if col in TIMESTAMPS[table]:
-                    if frame[col].dtype != TS_DTYPE:
-                        fixes[col] = pd.to_datetime(frame[col], utc=True).astype(TS_DTYPE)
-                elif col == "amount":
-                    if frame[col].dtype != "float64":
-                        fixes[col] = frame[col].astype("float64")
-                elif frame[col].dtype != object:  # one text dtype everywhere, so joins on ids always match
-                    fixes[col] = frame[col].astype(object).where(frame[col].notna(), None)
-            if fixes:
-                frame = frame.assign(**fixes)
-            object.__setattr__(self, table, frame)
+            object.__setattr__(self, table, canonical_dtypes(frame, table))
         object.__setattr__(
             self,
             STAGE_HISTORY,
