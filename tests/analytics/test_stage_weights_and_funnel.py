@@ -11,7 +11,7 @@ from features.analytics.stage_weights import StageWeights
 from features.settings import StageConfig
 from features.stages import StageOrder
 from features.tables import Tables
-from tests.features.test_point_in_time import PROFILE, _t, exports, later_changes
+from tests.features.test_point_in_time import PROFILE, _scenario, exports
 
 STAGES = StageOrder(StageConfig(open=["A", "B"], won="W", lost="L", configured_weights=[0.2, 0.6]))
 T = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
@@ -81,9 +81,7 @@ def test_intervals_cover_the_true_rate_at_about_their_level() -> None:
 @PROFILE
 @given(data=st.data(), g=exports())
 def test_weights_and_funnel_ignore_rows_after_t(data, g) -> None:
-    stages = StageOrder(g.stages)
-    t = _t(data.draw, g.tables)
-    changed = data.draw(later_changes(g.tables, stages, t))
+    stages, t, _, changed = _scenario(data, g)
     a, b = StageWeights(["source"]).fit(g.tables, stages, t), StageWeights(["source"]).fit(changed, stages, t)
     pd.testing.assert_frame_equal(a.weights_, b.weights_)
     pd.testing.assert_frame_equal(a.by_dwell_, b.by_dwell_)

@@ -71,6 +71,15 @@ def later_changes(draw, tables: Tables, stages: StageOrder, t: pd.Timestamp):
     )
 
 
+def _scenario(data, g):
+    """A random time t, the vocabulary fixed at training time, and the export with rows after t
+    added and changed."""
+    stages = StageOrder(g.stages)
+    t = _t(data.draw, g.tables)
+    spec = make_spec(g.tables, stages, g.segments)
+    return stages, t, spec, data.draw(later_changes(g.tables, stages, t))
+
+
 def _features(tables: Tables, spec, stages: StageOrder, t: pd.Timestamp) -> pd.DataFrame:
     stats = PointInTimeStats(spec.stat_keys).fit(tables, stages)
     points = open_points(tables, stages, t)
@@ -80,10 +89,7 @@ def _features(tables: Tables, spec, stages: StageOrder, t: pd.Timestamp) -> pd.D
 @PROFILE
 @given(data=st.data(), g=exports())
 def test_rows_after_t_do_not_change_features_at_t(data, g) -> None:
-    stages = StageOrder(g.stages)
-    t = _t(data.draw, g.tables)
-    spec = make_spec(g.tables, stages, g.segments)  # the vocabulary is fixed at training time
-    changed = data.draw(later_changes(g.tables, stages, t))
+    stages, t, spec, changed = _scenario(data, g)
     before = _features(g.tables, spec, stages, t)
     after = _features(changed, spec, stages, t)
     pd.testing.assert_frame_equal(before, after)
@@ -92,10 +98,7 @@ def test_rows_after_t_do_not_change_features_at_t(data, g) -> None:
 @PROFILE
 @given(data=st.data(), g=exports())
 def test_training_snapshots_before_t_do_not_see_rows_after_t(data, g) -> None:
-    stages = StageOrder(g.stages)
-    t = _t(data.draw, g.tables)
-    spec = make_spec(g.tables, stages, g.segments)
-    changed = data.draw(later_changes(g.tables, stages, t))
+    stages, t, spec, changed = _scenario(data, g)
 
     def frame(tables: Tables) -> pd.DataFrame:
         stats = PointInTimeStats(spec.stat_keys).fit(tables, stages)
