@@ -6,6 +6,9 @@ two packed into one int64 (key << 32 | rank) so a single sort and a binary searc
 queries: no rounding of time, so a row one nanosecond after t is never taken. pandas'
 merge_asof does the same job but costs milliseconds of fixed overhead per call, which the
 one-opportunity request of the API pays a dozen times.
+
+`SortedRows` does the sorting once for rows that are queried again and again (a table's
+history, the statistics in a bundle): each lookup is then two binary searches.
 """
 
 from __future__ import annotations
@@ -45,6 +48,56 @@ def positions(
     pos = np.clip(pos, 0, n_rows - 1)
     found &= (sorted_rows[pos] >> 32) == (query_packed >> 32)
     return np.where(found, order[pos], -1)
+
+
+class SortedRows:
+    """Rows keyed by non-negative integers, sorted by (key, time) once; `last_at_or_before`
+    answers any number of queries with two binary searches each.
+
+    Times become their rank among the rows' distinct times, and a query's time the number of
+    distinct row times at or before it, so the comparison stays exact to the nanosecond.
+    Among rows with the same key and time, the last in the original order wins.
+    """
+
+    def __init__(self, keys: np.ndarray, times: np.ndarray) -> None:
+        keys = np.asarray(keys, dtype=np.int64)
+        times = np.asarray(times, dtype=np.int64)
+        self.order = np.lexsort((times, keys))  # stable: ties keep their original order
+        sorted_times = times[self.order]
+        self.distinct_times = np.unique(sorted_times)
+        rank = np.searchsorted(self.distinct_times, sorted_times)
+        self.packed = (keys[self.order] << 32) | rank
+
+    def last_at_or_before(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Original index of each query's row (same key, time <= query time), -1 where none.
+        Negative keys (unknown values) match nothing."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if len(self.packed) == 0 or len(keys) == 0:
+            return np.full(len(keys), -1, dtype=np.int64)
+        known = keys >= 0
+        n_at_or_before = np.searchsorted(self.distinct_times, times, side="right")
+        target = (np.where(known, keys, 0) << 32) | n_at_or_before
+        pos = np.searchsorted(self.packed, target, side="left") - 1
+        safe = np.maximum(pos, 0)
+        found = known & (pos >= 0) & ((self.packed[safe] >> 32) == keys)
+        return np.where(found, self.order[safe], -1)
+
+
+def take_array(values: np.ndarray, pos: np.ndarray, fill: object = None) -> np.ndarray:
+    """values[pos], with `fill` where pos is -1: numbers become floats (NaN) only when a query
+    missed, anything else stays as it is (object arrays get None)."""
+    hit = pos >= 0
+    every = bool(hit.all())
+    if len(values) == 0:
+        return np.full(len(pos), np.nan) if values.dtype.kind in "iuf" else np.full(len(pos), fill, dtype=object)
+    picked = values[np.where(hit, pos, 0)]
+    if every:
+        return picked
+    if picked.dtype.kind in "iuf":
+        return np.where(hit, picked.astype("float64"), np.nan if fill is None else fill)
+    picked = picked.astype(object)
+    picked[~hit] = fill
+    return picked
 
 
 def take(frame: pd.DataFrame, cols: list[str], pos: np.ndarray) -> pd.DataFrame:

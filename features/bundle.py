@@ -63,18 +63,21 @@ class TargetModel:
     fallback_rates: dict[str, float] | None = None  # stage → rate, used when booster is None
     fallback_reason: str | None = None
 
-    def predict(self, model_frame: pd.DataFrame) -> np.ndarray:
+    def predict(self, x: pd.DataFrame | np.ndarray, stage: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated probabilities of a model frame or a model matrix (features.frame); the
+        fallback reads the stage names (`stage`, or the frame's column)."""
         if self.booster is None:
             rates = self.fallback_rates or {}
             default = float(np.mean(list(rates.values()))) if rates else 0.5
-            return model_frame["stage"].astype(object).map(rates).fillna(default).to_numpy(dtype=float)
-        return self.calibrator(self.booster.predict(model_frame))
+            names = x["stage"] if stage is None else pd.Series(stage, dtype=object)
+            return names.astype(object).map(rates).fillna(default).to_numpy(dtype=float)
+        return self.calibrator(self.booster.predict(x))
 
-    def contributions(self, model_frame: pd.DataFrame) -> np.ndarray | None:
+    def contributions(self, x: pd.DataFrame | np.ndarray) -> np.ndarray | None:
         """Per-feature contributions in log-odds (LightGBM's SHAP values), without the bias column."""
         if self.booster is None:
             return None
-        return self.booster.predict(model_frame, pred_contrib=True)[:, :-1]
+        return self.booster.predict(x, pred_contrib=True)[:, :-1]
 
 
 @dataclass

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from features import asof
 from features.loading import RawTable, read_raw
 from features.settings import Settings, StageConfig
 from features.stages import StageOrder, infer_stage_config
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 FUTURE_TOLERANCE = pd.Timedelta(minutes=5)  # clock skew between the CRM and us
 NOT_CHECKED_FOR_FUTURE = {"expected_close_date"}  # a close date is expected to lie ahead
 _TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
+NAT = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)
@@ -165,52 +168,73 @@ def _run_schema(schema: pa.DataFrameSchema, frame: pd.DataFrame, label: str, loc
             out.rows(label, locate, pd.Index([i]), col, [frame.at[i, col]], expected)
 
 
+def _ids(frame: pd.DataFrame) -> np.ndarray:
+    return frame["opportunity_id"].to_numpy(dtype=object)
+
+
 def _rules(
     typed: dict[str, pd.DataFrame | None], stage_names: list[str] | None, now: pd.Timestamp,
     labels: dict[str, str], locators: dict[str, Locator], out: _Collector,
 ) -> None:
-    """Rules across rows and tables, for files and API requests alike (vectorised pandas)."""
+    """Rules across rows and tables, for files and API requests alike. Vectorised on arrays:
+    the API runs them on every request, where pandas' fixed cost per operation would dominate."""
+    latest = (now + FUTURE_TOLERANCE).value
     for name, frame in typed.items():
         if frame is None:
             continue
         for col in TIMESTAMPS[name]:
             if col in frame.columns and col not in NOT_CHECKED_FOR_FUTURE:
-                late = frame[col].notna() & (frame[col] > now + FUTURE_TOLERANCE)
+                late = asof.ns(frame[col]) > latest  # NaT is the smallest value, never late
                 if late.any():
                     out.rows(labels[name], locators[name], frame.index[late], col, frame.loc[late, col].astype(str), f"a time not after now ({now:%Y-%m-%d %H:%M} UTC)")
     opps, hist, acts = typed[OPPORTUNITIES], typed[STAGE_HISTORY], typed[ACTIVITIES]
     if hist is not None and stage_names:
-        unknown = hist["stage"].notna() & ~hist["stage"].isin(stage_names)
+        codes, names = pd.factorize(hist["stage"].to_numpy(dtype=object))
+        known = np.array([n in stage_names for n in names] + [True])  # the last: missing, reported elsewhere
+        unknown = ~known[codes]
         if unknown.any():
             out.rows(labels[STAGE_HISTORY], locators[STAGE_HISTORY], hist.index[unknown], "stage", hist.loc[unknown, "stage"], f"a stage named in the config ({', '.join(stage_names)})")
     if opps is None:
         return
-    dup = opps["opportunity_id"].notna() & opps["opportunity_id"].duplicated(keep="first")
+    codes, uniques = pd.factorize(_ids(opps))
+    first_row = np.full(len(uniques), -1, dtype=np.int64)
+    first_row[codes[::-1]] = np.arange(len(codes))[::-1]  # reversed: the first row of an id wins
+    dup = (codes >= 0) & (first_row[codes] != np.arange(len(codes)))
     if dup.any():
         out.rows(labels[OPPORTUNITIES], locators[OPPORTUNITIES], opps.index[dup], "opportunity_id", opps.loc[dup, "opportunity_id"], "a unique opportunity_id (this one appears on an earlier row)")
-    known = pd.Index(opps["opportunity_id"].dropna().unique())
+    known_ids = pd.Index(uniques, dtype=object)
+    created = asof.ns(opps["created_at"])
+
+    def created_of(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's opportunity's created_at (ns), and whether its opportunity is known."""
+        at = known_ids.get_indexer(_ids(frame))
+        found = at >= 0
+        return np.where(found, created[first_row[np.maximum(at, 0)]] if len(created) else 0, NAT), found
+
     for name, frame in ((STAGE_HISTORY, hist), (ACTIVITIES, acts)):
         if frame is None:
             continue
-        unknown = frame["opportunity_id"].notna() & ~frame["opportunity_id"].isin(known)
+        _, found = created_of(frame)
+        unknown = ~found & frame["opportunity_id"].notna().to_numpy()
         if unknown.any():
             out.rows(labels[name], locators[name], frame.index[unknown], "opportunity_id", frame.loc[unknown, "opportunity_id"], "an opportunity_id listed in opportunities")
     if hist is None:
         return
-    created = opps.drop_duplicates("opportunity_id").set_index("opportunity_id")["created_at"]
-    when = hist["opportunity_id"].map(created)
-    early = hist["entered_at"].notna() & when.notna() & (hist["entered_at"] < when)
+    when, _ = created_of(hist)
+    entered = asof.ns(hist["entered_at"])
+    early = (entered != NAT) & (when != NAT) & (entered < when)
     if early.any():
-        expected = [f"a time at or after the opportunity's created_at ({c:%Y-%m-%d %H:%M:%S} UTC)" for c in when[early]]
-        for i, value, exp in zip(hist.index[early], hist.loc[early, "entered_at"], expected, strict=True):
+        for i, value, c in zip(hist.index[early], hist.loc[early, "entered_at"], when[early], strict=True):
+            exp = f"a time at or after the opportunity's created_at ({pd.Timestamp(c, tz='UTC'):%Y-%m-%d %H:%M:%S} UTC)"
             out.problems.append(Problem(labels[STAGE_HISTORY], locators[STAGE_HISTORY](int(i)), "entered_at", repr(str(value)), exp, int(i)))
     if acts is not None and len(acts):
-        act_when = acts["opportunity_id"].map(created)
-        early = acts["occurred_at"].notna() & act_when.notna() & (acts["occurred_at"] < act_when - pd.Timedelta(days=365))
+        act_when, _ = created_of(acts)
+        occurred = asof.ns(acts["occurred_at"])
+        early = (occurred != NAT) & (act_when != NAT) & (occurred < act_when - pd.Timedelta(days=365).value)
         # activities a little before creation are normal (the first call creates the deal); a year before is a data error
         if early.any():
             out.rows(labels[ACTIVITIES], locators[ACTIVITIES], acts.index[early], "occurred_at", acts.loc[early, "occurred_at"], "a time no more than a year before the opportunity's created_at")
-    without = ~opps["opportunity_id"].isin(hist["opportunity_id"]) & opps["opportunity_id"].notna()
+    without = (codes >= 0) & (pd.Index(_ids(hist), dtype=object).unique().get_indexer(_ids(opps)) < 0)
     if without.any():
         out.rows(labels[OPPORTUNITIES], locators[OPPORTUNITIES], opps.index[without], "opportunity_id", opps.loc[without, "opportunity_id"], "at least one stage_history row for this opportunity")
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
-
 from features.frame import FeatureSpec
 
 TOP_FACTORS = 3
@@ -103,7 +101,7 @@ def sentence(feature: str, row: dict, reference: dict[str, float], spec: Feature
 
 
 def top_factors(
-    frame: pd.DataFrame, contributions: np.ndarray, spec: FeatureSpec, reference: dict[str, dict[str, float]], k: int = TOP_FACTORS
+    features: dict[str, np.ndarray], contributions: np.ndarray, spec: FeatureSpec, reference: dict[str, dict[str, float]], k: int = TOP_FACTORS
 ) -> list[list[dict]]:
     """Per row, the k factors with the largest absolute contribution (summed within a factor)."""
     factors = [factor_of(f, spec) for f in spec.columns]
@@ -114,11 +112,12 @@ def top_factors(
     grouped = contributions @ member
     order = np.argsort(-np.abs(grouped), axis=1)[:, :k]
     # per row and factor, the member feature with the largest |contribution| speaks for it
-    leader = np.zeros((len(frame), len(names)), dtype=int)
+    leader = np.zeros((len(contributions), len(names)), dtype=int)
     for j in range(len(names)):
         cols = np.flatnonzero(member[:, j])
         leader[:, j] = cols[np.abs(contributions[:, cols]).argmax(axis=1)]
-    records = frame.to_dict("records")
+    columns = list(spec.columns)
+    records = [dict(zip(columns, values, strict=True)) for values in zip(*(features[c].tolist() for c in columns), strict=True)]
     out = []
     for r, row in enumerate(records):  # sentences are text: one per factor shown, not per feature
         ref = reference.get(str(row.get("stage")), {})

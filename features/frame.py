@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from features import asof
-from features.pit_stats import MISSING, PointInTimeStats
+from features.pit_stats import DAY_NS, MISSING, PointInTimeStats
 from features.stages import StageOrder
+from features.table_index import group_cumsum
 from features.tables import NOT_SEGMENTS, TS_DTYPE, Tables, to_utc
 
 log = logging.getLogger(__name__)
-DAY = pd.Timedelta(days=1)
+NAT = np.iinfo(np.int64).min
 WINDOWS = (7, 30, 90)
 MAX_ACTIVITY_TYPES = 8
 OTHER = "other"
@@ -128,115 +129,191 @@ def asof_join(
     return asof.take(rows, [time_col, *cols], pos)
 
 
-def stage_state(tables: Tables, stages: StageOrder, points: pd.DataFrame) -> pd.DataFrame:
-    """Per point: the stage the opportunity was in at as_of and its path so far."""
-    hist = tables.stage_history
-    idx = stages.index(hist["stage"])
-    opp = hist["opportunity_id"]
-    first = ~opp.eq(opp.shift())
-    prev = pd.Series(idx).shift().to_numpy()
+@dataclass(frozen=True)
+class Points:
+    """(opportunity, as_of) points as arrays: ids, their codes in the tables' index, ns times."""
+
+    ids: np.ndarray
+    code: np.ndarray
+    time: np.ndarray
+
+    @classmethod
+    def of(cls, tables: Tables, points: pd.DataFrame) -> Points:
+        ids = points["opportunity_id"].to_numpy(dtype=object)
+        return cls(ids, tables.index.codes(ids), asof.ns(points["as_of"]))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def where(self, mask: np.ndarray) -> Points:
+        return Points(self.ids[mask], self.code[mask], self.time[mask])
+
+
+def _days(later: np.ndarray, earlier: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Days between ns times, NaN where not valid (the division pandas does for Timedeltas)."""
+    return np.where(valid, (later - np.where(valid, earlier, 0)) / DAY_NS, np.nan)
+
+
+def _history_paths(tables: Tables, stages: StageOrder) -> dict[str, np.ndarray]:
+    """Per stage-history row: its stage index and the opportunity's path up to and including it."""
+    ix = tables.index
+    index_of = stages.index(pd.Series(ix.hist_stages, dtype=object)) if len(ix.hist_stages) else np.zeros(0)
+    code = ix.hist_stage_code
+    idx = np.where(code >= 0, index_of[np.maximum(code, 0)], np.nan) if len(index_of) else np.full(len(code), np.nan)
+    start = ix.hist_start
+    n = len(idx)
+    first = np.arange(n) == start
+    prev = np.concatenate([[np.nan], idx[:-1]]) if n else idx
     is_open = (idx >= 0) & (idx < stages.n_open)
-    back = (~first.to_numpy()) & is_open & (prev >= 0) & (idx < prev)
-    reopen = (~first.to_numpy()) & is_open & ((prev < 0) | (prev == stages.won_index))
-    g = pd.DataFrame({"opportunity_id": opp, "reach": np.where(idx >= 0, idx, -np.inf), "back": back.astype(int), "re": reopen.astype(int)}).groupby("opportunity_id", sort=False)
-    rows = pd.DataFrame(
-        {
-            "opportunity_id": opp,
-            "entered_at": hist["entered_at"],
-            "stage_now": hist["stage"].astype(str),
-            "index_now": idx,
-            "changes": g.cumcount().to_numpy(),
-            "moves_back": g["back"].cumsum().to_numpy(),
-            "reopened": g["re"].cumsum().to_numpy(),
-            "furthest": g["reach"].cummax().to_numpy(),
-        }
-    )
-    state = asof_join(points, rows, "entered_at", ["stage_now", "index_now", "changes", "moves_back", "reopened", "furthest"])
+    back = ~first & is_open & (prev >= 0) & (idx < prev)
+    reopen = ~first & is_open & ((prev < 0) | (prev == stages.won_index))
+    # running maximum within each opportunity: lift each opportunity above the previous ones
+    lift = (np.cumsum(first) - 1) * float(stages.n_open + 2)
+    furthest = np.maximum.accumulate(np.where(idx >= 0, idx, -1.0) + lift) - lift if n else idx
+    return {
+        "index_now": idx,
+        "changes": np.arange(n) - start,
+        "moves_back": group_cumsum(back.astype(np.int64), start),
+        "reopened": group_cumsum(reopen.astype(np.int64), start),
+        "furthest": np.where(furthest < 0, -np.inf, furthest),
+    }
+
+
+STATE_COLUMNS = ["index_now", "changes", "moves_back", "reopened", "furthest"]
+
+
+def state_arrays(tables: Tables, stages: StageOrder, points: Points) -> dict[str, np.ndarray]:
+    """Per point: the stage it was in at its time and its path so far (arrays; entered_at in ns
+    with `hit` saying where the opportunity had entered any stage by then)."""
+    ix = tables.index
+    pos = ix.hist_rows.last_at_or_before(points.code, points.time)
+    hit = pos >= 0
+    paths = _history_paths(tables, stages)
+    state = {col: asof.take_array(paths[col], pos) for col in STATE_COLUMNS}
+    names = np.append(ix.hist_stages, None)
+    stage_code = ix.hist_stage_code[np.maximum(pos, 0)] if len(pos) and len(ix.hist_stage_code) else np.full(len(pos), -1)
+    state["stage_now"] = names[np.where(hit, stage_code, -1)]
+    state["entered_at"] = np.where(hit, ix.hist_time[np.maximum(pos, 0)] if len(ix.hist_time) else 0, NAT)
+    state["hit"] = hit
     state["is_open"] = (state["index_now"] >= 0) & (state["index_now"] < stages.n_open)
     return state
 
 
-def _stage_features(tables: Tables, stages: StageOrder, points: pd.DataFrame, stats: PointInTimeStats, out: dict) -> None:
-    state = stage_state(tables, stages, points)
-    created = points["opportunity_id"].map(tables.opportunities.drop_duplicates("opportunity_id").set_index("opportunity_id")["created_at"])
-    as_of = points["as_of"]
-    out["stage"] = state["stage_now"].where(state["is_open"]).to_numpy()
-    index = state["index_now"].to_numpy(dtype="float64")
+def stage_state(tables: Tables, stages: StageOrder, points: pd.DataFrame) -> pd.DataFrame:
+    """Per point: the stage the opportunity was in at as_of and its path so far."""
+    state = state_arrays(tables, stages, Points.of(tables, points))
+    frame = pd.DataFrame({col: state[col] for col in ["stage_now", *STATE_COLUMNS, "is_open"]}, index=range(len(points)))
+    frame.insert(0, "entered_at", pd.DatetimeIndex(state["entered_at"].view("datetime64[ns]")).tz_localize("UTC"))
+    return frame
+
+
+def _stage_features(tables: Tables, stages: StageOrder, points: Points, state: dict, stats: PointInTimeStats, out: dict) -> None:
+    ix = tables.index
+    rows = ix.opportunity_rows(points.code)
+    has_row = rows >= 0
+    created = ix.opp_created[np.maximum(rows, 0)] if len(ix.opp_created) else np.zeros(len(points), dtype=np.int64)
+    out["stage"] = np.where(state["is_open"], state["stage_now"], None)
+    index = state["index_now"].astype("float64")
     out["stage_progress"] = stages.progress(index)
-    days_in = ((as_of - state["entered_at"]) / DAY).to_numpy(dtype="float64")
+    days_in = _days(points.time, state["entered_at"], state["hit"])
     out["days_in_stage"] = days_in
-    typical = stats.typical_dwell(state["stage_now"], as_of)
+    typical = stats.typical_dwell(state["stage_now"], points.time)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["dwell_ratio"] = days_in / np.maximum(typical, 0.5)
-    age = ((as_of - created) / DAY).to_numpy(dtype="float64")
+    age = _days(points.time, created, has_row)
     out["age_days"] = age
-    out["stage_changes"] = state["changes"].to_numpy(dtype="float64")
-    out["moves_back"] = state["moves_back"].to_numpy(dtype="float64")
-    furthest = np.minimum(state["furthest"].to_numpy(dtype="float64"), stages.n_open - 1)
+    out["stage_changes"] = state["changes"].astype("float64")
+    out["moves_back"] = state["moves_back"].astype("float64")
+    furthest = np.minimum(state["furthest"].astype("float64"), stages.n_open - 1)
     out["furthest_progress"] = stages.progress(furthest)
     out["stage_velocity"] = furthest / np.maximum(age, 1.0) * 30.0
-    out["reopened"] = state["reopened"].to_numpy(dtype="float64")
+    out["reopened"] = state["reopened"].astype("float64")
 
 
-def _activity_features(tables: Tables, spec: FeatureSpec, points: pd.DataFrame, out: dict) -> None:
-    acts = tables.activities
+def _activity_features(tables: Tables, spec: FeatureSpec, points: Points, out: dict) -> None:
+    ix = tables.index
     n = len(points)
-    if len(acts) == 0:  # the activities table is optional: counts are zero, recencies unknown
+    if len(ix.act_time) == 0:  # the activities table is optional: counts are zero, recencies unknown
         zero = [f"activities_{w}d" for w in WINDOWS] + [f"{t}_{w}d" for t in spec.activity_types for w in (30, 90)]
         for col in [*zero, "distinct_contacts", "activity_trend"]:
             out[col] = np.zeros(n)
         for col in ("days_since_activity", "days_since_inbound", "inbound_share"):
             out[col] = np.full(n, np.nan)
         return
-    opp = acts["opportunity_id"]
-    kind = acts["type"].astype(str).str.strip().str.lower()
-    inbound = acts["direction"].astype(str).str.strip().str.lower().eq("inbound").to_numpy()
-    rows = pd.DataFrame({"opportunity_id": opp, "occurred_at": acts["occurred_at"]})
-    grouped = pd.DataFrame({"opportunity_id": opp, "one": 1, "in": inbound.astype(int)}).groupby("opportunity_id", sort=False)
-    rows["n_all"] = grouped["one"].cumsum().to_numpy()
-    rows["n_in"] = grouped["in"].cumsum().to_numpy()
-    rows["last_at"] = acts["occurred_at"]
-    counts = ["n_all"]
+    start = ix.act_start
+    running = {"all": np.arange(len(start)) - start + 1, "in": group_cumsum(ix.act_inbound.astype(np.int64), start)}
     for t in spec.activity_types:
-        col = f"n_{t}"
-        rows[col] = pd.Series((kind == t).to_numpy().astype(int)).groupby(opp.to_numpy(), sort=False).cumsum().to_numpy()
-        counts.append(col)
-    now = asof_join(points, rows, "occurred_at", [*counts, "n_in", "last_at"])
-    total = now["n_all"].fillna(0).to_numpy()
-    back = {}
-    for w in sorted({*WINDOWS, 60}):
-        back[w] = asof_join(points, rows, "occurred_at", counts, shift=pd.Timedelta(days=w)).fillna(0)
+        kind = ix.act_kinds.index(t) if t in ix.act_kinds else -2
+        running[t] = group_cumsum((ix.act_kind == kind).astype(np.int64), start)
+    running["contacts"] = group_cumsum(ix.act_new_contact.astype(np.int64), start)
+
+    def at(pos: np.ndarray, what: str) -> np.ndarray:  # the running count at the point's last row, 0 before any
+        return np.where(pos >= 0, running[what][np.maximum(pos, 0)], 0).astype("float64")
+
+    pos = {w: ix.act_rows.last_at_or_before(points.code, points.time - w * DAY_NS) for w in (0, *sorted({*WINDOWS, 60}))}
+    now = pos[0]
+    total = at(now, "all")
     for w in WINDOWS:
-        out[f"activities_{w}d"] = total - back[w]["n_all"].to_numpy()
+        out[f"activities_{w}d"] = total - at(pos[w], "all")
     for t in spec.activity_types:
-        c = now[f"n_{t}"].fillna(0).to_numpy()
+        c = at(now, t)
         for w in (30, 90):
-            out[f"{t}_{w}d"] = c - back[w][f"n_{t}"].to_numpy()
-    out["days_since_activity"] = ((points["as_of"] - now["last_at"]) / DAY).to_numpy(dtype="float64")
-    inbound_rows = rows.loc[inbound, ["opportunity_id", "occurred_at"]].assign(in_at=lambda f: f["occurred_at"])
-    last_in = asof_join(points, inbound_rows, "occurred_at", ["in_at"])
-    out["days_since_inbound"] = ((points["as_of"] - last_in["in_at"]) / DAY).to_numpy(dtype="float64")
+            out[f"{t}_{w}d"] = c - at(pos[w], t)
+    hit = now >= 0
+    out["days_since_activity"] = _days(points.time, ix.act_time[np.maximum(now, 0)], hit)
+    # the last inbound row at or before the point's last row, if it is the same opportunity's
+    last_in = np.maximum.accumulate(np.where(ix.act_inbound, np.arange(len(start)), -1))[np.maximum(now, 0)]
+    inbound_hit = hit & (last_in >= 0) & (last_in >= start[np.maximum(now, 0)])
+    out["days_since_inbound"] = _days(points.time, ix.act_time[np.maximum(last_in, 0)], inbound_hit)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["inbound_share"] = np.where(total > 0, now["n_in"].fillna(0).to_numpy() / np.maximum(total, 1), np.nan)
-    contacts = acts[["opportunity_id", "occurred_at", "contact_id"]].dropna(subset=["contact_id"])
-    contacts = contacts[~contacts.duplicated(["opportunity_id", "contact_id"])]
-    contacts = contacts.assign(n_contacts=contacts.groupby("opportunity_id", sort=False).cumcount() + 1)
-    out["distinct_contacts"] = asof_join(points, contacts, "occurred_at", ["n_contacts"])["n_contacts"].fillna(0).to_numpy(dtype="float64")
-    last30 = out["activities_30d"]
-    prev30 = back[30]["n_all"].to_numpy() - back[60]["n_all"].to_numpy()
-    out["activity_trend"] = last30 - prev30
+        out["inbound_share"] = np.where(total > 0, at(now, "in") / np.maximum(total, 1), np.nan)
+    out["distinct_contacts"] = at(now, "contacts")
+    out["activity_trend"] = out["activities_30d"] - (at(pos[30], "all") - at(pos[60], "all"))
 
 
-def _segment_features(tables: Tables, spec: FeatureSpec, points: pd.DataFrame, stats: PointInTimeStats, out: dict) -> None:
-    opps = tables.opportunities.drop_duplicates("opportunity_id").set_index("opportunity_id")
-    ids = points["opportunity_id"]
+def _segment_features(tables: Tables, spec: FeatureSpec, points: Points, stats: PointInTimeStats, out: dict) -> None:
+    ix = tables.index
+    opps = tables.opportunities
     for col in spec.segment_columns:
-        out[col] = ids.map(opps[col]).to_numpy() if col in opps.columns else np.full(len(points), None)
-    out["log_amount"] = np.log1p(ids.map(opps["amount"]).to_numpy(dtype="float64"))
-    prior = stats.global_rate(points["as_of"])
+        out[col] = ix.opportunity_values(opps, col, points.code) if col in opps.columns else np.full(len(points), None)
+    out["log_amount"] = np.log1p(ix.opportunity_values(opps, "amount", points.code).astype("float64"))
+    prior = stats.global_rate(points.time)
     for key in spec.stat_keys:
-        values = ids.map(opps[key]) if key in opps.columns else pd.Series(None, index=ids.index, dtype="object")
-        out[f"win_rate_{key}"] = stats.win_rate(key, values, points["as_of"], prior)
+        values = ix.opportunity_values(opps, key, points.code) if key in opps.columns else np.full(len(points), None)
+        out[f"win_rate_{key}"] = stats.win_rate(key, values, points.time, prior)
+
+
+def feature_arrays(
+    tables: Tables, points: Points, spec: FeatureSpec, stats: PointInTimeStats, state: dict | None = None, progress: Progress | None = None
+) -> dict[str, np.ndarray]:
+    """The features of each point as arrays, in spec.columns order; `state` (from `state_arrays`)
+    when the caller already has it."""
+    step = progress or (lambda _msg: None)
+    out: dict[str, np.ndarray] = {}
+    step("stage and dwell features")
+    _stage_features(tables, spec.stages, points, state if state is not None else state_arrays(tables, spec.stages, points), stats, out)
+    step("activity features")
+    _activity_features(tables, spec, points, out)
+    step("segment features")
+    _segment_features(tables, spec, points, stats, out)
+    return {c: out[c] if c in spec.categorical else np.asarray(out[c], dtype="float64") for c in spec.columns}
+
+
+def model_matrix(features: dict[str, np.ndarray], spec: FeatureSpec) -> np.ndarray:
+    """What the boosters read: numbers as they are, categoricals as their code among the
+    training levels (unknown or missing level: NaN), the encoding LightGBM applies to the
+    pandas frame it was trained on, without a DataFrame in between."""
+    n = len(next(iter(features.values()))) if features else 0
+    matrix = np.empty((n, len(spec.columns)), dtype="float64")
+    for j, col in enumerate(spec.columns):
+        values = features[col]
+        if col in spec.categorical:
+            code = {level: float(i) for i, level in enumerate(spec.categories.get(col, []))}
+            missing = code.get(MISSING, np.nan) if col != "stage" else np.nan
+            matrix[:, j] = [missing if v is None or v != v else code.get(str(v), np.nan) for v in values]
+        else:
+            matrix[:, j] = values
+    return matrix
 
 
 def to_model_frame(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
@@ -259,24 +336,8 @@ def build_features(
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Features of each (opportunity_id, as_of) point; columns: the points, then spec.columns."""
-    step = progress or (lambda _msg: None)
     points = points[["opportunity_id", "as_of"]].reset_index(drop=True)
     points["as_of"] = points["as_of"].astype(TS_DTYPE)
-    if points.empty:
-        empty = {c: pd.Series(dtype=object if c in spec.categorical else "float64") for c in spec.columns}
-        return pd.concat([points, pd.DataFrame(empty)], axis=1)
-    wanted = points["opportunity_id"].unique()
-    if len(wanted) < 0.5 * len(tables.opportunities):  # a row depends only on its own opportunity's rows
-        tables = tables.subset(wanted)
-    out: dict[str, np.ndarray] = {}
-    step("stage and dwell features")
-    _stage_features(tables, spec.stages, points, stats, out)
-    step("activity features")
-    _activity_features(tables, spec, points, out)
-    step("segment features")
-    _segment_features(tables, spec, points, stats, out)
-    frame = pd.DataFrame(out, index=points.index)[spec.columns]
-    numeric = [c for c in spec.columns if c not in spec.categorical]
-    frame[numeric] = frame[numeric].astype("float64")
-    frame[spec.categorical] = frame[spec.categorical].astype(object)
+    features = feature_arrays(tables, Points.of(tables, points), spec, stats, progress=progress)
+    frame = pd.DataFrame({c: pd.Series(features[c], dtype=object if c in spec.categorical else "float64") for c in spec.columns})
     return pd.concat([points, frame], axis=1)

@@ -13,10 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from features.contract import Validated, validate_raw
+from features.contract import Locator, Validated, validate_raw
 from features.loading import RawTable
 from features.settings import StageConfig
-from features.tables import ACTIVITIES, OPPORTUNITIES, STAGE_HISTORY, canonical_dtypes
+from features.tables import ACTIVITIES, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, TS_DTYPE
 
 NESTED = (STAGE_HISTORY, ACTIVITIES)
 
@@ -40,6 +40,39 @@ def records_to_raw(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, RawT
     return raw, paths
 
 
+def _typed_tables(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, RawTable], dict[str, Locator]]:
+    """The three tables in their canonical dtypes, built column by column from records a schema
+    has typed: a request is scored many times a second, so no per-cell conversions."""
+    ids = [rec.get("opportunity_id") for rec in records]
+    columns = dict.fromkeys(k for rec in records for k in rec if k not in (*NESTED, "as_of"))
+    frames = {OPPORTUNITIES: {c: [rec.get(c) for rec in records] for c in columns}}
+    locators: dict[str, Locator] = {OPPORTUNITIES: lambda i: f"opportunities[{i}]"}
+    for table in NESTED:
+        owner: list[int] = []
+        position: list[int] = []
+        rows: list[Mapping[str, Any]] = []
+        for i, rec in enumerate(records):
+            entries = rec.get(table) or []
+            owner.extend([i] * len(entries))
+            position.extend(range(len(entries)))
+            rows.extend(entries)
+        names = dict.fromkeys([*REQUIRED[table][1:], *(k for row in rows for k in row)])
+        frames[table] = {"opportunity_id": [ids[i] for i in owner], **{c: [row.get(c) for row in rows] for c in names}}
+        locators[table] = lambda i, o=owner, p=position, t=table: f"opportunities[{o[i]}].{t}[{p[i]}]"
+    raw = {}
+    for table, cols in frames.items():
+        series = {}
+        for col, values in cols.items():
+            if col in TIMESTAMPS[table]:
+                series[col] = pd.Series(pd.to_datetime(values, utc=True).as_unit("ns"), dtype=TS_DTYPE)
+            elif col == "amount":
+                series[col] = pd.Series(values, dtype="float64")
+            else:
+                series[col] = pd.Series(values, dtype=object)
+        raw[table] = RawTable(table, pd.DataFrame(series), None)
+    return raw, locators
+
+
 def records_to_tables(
     records: Sequence[Mapping[str, Any]], stages: StageConfig, now: pd.Timestamp | None = None, typed: bool = False
 ) -> Validated:
@@ -48,9 +81,9 @@ def records_to_tables(
     typed: the records were validated by the API's schema (datetimes and numbers, not text),
     so only the shared rules run; otherwise values are coerced and checked like a file's.
     """
+    if typed:
+        raw, locators = _typed_tables(records)
+        return validate_raw(raw, stages, now=now, locators=locators, typed_input=True)
     raw, paths = records_to_raw(records)
-    if typed:  # the shared rules compare times and ids, so they need the canonical dtypes first
-        for table in raw.values():
-            table.frame = canonical_dtypes(table.frame, table.name)
     locators = {name: (lambda i, p=paths[name]: p[i] if i < len(p) else f"row {i}") for name in paths}
-    return validate_raw(raw, stages, now=now, locators=locators, typed_input=typed)
+    return validate_raw(raw, stages, now=now, locators=locators, typed_input=False)

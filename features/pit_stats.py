@@ -18,25 +18,46 @@ import pandas as pd
 
 from features.stages import StageOrder
 from features import asof
-from features.tables import TS_DTYPE, Tables
+from features.tables import Tables
 
 GLOBAL = "__all__"
 MISSING = "(missing)"
 DAY_NS = 86_400 * 10**9
 
 
-def _key_values(series: pd.Series) -> pd.Series:
-    return series.astype("object").where(series.notna(), MISSING).astype(str)
+def _key_values(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Key values as text, missing ones as MISSING: how they were counted at fit time."""
+    values = np.asarray(values, dtype=object)
+    missing = pd.isna(values)
+    return np.where(missing, MISSING, values.astype(str)).astype(object) if len(values) else values
+
+
+def _as_ns(as_of: pd.Series | np.ndarray) -> np.ndarray:
+    if isinstance(as_of, np.ndarray) and as_of.dtype == np.int64:
+        return as_of
+    return asof.ns(pd.Series(as_of).reset_index(drop=True))
 
 
 class _Steps:
-    """One step table with its join keys and times as arrays, and its final counts per key."""
+    """One step table indexed for lookups: values coded, rows sorted by (value, time) once, and
+    the final counts per value for queries at or after the last step."""
 
     def __init__(self, frame: pd.DataFrame, by: str, cols: list[str]) -> None:
-        self.frame = frame
-        self.keys = frame[by].to_numpy(dtype=object)
-        self.times = asof.ns(frame["time"])
-        self.latest = frame.groupby(by, sort=False)[cols].last()
+        codes, uniques = pd.factorize(frame[by].to_numpy(dtype=object))
+        self.values = pd.Index(uniques, dtype=object)
+        self.rows = asof.SortedRows(codes, asof.ns(frame["time"]))
+        self.counts = {c: frame[c].to_numpy(dtype="float64") for c in cols}
+        last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]  # last row of each value
+        self.latest = {c: v[last] for c, v in self.counts.items()}
+
+    def lookup(self, values: np.ndarray, times: np.ndarray, latest: bool) -> dict[str, np.ndarray]:
+        """Counts of each value at each time (0 for values never seen); `latest`: every time is
+        at or after the last step, so the final counts answer."""
+        code = self.values.get_indexer(values)
+        if latest:
+            return {c: np.where(code >= 0, v[np.maximum(code, 0)], 0.0) for c, v in self.latest.items()}
+        pos = self.rows.last_at_or_before(code, times)
+        return {c: np.where(pos >= 0, v[np.maximum(pos, 0)], 0.0) for c, v in self.counts.items()}
 
 
 @dataclass
@@ -67,7 +88,7 @@ class PointInTimeStats:
                 value = _key_values(events["opportunity_id"].map(opps[key]))
             else:
                 continue
-            frame = events.assign(key=key, value=value.to_numpy()).sort_values("time", kind="stable")
+            frame = events.assign(key=key, value=np.asarray(value, dtype=object)).sort_values("time", kind="stable")
             grouped = frame.groupby("value", sort=False)
             frame["won"] = grouped["d_won"].cumsum()
             frame["closed"] = grouped["d_closed"].cumsum()
@@ -93,44 +114,40 @@ class PointInTimeStats:
 
     # -- lookups -------------------------------------------------------------------------
     def _index(self) -> None:
-        """Steps split by key, sorted, as arrays, with the latest counts per value, built once
-        per fit or load: a query at or after the last step (scoring 'now') is a table read,
-        any other an as-of search over arrays."""
+        """Steps split by key and indexed, built once per fit or load."""
         win = self.win_steps_.sort_values("time", kind="stable")
         win = win.assign(value=win["value"].astype(str))
-        self._win = {key: _Steps(part.drop(columns="key").reset_index(drop=True), "value", ["won", "closed"]) for key, part in win.groupby("key", sort=False)}
-        self._dwell = _Steps(self.dwell_steps_.sort_values("time", kind="stable").reset_index(drop=True), "stage", ["n", "sum_log"])
-        self._last_time = max(self.win_steps_["time"].max(), self.dwell_steps_["time"].max()) if len(self.win_steps_) else None
+        self._win = {key: _Steps(part.reset_index(drop=True), "value", ["won", "closed"]) for key, part in win.groupby("key", sort=False)}
+        dwell = self.dwell_steps_.sort_values("time", kind="stable").reset_index(drop=True)
+        self._dwell = _Steps(dwell, "stage", ["n", "sum_log"]) if len(dwell) else None
+        last = max(self.win_steps_["time"].max(), self.dwell_steps_["time"].max()) if len(self.win_steps_) else None
+        self._last_ns = None if last is None or pd.isna(last) else pd.Timestamp(last).value
 
-    def _lookup(self, steps: _Steps | None, values: pd.Series, as_of: pd.Series, cols: list[str]) -> pd.DataFrame:
-        as_of = pd.to_datetime(as_of, utc=True).astype(TS_DTYPE).reset_index(drop=True)
-        values = values.astype(str).reset_index(drop=True)
-        if steps is None or steps.frame.empty:
-            return pd.DataFrame(0.0, index=range(len(values)), columns=cols)
-        if self._last_time is not None and bool((as_of >= self._last_time).all()):
-            return steps.latest.reindex(values.to_numpy())[cols].reset_index(drop=True).fillna(0)
-        pos = asof.positions(steps.keys, steps.times, values.to_numpy(dtype=object), asof.ns(as_of))
-        return asof.take(steps.frame, cols, pos).fillna(0)
+    def _lookup(self, steps: _Steps | None, values: np.ndarray, as_of: np.ndarray, cols: list[str]) -> dict[str, np.ndarray]:
+        if steps is None:
+            return {c: np.zeros(len(values)) for c in cols}
+        latest = self._last_ns is not None and bool((as_of >= self._last_ns).all())
+        return steps.lookup(values, as_of, latest)
 
-    def _win_counts(self, key: str, values: pd.Series, as_of: pd.Series) -> pd.DataFrame:
-        return self._lookup(self._win.get(key), values, as_of, ["won", "closed"])
+    def global_rate(self, as_of: pd.Series | np.ndarray) -> np.ndarray:
+        t = _as_ns(as_of)
+        got = self._lookup(self._win.get(GLOBAL), np.full(len(t), GLOBAL, dtype=object), t, ["won", "closed"])
+        return (got["won"] + 1.0) / (got["closed"] + 2.0)  # Beta(1, 1): an honest 0.5 before any close
 
-    def global_rate(self, as_of: pd.Series) -> np.ndarray:
-        got = self._win_counts(GLOBAL, pd.Series(GLOBAL, index=range(len(as_of))), as_of)
-        return ((got["won"] + 1.0) / (got["closed"] + 2.0)).to_numpy()  # Beta(1, 1): an honest 0.5 before any close
-
-    def win_rate(self, key: str, values: pd.Series, as_of: pd.Series, prior: np.ndarray | None = None) -> np.ndarray:
+    def win_rate(self, key: str, values: pd.Series | np.ndarray, as_of: pd.Series | np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
         """The key value's win rate among deals closed by as_of, shrunk toward the global rate."""
-        prior = self.global_rate(as_of) if prior is None else prior
-        got = self._win_counts(key, _key_values(values), as_of)
-        return ((got["won"] + self.shrinkage * prior) / (got["closed"] + self.shrinkage)).to_numpy()
+        t = _as_ns(as_of)
+        prior = self.global_rate(t) if prior is None else prior
+        got = self._lookup(self._win.get(key), _key_values(values), t, ["won", "closed"])
+        return (got["won"] + self.shrinkage * prior) / (got["closed"] + self.shrinkage)
 
-    def typical_dwell(self, stage: pd.Series, as_of: pd.Series) -> np.ndarray:
+    def typical_dwell(self, stage: pd.Series | np.ndarray, as_of: pd.Series | np.ndarray) -> np.ndarray:
         """Geometric-mean days that completed stays in this stage took, among those completed by as_of."""
-        got = self._lookup(self._dwell, stage, as_of, ["n", "sum_log"])
+        names = np.asarray(stage, dtype=object)
+        got = self._lookup(self._dwell, np.where(pd.isna(names), None, names.astype(str)) if len(names) else names, _as_ns(as_of), ["n", "sum_log"])
         with np.errstate(invalid="ignore", divide="ignore"):
-            typical = np.expm1(got["sum_log"] / got["n"]).to_numpy()
-        return np.where(got["n"].to_numpy() >= 5, typical, np.nan)  # fewer than five stays: not a typical yet
+            typical = np.expm1(got["sum_log"] / got["n"])
+        return np.where(got["n"] >= 5, typical, np.nan)  # fewer than five stays: not a typical yet
 
     # -- persistence (the bundle carries these) ------------------------------------------
     def to_frames(self) -> dict[str, pd.DataFrame]:

@@ -7,8 +7,12 @@ so a CRM-specific quirk is handled once, at the boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
+import numpy as np
 import pandas as pd
+
+from features.table_index import TableIndex
 
 OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES = "opportunities", "stage_history", "activities"
 TABLE_NAMES = (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES)
@@ -32,6 +36,7 @@ TIMESTAMPS = {
 NOT_SEGMENTS = {"opportunity_id", "created_at", "amount", "expected_close_date", "loss_reason"}
 
 TS_DTYPE = pd.DatetimeTZDtype("ns", "UTC")
+_NAT = np.iinfo(np.int64).min
 
 
 def empty(table: str) -> pd.DataFrame:
@@ -42,6 +47,20 @@ def empty(table: str) -> pd.DataFrame:
     if table == OPPORTUNITIES:
         frame["amount"] = pd.Series(dtype="float64")
     return frame
+
+
+_EMPTY_DTYPES = {table: empty(table).dtypes.to_dict() for table in TABLE_NAMES}
+
+
+def _by_opportunity_then_time(frame: pd.DataFrame, time_col: str) -> pd.DataFrame:
+    """The rows sorted by opportunity_id, then time, stably (missing ids and times last); the
+    frame itself, re-indexed, when it is sorted already (a request usually is)."""
+    ids, _ = pd.factorize(frame["opportunity_id"].to_numpy(dtype=object), sort=True)
+    times = frame[time_col].dt.as_unit("ns").array.asi8
+    order = np.lexsort((np.where(times == _NAT, np.iinfo(np.int64).max, times), np.where(ids < 0, len(ids), ids)))
+    if bool((order == np.arange(len(order))).all()):
+        return frame if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1 else frame.reset_index(drop=True)
+    return frame.take(order).reset_index(drop=True)
 
 
 def canonical_dtypes(frame: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -71,20 +90,18 @@ class Tables:
     def __post_init__(self) -> None:
         for table in TABLE_NAMES:
             frame = getattr(self, table)
-            for col in REQUIRED[table] + OPTIONAL[table]:
-                if col not in frame.columns:
-                    frame = frame.assign(**{col: pd.Series(None, index=frame.index, dtype=empty(table)[col].dtype)})
-            object.__setattr__(self, table, canonical_dtypes(frame, table))
-        object.__setattr__(
-            self,
-            STAGE_HISTORY,
-            self.stage_history.sort_values(["opportunity_id", "entered_at"], kind="stable").reset_index(drop=True),
-        )
-        object.__setattr__(
-            self,
-            ACTIVITIES,
-            self.activities.sort_values(["opportunity_id", "occurred_at"], kind="stable").reset_index(drop=True),
-        )
+            missing = [c for c in REQUIRED[table] + OPTIONAL[table] if c not in frame.columns]
+            if missing:
+                frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=_EMPTY_DTYPES[table][c]) for c in missing})
+            frame = canonical_dtypes(frame, table)
+            if table != OPPORTUNITIES:
+                frame = _by_opportunity_then_time(frame, TIMESTAMPS[table][0])
+            object.__setattr__(self, table, frame)
+
+    @cached_property
+    def index(self) -> TableIndex:
+        """Codes and arrays of these tables, built on first use (tables are never modified)."""
+        return TableIndex.build(self.opportunities, self.stage_history, self.activities)
 
     @property
     def end(self) -> pd.Timestamp:

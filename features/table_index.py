@@ -1,0 +1,124 @@
+"""The tables as integer codes and arrays, built once per `Tables` and read by every feature.
+
+Features are computed for two very different callers: training (millions of snapshots) and
+the API (one opportunity, many times a second). pandas costs tens of microseconds of fixed
+overhead per operation, which the API would pay hundreds of times per request; numpy on
+arrays prepared once costs microseconds. Everything here depends on the tables alone (not on
+the stage order or the model), so it is cached on the `Tables` object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.asof import SortedRows, ns, take_array
+
+
+def _normalised_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes of case- and space-folded text; missing values get -1. Folding is done on the
+    distinct values only, not on every row."""
+    codes, uniques = pd.factorize(values.to_numpy(dtype=object))
+    if len(uniques) == 0:
+        return codes, []
+    refold, names = pd.factorize(np.asarray([str(u).strip().lower() for u in uniques], dtype=object))
+    return np.where(codes >= 0, refold[codes], -1), list(names)
+
+
+def group_starts(codes: np.ndarray) -> np.ndarray:
+    """For rows sorted so that each opportunity's rows are contiguous: the index of the first
+    row of each row's opportunity."""
+    first = np.ones(len(codes), dtype=bool)
+    first[1:] = codes[1:] != codes[:-1]
+    return np.flatnonzero(first)[np.cumsum(first) - 1]
+
+
+def group_cumsum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Running sum within each opportunity's contiguous rows."""
+    total = np.cumsum(values)
+    return total - total[starts] + values[starts] if len(values) else total
+
+
+@dataclass(frozen=True)
+class TableIndex:
+    ids: pd.Index  # code → opportunity_id
+    opp_row: np.ndarray  # code → its (first) row in opportunities, -1 if none
+    opp_created: np.ndarray  # created_at per opportunities row, ns
+    hist_code: np.ndarray
+    hist_time: np.ndarray
+    hist_start: np.ndarray  # first row of the row's opportunity
+    hist_stage_code: np.ndarray  # code into hist_stages
+    hist_stages: np.ndarray  # distinct stage names (text)
+    hist_rows: SortedRows
+    act_code: np.ndarray
+    act_time: np.ndarray
+    act_start: np.ndarray
+    act_kind: np.ndarray  # code into act_kinds, -1 missing
+    act_kinds: list[str]  # distinct activity types, case- and space-folded
+    act_inbound: np.ndarray  # bool
+    act_new_contact: np.ndarray  # bool: the first row naming this contact on this opportunity
+    act_rows: SortedRows
+
+    @classmethod
+    def build(cls, opportunities: pd.DataFrame, stage_history: pd.DataFrame, activities: pd.DataFrame) -> TableIndex:
+        """History and activities must be sorted by opportunity, then time (Tables sorts them)."""
+        n_o, n_h = len(opportunities), len(stage_history)
+        every_id = np.concatenate(
+            [frame["opportunity_id"].to_numpy(dtype=object) for frame in (opportunities, stage_history, activities)]
+        )
+        codes, uniques = pd.factorize(every_id)
+        ids = pd.Index(uniques, dtype=object)
+        opp_code, hist_code, act_code = codes[:n_o], codes[n_o : n_o + n_h], codes[n_o + n_h :]
+        opp_row = np.full(len(ids), -1, dtype=np.int64)
+        rows = np.arange(n_o)
+        opp_row[opp_code[::-1]] = rows[::-1]  # reversed, so the first row of a duplicated id wins
+
+        hist_time = ns(stage_history["entered_at"])
+        stage_code, stages = pd.factorize(stage_history["stage"].to_numpy(dtype=object))
+        act_time = ns(activities["occurred_at"])
+        kind, kinds = _normalised_codes(activities["type"])
+        direction, directions = _normalised_codes(activities["direction"])
+        inbound_code = directions.index("inbound") if "inbound" in directions else -2
+        contact, _ = pd.factorize(activities["contact_id"].to_numpy(dtype=object))
+        new_contact = np.zeros(len(activities), dtype=bool)
+        if len(activities):
+            pair = act_code.astype(np.int64) * (int(contact.max()) + 2) + (contact + 1)
+            _, first = np.unique(pair, return_index=True)
+            new_contact[first] = True
+            new_contact &= contact >= 0
+        return cls(
+            ids=ids,
+            opp_row=opp_row,
+            opp_created=ns(opportunities["created_at"]),
+            hist_code=hist_code,
+            hist_time=hist_time,
+            hist_start=group_starts(hist_code),
+            hist_stage_code=stage_code,
+            hist_stages=np.asarray([str(s) for s in stages], dtype=object),
+            hist_rows=SortedRows(hist_code, hist_time),
+            act_code=act_code,
+            act_time=act_time,
+            act_start=group_starts(act_code),
+            act_kind=kind,
+            act_kinds=kinds,
+            act_inbound=direction == inbound_code,
+            act_new_contact=new_contact,
+            act_rows=SortedRows(act_code, act_time),
+        )
+
+    def codes(self, opportunity_ids: np.ndarray) -> np.ndarray:
+        """Codes of the given ids; -1 for ids the tables do not hold."""
+        return self.ids.get_indexer(np.asarray(opportunity_ids, dtype=object))
+
+    def opportunity_rows(self, codes: np.ndarray) -> np.ndarray:
+        """The opportunities-table row of each code, -1 where the table has none."""
+        if len(self.opp_row) == 0:
+            return np.full(len(codes), -1, dtype=np.int64)
+        return np.where(codes >= 0, self.opp_row[np.maximum(codes, 0)], -1)
+
+    def opportunity_values(self, opportunities: pd.DataFrame, column: str, codes: np.ndarray) -> np.ndarray:
+        """A column of the opportunities table for each code (None, or NaN for numbers, where
+        the opportunity is not in the table)."""
+        return take_array(opportunities[column].to_numpy(), self.opportunity_rows(codes))
