@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+TS_NS = pd.DatetimeTZDtype("ns", "UTC")
+
 
 def positions(
     row_keys: np.ndarray,
@@ -48,6 +50,24 @@ def positions(
     pos = np.clip(pos, 0, n_rows - 1)
     found &= (sorted_rows[pos] >> 32) == (query_packed >> 32)
     return np.where(found, order[pos], -1)
+
+
+class Codebook:
+    """Distinct values and their integer codes. A dict: for the few values of a request it is a
+    hundred times faster than a pandas Index lookup, and for millions about as fast."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.codes_of_rows, uniques = pd.factorize(np.asarray(values, dtype=object))
+        self.values = np.asarray(uniques, dtype=object)
+        self._code = {v: i for i, v in enumerate(self.values)}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def codes(self, values: np.ndarray) -> np.ndarray:
+        """The code of each value; -1 for values not in the book."""
+        get = self._code.get
+        return np.fromiter((get(v, -1) for v in values), dtype=np.int64, count=len(values))
 
 
 class SortedRows:
@@ -131,6 +151,8 @@ def take(frame: pd.DataFrame, cols: list[str], pos: np.ndarray) -> pd.DataFrame:
 def ns(times: pd.Series) -> np.ndarray:
     """Nanoseconds since the epoch (UTC), without going through Timestamp objects."""
     series = pd.Series(times) if not isinstance(times, pd.Series) else times
+    if series.dtype == TS_NS:  # the canonical dtype: read the integers beneath (the .dt accessor costs 100 µs)
+        return np.asarray(series.array.asi8)
     if not isinstance(series.dtype, pd.DatetimeTZDtype):
         series = pd.to_datetime(series, utc=True)
     return np.asarray(series.dt.as_unit("ns").array.asi8)

@@ -196,18 +196,18 @@ def _rules(
             out.rows(labels[STAGE_HISTORY], locators[STAGE_HISTORY], hist.index[unknown], "stage", hist.loc[unknown, "stage"], f"a stage named in the config ({', '.join(stage_names)})")
     if opps is None:
         return
-    codes, uniques = pd.factorize(_ids(opps))
-    first_row = np.full(len(uniques), -1, dtype=np.int64)
+    known_ids = asof.Codebook(_ids(opps))
+    codes = known_ids.codes_of_rows
+    first_row = np.full(len(known_ids), -1, dtype=np.int64)
     first_row[codes[::-1]] = np.arange(len(codes))[::-1]  # reversed: the first row of an id wins
     dup = (codes >= 0) & (first_row[codes] != np.arange(len(codes)))
     if dup.any():
         out.rows(labels[OPPORTUNITIES], locators[OPPORTUNITIES], opps.index[dup], "opportunity_id", opps.loc[dup, "opportunity_id"], "a unique opportunity_id (this one appears on an earlier row)")
-    known_ids = pd.Index(uniques, dtype=object)
     created = asof.ns(opps["created_at"])
 
     def created_of(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Each row's opportunity's created_at (ns), and whether its opportunity is known."""
-        at = known_ids.get_indexer(_ids(frame))
+        at = known_ids.codes(_ids(frame))
         found = at >= 0
         return np.where(found, created[first_row[np.maximum(at, 0)]] if len(created) else 0, NAT), found
 
@@ -234,7 +234,9 @@ def _rules(
         # activities a little before creation are normal (the first call creates the deal); a year before is a data error
         if early.any():
             out.rows(labels[ACTIVITIES], locators[ACTIVITIES], acts.index[early], "occurred_at", acts.loc[early, "occurred_at"], "a time no more than a year before the opportunity's created_at")
-    without = (codes >= 0) & (pd.Index(_ids(hist), dtype=object).unique().get_indexer(_ids(opps)) < 0)
+    with_history = np.zeros(len(known_ids) + 1, dtype=bool)
+    with_history[known_ids.codes(_ids(hist))] = True  # unknown ids (-1) mark the spare last slot
+    without = (codes >= 0) & ~with_history[codes]
     if without.any():
         out.rows(labels[OPPORTUNITIES], locators[OPPORTUNITIES], opps.index[without], "opportunity_id", opps.loc[without, "opportunity_id"], "at least one stage_history row for this opportunity")
 

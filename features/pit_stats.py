@@ -43,8 +43,8 @@ class _Steps:
     the final counts per value for queries at or after the last step."""
 
     def __init__(self, frame: pd.DataFrame, by: str, cols: list[str]) -> None:
-        codes, uniques = pd.factorize(frame[by].to_numpy(dtype=object))
-        self.values = pd.Index(uniques, dtype=object)
+        self.values = asof.Codebook(frame[by].to_numpy(dtype=object))
+        codes = self.values.codes_of_rows
         self.rows = asof.SortedRows(codes, asof.ns(frame["time"]))
         self.counts = {c: frame[c].to_numpy(dtype="float64") for c in cols}
         last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]  # last row of each value
@@ -53,7 +53,7 @@ class _Steps:
     def lookup(self, values: np.ndarray, times: np.ndarray, latest: bool) -> dict[str, np.ndarray]:
         """Counts of each value at each time (0 for values never seen); `latest`: every time is
         at or after the last step, so the final counts answer."""
-        code = self.values.get_indexer(values)
+        code = self.values.codes(values)
         if latest:
             return {c: np.where(code >= 0, v[np.maximum(code, 0)], 0.0) for c, v in self.latest.items()}
         pos = self.rows.last_at_or_before(code, times)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.asof import SortedRows, ns, take_array
+from features.asof import Codebook, SortedRows, ns, take_array
 
 
 def _normalised_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -43,7 +43,7 @@ def group_cumsum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TableIndex:
-    ids: pd.Index  # code → opportunity_id
+    ids: Codebook  # opportunity_id ↔ code
     opp_row: np.ndarray  # code → its (first) row in opportunities, -1 if none
     opp_created: np.ndarray  # created_at per opportunities row, ns
     hist_code: np.ndarray
@@ -68,8 +68,8 @@ class TableIndex:
         every_id = np.concatenate(
             [frame["opportunity_id"].to_numpy(dtype=object) for frame in (opportunities, stage_history, activities)]
         )
-        codes, uniques = pd.factorize(every_id)
-        ids = pd.Index(uniques, dtype=object)
+        ids = Codebook(every_id)
+        codes = ids.codes_of_rows
         opp_code, hist_code, act_code = codes[:n_o], codes[n_o : n_o + n_h], codes[n_o + n_h :]
         opp_row = np.full(len(ids), -1, dtype=np.int64)
         rows = np.arange(n_o)
@@ -110,7 +110,7 @@ class TableIndex:
 
     def codes(self, opportunity_ids: np.ndarray) -> np.ndarray:
         """Codes of the given ids; -1 for ids the tables do not hold."""
-        return self.ids.get_indexer(np.asarray(opportunity_ids, dtype=object))
+        return self.ids.codes(opportunity_ids)
 
     def opportunity_rows(self, codes: np.ndarray) -> np.ndarray:
         """The opportunities-table row of each code, -1 where the table has none."""

@@ -12,6 +12,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from features.asof import ns as asof_ns
 from features.table_index import TableIndex
 
 OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES = "opportunities", "stage_history", "activities"
@@ -56,7 +57,7 @@ def _by_opportunity_then_time(frame: pd.DataFrame, time_col: str) -> pd.DataFram
     """The rows sorted by opportunity_id, then time, stably (missing ids and times last); the
     frame itself, re-indexed, when it is sorted already (a request usually is)."""
     ids, _ = pd.factorize(frame["opportunity_id"].to_numpy(dtype=object), sort=True)
-    times = frame[time_col].dt.as_unit("ns").array.asi8
+    times = asof_ns(frame[time_col])
     order = np.lexsort((np.where(times == _NAT, np.iinfo(np.int64).max, times), np.where(ids < 0, len(ids), ids)))
     if bool((order == np.arange(len(order))).all()):
         return frame if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1 else frame.reset_index(drop=True)

@@ -1,4 +1,8 @@
-"""Dependencies injected into routes: the settings, the bundle being served, the API key check."""
+"""Dependencies injected into routes: the settings, the bundle being served, the API key check.
+
+All are `async`: none of them blocks, and FastAPI would run a plain function in its thread
+pool, a hand-over that costs more than the work itself.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +19,15 @@ from serving.holder import ModelHolder
 bearer = HTTPBearer(auto_error=False, description="an API key from OPPSCORE_API_KEYS")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_holder(request: Request) -> ModelHolder:
+async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder
 
 
-def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+async def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     """Every key is compared in constant time, and all of them, so timing tells nothing."""
     keys: list[str] = request.app.state.api_keys
     given = credentials.credentials if credentials is not None else ""
@@ -38,7 +42,7 @@ def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCreden
         )
 
 
-def get_loaded(holder: Annotated[ModelHolder, Depends(get_holder)]) -> Loaded:
+async def get_loaded(holder: Annotated[ModelHolder, Depends(get_holder)]) -> Loaded:
     loaded = holder.current  # taken once: a reload during this request does not affect it
     if loaded is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"no model is loaded: {holder.status.message}. Train one with `oppscore train`.")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pandas as pd
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from features.payload import records_to_tables
 from features.scoring import score_ids
 from features.settings import StageConfig
 from features.tables import to_utc
 from serving.deps import ApiKeyDep, LoadedDep, SettingsDep
-from serving.schemas import ErrorBody, Score, ScoreRequest, ScoreResponse
+from serving.schemas import ErrorBody, ScoreRequest, ScoreResponse
 
 router = APIRouter(prefix="/v1", tags=["scores"])
 
@@ -23,7 +23,7 @@ ERRORS = {
 
 
 @router.post("/score", response_model=ScoreResponse, responses=ERRORS, summary="score a batch of opportunities")
-def score(req: ScoreRequest, loaded: LoadedDep, _: ApiKeyDep, settings: SettingsDep, request: Request) -> ScoreResponse:
+def score(req: ScoreRequest, loaded: LoadedDep, _: ApiKeyDep, settings: SettingsDep, request: Request) -> Response:
     """Win probability, stall risk, score, grade, expected value and the top reasons of each
     opportunity, as of `as_of` (default now). Nothing sent is stored."""
     if len(req.opportunities) > settings.serving.max_batch:
@@ -32,7 +32,8 @@ def score(req: ScoreRequest, loaded: LoadedDep, _: ApiKeyDep, settings: Settings
     as_of = to_utc(req.as_of)
     now = max(pd.Timestamp.now(tz="UTC"), as_of)
     validated = records_to_tables(req.records(), StageConfig(**bundle.spec.stage_config), now=now, typed=True)
-    result = score_ids(bundle, validated.tables, [o.opportunity_id for o in req.opportunities], as_of)
-    scores = [Score(**{k: v for k, v in row.items() if isinstance(v, list) or pd.notna(v)}) for row in result.to_dict("records")]
-    request.app.state.scores_served.inc(int((result["status"] == "open").sum()))
-    return ScoreResponse(model_version=loaded.version, model_source=loaded.source, as_of=as_of.to_pydatetime(), scores=scores)
+    scores = score_ids(bundle, validated.tables, [o.opportunity_id for o in req.opportunities], as_of)
+    request.app.state.scores_served.inc(sum(s["status"] == "open" for s in scores))
+    answer = ScoreResponse.model_validate({"model_version": loaded.version, "model_source": loaded.source, "as_of": as_of.to_pydatetime(), "scores": scores})
+    # checked against the schema once here; a Response is sent as it is, not validated again by FastAPI
+    return Response(answer.model_dump_json(), media_type="application/json")
