@@ -157,7 +157,7 @@ def _days(later: np.ndarray, earlier: np.ndarray, valid: np.ndarray) -> np.ndarr
 def _history_paths(tables: Tables, stages: StageOrder) -> dict[str, np.ndarray]:
     """Per stage-history row: its stage index and the opportunity's path up to and including it."""
     ix = tables.index
-    index_of = stages.index(pd.Series(ix.hist_stages, dtype=object)) if len(ix.hist_stages) else np.zeros(0)
+    index_of = stages.index_of_names(ix.hist_stages)
     code = ix.hist_stage_code
     idx = np.where(code >= 0, index_of[np.maximum(code, 0)], np.nan) if len(index_of) else np.full(len(code), np.nan)
     start = ix.hist_start

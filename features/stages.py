@@ -44,12 +44,21 @@ class StageOrder:
     def names(self) -> list[str]:
         return [*self.config.open, self.config.won, self.config.lost]
 
-    def index(self, stages: pd.Series) -> np.ndarray:
-        """Open stages 0..k-1, won k, lost -1; unknown names NaN."""
+    @property
+    def _mapping(self) -> dict[str, int]:
         mapping = {name: i for i, name in enumerate(self.config.open)}
         mapping[self.config.won] = self.won_index
         mapping[self.config.lost] = LOST_INDEX
-        return stages.map(mapping).to_numpy(dtype="float64")
+        return mapping
+
+    def index(self, stages: pd.Series) -> np.ndarray:
+        """Open stages 0..k-1, won k, lost -1; unknown names NaN."""
+        return stages.map(self._mapping).to_numpy(dtype="float64")
+
+    def index_of_names(self, names: np.ndarray) -> np.ndarray:
+        """`index` for a few distinct names, without building a Series."""
+        mapping = self._mapping
+        return np.array([mapping.get(n, np.nan) for n in names], dtype="float64")
 
     def progress(self, index: np.ndarray) -> np.ndarray:
         """Where an open stage sits in the pipeline, 0 (first) to 1 (last): comparable across CRMs."""

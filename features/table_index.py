@@ -9,7 +9,7 @@ the stage order or the model), so it is cached on the `Tables` object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,7 @@ class TableIndex:
     act_inbound: np.ndarray  # bool
     act_new_contact: np.ndarray  # bool: the first row naming this contact on this opportunity
     act_rows: SortedRows
+    _opp_columns: dict[str, np.ndarray] = field(default_factory=dict)  # filled on first read
 
     @classmethod
     def build(cls, opportunities: pd.DataFrame, stage_history: pd.DataFrame, activities: pd.DataFrame) -> TableIndex:
@@ -121,4 +122,7 @@ class TableIndex:
     def opportunity_values(self, opportunities: pd.DataFrame, column: str, codes: np.ndarray) -> np.ndarray:
         """A column of the opportunities table for each code (None, or NaN for numbers, where
         the opportunity is not in the table)."""
-        return take_array(opportunities[column].to_numpy(), self.opportunity_rows(codes))
+        values = self._opp_columns.get(column)
+        if values is None:
+            values = self._opp_columns.setdefault(column, opportunities[column].to_numpy())
+        return take_array(values, self.opportunity_rows(codes))
