@@ -1,0 +1,99 @@
+"""The array building blocks every feature rests on, checked against their plain definitions.
+
+The features were moved from pandas operations to these (for the API's latency); each is
+stated here as a property over random inputs, so a faster version cannot drift from what it
+replaces.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.asof import Codebook, SortedRows, take_array
+from features.frame import model_matrix, to_model_frame
+from features.table_index import group_cumsum, group_starts
+
+PROFILE = settings(max_examples=60, deadline=None)
+times = st.integers(-(10**15), 10**15)
+
+
+@PROFILE
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6)), max_size=40),
+    queries=st.lists(st.tuples(st.integers(-1, 5), st.integers(-1, 7)), max_size=20),
+    scale=st.sampled_from([1, 10**9, 86_400 * 10**9]),
+)
+def test_last_at_or_before_is_the_latest_row_not_after_the_query(rows, queries, scale) -> None:
+    """Small time ranges on purpose: ties between rows, and queries exactly on a row's time."""
+    keys = np.array([k for k, _ in rows], dtype=np.int64)
+    row_times = np.array([t for _, t in rows], dtype=np.int64) * scale
+    q_keys = np.array([k for k, _ in queries], dtype=np.int64)
+    q_times = np.array([t for _, t in queries], dtype=np.int64) * scale
+    got = SortedRows(keys, row_times).last_at_or_before(q_keys, q_times)
+    for (qk, qt), g in zip(zip(q_keys, q_times, strict=True), got, strict=True):
+        candidates = [i for i in range(len(rows)) if keys[i] == qk and row_times[i] <= qt]
+        expected = max(candidates, key=lambda i: (row_times[i], i)) if candidates else -1
+        assert g == expected
+
+
+@PROFILE
+@given(values=st.lists(st.one_of(st.sampled_from(["a", "b", "ß", "销售"]), st.integers(0, 3), st.none()), max_size=30),
+       asked=st.lists(st.one_of(st.sampled_from(["a", "b", "z"]), st.integers(0, 5)), max_size=10))
+def test_codebook_codes_each_distinct_value_once(values, asked) -> None:
+    book = Codebook(np.array(values, dtype=object))
+    present = [v for v in values if v is not None]
+    assert len(book) == len(dict.fromkeys(present))
+    codes = book.codes(np.array(asked, dtype=object))
+    for value, code in zip(asked, codes, strict=True):
+        assert (code == -1) == (value not in present)
+        if code >= 0:
+            assert book.values[code] == value
+    # the rows' own codes point back at their values
+    for value, code in zip(values, book.codes_of_rows, strict=True):
+        assert (code == -1) if value is None else book.values[code] == value
+
+
+def test_take_array_fills_only_the_misses() -> None:
+    pos = np.array([2, -1, 0])
+    assert take_array(np.array([10, 20, 30]), pos).tolist()[::2] == [30.0, 10.0]
+    assert np.isnan(take_array(np.array([10, 20, 30]), pos)[1])
+    assert take_array(np.array([10, 20, 30]), np.array([2, 0])).dtype == np.int64  # no miss: the type stays
+    assert take_array(np.array(["x", "y", "z"], dtype=object), pos).tolist() == ["z", None, "x"]
+    assert take_array(np.array([], dtype=object), np.array([-1])).tolist() == [None]
+
+
+@PROFILE
+@given(groups=st.lists(st.tuples(st.integers(1, 5), st.integers(0, 1_000)), min_size=1, max_size=12), data=st.data())
+def test_group_sums_restart_with_each_opportunity(groups, data) -> None:
+    codes = np.concatenate([np.full(n, code) for n, code in groups])
+    values = np.array(data.draw(st.lists(st.integers(0, 3), min_size=len(codes), max_size=len(codes))), dtype=np.int64)
+    run = np.cumsum([True] + [codes[i] != codes[i - 1] for i in range(1, len(codes))])  # contiguous runs
+    expected = pd.Series(values).groupby(run).cumsum().to_numpy()
+    np.testing.assert_array_equal(group_cumsum(values, group_starts(codes)), expected)
+
+
+def test_model_matrix_scores_as_the_frame_the_booster_was_trained_on(trained, medium) -> None:
+    """The API hands LightGBM category codes instead of a pandas frame; the scores must not move.
+    Includes an unseen segment level and a missing one."""
+    from features.frame import Points, feature_arrays, open_points
+
+    bundle = trained.bundle
+    points = open_points(medium.tables, bundle.spec.stages, medium.tables.end)
+    features = feature_arrays(medium.tables, Points.of(medium.tables, points), bundle.spec, bundle.stats)
+    column = bundle.spec.segment_columns[0]
+    features[column] = features[column].copy()
+    features[column][0], features[column][1] = "never seen", None
+    frame = to_model_frame(pd.DataFrame({c: pd.Series(v, dtype=object if c in bundle.spec.categorical else "float64") for c, v in features.items()}), bundle.spec)
+    matrix = model_matrix(features, bundle.spec)
+    for j, col in enumerate(bundle.spec.columns):  # LightGBM's own encoding of a pandas frame: category codes, -1 as missing
+        expected = frame[col].cat.codes.replace(-1, np.nan) if col in bundle.spec.categorical else frame[col]
+        np.testing.assert_array_equal(matrix[:, j], expected.to_numpy(dtype="float64"))
+    for target in ("win", "stall"):
+        booster = bundle.models[target].booster
+        np.testing.assert_allclose(booster.predict(matrix), booster.predict(frame), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        bundle.models["win"].contributions(matrix), bundle.models["win"].contributions(frame), rtol=0, atol=1e-12
+    )
