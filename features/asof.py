@@ -82,11 +82,18 @@ class SortedRows:
     def __init__(self, keys: np.ndarray, times: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.int64)
         times = np.asarray(times, dtype=np.int64)
-        self.order = np.lexsort((times, keys))  # stable: ties keep their original order
-        sorted_times = times[self.order]
-        self.distinct_times = np.unique(sorted_times)
-        rank = np.searchsorted(self.distinct_times, sorted_times)
-        self.packed = (keys[self.order] << 32) | rank
+        # ranks from one stable (radix) sort of the times; np.unique and a search per row cost
+        # ten times more on millions of activities
+        by_time = np.argsort(times, kind="stable")
+        sorted_times = times[by_time]
+        new = np.ones(len(times), dtype=bool)
+        new[1:] = sorted_times[1:] != sorted_times[:-1]
+        self.distinct_times = sorted_times[new]
+        rank = np.empty(len(times), dtype=np.int64)
+        rank[by_time] = np.cumsum(new) - 1
+        packed = (keys << 32) | rank
+        self.order = np.argsort(packed, kind="stable")  # ties keep their original order
+        self.packed = packed[self.order]
 
     def last_at_or_before(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Original index of each query's row (same key, time <= query time), -1 where none.

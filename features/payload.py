@@ -73,7 +73,7 @@ def _typed_tables(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, RawTa
             owner.extend([i] * len(entries))
             position.extend(range(len(entries)))
             rows.extend(entries)
-        names = dict.fromkeys([*REQUIRED[table][1:], *(k for row in rows for k in row)])
+        names = dict.fromkeys([*REQUIRED[table][1:], *sorted(set().union(*rows), key=str)])  # the union in C, not per key in Python
         frames[table] = {"opportunity_id": [ids[i] for i in owner], **{c: [row.get(c) for row in rows] for c in names}}
         locators[table] = lambda i, o=owner, p=position, t=table: f"opportunities[{o[i]}].{t}[{p[i]}]"
     raw = {}

@@ -379,6 +379,9 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
         settings = settings.model_copy(update={"api_keys": [key]})
         console.print(f"[yellow]no OPPSCORE_API_KEYS set:[/yellow] generated a key for this run: [bold]{key}[/bold]")
     if workers > 1:  # each worker builds its own app from the environment
+        # one thread per worker: LightGBM's OpenMP threads in every worker would contend for the
+        # same cores and spin while they wait (an operator's own OMP_NUM_THREADS is kept)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
         os.environ["OPPSCORE_SERVE_CONFIG"] = str(settings.config_path or "")
         if data is not None:
             os.environ["OPPSCORE_SERVE_DATA"] = str(data)
