@@ -7,6 +7,7 @@ plain 500 that names nothing internal.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -96,6 +97,9 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if holder.current is None:
             holder.load()
+        # the loaded bundle and libraries live as long as the process: keep them out of the
+        # garbage collector's full passes, which otherwise pause a request now and then
+        gc.freeze()
         if start_reloader:
             holder.start()
         yield
