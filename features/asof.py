@@ -132,26 +132,18 @@ def take(frame: pd.DataFrame, cols: list[str], pos: np.ndarray) -> pd.DataFrame:
     beneath the columns: numbers with a miss become floats, times stay UTC, text stays object."""
     n = len(pos)
     hit = pos >= 0
-    every = bool(hit.all())
-    safe = np.where(hit, pos, 0)
     out = {}
     for col in cols:
         values = frame[col]
         if len(values) == 0:  # no rows at all: missing values of the column's own type
             out[col] = values.iloc[[]].reset_index(drop=True).reindex(range(n))
         elif isinstance(values.dtype, pd.DatetimeTZDtype):
-            stamps = np.asarray(values.dt.as_unit("ns").array.asi8)[safe]
-            if not every:
-                stamps = np.where(hit, stamps, np.iinfo(np.int64).min)  # NaT
+            stamps = np.where(hit, ns(values)[np.where(hit, pos, 0)], np.iinfo(np.int64).min)  # NaT where missed
             out[col] = pd.Series(pd.DatetimeIndex(stamps.view("datetime64[ns]")).tz_localize("UTC"))
         elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
-            picked = values.to_numpy()[safe]
-            out[col] = picked if every else np.where(hit, picked.astype("float64"), np.nan)
+            out[col] = take_array(values.to_numpy(), pos)
         else:
-            picked = values.to_numpy(dtype=object)[safe]
-            if not every:
-                picked[~hit] = None
-            out[col] = picked
+            out[col] = take_array(values.to_numpy(dtype=object), pos)
     return pd.DataFrame(out, index=range(n))
 
 
