@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-TS_NS = pd.DatetimeTZDtype("ns", "UTC")
+TS_NS = pd.DatetimeTZDtype("ns", "UTC")  # the canonical time dtype (features.tables.TS_DTYPE)
+NAT = np.iinfo(np.int64).min  # NaT among int64 nanoseconds
 
 
 def positions(
@@ -138,7 +139,7 @@ def take(frame: pd.DataFrame, cols: list[str], pos: np.ndarray) -> pd.DataFrame:
         if len(values) == 0:  # no rows at all: missing values of the column's own type
             out[col] = values.iloc[[]].reset_index(drop=True).reindex(range(n))
         elif isinstance(values.dtype, pd.DatetimeTZDtype):
-            stamps = np.where(hit, ns(values)[np.where(hit, pos, 0)], np.iinfo(np.int64).min)  # NaT where missed
+            stamps = np.where(hit, ns(values)[np.where(hit, pos, 0)], NAT)  # NaT where missed
             out[col] = pd.Series(pd.DatetimeIndex(stamps.view("datetime64[ns]")).tz_localize("UTC"))
         elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
             out[col] = take_array(values.to_numpy(), pos)

@@ -17,6 +17,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from features import asof
+from features.asof import NAT
 from features.loading import RawTable, read_raw
 from features.settings import Settings, StageConfig
 from features.stages import StageOrder, infer_stage_config
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 FUTURE_TOLERANCE = pd.Timedelta(minutes=5)  # clock skew between the CRM and us
 NOT_CHECKED_FOR_FUTURE = {"expected_close_date"}  # a close date is expected to lie ahead
 _TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
-NAT = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)

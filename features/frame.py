@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 
 from features import asof
+from features.asof import NAT
 from features.pit_stats import DAY_NS, MISSING, PointInTimeStats
 from features.stages import StageOrder
 from features.table_index import group_cumsum
 from features.tables import NOT_SEGMENTS, TS_DTYPE, Tables, to_utc
 
 log = logging.getLogger(__name__)
-NAT = np.iinfo(np.int64).min
 WINDOWS = (7, 30, 90)
 MAX_ACTIVITY_TYPES = 8
 OTHER = "other"

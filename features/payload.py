@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.asof import NAT
 from features.contract import Locator, Validated, validate_raw
 from features.loading import RawTable
 from features.settings import StageConfig
 from features.tables import ACTIVITIES, OPPORTUNITIES, OPTIONAL, REQUIRED, STAGE_HISTORY, TIMESTAMPS
-
-_NAT = np.iinfo(np.int64).min
 
 NESTED = (STAGE_HISTORY, ACTIVITIES)
 
@@ -51,7 +50,7 @@ def _utc_array(values: list[datetime | None]) -> pd.arrays.DatetimeArray:
     """Datetimes (naive = UTC) as ns UTC, by exact integer arithmetic: pandas' parser takes
     twice as long on the time zones pydantic attaches."""
     ns = np.fromiter(
-        (_NAT if v is None else ((v if v.tzinfo else v.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND * 1000 for v in values),
+        (NAT if v is None else ((v if v.tzinfo else v.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND * 1000 for v in values),
         dtype=np.int64, count=len(values),
     )
     return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC").array

@@ -143,8 +143,7 @@ class PointInTimeStats:
 
     def typical_dwell(self, stage: pd.Series | np.ndarray, as_of: pd.Series | np.ndarray) -> np.ndarray:
         """Geometric-mean days that completed stays in this stage took, among those completed by as_of."""
-        names = np.asarray(stage, dtype=object)
-        got = self._lookup(self._dwell, np.where(pd.isna(names), None, names.astype(str)) if len(names) else names, _as_ns(as_of), ["n", "sum_log"])
+        got = self._lookup(self._dwell, np.asarray(stage, dtype=object), _as_ns(as_of), ["n", "sum_log"])  # missing: no match
         with np.errstate(invalid="ignore", divide="ignore"):
             typical = np.expm1(got["sum_log"] / got["n"])
         return np.where(got["n"] >= 5, typical, np.nan)  # fewer than five stays: not a typical yet

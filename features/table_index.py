@@ -46,13 +46,11 @@ class TableIndex:
     ids: Codebook  # opportunity_id ↔ code
     opp_row: np.ndarray  # code → its (first) row in opportunities, -1 if none
     opp_created: np.ndarray  # created_at per opportunities row, ns
-    hist_code: np.ndarray
     hist_time: np.ndarray
     hist_start: np.ndarray  # first row of the row's opportunity
     hist_stage_code: np.ndarray  # code into hist_stages
     hist_stages: np.ndarray  # distinct stage names (text)
     hist_rows: SortedRows
-    act_code: np.ndarray
     act_time: np.ndarray
     act_start: np.ndarray
     act_kind: np.ndarray  # code into act_kinds, -1 missing
@@ -93,13 +91,11 @@ class TableIndex:
             ids=ids,
             opp_row=opp_row,
             opp_created=ns(opportunities["created_at"]),
-            hist_code=hist_code,
             hist_time=hist_time,
             hist_start=group_starts(hist_code),
             hist_stage_code=stage_code,
             hist_stages=np.asarray([str(s) for s in stages], dtype=object),
             hist_rows=SortedRows(hist_code, hist_time),
-            act_code=act_code,
             act_time=act_time,
             act_start=group_starts(act_code),
             act_kind=kind,

@@ -12,7 +12,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from features.asof import ns as asof_ns
+from features.asof import NAT, TS_NS as TS_DTYPE, ns as asof_ns
 from features.table_index import TableIndex
 
 OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES = "opportunities", "stage_history", "activities"
@@ -36,8 +36,6 @@ TIMESTAMPS = {
 # Columns of the opportunities table that are never model inputs, whatever the config says.
 NOT_SEGMENTS = {"opportunity_id", "created_at", "amount", "expected_close_date", "loss_reason"}
 
-TS_DTYPE = pd.DatetimeTZDtype("ns", "UTC")
-_NAT = np.iinfo(np.int64).min
 
 
 def empty(table: str) -> pd.DataFrame:
@@ -58,7 +56,7 @@ def _by_opportunity_then_time(frame: pd.DataFrame, time_col: str) -> pd.DataFram
     frame itself, re-indexed, when it is sorted already (a request usually is)."""
     ids, _ = pd.factorize(frame["opportunity_id"].to_numpy(dtype=object), sort=True)
     times = asof_ns(frame[time_col])
-    order = np.lexsort((np.where(times == _NAT, np.iinfo(np.int64).max, times), np.where(ids < 0, len(ids), ids)))
+    order = np.lexsort((np.where(times == NAT, np.iinfo(np.int64).max, times), np.where(ids < 0, len(ids), ids)))
     if bool((order == np.arange(len(order))).all()):
         return frame if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1 else frame.reset_index(drop=True)
     return frame.take(order).reset_index(drop=True)
