@@ -29,7 +29,9 @@ from features.tables import (
     TABLE_NAMES,
     TIMESTAMPS,
     TS_DTYPE,
+    Columns,
     Tables,
+    columns_of,
     empty,
 )
 
@@ -88,7 +90,7 @@ class _Collector:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
 
-    def rows(self, table: str, locate: Locator, index: pd.Index, column: str | None, found: pd.Series | list, expected: str) -> None:
+    def rows(self, table: str, locate: Locator, index: pd.Index | np.ndarray, column: str | None, found: pd.Series | np.ndarray | list, expected: str) -> None:
         for i, value in zip(index, found, strict=True):
             self.problems.append(Problem(table, locate(int(i)), column, _show(value), expected, int(i)))
 
@@ -107,7 +109,7 @@ def _coerce(raw: RawTable, out: _Collector, locate: Locator) -> pd.DataFrame | N
     if frame.empty and raw.name != ACTIVITIES:
         out.table(raw.label, "no rows", "at least one row")
         return None
-    typed = frame.copy()
+    typed = frame.reset_index(drop=True)  # a copy, indexed by row position: what locators read
     for col in typed.columns:
         if col not in TIMESTAMPS[raw.name] and col != "amount":
             typed[col] = typed[col].astype("object").where(typed[col].notna(), None)
@@ -168,77 +170,82 @@ def _run_schema(schema: pa.DataFrameSchema, frame: pd.DataFrame, label: str, loc
             out.rows(label, locate, pd.Index([i]), col, [frame.at[i, col]], expected)
 
 
-def _ids(frame: pd.DataFrame) -> np.ndarray:
-    return frame["opportunity_id"].to_numpy(dtype=object)
+def _stamps(values: np.ndarray) -> list[pd.Timestamp]:
+    return [pd.Timestamp(v, tz="UTC") for v in values]
 
 
 def _rules(
-    typed: dict[str, pd.DataFrame | None], stage_names: list[str] | None, now: pd.Timestamp,
+    typed: dict[str, Columns | None], stage_names: list[str] | None, now: pd.Timestamp,
     labels: dict[str, str], locators: dict[str, Locator], out: _Collector,
 ) -> None:
-    """Rules across rows and tables, for files and API requests alike. Vectorised on arrays:
-    the API runs them on every request, where pandas' fixed cost per operation would dominate."""
+    """Rules across rows and tables, for files and API requests alike. On arrays: the API runs
+    them on every request, where pandas' fixed cost per operation would dominate."""
+
+    def report(name: str, mask: np.ndarray, column: str, found: list | np.ndarray, expected: str) -> None:
+        out.rows(labels[name], locators[name], np.flatnonzero(mask), column, found, expected)
+
     latest = (now + FUTURE_TOLERANCE).value
-    for name, frame in typed.items():
-        if frame is None:
+    for name, columns in typed.items():
+        if columns is None:
             continue
         for col in TIMESTAMPS[name]:
-            if col in frame.columns and col not in NOT_CHECKED_FOR_FUTURE:
-                late = asof.ns(frame[col]) > latest  # NaT is the smallest value, never late
+            if col in columns and col not in NOT_CHECKED_FOR_FUTURE:
+                late = columns[col] > latest  # NaT is the smallest value, never late
                 if late.any():
-                    out.rows(labels[name], locators[name], frame.index[late], col, frame.loc[late, col].astype(str), f"a time not after now ({now:%Y-%m-%d %H:%M} UTC)")
+                    found = pd.Series(pd.DatetimeIndex(columns[col][late].view("datetime64[ns]")).tz_localize("UTC")).astype(str)
+                    report(name, late, col, found, f"a time not after now ({now:%Y-%m-%d %H:%M} UTC)")
     opps, hist, acts = typed[OPPORTUNITIES], typed[STAGE_HISTORY], typed[ACTIVITIES]
     if hist is not None and stage_names:
-        codes, names = pd.factorize(hist["stage"].to_numpy(dtype=object))
+        codes, names = pd.factorize(hist["stage"])
         known = np.array([n in stage_names for n in names] + [True])  # the last: missing, reported elsewhere
         unknown = ~known[codes]
         if unknown.any():
-            out.rows(labels[STAGE_HISTORY], locators[STAGE_HISTORY], hist.index[unknown], "stage", hist.loc[unknown, "stage"], f"a stage named in the config ({', '.join(stage_names)})")
+            report(STAGE_HISTORY, unknown, "stage", hist["stage"][unknown], f"a stage named in the config ({', '.join(stage_names)})")
     if opps is None:
         return
-    known_ids = asof.Codebook(_ids(opps))
+    known_ids = asof.Codebook(opps["opportunity_id"])
     codes = known_ids.codes_of_rows
     first_row = np.full(len(known_ids), -1, dtype=np.int64)
     first_row[codes[::-1]] = np.arange(len(codes))[::-1]  # reversed: the first row of an id wins
     dup = (codes >= 0) & (first_row[codes] != np.arange(len(codes)))
     if dup.any():
-        out.rows(labels[OPPORTUNITIES], locators[OPPORTUNITIES], opps.index[dup], "opportunity_id", opps.loc[dup, "opportunity_id"], "a unique opportunity_id (this one appears on an earlier row)")
-    created = asof.ns(opps["created_at"])
+        report(OPPORTUNITIES, dup, "opportunity_id", opps["opportunity_id"][dup], "a unique opportunity_id (this one appears on an earlier row)")
+    created = opps["created_at"]
 
-    def created_of(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def created_of(columns: Columns) -> tuple[np.ndarray, np.ndarray]:
         """Each row's opportunity's created_at (ns), and whether its opportunity is known."""
-        at = known_ids.codes(_ids(frame))
+        at = known_ids.codes(columns["opportunity_id"])
         found = at >= 0
         return np.where(found, created[first_row[np.maximum(at, 0)]] if len(created) else 0, NAT), found
 
-    for name, frame in ((STAGE_HISTORY, hist), (ACTIVITIES, acts)):
-        if frame is None:
+    for name, columns in ((STAGE_HISTORY, hist), (ACTIVITIES, acts)):
+        if columns is None:
             continue
-        _, found = created_of(frame)
-        unknown = ~found & frame["opportunity_id"].notna().to_numpy()
+        _, found = created_of(columns)
+        unknown = ~found & pd.notna(columns["opportunity_id"])
         if unknown.any():
-            out.rows(labels[name], locators[name], frame.index[unknown], "opportunity_id", frame.loc[unknown, "opportunity_id"], "an opportunity_id listed in opportunities")
+            report(name, unknown, "opportunity_id", columns["opportunity_id"][unknown], "an opportunity_id listed in opportunities")
     if hist is None:
         return
     when, _ = created_of(hist)
-    entered = asof.ns(hist["entered_at"])
+    entered = hist["entered_at"]
     early = (entered != NAT) & (when != NAT) & (entered < when)
     if early.any():
-        for i, value, c in zip(hist.index[early], hist.loc[early, "entered_at"], when[early], strict=True):
-            exp = f"a time at or after the opportunity's created_at ({pd.Timestamp(c, tz='UTC'):%Y-%m-%d %H:%M:%S} UTC)"
+        for i, value, c in zip(np.flatnonzero(early), _stamps(entered[early]), _stamps(when[early]), strict=True):
+            exp = f"a time at or after the opportunity's created_at ({c:%Y-%m-%d %H:%M:%S} UTC)"
             out.problems.append(Problem(labels[STAGE_HISTORY], locators[STAGE_HISTORY](int(i)), "entered_at", repr(str(value)), exp, int(i)))
-    if acts is not None and len(acts):
+    if acts is not None and len(acts["opportunity_id"]):
         act_when, _ = created_of(acts)
-        occurred = asof.ns(acts["occurred_at"])
+        occurred = acts["occurred_at"]
         early = (occurred != NAT) & (act_when != NAT) & (occurred < act_when - pd.Timedelta(days=365).value)
         # activities a little before creation are normal (the first call creates the deal); a year before is a data error
         if early.any():
-            out.rows(labels[ACTIVITIES], locators[ACTIVITIES], acts.index[early], "occurred_at", acts.loc[early, "occurred_at"], "a time no more than a year before the opportunity's created_at")
+            report(ACTIVITIES, early, "occurred_at", _stamps(occurred[early]), "a time no more than a year before the opportunity's created_at")
     with_history = np.zeros(len(known_ids) + 1, dtype=bool)
-    with_history[known_ids.codes(_ids(hist))] = True  # unknown ids (-1) mark the spare last slot
+    with_history[known_ids.codes(hist["opportunity_id"])] = True  # unknown ids (-1) mark the spare last slot
     without = (codes >= 0) & ~with_history[codes]
     if without.any():
-        out.rows(labels[OPPORTUNITIES], locators[OPPORTUNITIES], opps.index[without], "opportunity_id", opps.loc[without, "opportunity_id"], "at least one stage_history row for this opportunity")
+        report(OPPORTUNITIES, without, "opportunity_id", opps["opportunity_id"][without], "at least one stage_history row for this opportunity")
 
 
 def validate_raw(
@@ -246,13 +253,8 @@ def validate_raw(
     stages: StageConfig | None,
     now: pd.Timestamp | None = None,
     locators: dict[str, Locator] | None = None,
-    typed_input: bool = False,
 ) -> Validated:
-    """Typed, checked tables, or ExportInvalid listing every problem.
-
-    typed_input: the tables come from a request whose types, required fields and ranges its
-    pydantic schema has already checked; only the shared rules run.
-    """
+    """Typed, checked tables, or ExportInvalid listing every problem."""
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     out = _Collector()
     typed: dict[str, pd.DataFrame | None] = {}
@@ -270,7 +272,7 @@ def validate_raw(
         labels[name] = table.label
         locs[name] = (locators or {}).get(name) or _locator(table)
         before = len(out.problems)
-        typed[name] = table.frame if typed_input else _coerce(table, out, locs[name])
+        typed[name] = _coerce(table, out, locs[name])
         unparseable[name] = {(p.row, p.column) for p in out.problems[before:] if p.row is not None}
     notes: list[str] = []
     config = stages
@@ -282,16 +284,26 @@ def validate_raw(
         except ValueError as exc:
             out.table(labels[STAGE_HISTORY], str(exc), "at least an open, a won and a lost stage", column="stage")
     stage_names = StageOrder(config).names if config else None
-    if not typed_input:
-        for name in TABLE_NAMES:
-            if typed[name] is not None:
-                _run_schema(_schema(name), typed[name], labels[name], locs[name], out, unparseable.get(name, set()))
-    _rules(typed, stage_names, now, labels, locs, out)
+    for name in TABLE_NAMES:
+        if typed[name] is not None:
+            _run_schema(_schema(name), typed[name], labels[name], locs[name], out, unparseable.get(name, set()))
+    _rules({name: columns_of(f, name) if f is not None else None for name, f in typed.items()}, stage_names, now, labels, locs, out)
     if out.problems:
         raise ExportInvalid(out.problems)
     acts = typed[ACTIVITIES] if typed[ACTIVITIES] is not None else empty(ACTIVITIES)
     tables = Tables(typed[OPPORTUNITIES], typed[STAGE_HISTORY], acts)
     return Validated(tables, StageOrder(config), notes)
+
+
+def validate_columns(columns: dict[str, Columns], stages: StageConfig, now: pd.Timestamp, locators: dict[str, Locator]) -> Validated:
+    """Checked tables from arrays whose types, required values and ranges a schema has already
+    checked (the API's pydantic models): only the rules across rows and tables run."""
+    out = _Collector()
+    order = StageOrder(stages)
+    _rules(dict(columns), order.names, now, {name: name for name in TABLE_NAMES}, locators, out)
+    if out.problems:
+        raise ExportInvalid(out.problems)
+    return Validated(Tables.of_columns(columns[OPPORTUNITIES], columns[STAGE_HISTORY], columns[ACTIVITIES]), order, [])
 
 
 def load_export(folder: Path, settings: Settings, now: pd.Timestamp | None = None) -> Validated:

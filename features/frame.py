@@ -273,14 +273,12 @@ def _activity_features(tables: Tables, spec: FeatureSpec, points: Points, out: d
 
 def _segment_features(tables: Tables, spec: FeatureSpec, points: Points, stats: PointInTimeStats, out: dict) -> None:
     ix = tables.index
-    opps = tables.opportunities
     for col in spec.segment_columns:
-        out[col] = ix.opportunity_values(opps, col, points.code) if col in opps.columns else np.full(len(points), None)
-    out["log_amount"] = np.log1p(ix.opportunity_values(opps, "amount", points.code).astype("float64"))
+        out[col] = ix.opportunity_values(col, points.code)
+    out["log_amount"] = np.log1p(ix.opportunity_values("amount", points.code).astype("float64"))
     prior = stats.global_rate(points.time)
     for key in spec.stat_keys:
-        values = ix.opportunity_values(opps, key, points.code) if key in opps.columns else np.full(len(points), None)
-        out[f"win_rate_{key}"] = stats.win_rate(key, values, points.time, prior)
+        out[f"win_rate_{key}"] = stats.win_rate(key, ix.opportunity_values(key, points.code), points.time, prior)
 
 
 def feature_arrays(

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from features.asof import NAT
-from features.contract import Locator, Validated, validate_raw
+from features.contract import Locator, Validated, validate_columns, validate_raw
 from features.loading import RawTable
 from features.settings import StageConfig
-from features.tables import ACTIVITIES, OPPORTUNITIES, OPTIONAL, REQUIRED, STAGE_HISTORY, TIMESTAMPS
+from features.tables import ACTIVITIES, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, Columns
 
 NESTED = (STAGE_HISTORY, ACTIVITIES)
 
@@ -46,22 +46,30 @@ def records_to_raw(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, RawT
 _EPOCH, _MICROSECOND = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
 
 
-def _utc_array(values: list[datetime | None]) -> pd.arrays.DatetimeArray:
-    """Datetimes (naive = UTC) as ns UTC, by exact integer arithmetic: pandas' parser takes
-    twice as long on the time zones pydantic attaches."""
-    ns = np.fromiter(
+def _utc_ns(values: list[datetime | None]) -> np.ndarray:
+    """Datetimes (naive = UTC) as int64 ns UTC, by exact integer arithmetic: pandas' parser
+    takes twice as long on the time zones pydantic attaches."""
+    return np.fromiter(
         (NAT if v is None else ((v if v.tzinfo else v.replace(tzinfo=UTC)) - _EPOCH) // _MICROSECOND * 1000 for v in values),
         dtype=np.int64, count=len(values),
     )
-    return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC").array
 
 
-def _typed_tables(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, RawTable], dict[str, Locator]]:
-    """The three tables in their canonical dtypes, built column by column from records a schema
-    has typed: a request is scored many times a second, so no per-cell conversions."""
+def _column(table: str, name: str, values: list) -> np.ndarray:
+    if name in TIMESTAMPS[table]:
+        return _utc_ns(values)
+    if name == "amount":
+        return np.asarray(values, dtype="float64")
+    return np.fromiter(values, dtype=object, count=len(values))  # never a 2-D array, whatever the values
+
+
+def _typed_columns(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Columns], dict[str, Locator]]:
+    """The three tables as arrays in canonical dtypes, built column by column from records a
+    schema has typed: a request is scored many times a second, so no frames and no per-cell
+    conversions."""
     ids = [rec.get("opportunity_id") for rec in records]
-    columns = dict.fromkeys(k for rec in records for k in rec if k not in (*NESTED, "as_of"))
-    frames = {OPPORTUNITIES: {c: [rec.get(c) for rec in records] for c in columns}}
+    names = dict.fromkeys(k for rec in records for k in rec if k not in (*NESTED, "as_of"))
+    lists = {OPPORTUNITIES: {c: [rec.get(c) for rec in records] for c in names}}
     locators: dict[str, Locator] = {OPPORTUNITIES: lambda i: f"opportunities[{i}]"}
     for table in NESTED:
         owner: list[int] = []
@@ -72,23 +80,11 @@ def _typed_tables(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, RawTa
             owner.extend([i] * len(entries))
             position.extend(range(len(entries)))
             rows.extend(entries)
-        names = dict.fromkeys([*REQUIRED[table][1:], *sorted(set().union(*rows), key=str)])  # the union in C, not per key in Python
-        frames[table] = {"opportunity_id": [ids[i] for i in owner], **{c: [row.get(c) for row in rows] for c in names}}
+        keys = dict.fromkeys([*REQUIRED[table][1:], *sorted(set().union(*rows), key=str)])  # the union in C, not per key in Python
+        lists[table] = {"opportunity_id": [ids[i] for i in owner], **{c: [row.get(c) for row in rows] for c in keys}}
         locators[table] = lambda i, o=owner, p=position, t=table: f"opportunities[{o[i]}].{t}[{p[i]}]"
-    raw = {}
-    for table, cols in frames.items():
-        n = len(next(iter(cols.values()))) if cols else 0
-        for col in REQUIRED[table] + OPTIONAL[table]:  # every column, so Tables need not add any
-            cols.setdefault(col, [None] * n)
-        typed = {c: v for c, v in cols.items() if c not in TIMESTAMPS[table] and c != "amount"}
-        frame = pd.DataFrame(typed, dtype=object, index=pd.RangeIndex(n))  # one block, no text inference
-        for col, values in cols.items():
-            if col in TIMESTAMPS[table]:
-                frame.insert(len(frame.columns), col, _utc_array(values))
-            elif col == "amount":
-                frame.insert(len(frame.columns), col, np.asarray(values, dtype="float64"))
-        raw[table] = RawTable(table, frame, None)
-    return raw, locators
+    columns = {table: {c: _column(table, c, values) for c, values in cols.items()} for table, cols in lists.items()}
+    return columns, locators
 
 
 def records_to_tables(
@@ -99,9 +95,10 @@ def records_to_tables(
     typed: the records were validated by the API's schema (datetimes and numbers, not text),
     so only the shared rules run; otherwise values are coerced and checked like a file's.
     """
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
     if typed:
-        raw, locators = _typed_tables(records)
-        return validate_raw(raw, stages, now=now, locators=locators, typed_input=True)
+        columns, locators = _typed_columns(records)
+        return validate_columns(columns, stages, now, locators)
     raw, paths = records_to_raw(records)
     locators = {name: (lambda i, p=paths[name]: p[i] if i < len(p) else f"row {i}") for name in paths}
-    return validate_raw(raw, stages, now=now, locators=locators, typed_input=False)
+    return validate_raw(raw, stages, now=now, locators=locators)

@@ -27,7 +27,7 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
     features = feature_arrays(tables, points, spec, bundle.stats, state=state)
     x = model_matrix(features, spec)
     win = bundle.models["win"].predict(x, features["stage"])
-    amount = tables.index.opportunity_values(tables.opportunities, "amount", points.code).astype(float)
+    amount = tables.index.opportunity_values("amount", points.code).astype(float)
     out = {
         "stage": features["stage"],
         "win_probability": win,

@@ -9,18 +9,18 @@ the stage order or the model), so it is cached on the `Tables` object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from features.asof import Codebook, SortedRows, ns, take_array
+from features.asof import Codebook, SortedRows, take_array
 
 
-def _normalised_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+def _normalised_codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Codes of case- and space-folded text; missing values get -1. Folding is done on the
     distinct values only, not on every row."""
-    codes, uniques = pd.factorize(values.to_numpy(dtype=object))
+    codes, uniques = pd.factorize(values)
     if len(uniques) == 0:
         return codes, []
     refold, names = pd.factorize(np.asarray([str(u).strip().lower() for u in uniques], dtype=object))
@@ -58,15 +58,14 @@ class TableIndex:
     act_inbound: np.ndarray  # bool
     act_new_contact: np.ndarray  # bool: the first row naming this contact on this opportunity
     act_rows: SortedRows
-    _opp_columns: dict[str, np.ndarray] = field(default_factory=dict)  # filled on first read
+    opp_columns: dict[str, np.ndarray]  # the opportunities table's arrays
 
     @classmethod
-    def build(cls, opportunities: pd.DataFrame, stage_history: pd.DataFrame, activities: pd.DataFrame) -> TableIndex:
-        """History and activities must be sorted by opportunity, then time (Tables sorts them)."""
-        n_o, n_h = len(opportunities), len(stage_history)
-        every_id = np.concatenate(
-            [frame["opportunity_id"].to_numpy(dtype=object) for frame in (opportunities, stage_history, activities)]
-        )
+    def build(cls, opportunities: dict[str, np.ndarray], stage_history: dict[str, np.ndarray], activities: dict[str, np.ndarray]) -> TableIndex:
+        """From the tables' arrays (`features.tables.Columns`: times in ns); history and
+        activities sorted by opportunity, then time (Tables sorts them)."""
+        n_o, n_h = len(opportunities["opportunity_id"]), len(stage_history["opportunity_id"])
+        every_id = np.concatenate([table["opportunity_id"] for table in (opportunities, stage_history, activities)])
         ids = Codebook(every_id)
         codes = ids.codes_of_rows
         opp_code, hist_code, act_code = codes[:n_o], codes[n_o : n_o + n_h], codes[n_o + n_h :]
@@ -74,15 +73,15 @@ class TableIndex:
         rows = np.arange(n_o)
         opp_row[opp_code[::-1]] = rows[::-1]  # reversed, so the first row of a duplicated id wins
 
-        hist_time = ns(stage_history["entered_at"])
-        stage_code, stages = pd.factorize(stage_history["stage"].to_numpy(dtype=object))
-        act_time = ns(activities["occurred_at"])
+        hist_time = stage_history["entered_at"]
+        stage_code, stages = pd.factorize(stage_history["stage"])
+        act_time = activities["occurred_at"]
         kind, kinds = _normalised_codes(activities["type"])
         direction, directions = _normalised_codes(activities["direction"])
         inbound_code = directions.index("inbound") if "inbound" in directions else -2
-        contact, _ = pd.factorize(activities["contact_id"].to_numpy(dtype=object))
-        new_contact = np.zeros(len(activities), dtype=bool)
-        if len(activities):
+        contact, _ = pd.factorize(activities["contact_id"])
+        new_contact = np.zeros(len(act_time), dtype=bool)
+        if len(act_time):
             pair = act_code.astype(np.int64) * (int(contact.max()) + 2) + (contact + 1)
             _, first = np.unique(pair, return_index=True)
             new_contact[first] = True
@@ -90,7 +89,7 @@ class TableIndex:
         return cls(
             ids=ids,
             opp_row=opp_row,
-            opp_created=ns(opportunities["created_at"]),
+            opp_created=opportunities["created_at"],
             hist_time=hist_time,
             hist_start=group_starts(hist_code),
             hist_stage_code=stage_code,
@@ -103,6 +102,7 @@ class TableIndex:
             act_inbound=direction == inbound_code,
             act_new_contact=new_contact,
             act_rows=SortedRows(act_code, act_time),
+            opp_columns=opportunities,
         )
 
     def codes(self, opportunity_ids: np.ndarray) -> np.ndarray:
@@ -115,10 +115,10 @@ class TableIndex:
             return np.full(len(codes), -1, dtype=np.int64)
         return np.where(codes >= 0, self.opp_row[np.maximum(codes, 0)], -1)
 
-    def opportunity_values(self, opportunities: pd.DataFrame, column: str, codes: np.ndarray) -> np.ndarray:
+    def opportunity_values(self, column: str, codes: np.ndarray) -> np.ndarray:
         """A column of the opportunities table for each code (None, or NaN for numbers, where
-        the opportunity is not in the table)."""
-        values = self._opp_columns.get(column)
+        the opportunity is not in the table; None everywhere for a column the table lacks)."""
+        values = self.opp_columns.get(column)
         if values is None:
-            values = self._opp_columns.setdefault(column, opportunities[column].to_numpy())
+            return np.full(len(codes), None, dtype=object)
         return take_array(values, self.opportunity_rows(codes))

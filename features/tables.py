@@ -6,7 +6,6 @@ so a CRM-specific quirk is handled once, at the boundary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -50,14 +49,22 @@ def empty(table: str) -> pd.DataFrame:
 
 _EMPTY_DTYPES = {table: empty(table).dtypes.to_dict() for table in TABLE_NAMES}
 
+Columns = dict[str, np.ndarray]
+"""One table as arrays: text as object (None missing), times as int64 ns UTC (NAT missing),
+amount as float64. What features, the contract's rules and the index read."""
+
+
+def _sort_order(ids: np.ndarray, times: np.ndarray) -> np.ndarray | None:
+    """The stable order by opportunity_id, then time (missing ids and times last); None when
+    the rows are in that order already (a request usually is)."""
+    codes, _ = pd.factorize(ids, sort=True)
+    order = np.lexsort((np.where(times == NAT, np.iinfo(np.int64).max, times), np.where(codes < 0, len(codes), codes)))
+    return None if bool((order == np.arange(len(order))).all()) else order
+
 
 def _by_opportunity_then_time(frame: pd.DataFrame, time_col: str) -> pd.DataFrame:
-    """The rows sorted by opportunity_id, then time, stably (missing ids and times last); the
-    frame itself, re-indexed, when it is sorted already (a request usually is)."""
-    ids, _ = pd.factorize(frame["opportunity_id"].to_numpy(dtype=object), sort=True)
-    times = asof_ns(frame[time_col])
-    order = np.lexsort((np.where(times == NAT, np.iinfo(np.int64).max, times), np.where(ids < 0, len(ids), ids)))
-    if bool((order == np.arange(len(order))).all()):
+    order = _sort_order(frame["opportunity_id"].to_numpy(dtype=object), asof_ns(frame[time_col]))
+    if order is None:
         return frame if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1 else frame.reset_index(drop=True)
     return frame.take(order).reset_index(drop=True)
 
@@ -78,29 +85,97 @@ def canonical_dtypes(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     return frame.assign(**fixes) if fixes else frame
 
 
-@dataclass(frozen=True)
+def columns_of(frame: pd.DataFrame, table: str) -> Columns:
+    """The arrays beneath a frame in canonical dtypes (views, not copies)."""
+    return {
+        col: asof_ns(frame[col]) if col in TIMESTAMPS[table] else frame[col].to_numpy(dtype="float64" if col == "amount" else object)
+        for col in frame.columns
+    }
+
+
+def _frame_of(columns: Columns, table: str) -> pd.DataFrame:
+    data = {
+        col: pd.DatetimeIndex(values.view("datetime64[ns]")).tz_localize("UTC") if col in TIMESTAMPS[table]
+        else pd.Series(values, dtype="float64" if col == "amount" else object, copy=False)
+        for col, values in columns.items()
+    }
+    return pd.DataFrame(data, index=pd.RangeIndex(len(columns["opportunity_id"])), copy=False)
+
+
+def _missing_column(table: str, col: str, n: int) -> np.ndarray:
+    if col in TIMESTAMPS[table]:
+        return np.full(n, NAT, dtype=np.int64)
+    return np.full(n, np.nan) if col == "amount" else np.full(n, None, dtype=object)
+
+
 class Tables:
-    """A validated export. History and activities are sorted by opportunity, then time."""
+    """A validated export. History and activities are sorted by opportunity, then time.
 
-    opportunities: pd.DataFrame
-    stage_history: pd.DataFrame
-    activities: pd.DataFrame = field(default_factory=lambda: empty(ACTIVITIES))
+    Held as frames (what analytics, labels and training read) and as arrays (what features
+    read), each built from the other on first use: a batch arrives as frames, an API request as
+    arrays, and a one-opportunity request would otherwise spend half its time building frames
+    nobody reads. Never modified once built.
+    """
 
-    def __post_init__(self) -> None:
-        for table in TABLE_NAMES:
-            frame = getattr(self, table)
+    def __init__(self, opportunities: pd.DataFrame, stage_history: pd.DataFrame, activities: pd.DataFrame | None = None) -> None:
+        self._columns: dict[str, Columns] = {}
+        self._frames: dict[str, pd.DataFrame] = {}
+        given = (opportunities, stage_history, activities if activities is not None else empty(ACTIVITIES))
+        for table, frame in zip(TABLE_NAMES, given, strict=True):
             missing = [c for c in REQUIRED[table] + OPTIONAL[table] if c not in frame.columns]
             if missing:
                 frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=_EMPTY_DTYPES[table][c]) for c in missing})
             frame = canonical_dtypes(frame, table)
             if table != OPPORTUNITIES:
                 frame = _by_opportunity_then_time(frame, TIMESTAMPS[table][0])
-            object.__setattr__(self, table, frame)
+            self._frames[table] = frame
+
+    @classmethod
+    def of_columns(cls, opportunities: Columns, stage_history: Columns, activities: Columns) -> Tables:
+        """Tables from arrays already in canonical dtypes (see `Columns`), all of a table's
+        arrays the same length; missing contract columns are added, rows sorted as `Tables` are."""
+        tables = cls.__new__(cls)
+        tables._frames = {}
+        tables._columns = {}
+        for table, columns in zip(TABLE_NAMES, (opportunities, stage_history, activities), strict=True):
+            n = len(columns["opportunity_id"])
+            columns = dict(columns)
+            for col in REQUIRED[table] + OPTIONAL[table]:
+                if col not in columns:
+                    columns[col] = _missing_column(table, col, n)
+            if table != OPPORTUNITIES:
+                order = _sort_order(columns["opportunity_id"], columns[TIMESTAMPS[table][0]])
+                if order is not None:
+                    columns = {col: values[order] for col, values in columns.items()}
+            tables._columns[table] = columns
+        return tables
+
+    def frame(self, table: str) -> pd.DataFrame:
+        if table not in self._frames:
+            self._frames[table] = _frame_of(self._columns[table], table)
+        return self._frames[table]
+
+    def columns(self, table: str) -> Columns:
+        if table not in self._columns:
+            self._columns[table] = columns_of(self._frames[table], table)
+        return self._columns[table]
+
+    @property
+    def opportunities(self) -> pd.DataFrame:
+        return self.frame(OPPORTUNITIES)
+
+    @property
+    def stage_history(self) -> pd.DataFrame:
+        return self.frame(STAGE_HISTORY)
+
+    @property
+    def activities(self) -> pd.DataFrame:
+        return self.frame(ACTIVITIES)
 
     @cached_property
     def index(self) -> TableIndex:
-        """Codes and arrays of these tables, built on first use (tables are never modified)."""
-        return TableIndex.build(self.opportunities, self.stage_history, self.activities)
+        """Codes and arrays of these tables, built on first use."""
+        return TableIndex.build(*(self.columns(table) for table in TABLE_NAMES))
 
     @property
     def end(self) -> pd.Timestamp:
