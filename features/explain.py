@@ -104,9 +104,10 @@ def top_factors(
     features: dict[str, np.ndarray], contributions: np.ndarray, spec: FeatureSpec, reference: dict[str, dict[str, float]], k: int = TOP_FACTORS
 ) -> list[list[dict]]:
     """Per row, the k factors with the largest absolute contribution (summed within a factor)."""
-    factors = [factor_of(f, spec) for f in spec.columns]
+    columns = spec.columns  # a property that builds the list: read once
+    factors = [factor_of(f, spec) for f in columns]
     names = list(dict.fromkeys(factors))
-    member = np.zeros((len(spec.columns), len(names)))
+    member = np.zeros((len(columns), len(names)))
     for i, f in enumerate(factors):
         member[i, names.index(f)] = 1.0
     grouped = contributions @ member
@@ -116,14 +117,13 @@ def top_factors(
     for j in range(len(names)):
         cols = np.flatnonzero(member[:, j])
         leader[:, j] = cols[np.abs(contributions[:, cols]).argmax(axis=1)]
-    columns = list(spec.columns)
     records = [dict(zip(columns, values, strict=True)) for values in zip(*(features[c].tolist() for c in columns), strict=True)]
     out = []
     for r, row in enumerate(records):  # sentences are text: one per factor shown, not per feature
         ref = reference.get(str(row.get("stage")), {})
         items = []
         for j in order[r]:
-            feature = spec.columns[leader[r, j]]
+            feature = columns[leader[r, j]]
             value = row.get(feature)
             if isinstance(value, float) and math.isnan(value):
                 value = None

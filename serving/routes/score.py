@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
+from features.model_store import Loaded
 from features.payload import records_to_tables
 from features.scoring import score_ids
 from features.settings import StageConfig
@@ -22,12 +24,25 @@ ERRORS = {
 }
 
 
+# Requests up to this many opportunities are scored on the event loop: a few milliseconds of
+# work, less than the hand-over to a worker thread costs (≈ 1 ms of a ≈ 9 ms request, measured
+# against uvicorn). Larger batches go to the thread pool, so that /healthz and the metrics of
+# this worker still answer while a batch of hundreds is scored.
+INLINE_UP_TO = 10
+
+
 @router.post("/score", response_model=ScoreResponse, responses=ERRORS, summary="score a batch of opportunities")
-def score(req: ScoreRequest, loaded: LoadedDep, _: ApiKeyDep, settings: SettingsDep, request: Request) -> Response:
+async def score(req: ScoreRequest, loaded: LoadedDep, _: ApiKeyDep, settings: SettingsDep, request: Request) -> Response:
     """Win probability, stall risk, score, grade, expected value and the top reasons of each
     opportunity, as of `as_of` (default now). Nothing sent is stored."""
     if len(req.opportunities) > settings.serving.max_batch:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=f"{len(req.opportunities)} opportunities in one batch; at most {settings.serving.max_batch}")
+    if len(req.opportunities) <= INLINE_UP_TO:
+        return _answer(req, loaded, request)
+    return await run_in_threadpool(_answer, req, loaded, request)
+
+
+def _answer(req: ScoreRequest, loaded: Loaded, request: Request) -> Response:
     bundle = loaded.bundle
     as_of = to_utc(req.as_of)
     now = max(pd.Timestamp.now(tz="UTC"), as_of)

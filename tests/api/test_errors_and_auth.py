@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from serving.routes.score import INLINE_UP_TO
 from tests.api.conftest import AUTH
 
 
@@ -59,6 +60,14 @@ def test_stage_before_creation_and_duplicate_ids_all_listed(client, body) -> Non
     locs = [p["loc"] for p in r.json()["detail"]]
     assert ["body", "opportunities", 1, "opportunity_id"] in locs
     assert ["body", "opportunities", 0, "stage_history", 0, "entered_at"] in locs
+
+
+def test_contract_problems_are_named_in_a_batch_scored_off_the_event_loop(client, body) -> None:
+    body["opportunities"] = [dict(body["opportunities"][0], opportunity_id=f"O{i}") for i in range(INLINE_UP_TO + 2)]
+    body["opportunities"][-1] = dict(body["opportunities"][-1], stage_history=[{"stage": "Nowhere", "entered_at": "2026-08-04T00:00:00Z"}])
+    r = client.post("/v1/score", json=body, headers=AUTH)
+    assert r.status_code == 422
+    assert [p["loc"] for p in r.json()["detail"]] == [["body", "opportunities", INLINE_UP_TO + 1, "stage_history", 0, "stage"]]
 
 
 def test_segment_attribute_must_be_a_scalar(client, body) -> None:

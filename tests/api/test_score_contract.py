@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from features.scoring import score_open
+from serving.routes.score import INLINE_UP_TO
 from tests.api.conftest import AUTH
 
 
@@ -55,8 +56,11 @@ def test_api_score_equals_batch_score(client, medium, trained) -> None:
         rec["stage_history"] = [{"stage": r.stage, "entered_at": r.entered_at.isoformat()} for r in h.itertuples()]
         rec["activities"] = [{"occurred_at": r.occurred_at.isoformat(), "type": r.type, "direction": r.direction, "contact_id": r.contact_id} for r in a.itertuples()]
         opps.append(rec)
+    assert len(opps) > INLINE_UP_TO  # the batch is scored in the thread pool, each alone on the event loop
     r = client.post("/v1/score", json={"as_of": as_of.isoformat(), "opportunities": opps}, headers=AUTH)
     assert r.status_code == 200, r.text
+    alone = [client.post("/v1/score", json={"as_of": as_of.isoformat(), "opportunities": [o]}, headers=AUTH).json()["scores"][0] for o in opps[:3]]
+    assert alone == r.json()["scores"][:3]
     for s in r.json()["scores"]:
         row = batch.loc[s["opportunity_id"]]
         assert np.isclose(s["win_probability"], row["win_probability"], atol=1e-9)
