@@ -300,7 +300,7 @@ def validate_columns(columns: dict[str, Columns], stages: StageConfig, now: pd.T
     checked (the API's pydantic models): only the rules across rows and tables run."""
     out = _Collector()
     order = StageOrder(stages)
-    _rules(dict(columns), order.names, now, {name: name for name in TABLE_NAMES}, locators, out)
+    _rules(columns, order.names, now, {name: name for name in TABLE_NAMES}, locators, out)
     if out.problems:
         raise ExportInvalid(out.problems)
     return Validated(Tables.of_columns(columns[OPPORTUNITIES], columns[STAGE_HISTORY], columns[ACTIVITIES]), order, [])

@@ -97,3 +97,37 @@ def test_model_matrix_scores_as_the_frame_the_booster_was_trained_on(trained, me
     np.testing.assert_allclose(
         bundle.models["win"].contributions(matrix), bundle.models["win"].contributions(frame), rtol=0, atol=1e-12
     )
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), keep=st.floats(0.02, 1.0), with_activities=st.booleans())
+def test_tables_from_arrays_equal_tables_from_frames(small, seed, keep, with_activities) -> None:
+    """A request arrives as arrays, a file as frames; whichever way tables are built, they hold
+    the same rows in the same order and give features the same index. Rows come shuffled, as a
+    request may list them."""
+    from dataclasses import fields
+
+    from features.tables import TABLE_NAMES, Tables, columns_of
+
+    rng = np.random.default_rng(seed)
+    ids = small.tables.opportunities["opportunity_id"].to_numpy(dtype=object)
+    sub = small.tables.subset(list(ids[rng.random(len(ids)) < keep]))
+    frames = [f.sample(frac=1.0, random_state=seed).reset_index(drop=True) for f in (sub.opportunities, sub.stage_history, sub.activities)]
+    if not with_activities:
+        frames[2] = frames[2].iloc[:0]
+    from_frames = Tables(*frames)
+    from_arrays = Tables.of_columns(*(columns_of(f, name) for f, name in zip(frames, TABLE_NAMES, strict=True)))
+    for name in TABLE_NAMES:
+        pd.testing.assert_frame_equal(from_arrays.frame(name), from_frames.frame(name))
+    for field in fields(from_frames.index):
+        a, b = getattr(from_arrays.index, field.name), getattr(from_frames.index, field.name)
+        if isinstance(a, SortedRows):
+            np.testing.assert_array_equal(a.packed, b.packed)
+            np.testing.assert_array_equal(a.order, b.order)
+        elif isinstance(a, Codebook):
+            assert a.values.tolist() == b.values.tolist()
+        elif isinstance(a, dict):
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a if a[k].dtype != object)
+            assert all(a[k].tolist() == b[k].tolist() for k in a if a[k].dtype == object)
+        else:
+            np.testing.assert_array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object), err_msg=field.name)
