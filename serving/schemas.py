@@ -66,6 +66,8 @@ class Opportunity(BaseModel):
     account_id: str | None = None
     owner_id: str | None = None
     team: str | None = None
+    expected_close_date: Timestamp | None = Field(default=None, description="ISO 8601, naive = UTC; not a model input (its value at scoring time is not what was expected earlier)")
+    loss_reason: str | None = Field(default=None, description="for lost deals; not a model input")
     stage_history: list[StageEntry] = Field(min_length=1, max_length=1000, description="stage entries, oldest first")
     activities: list[Activity] = Field(default_factory=list, max_length=10_000)
 

@@ -70,6 +70,17 @@ def test_contract_problems_are_named_in_a_batch_scored_off_the_event_loop(client
     assert [p["loc"] for p in r.json()["detail"]] == [["body", "opportunities", INLINE_UP_TO + 1, "stage_history", 0, "stage"]]
 
 
+def test_optional_contract_columns_are_typed(client, body) -> None:
+    """The contract's optional columns have types: a close date that is not a time is named,
+    one that is (or none) is accepted. It used to be taken as a segment attribute and fail."""
+    body["opportunities"][0]["expected_close_date"] = "next quarter"
+    loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
+    assert loc == ["body", "opportunities", 0, "expected_close_date"] and "datetime" in msg
+    for close in ("2026-12-01T00:00:00Z", "2026-12-01", None):
+        body["opportunities"][0].update(expected_close_date=close, loss_reason=None)
+        assert client.post("/v1/score", json=body, headers=AUTH).status_code == 200, close
+
+
 def test_segment_attribute_must_be_a_scalar(client, body) -> None:
     body["opportunities"][0]["industry"] = {"nested": True}
     loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
