@@ -69,9 +69,9 @@ def _by_opportunity_then_time(frame: pd.DataFrame, time_col: str) -> pd.DataFram
     return frame.take(order).reset_index(drop=True)
 
 
-def canonical_dtypes(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+def _canonical_dtypes(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     """Timestamps as ns UTC, amounts as floats, everything else as object text, so joins on
-    ids always match whatever built the frame (a file, a request, a test)."""
+    ids always match whatever built the frame (a file, an adapter, a test)."""
     fixes = {}
     for col, dtype in frame.dtypes.items():  # one read of the dtypes: a column lookup costs more than the check
         if col in TIMESTAMPS[table]:
@@ -125,7 +125,7 @@ class Tables:
             missing = [c for c in REQUIRED[table] + OPTIONAL[table] if c not in frame.columns]
             if missing:
                 frame = frame.assign(**{c: pd.Series(None, index=frame.index, dtype=_EMPTY_DTYPES[table][c]) for c in missing})
-            frame = canonical_dtypes(frame, table)
+            frame = _canonical_dtypes(frame, table)
             if table != OPPORTUNITIES:
                 frame = _by_opportunity_then_time(frame, TIMESTAMPS[table][0])
             self._frames[table] = frame
