@@ -241,24 +241,24 @@ def _activity_features(tables: Tables, spec: FeatureSpec, points: Points, out: d
             out[col] = np.full(n, np.nan)
         return
     start = ix.act_start
-    running = {"all": np.arange(len(start)) - start + 1, "in": group_cumsum(ix.act_inbound.astype(np.int64), start)}
-    for t in spec.activity_types:
-        kind = ix.act_kinds.index(t) if t in ix.act_kinds else -2
-        running[t] = group_cumsum((ix.act_kind == kind).astype(np.int64), start)
-    running["contacts"] = group_cumsum(ix.act_new_contact.astype(np.int64), start)
 
-    def at(pos: np.ndarray, what: str) -> np.ndarray:  # the running count at the point's last row, 0 before any
-        return np.where(pos >= 0, running[what][np.maximum(pos, 0)], 0).astype("float64")
+    def running(flags: np.ndarray) -> np.ndarray:  # per activity row: its opportunity's flagged rows so far
+        return group_cumsum(flags.astype(np.int64), start)
+
+    def at(counts: np.ndarray, pos: np.ndarray) -> np.ndarray:  # the count at the point's last row, 0 before any
+        return np.where(pos >= 0, counts[np.maximum(pos, 0)], 0).astype("float64")
 
     pos = {w: ix.act_rows.last_at_or_before(points.code, points.time - w * DAY_NS) for w in (0, *sorted({*WINDOWS, 60}))}
     now = pos[0]
-    total = at(now, "all")
+    every = np.arange(len(start)) - start + 1
+    total = at(every, now)
     for w in WINDOWS:
-        out[f"activities_{w}d"] = total - at(pos[w], "all")
-    for t in spec.activity_types:
-        c = at(now, t)
+        out[f"activities_{w}d"] = total - at(every, pos[w])
+    for t in spec.activity_types:  # one type's counts at a time: at millions of activities each array is tens of MB
+        counts = running(ix.act_kind == (ix.act_kinds.index(t) if t in ix.act_kinds else -2))
+        c = at(counts, now)
         for w in (30, 90):
-            out[f"{t}_{w}d"] = c - at(pos[w], t)
+            out[f"{t}_{w}d"] = c - at(counts, pos[w])
     hit = now >= 0
     out["days_since_activity"] = _days(points.time, ix.act_time[np.maximum(now, 0)], hit)
     # the last inbound row at or before the point's last row, if it is the same opportunity's
@@ -266,9 +266,9 @@ def _activity_features(tables: Tables, spec: FeatureSpec, points: Points, out: d
     inbound_hit = hit & (last_in >= 0) & (last_in >= start[np.maximum(now, 0)])
     out["days_since_inbound"] = _days(points.time, ix.act_time[np.maximum(last_in, 0)], inbound_hit)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["inbound_share"] = np.where(total > 0, at(now, "in") / np.maximum(total, 1), np.nan)
-    out["distinct_contacts"] = at(now, "contacts")
-    out["activity_trend"] = out["activities_30d"] - (at(pos[30], "all") - at(pos[60], "all"))
+        out["inbound_share"] = np.where(total > 0, at(running(ix.act_inbound), now) / np.maximum(total, 1), np.nan)
+    out["distinct_contacts"] = at(running(ix.act_new_contact), now)
+    out["activity_trend"] = out["activities_30d"] - (at(every, pos[30]) - at(every, pos[60]))
 
 
 def _segment_features(tables: Tables, spec: FeatureSpec, points: Points, stats: PointInTimeStats, out: dict) -> None:
