@@ -36,7 +36,7 @@ async def score(req: ScoreRequest, loaded: LoadedDep, _: ApiKeyDep, settings: Se
     """Win probability, stall risk, score, grade, expected value and the top reasons of each
     opportunity, as of `as_of` (default now). Nothing sent is stored."""
     if len(req.opportunities) > settings.serving.max_batch:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=f"{len(req.opportunities)} opportunities in one batch; at most {settings.serving.max_batch}")
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=f"{len(req.opportunities)} opportunities in one batch; at most {settings.serving.max_batch}")
     if len(req.opportunities) <= INLINE_UP_TO:
         return _answer(req, loaded, request)
     return await run_in_threadpool(_answer, req, loaded, request)
