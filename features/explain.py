@@ -104,7 +104,7 @@ def top_factors(
     features: dict[str, np.ndarray], contributions: np.ndarray, spec: FeatureSpec, reference: dict[str, dict[str, float]], k: int = TOP_FACTORS
 ) -> list[list[dict]]:
     """Per row, the k factors with the largest absolute contribution (summed within a factor)."""
-    columns = spec.columns  # a property that builds the list: read once
+    columns = spec.columns
     factors = [factor_of(f, spec) for f in columns]
     names = list(dict.fromkeys(factors))
     member = np.zeros((len(columns), len(names)))

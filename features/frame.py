@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,8 @@ Progress = Callable[[str], None]
 
 @dataclass
 class FeatureSpec:
-    """What the features are, fixed at training time so serving builds the same columns."""
+    """What the features are, fixed at training time so serving builds the same columns. Never
+    modified once made, so what derives from it is computed once (it is read on every request)."""
 
     stage_config: dict
     segment_columns: list[str]
@@ -41,7 +43,7 @@ class FeatureSpec:
     categories: dict[str, list[str]] = field(default_factory=dict)
     shrinkage: float = 20.0
 
-    @property
+    @cached_property
     def stages(self) -> StageOrder:
         from features.settings import StageConfig
 
@@ -55,7 +57,7 @@ class FeatureSpec:
     def stat_keys(self) -> list[str]:
         return [*self.segment_columns, "owner_id", "account_id"]
 
-    @property
+    @cached_property
     def columns(self) -> list[str]:
         stage = ["stage", "stage_progress", "days_in_stage", "dwell_ratio", "age_days", "stage_changes",
                  "moves_back", "furthest_progress", "stage_velocity", "reopened"]
@@ -104,8 +106,8 @@ def open_points(tables: Tables, stages: StageOrder, as_of: pd.Timestamp) -> pd.D
     as_of = to_utc(as_of)
     opps = tables.opportunities.loc[tables.opportunities["created_at"] <= as_of, ["opportunity_id"]]
     points = opps.assign(as_of=pd.Series(as_of, index=opps.index, dtype=TS_DTYPE)).reset_index(drop=True)
-    state = stage_state(tables, stages, points)
-    return points[state["is_open"].to_numpy()].reset_index(drop=True)
+    state = state_arrays(tables, stages, Points.of(tables, points))
+    return points[state["is_open"]].reset_index(drop=True)
 
 
 def asof_join(

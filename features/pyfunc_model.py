@@ -16,7 +16,6 @@ from features.bundle import Bundle
 from features.payload import records_to_tables
 from features.scoring import score_points
 from features.frame import open_points
-from features.settings import StageConfig
 from features.tables import to_utc
 
 
@@ -27,7 +26,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         records = model_input.to_dict("records")
         as_of = to_utc(records[0].get("as_of")) if records and records[0].get("as_of") else to_utc(None)
-        validated = records_to_tables(records, StageConfig(**self.bundle.spec.stage_config))
+        validated = records_to_tables(records, self.bundle.spec.stages.config)
         points = open_points(validated.tables, self.bundle.spec.stages, as_of)
         scored = score_points(self.bundle, validated.tables, points)
         scored["as_of"] = scored["as_of"].astype(str)

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.analytics.forecast import TimeToWin, forecast, methods_for, parse_period
 from features.payload import records_to_tables
-from features.settings import StageConfig
 from features.tables import to_utc
 from serving.deps import ApiKeyDep, LoadedDep
 from serving.routes.score import ERRORS
@@ -59,7 +58,7 @@ def post_forecast(req: ForecastRequest, loaded: LoadedDep, _: ApiKeyDep) -> Any:
         raise HTTPException(422, detail=[{"loc": ["body", "period"], "msg": f"the period ends {window[1]:%Y-%m-%d}, before as_of", "type": "value_error"}])
     now = max(pd.Timestamp.now(tz="UTC"), as_of)
     records = [o.model_dump() for o in req.opportunities]
-    validated = records_to_tables(records, StageConfig(**bundle.spec.stage_config), now=now, typed=True)
+    validated = records_to_tables(records, bundle.spec.stages.config, now=now, typed=True)
     timing = TimeToWin.from_frame(bundle.timing) if bundle.timing is not None else None
     f = forecast(validated.tables, bundle.spec.stages, window, methods_for(bundle.spec.stages, bundle, learned_weights=True), as_of=as_of, timing=timing)
     return ForecastResponse(

@@ -9,7 +9,6 @@ from starlette.concurrency import run_in_threadpool
 from features.model_store import Loaded
 from features.payload import records_to_tables
 from features.scoring import score_ids
-from features.settings import StageConfig
 from features.tables import to_utc
 from serving.deps import ApiKeyDep, LoadedDep, SettingsDep
 from serving.schemas import ErrorBody, ScoreRequest, ScoreResponse
@@ -46,7 +45,7 @@ def _answer(req: ScoreRequest, loaded: Loaded, request: Request) -> Response:
     bundle = loaded.bundle
     as_of = to_utc(req.as_of)
     now = max(pd.Timestamp.now(tz="UTC"), as_of)
-    validated = records_to_tables(req.records(), StageConfig(**bundle.spec.stage_config), now=now, typed=True)
+    validated = records_to_tables(req.records(), bundle.spec.stages.config, now=now, typed=True)
     scores = score_ids(bundle, validated.tables, [o.opportunity_id for o in req.opportunities], as_of)
     request.app.state.scores_served.inc(sum(s["status"] == "open" for s in scores))
     answer = ScoreResponse.model_validate({"model_version": loaded.version, "model_source": loaded.source, "as_of": as_of.to_pydatetime(), "scores": scores})
