@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 $(BIN)/oppscore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(BIN)/oppscore
 ## The main job on embedded defaults: demo data, training, champion, service on localhost.
 demo: install
 	$(BIN)/oppscore demo
+
+## ruff, and the import direction between the packages (import-linter, contracts in pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 ## The whole test suite.
 test: install

@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
 import sys
-import signal
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor

@@ -31,8 +31,8 @@ def main() -> None:
     from features.settings import SegmentConfig, Settings
     from features.snapshots import snapshot_points
     from features.stages import StageOrder
-    from features.scoring import score_points
     from features.synthetic import generate
+    from scoring.score import score_points
     from training.pipeline import train
     from training.registry import log_and_register
 

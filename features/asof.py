@@ -16,8 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-TS_NS = pd.DatetimeTZDtype("ns", "UTC")  # the canonical time dtype (features.tables.TS_DTYPE)
-NAT = np.iinfo(np.int64).min  # NaT among int64 nanoseconds
+from features.times import NAT, ns
 
 
 def positions(
@@ -146,13 +145,3 @@ def take(frame: pd.DataFrame, cols: list[str], pos: np.ndarray) -> pd.DataFrame:
         else:
             out[col] = take_array(values.to_numpy(dtype=object), pos)
     return pd.DataFrame(out, index=range(n))
-
-
-def ns(times: pd.Series) -> np.ndarray:
-    """Nanoseconds since the epoch (UTC), without going through Timestamp objects."""
-    series = pd.Series(times) if not isinstance(times, pd.Series) else times
-    if series.dtype == TS_NS:  # the canonical dtype: read the integers beneath (the .dt accessor costs 100 µs)
-        return np.asarray(series.array.asi8)
-    if not isinstance(series.dtype, pd.DatetimeTZDtype):
-        series = pd.to_datetime(series, utc=True)
-    return np.asarray(series.dt.as_unit("ns").array.asi8)

@@ -17,10 +17,11 @@ import pandas as pd
 import pandera.pandas as pa
 
 from features import asof
-from features.asof import NAT
+from features.errors import ExportInvalid, Problem
 from features.loading import RawTable, read_raw
 from features.settings import Settings, StageConfig
 from features.stages import StageOrder, infer_stage_config
+from features.stays import final_states
 from features.tables import (
     ACTIVITIES,
     OPPORTUNITIES,
@@ -34,36 +35,13 @@ from features.tables import (
     columns_of,
     empty,
 )
+from features.times import NAT
 
 log = logging.getLogger(__name__)
 
 FUTURE_TOLERANCE = pd.Timedelta(minutes=5)  # clock skew between the CRM and us
 NOT_CHECKED_FOR_FUTURE = {"expected_close_date"}  # a close date is expected to lie ahead
 _TS_MIN, _TS_MAX = pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC")
-
-
-@dataclass(frozen=True)
-class Problem:
-    table: str
-    location: str | None  # "line 5" in a CSV (header = 1), "row 4" in Parquet, a field path in a request
-    column: str | None
-    found: str
-    expected: str
-    row: int | None = None  # 0-based position in the table as given
-
-    def __str__(self) -> str:
-        where = self.table + (f" {self.location}" if self.location else "") + (f", column {self.column}" if self.column else "")
-        return f"{where}: found {self.found}, expected {self.expected}"
-
-
-class ExportInvalid(ValueError):
-    """Raised with every problem at once, so one run lists all that must be fixed."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        shown = "\n".join(f"  - {p}" for p in problems[:50])
-        more = f"\n  … and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(f"{len(problems)} problem(s) in the export:\n{shown}{more}")
 
 
 @dataclass(frozen=True)
@@ -251,11 +229,11 @@ def _rules(
 def validate_raw(
     raw: dict[str, RawTable | None],
     stages: StageConfig | None,
-    now: pd.Timestamp | None = None,
+    now: pd.Timestamp,
     locators: dict[str, Locator] | None = None,
 ) -> Validated:
-    """Typed, checked tables, or ExportInvalid listing every problem."""
-    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    """Typed, checked tables, or ExportInvalid listing every problem; `now`: no time may lie
+    after it (the caller's clock)."""
     out = _Collector()
     typed: dict[str, pd.DataFrame | None] = {}
     labels: dict[str, str] = {}
@@ -306,8 +284,8 @@ def validate_columns(columns: dict[str, Columns], stages: StageConfig, now: pd.T
     return Validated(Tables.of_columns(columns[OPPORTUNITIES], columns[STAGE_HISTORY], columns[ACTIVITIES]), order, [])
 
 
-def load_export(folder: Path, settings: Settings, now: pd.Timestamp | None = None) -> Validated:
-    """Read and check an export folder; raises ExportInvalid or FileNotFoundError."""
+def load_export(folder: Path, settings: Settings, now: pd.Timestamp) -> Validated:
+    """Read and check an export folder; raises ExportInvalid."""
     raw = read_raw(Path(folder))
     validated = validate_raw(raw, settings.stages, now=now)
     for note in validated.notes:
@@ -319,16 +297,15 @@ def summary(validated: Validated) -> dict[str, object]:
     """The one-screen picture of a valid export."""
     t = validated.tables
     order = validated.stages
-    last = t.stage_history.groupby("opportunity_id", sort=False)["stage"].last()
-    won = int((last == order.config.won).sum())
-    lost = int((last == order.config.lost).sum())
+    state = final_states(t.stage_history, order)["state"]
+    won, lost = int((state == "won").sum()), int((state == "lost").sum())
     return {
         "opportunities": len(t.opportunities),
         "stage_history rows": len(t.stage_history),
         "activities rows": len(t.activities),
         "from": str(t.opportunities["created_at"].min()),
         "to": str(t.end),
-        "open": len(last) - won - lost,
+        "open": len(state) - won - lost,
         "won": won,
         "lost": lost,
         "stages": " > ".join(order.open) + f" | won: {order.config.won} | lost: {order.config.lost}",

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from features import asof
-from features.asof import NAT
-from features.pit_stats import DAY_NS, MISSING, PointInTimeStats
+from features.pit_stats import MISSING, PointInTimeStats
 from features.stages import StageOrder
 from features.table_index import group_cumsum
-from features.tables import NOT_SEGMENTS, TS_DTYPE, Tables, to_utc
+from features.tables import NOT_SEGMENTS, TS_DTYPE, Tables
+from features.times import DAY_NS, NAT, ns, to_utc
 
 log = logging.getLogger(__name__)
 WINDOWS = (7, 30, 90)
@@ -121,11 +121,11 @@ def asof_join(
 ) -> pd.DataFrame:
     """For each (opportunity_id, as_of) point, the columns of that opportunity's row nearest in
     time: by default the last at or before as_of (- shift). Result rows align with points."""
-    q_times = asof.ns(points["as_of"])
+    q_times = ns(points["as_of"])
     if shift is not None:
         q_times = q_times - shift.value
     pos = asof.positions(
-        rows["opportunity_id"].to_numpy(dtype=object), asof.ns(rows[time_col]),
+        rows["opportunity_id"].to_numpy(dtype=object), ns(rows[time_col]),
         points["opportunity_id"].to_numpy(dtype=object), q_times, direction, exact,
     )
     return asof.take(rows, [time_col, *cols], pos)
@@ -142,7 +142,7 @@ class Points:
     @classmethod
     def of(cls, tables: Tables, points: pd.DataFrame) -> Points:
         ids = points["opportunity_id"].to_numpy(dtype=object)
-        return cls(ids, tables.index.codes(ids), asof.ns(points["as_of"]))
+        return cls(ids, tables.index.codes(ids), ns(points["as_of"]))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -342,3 +342,16 @@ def build_features(
     # copy=False: the arrays become the frame's columns as they are (at 3M snapshots a copy is 1 GB)
     frame = pd.DataFrame({c: pd.Series(features.pop(c), dtype=object if c in spec.categorical else "float64", copy=False) for c in spec.columns}, copy=False)
     return pd.concat([points, frame], axis=1)
+
+
+def features_as_of(
+    tables: Tables, stages: StageOrder, segments: list[str], as_of: pd.Timestamp, progress: Progress | None = None
+) -> tuple[pd.DataFrame, FeatureSpec]:
+    """The feature frame of the deals open at as_of, with a vocabulary and statistics learned
+    from what was known then (what `oppscore features` writes)."""
+    t = to_utc(as_of)
+    known = tables.as_of(t, stages)
+    spec = make_spec(known, stages, segments)
+    (progress or (lambda _m: None))("point-in-time statistics")
+    stats = PointInTimeStats(spec.stat_keys).fit(known, stages)
+    return build_features(tables, open_points(tables, stages, t), spec, stats, progress=progress), spec

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.errors import InputInvalid
 from features.tables import TABLE_NAMES
 
 
@@ -42,7 +43,7 @@ def find_table(folder: Path, name: str) -> Path | None:
 def read_raw(folder: Path) -> dict[str, RawTable | None]:
     """Every table of the export as text; a missing optional table is None."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder (expected an export folder holding opportunities.csv, stage_history.csv, activities.csv)")
+        raise InputInvalid(f"{folder}: not a folder (expected an export folder holding opportunities.csv, stage_history.csv, activities.csv)")
     out: dict[str, RawTable | None] = {}
     for name in TABLE_NAMES:
         path = find_table(folder, name)
@@ -72,7 +73,7 @@ def write_table(frame: pd.DataFrame, out: Path) -> None:
     elif suffix == ".json":
         out.write_text(frame.to_json(orient="records", date_format="iso", force_ascii=False, indent=1), encoding="utf-8")
     else:
-        raise ValueError(f"{out}: unknown output format {suffix!r}, expected .csv, .parquet or .json")
+        raise InputInvalid(f"{out}: unknown output format {suffix!r}, expected .csv, .parquet or .json")
 
 
 def write_export(tables, folder: Path, fmt: str = "csv") -> None:

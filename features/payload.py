@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.asof import NAT
 from features.contract import Locator, Validated, validate_columns, validate_raw
 from features.loading import RawTable
 from features.settings import StageConfig
 from features.tables import ACTIVITIES, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, Columns
+from features.times import NAT
 
 NESTED = (STAGE_HISTORY, ACTIVITIES)
 
@@ -88,14 +88,13 @@ def _typed_columns(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Colu
 
 
 def records_to_tables(
-    records: Sequence[Mapping[str, Any]], stages: StageConfig, now: pd.Timestamp | None = None, typed: bool = False
+    records: Sequence[Mapping[str, Any]], stages: StageConfig, now: pd.Timestamp, typed: bool = False
 ) -> Validated:
     """Checked canonical tables; ExportInvalid names each bad field by its path in the request.
 
     typed: the records were validated by the API's schema (datetimes and numbers, not text),
     so only the shared rules run; otherwise values are coerced and checked like a file's.
     """
-    now = now if now is not None else pd.Timestamp.now(tz="UTC")
     if typed:
         columns, locators = _typed_columns(records)
         return validate_columns(columns, stages, now, locators)

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.stages import StageOrder
 from features import asof
+from features.stages import StageOrder
+from features.stays import stays
 from features.tables import Tables
+from features.times import ns
 
 GLOBAL = "__all__"
 MISSING = "(missing)"
-DAY_NS = 86_400 * 10**9
 
 
 def _key_values(values: pd.Series | np.ndarray) -> np.ndarray:
@@ -35,7 +36,7 @@ def _key_values(values: pd.Series | np.ndarray) -> np.ndarray:
 def _as_ns(as_of: pd.Series | np.ndarray) -> np.ndarray:
     if isinstance(as_of, np.ndarray) and as_of.dtype == np.int64:
         return as_of
-    return asof.ns(pd.Series(as_of).reset_index(drop=True))
+    return ns(pd.Series(as_of).reset_index(drop=True))
 
 
 class _Steps:
@@ -45,7 +46,7 @@ class _Steps:
     def __init__(self, frame: pd.DataFrame, by: str, cols: list[str]) -> None:
         self.values = asof.Codebook(frame[by].to_numpy(dtype=object))
         codes = self.values.codes_of_rows
-        self.rows = asof.SortedRows(codes, asof.ns(frame["time"]))
+        self.rows = asof.SortedRows(codes, ns(frame["time"]))
         self.counts = {c: frame[c].to_numpy(dtype="float64") for c in cols}
         last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]  # last row of each value
         self.latest = {c: v[last] for c, v in self.counts.items()}
@@ -96,19 +97,15 @@ class PointInTimeStats:
         self.win_steps_ = pd.concat(steps, ignore_index=True) if steps else pd.DataFrame(columns=["key", "value", "time", "won", "closed"])
 
         # completed stays in open stages: known when the next stage is entered
-        nxt = hist["entered_at"].shift(-1)
-        done = (hist["opportunity_id"].eq(hist["opportunity_id"].shift(-1))) & (idx >= 0) & (idx < stages.n_open)
-        stays = pd.DataFrame(
-            {
-                "stage": hist.loc[done, "stage"].astype(str),
-                "time": nxt[done],
-                "log_days": np.log1p((nxt[done] - hist.loc[done, "entered_at"]).dt.total_seconds() / 86_400),
-            }
+        done = stays(hist, stages, tables.end)
+        done = done[done["done"] & done["open_stage"]]
+        stays_ = pd.DataFrame(
+            {"stage": done["stage"].astype(str), "time": done["ended_at"], "log_days": np.log1p(done["days"].to_numpy())}
         ).sort_values("time", kind="stable")
-        grouped = stays.groupby("stage", sort=False)
-        stays["n"] = grouped.cumcount() + 1
-        stays["sum_log"] = grouped["log_days"].cumsum()
-        self.dwell_steps_ = stays[["stage", "time", "n", "sum_log"]].reset_index(drop=True)
+        grouped = stays_.groupby("stage", sort=False)
+        stays_["n"] = grouped.cumcount() + 1
+        stays_["sum_log"] = grouped["log_days"].cumsum()
+        self.dwell_steps_ = stays_[["stage", "time", "n", "sum_log"]].reset_index(drop=True)
         self._index()
         return self
 

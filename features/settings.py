@@ -10,17 +10,22 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+import tomli_w
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from features.errors import ConfigInvalid
 
 DEFAULT_CONFIG = Path("oppscore.toml")
 
 
-class ConfigInvalid(ValueError):
-    """The config file cannot be read or does not fit the schema; the message says where."""
+class _Section(BaseModel):
+    """A section of oppscore.toml: an unknown key is a typo, and an error."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
-class StageConfig(BaseModel):
+class StageConfig(_Section):
     open: list[str] = Field(min_length=1, description="open stages, in pipeline order")
     won: str
     lost: str
@@ -43,19 +48,19 @@ class StageConfig(BaseModel):
         return self
 
 
-class StallConfig(BaseModel):
+class StallConfig(_Section):
     horizon_days: int = Field(default=30, ge=1, le=365)
 
 
-class SegmentConfig(BaseModel):
+class SegmentConfig(_Section):
     columns: list[str] = Field(default_factory=list)
 
 
-class SnapshotConfig(BaseModel):
+class SnapshotConfig(_Section):
     every_days: int = Field(default=7, ge=1, le=90, description="how often an open opportunity is observed for training")
 
 
-class ServingConfig(BaseModel):
+class ServingConfig(_Section):
     max_batch: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=10_000_000, ge=1_000)
     reload_seconds: float = Field(default=30.0, gt=0)
@@ -64,7 +69,7 @@ class ServingConfig(BaseModel):
 class Settings(BaseSettings):
     """Everything a run depends on."""
 
-    model_config = SettingsConfigDict(env_prefix="OPPSCORE_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="OPPSCORE_", env_nested_delimiter="__", extra="forbid")
 
     stages: StageConfig | None = None  # None: infer the order from the data, and say so
     stall: StallConfig = StallConfig()
@@ -126,18 +131,30 @@ def load_settings(config: Path | None = None) -> Settings:
         data["config_path"] = path
     try:
         return Settings(**data)
-    except ValueError as exc:
-        raise ConfigInvalid(f"{path or 'settings'}: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigInvalid(_describe(exc, path)) from None
 
 
-def settings_toml(stages: StageConfig, segments: list[str], horizon_days: int = 30) -> str:
-    """The text of an oppscore.toml; generators and importers write the config beside their data."""
-
-    def q(items: list[str]) -> str:
-        return "[" + ", ".join(f'"{s}"' for s in items) + "]"
-
-    lines = ["[stages]", f"open = {q(stages.open)}", f'won = "{stages.won}"', f'lost = "{stages.lost}"']
-    if stages.configured_weights:
-        lines.append("configured_weights = [" + ", ".join(f"{w:g}" for w in stages.configured_weights) + "]")
-    lines += ["", "[stall]", f"horizon_days = {horizon_days}", "", "[segments]", f"columns = {q(segments)}", ""]
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    """Each problem as "FILE: key a.b: what is wrong", a typo named as an unknown key."""
+    where = str(path) if path is not None else "settings (OPPSCORE_* variables)"
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key {key!r}; expected one of the documented sections and keys (README, Settings)")
+        else:
+            lines.append(f"{where}: key {key!r}: {error['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
+
+
+def settings_toml(stages: StageConfig, segments: list[str], horizon_days: int = 30, header: str = "") -> str:
+    """The text of an oppscore.toml; generators and importers write the config beside their data.
+    `header`: comment lines saying where the values came from."""
+    doc = {
+        "stages": stages.model_dump(exclude_none=True),
+        "stall": {"horizon_days": horizon_days},
+        "segments": {"columns": list(segments)},
+    }
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comments + tomli_w.dumps(doc)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from features.frame import stage_state
 from features.stages import StageOrder
+from features.stays import final_states
 from features.tables import Tables
 
 ANCHOR = pd.Timestamp("2000-01-03T00:00:00Z")  # a Monday
@@ -21,10 +22,9 @@ def snapshot_points(tables: Tables, stages: StageOrder, every_days: int = 7, unt
     until = until if until is not None else tables.end
     step = pd.Timedelta(days=every_days).value
     opps = tables.opportunities[["opportunity_id", "created_at"]].drop_duplicates("opportunity_id")
-    last = tables.stage_history.groupby("opportunity_id", sort=False)["entered_at"].max()
-    final = opps["opportunity_id"].map(last)
-    final_open = tables.stage_history.groupby("opportunity_id", sort=False)["stage"].last()
-    still_open = opps["opportunity_id"].map(final_open).isin(stages.open)
+    final_state = final_states(tables.stage_history, stages)
+    final = opps["opportunity_id"].map(final_state["entered_at"])
+    still_open = opps["opportunity_id"].map(final_state["state"]).eq("open")
     end = final.where(~still_open, until).clip(upper=until)
     start_ns = (opps["created_at"] - ANCHOR).to_numpy().astype("timedelta64[ns]").astype(np.int64)
     end_ns = (end - ANCHOR).to_numpy().astype("timedelta64[ns]").astype(np.int64)

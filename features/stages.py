@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.errors import InputInvalid
 from features.settings import StageConfig
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,16 @@ class StageOrder:
         mapping = self._mapping
         return np.array([mapping.get(n, np.nan) for n in names], dtype="float64")
 
+    def is_open(self, index: np.ndarray) -> np.ndarray:
+        """Whether a stage index is an open stage (the one place that decides it)."""
+        index = np.asarray(index, dtype="float64")
+        return (index >= 0) & (index < self.n_open)
+
+    def state(self, index: np.ndarray) -> np.ndarray:
+        """'open', 'won' or 'lost' per stage index (unknown names: None)."""
+        index = np.asarray(index, dtype="float64")
+        return np.select([self.is_open(index), index == self.won_index, index == LOST_INDEX], ["open", "won", "lost"], None).astype(object)
+
     def progress(self, index: np.ndarray) -> np.ndarray:
         """Where an open stage sits in the pipeline, 0 (first) to 1 (last): comparable across CRMs."""
         return np.where(index >= 0, np.minimum(index, self.n_open - 1) / max(self.n_open - 1, 1), np.nan)
@@ -71,7 +82,7 @@ def infer_stage_config(stage_history: pd.DataFrame) -> tuple[StageConfig, str]:
     hist = stage_history.sort_values(["opportunity_id", "entered_at"], kind="stable")
     names = pd.Index(hist["stage"].dropna().unique())
     if len(names) < 3:
-        raise ValueError(f"cannot infer a stage order from {len(names)} stage names; give [stages] in oppscore.toml")
+        raise InputInvalid(f"cannot infer a stage order from {len(names)} stage names; give [stages] in oppscore.toml")
     is_last = ~hist["opportunity_id"].duplicated(keep="last")
     last_share = hist.assign(last=is_last).groupby("stage")["last"].mean()
     won = [n for n in names if _WON_WORDS.search(str(n))]

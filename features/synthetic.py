@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.errors import InputInvalid
 from features.settings import StageConfig
 from features.tables import TS_DTYPE, Tables
 
@@ -71,9 +72,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp = DEFAULT_END) -> Generated:
     if stages not in STAGE_SETS:
-        raise ValueError(f"unknown stage set {stages!r}, expected one of {sorted(STAGE_SETS)}")
+        raise InputInvalid(f"unknown stage set {stages!r}, expected one of {sorted(STAGE_SETS)}")
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise InputInvalid(f"n must be at least 1, got {n}")
     config = STAGE_SETS[stages]
     k = len(config.open)
     rng = np.random.default_rng(seed)

@@ -11,8 +11,12 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from features.asof import NAT, TS_NS as TS_DTYPE, ns as asof_ns
+from features.stages import StageOrder
+from features.stays import final_states
 from features.table_index import TableIndex
+from features.times import NAT, to_utc
+from features.times import TS_NS as TS_DTYPE
+from features.times import ns as asof_ns
 
 OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES = "opportunities", "stage_history", "activities"
 TABLE_NAMES = (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES)
@@ -80,7 +84,7 @@ def _canonical_dtypes(frame: pd.DataFrame, table: str) -> pd.DataFrame:
         elif col == "amount":
             if dtype != "float64":
                 fixes[col] = frame[col].astype("float64")
-        elif dtype != object:
+        elif dtype != np.dtype(object):
             fixes[col] = frame[col].astype(object).where(frame[col].notna(), None)
     return frame.assign(**fixes) if fixes else frame
 
@@ -195,25 +199,19 @@ class Tables:
             self.activities[self.activities["opportunity_id"].isin(ids)].reset_index(drop=True),
         )
 
-    def as_of(self, t: pd.Timestamp) -> Tables:
+    def as_of(self, t: pd.Timestamp, stages: StageOrder) -> Tables:
         """The export as it looked at t: no row after t survives.
 
-        Opportunity attributes are the export's current values (the contract has no history
-        of them); the expected close date is dropped because its current value is not what
-        the rep expected at t. A loss reason is kept as an attribute: whoever reads it must
-        read it only for deals lost as of t (deciding here by looking at later rows would
-        itself leak the future).
+        Opportunity attributes are the export's current values (the contract keeps no history
+        of them), with two exceptions known to change with the outcome: the expected close date
+        is dropped (its current value is not what the rep expected at t) and the loss reason is
+        blanked unless the deal's last stage at t is the lost stage.
         """
         t = to_utc(t)
         opps = self.opportunities[self.opportunities["created_at"] <= t].copy()
         hist = self.stage_history[self.stage_history["entered_at"] <= t]
         acts = self.activities[self.activities["occurred_at"] <= t]
         opps["expected_close_date"] = pd.Series(pd.NaT, index=opps.index, dtype=TS_DTYPE)
+        lost_now = opps["opportunity_id"].map(final_states(hist, stages)["state"]).eq("lost")
+        opps["loss_reason"] = opps["loss_reason"].where(lost_now, None)
         return Tables(opps.reset_index(drop=True), hist.reset_index(drop=True), acts.reset_index(drop=True))
-
-
-def to_utc(t: pd.Timestamp | str | None) -> pd.Timestamp:
-    """A timestamp in UTC; naive means UTC (the contract's rule)."""
-    ts = pd.Timestamp(t) if t is not None else pd.Timestamp.now(tz="UTC")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return ts.as_unit("ns")

@@ -1,4 +1,8 @@
-"""The `oppscore` command: thin functions over the library; exit 1 on bad input, 2 on misuse."""
+"""The `oppscore` command: thin functions over the library; exit 1 on bad input, 2 on misuse.
+
+"Now" is read here, once per command, and passed down; the project's own errors (and only
+those) become a message and exit code 1, in one place (`_Commands.invoke`).
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,28 @@ from typing import Annotated
 
 import pandas as pd
 import typer
+from typer.core import TyperGroup
 
-from features.contract import ExportInvalid, load_export, summary
-from features.settings import ConfigInvalid, Settings, load_settings, settings_toml
-from features.tables import to_utc
+from features.contract import load_export, summary
+from features.errors import InputInvalid, ModelNotFound, OppscoreError
+from features.settings import Settings, load_settings, settings_toml
+from features.times import to_utc, utc_now
 from oppscore.console import console, out, setup_logging, show_table, steps
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Opportunity scoring for CRM pipelines.")
+
+class _Commands(TyperGroup):
+    """Every command's user-fixable failure (an `OppscoreError`) becomes its message and exit 1;
+    anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except OppscoreError as exc:
+            console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, help="Opportunity scoring for CRM pipelines.")
 log = logging.getLogger("oppscore")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="oppscore.toml to use (default: ./oppscore.toml, else inferred)")]
@@ -24,24 +43,11 @@ AsOfOpt = Annotated[datetime | None, typer.Option("--as-of", help="the time to l
 TableOutOpt = Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json")]
 
 
-class Fail(Exception):
-    """Invalid input: print the message and exit 1."""
-
-
 def _settings(config: Path | None, data: Path | None = None) -> Settings:
     """The config given, else the data folder's oppscore.toml, else ./oppscore.toml."""
     if config is None and data is not None and (data / "oppscore.toml").exists():
         config = data / "oppscore.toml"
     return load_settings(config)
-
-
-def run(fn):
-    """Turn the errors a user can fix into a message and exit code 1."""
-    try:
-        return fn()
-    except (ExportInvalid, ConfigInvalid, Fail, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
-        raise typer.Exit(1) from None
 
 
 @app.callback()
@@ -61,19 +67,16 @@ def generate(
     from features.loading import write_export
     from features.synthetic import generate as make
 
-    def go() -> None:
-        if stages not in ("en", "zh"):
-            raise Fail(f"--stages: found {stages!r}, expected en or zh")
-        with steps("generate") as step:
-            step("simulating pipelines")
-            made = make(n=n, seed=seed, stages=stages)
-            step("writing")
-            write_export(made.tables, out_dir, fmt)
-            (out_dir / "oppscore.toml").write_text(settings_toml(made.stages, made.segments), encoding="utf-8")
-        t = made.tables
-        log.info("wrote %d opportunities, %d stage rows, %d activities to %s", len(t.opportunities), len(t.stage_history), len(t.activities), out_dir)
-
-    run(go)
+    if stages not in ("en", "zh"):
+        raise InputInvalid(f"--stages: found {stages!r}, expected en or zh")
+    with steps("generate") as step:
+        step("simulating pipelines")
+        made = make(n=n, seed=seed, stages=stages)
+        step("writing")
+        write_export(made.tables, out_dir, fmt)
+        (out_dir / "oppscore.toml").write_text(settings_toml(made.stages, made.segments), encoding="utf-8")
+    t = made.tables
+    log.info("wrote %d opportunities, %d stage rows, %d activities to %s", len(t.opportunities), len(t.stage_history), len(t.activities), out_dir)
 
 
 @app.command("import")
@@ -86,32 +89,26 @@ def import_(
     from features.adapters.maven import import_maven
     from features.loading import write_export
 
-    def go() -> None:
-        if kind != "maven":
-            raise Fail(f"KIND: found {kind!r}, expected one of: maven")
-        imported = import_maven(src)
-        write_export(imported.tables, out_dir)
-        (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments), encoding="utf-8")
-        show_table([{"": k, "count": v} for k, v in imported.report.items()], title=f"import {kind}")
-        log.info("wrote the canonical tables to %s", out_dir)
-
-    run(go)
+    if kind != "maven":
+        raise InputInvalid(f"KIND: found {kind!r}, expected one of: maven")
+    imported = import_maven(src)
+    write_export(imported.tables, out_dir)
+    (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments), encoding="utf-8")
+    show_table([{"": k, "count": v} for k, v in imported.report.items()], title=f"import {kind}")
+    log.info("wrote the canonical tables to %s", out_dir)
 
 
 @app.command()
 def validate(data: DataOpt, config: ConfigOpt = None) -> None:
     """Check an export against the contract; list every problem (exit 1) or summarise it."""
 
-    def go() -> None:
-        settings = _settings(config, data)
-        with steps("validate"):
-            validated = load_export(data, settings)
-        info = summary(validated)
-        counts = info.pop("stage counts")
-        show_table([{"": k, "value": v} for k, v in info.items()], title=f"{data}: valid")
-        show_table([{"stage": k, "rows": v} for k, v in counts.items()])
-
-    run(go)
+    settings = _settings(config, data)
+    with steps("validate"):
+        validated = load_export(data, settings, utc_now())
+    info = summary(validated)
+    counts = info.pop("stage counts")
+    show_table([{"": k, "value": v} for k, v in info.items()], title=f"{data}: valid")
+    show_table([{"stage": k, "rows": v} for k, v in counts.items()])
 
 
 @app.command()
@@ -122,27 +119,19 @@ def features(
     config: ConfigOpt = None,
 ) -> None:
     """The feature frame of the opportunities open at --as-of."""
-    from features.frame import build_features, make_spec, open_points, segment_columns
+    from features.frame import features_as_of, segment_columns
     from features.loading import write_table
-    from features.pit_stats import PointInTimeStats
 
-    def go() -> None:
-        settings = _settings(config, data)
-        with steps("features") as step:
-            step("loading")
-            validated = load_export(data, settings)
-            t = to_utc(as_of) if as_of else pd.Timestamp.now(tz="UTC")
-            tables = validated.tables
-            step("point-in-time statistics")
-            spec = make_spec(tables.as_of(t), validated.stages, segment_columns(settings, tables))
-            stats = PointInTimeStats(spec.stat_keys).fit(tables.as_of(t), validated.stages)
-            points = open_points(tables, validated.stages, t)
-            frame = build_features(tables, points, spec, stats, progress=step)
-            step("writing")
-            write_table(frame, out_file)
-        log.info("%d open opportunities as of %s, %d features → %s", len(frame), t, len(spec.columns), out_file)
-
-    run(go)
+    settings = _settings(config, data)
+    with steps("features") as step:
+        step("loading")
+        now = utc_now()
+        validated = load_export(data, settings, now)
+        t = to_utc(as_of) if as_of else now
+        frame, spec = features_as_of(validated.tables, validated.stages, segment_columns(settings, validated.tables), t, progress=step)
+        step("writing")
+        write_table(frame, out_file)
+    log.info("%d open opportunities as of %s, %d features → %s", len(frame), t, len(spec.columns), out_file)
 
 
 def _comparison(metrics: dict) -> None:
@@ -161,11 +150,8 @@ def train(
 ) -> None:
     """Train both models on a time split, compare with baselines, register, and promote if better."""
 
-    def go() -> None:
-        settings = _settings(config, data)
-        _train_and_register(data, settings, to_utc(cutoff) if cutoff else None)
-
-    run(go)
+    settings = _settings(config, data)
+    _train_and_register(data, settings, to_utc(cutoff) if cutoff else None)
 
 
 def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | None, title: str = "train"):
@@ -177,7 +163,7 @@ def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | N
 
     with steps(title) as step:
         step("loading")
-        validated = load_export(data, settings)
+        validated = load_export(data, settings, utc_now())
         with tempfile.TemporaryDirectory() as tmp:
             result = fit(validated.tables, validated.stages, settings, cutoff, workdir=Path(tmp), progress=step)
             step("logging to MLflow")
@@ -198,27 +184,24 @@ def evaluate(
     config: ConfigOpt = None,
 ) -> None:
     """Compare registered versions on one held-out period of an export."""
-    from features.model_store import champion_version, load_version
+    from scoring.store import champion_version, load_version
     from training.pipeline import evaluate_on, label_points
     from training.registry import versions as all_versions
 
-    def go() -> None:
-        settings = _settings(config, data)
-        validated = load_export(data, settings)
-        chosen = versions or all_versions(settings)
-        if not chosen:
-            raise Fail("no registered versions: run `oppscore train` first")
-        champ = champion_version(settings)
-        held = label_points(validated.tables, validated.stages, settings, to_utc(cutoff) if cutoff else None).held_out()
-        rows = []
-        with steps("evaluate") as step:
-            for v in chosen:
-                step(f"version {v}")
-                m = evaluate_on(load_version(settings, v), validated.tables, held)
-                rows.append({"version": v + (" (champion)" if v == champ else ""), **{f"{t} {k}": m[t][k] for t in m for k in ("auc", "log_loss", "ece")}})
-        show_table(rows, title=f"held-out period from {held.points['as_of'].min():%Y-%m-%d}: {len(held.points)} snapshots")
-
-    run(go)
+    settings = _settings(config, data)
+    validated = load_export(data, settings, utc_now())
+    chosen = versions or all_versions(settings)
+    if not chosen:
+        raise InputInvalid("no registered versions: run `oppscore train` first")
+    champ = champion_version(settings)
+    held = label_points(validated.tables, validated.stages, settings, to_utc(cutoff) if cutoff else None).held_out()
+    rows = []
+    with steps("evaluate") as step:
+        for v in chosen:
+            step(f"version {v}")
+            m = evaluate_on(load_version(settings, v), validated.tables, held)
+            rows.append({"version": v + (" (champion)" if v == champ else ""), **{f"{t} {k}": m[t][k] for t in m for k in ("auc", "log_loss", "ece")}})
+    show_table(rows, title=f"held-out period from {held.points['as_of'].min():%Y-%m-%d}: {len(held.points)} snapshots")
 
 
 @app.command()
@@ -226,17 +209,9 @@ def promote(version: Annotated[str, typer.Argument(help="the version to make cha
     """Move the champion alias by hand and export that version to models/champion."""
     from training.registry import promote as move
 
-    def go() -> None:
-        settings = _settings(config)
-        try:
-            move(settings, version)
-        except Exception as exc:  # noqa: BLE001 - MLflow raises its own type for an unknown version
-            if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
-                raise Fail(f"VERSION: no version {version!r} of model {settings.model_name!r}") from None
-            raise
-        out.print(f"champion: version {version}")
-
-    run(go)
+    settings = _settings(config)
+    move(settings, version)
+    out.print(f"champion: version {version}")
 
 
 @app.command()
@@ -248,26 +223,24 @@ def score(
 ) -> None:
     """Score every open opportunity with the champion; highest win probability first."""
     from features.loading import write_table
-    from features.model_store import load_champion
-    from features.scoring import score_open
+    from scoring.score import score_open
+    from scoring.store import load_champion
 
-    def go() -> None:
-        settings = _settings(config, data)
-        with steps("score") as step:
-            step("loading")
-            validated = load_export(data, settings)
-            loaded = load_champion(settings)
-            step("scoring")
-            scored = score_open(loaded.bundle, validated.tables, to_utc(as_of) if as_of else None)
-            scored["as_of"] = scored["as_of"].astype(str)
-            write_table(scored, out_file)
-        log.info("scored %d open opportunities with version %s (from the %s) → %s", len(scored), loaded.version, loaded.source, out_file)
-        show_table(
-            [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade, "top reason": r.top_factors[0]["sentence"] if r.top_factors else ""} for r in scored.head(10).itertuples()],
-            title="top 10",
-        )
-
-    run(go)
+    settings = _settings(config, data)
+    with steps("score") as step:
+        step("loading")
+        now = utc_now()
+        validated = load_export(data, settings, now)
+        loaded = load_champion(settings)
+        step("scoring")
+        scored = score_open(loaded.bundle, validated.tables, to_utc(as_of) if as_of else now)
+        scored["as_of"] = scored["as_of"].astype(str)
+        write_table(scored, out_file)
+    log.info("scored %d open opportunities with version %s (from the %s) → %s", len(scored), loaded.version, loaded.source, out_file)
+    show_table(
+        [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade, "top reason": r.top_factors[0]["sentence"] if r.top_factors else ""} for r in scored.head(10).itertuples()],
+        title="top 10",
+    )
 
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html (a report with plots); default: the terminal")]
@@ -276,50 +249,46 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html
 @app.command("stage-weights")
 def stage_weights(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config: ConfigOpt = None) -> None:
     """Data-driven stage weights (with intervals, by dwell, per segment) beside the configured ones."""
-    from features.analytics import report
-    from features.analytics.stage_weights import StageWeights
+    from analytics import report
+    from analytics.stage_weights import StageWeights
     from features.frame import segment_columns
     from oppscore import output
 
-    def go() -> None:
-        settings = _settings(config, data)
-        validated = load_export(data, settings)
-        sw = StageWeights(segment_columns(settings, validated.tables)).fit(validated.tables, validated.stages, to_utc(as_of) if as_of else None)
-        tables = {"stage_weights": sw.weights_, "by_dwell": sw.by_dwell_, "by_segment": sw.by_segment_}
-        output.write(f"Stage weights as of {sw.as_of_:%Y-%m-%d}", tables, out_file, lambda: [
-            ("Stage weights beside the configured ones", report.stage_weights_plot(sw.weights_) + report._table(sw.weights_)),
-            ("By dwell", report.dwell_plot(sw.by_dwell_) + report._table(sw.by_dwell_, 60)),
-            ("Per segment (shrunk toward the stage weight)", report._table(sw.by_segment_, 80)),
-        ])
-
-    run(go)
+    settings = _settings(config, data)
+    validated = load_export(data, settings, utc_now())
+    t = to_utc(as_of) if as_of else validated.tables.end  # what the export knew when it was taken
+    sw = StageWeights(segment_columns(settings, validated.tables)).fit(validated.tables, validated.stages, t)
+    tables = {"stage_weights": sw.weights_, "by_dwell": sw.by_dwell_, "by_segment": sw.by_segment_}
+    output.write(f"Stage weights as of {sw.as_of_:%Y-%m-%d}", tables, out_file, lambda: [
+        ("Stage weights beside the configured ones", report.stage_weights_plot(sw.weights_) + report._table(sw.weights_)),
+        ("By dwell", report.dwell_plot(sw.by_dwell_) + report._table(sw.by_dwell_, 60)),
+        ("Per segment (shrunk toward the stage weight)", report._table(sw.by_segment_, 80)),
+    ])
 
 
 @app.command()
 def funnel(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config: ConfigOpt = None) -> None:
     """Conversion, dwell, stalled deals, loss reasons, activities that go with progress, segments, won-back deals."""
-    from features.analytics import report
-    from features.analytics.funnel import funnel as build
+    from analytics import report
+    from analytics.funnel import funnel as build
     from features.frame import segment_columns
     from oppscore import output
 
-    def go() -> None:
-        settings = _settings(config, data)
-        validated = load_export(data, settings)
-        f = build(validated.tables, validated.stages, to_utc(as_of) if as_of else None, segment_columns(settings, validated.tables))
-        won_back = f.reopened["outcome"].value_counts().rename_axis("outcome").reset_index(name="deals")
-        tables = {**f.tables(), "won_back": won_back}
-        output.write(f"Funnel as of {f.as_of:%Y-%m-%d}", tables, out_file, lambda: [
-            ("Stage-to-stage conversion", report.funnel_plot(f.conversion) + report._table(f.conversion)),
-            ("Dwell per stage", report.dwell_quantiles_plot(f.dwell) + report._table(f.dwell)),
-            (f"Open deals stalled past their stage's P90 dwell ({len(f.stalled)})", report._table(f.stalled)),
-            ("Loss reasons by stage", report._table(f.loss_reasons, 60)),
-            ("Activities per week: stays that moved on against stays that did not", report._table(f.activities, 60)),
-            ("Win rate by segment, team and owner", report._table(f.by_segment, 80)),
-            ("Re-opened after a loss", report._table(won_back)),
-        ])
-
-    run(go)
+    settings = _settings(config, data)
+    validated = load_export(data, settings, utc_now())
+    t = to_utc(as_of) if as_of else validated.tables.end
+    f = build(validated.tables, validated.stages, t, segment_columns(settings, validated.tables))
+    won_back = f.reopened["outcome"].value_counts().rename_axis("outcome").reset_index(name="deals")
+    tables = {**f.tables(), "won_back": won_back}
+    output.write(f"Funnel as of {f.as_of:%Y-%m-%d}", tables, out_file, lambda: [
+        ("Stage-to-stage conversion", report.funnel_plot(f.conversion) + report._table(f.conversion)),
+        ("Dwell per stage", report.dwell_quantiles_plot(f.dwell) + report._table(f.dwell)),
+        (f"Open deals stalled past their stage's P90 dwell ({len(f.stalled)})", report._table(f.stalled)),
+        ("Loss reasons by stage", report._table(f.loss_reasons, 60)),
+        ("Activities per week: stays that moved on against stays that did not", report._table(f.activities, 60)),
+        ("Win rate by segment, team and owner", report._table(f.by_segment, 80)),
+        ("Re-opened after a loss", report._table(won_back)),
+    ])
 
 
 @app.command()
@@ -333,38 +302,37 @@ def forecast(
 ) -> None:
     """Expected won amount in a period with a P10–P90 range, by configured weights, data-driven
     weights and the model, and how each did on past periods."""
-    from features.analytics import report
-    from features.analytics.forecast import backtest, backtest_summary, forecast as run_forecast, methods_for, parse_period
-    from features.model_store import load_champion
+    from analytics import report
+    from analytics.forecast import backtest, backtest_summary, methods_for, parse_period
+    from analytics.forecast import forecast as run_forecast
     from oppscore import output
+    from scoring.store import load_champion
 
-    def go() -> None:
-        settings = _settings(config, data)
-        validated = load_export(data, settings)
-        try:
-            bundle = load_champion(settings).bundle
-        except Exception as exc:  # noqa: BLE001 - the weights still forecast without a model
-            log.warning("no model for the forecast (%s): weights only", exc)
-            bundle = None
-        t = to_utc(as_of) if as_of else None
-        window = parse_period(period, t or validated.tables.end)
-        methods = methods_for(validated.stages, bundle)
-        with steps("forecast") as step:
-            step("simulating")
-            f = run_forecast(validated.tables, validated.stages, window, methods, as_of=t)
-            step("backtest")
-            bt = backtest(validated.tables, validated.stages, methods, periods=backtest_periods) if backtest_periods else pd.DataFrame()
-        summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
-        tables = {"forecast": f.methods, "backtest": bt, "backtest_summary": summary}
-        title = f"Forecast {period}: {f.open_deals} open deals as of {f.as_of:%Y-%m-%d}, pipeline {f.pipeline_amount:,.0f}"
-        output.write(title, tables, out_file, lambda: [
-            ("Forecast", report.forecast_plot(f.methods, period) + report._table(f.methods)),
-            ("Backtest", (report.backtest_plot(bt) + report._table(summary) + report._table(bt, 60)) if len(bt) else "no backtest asked for"),
-        ])
-        if bundle is not None and len(bt):
-            log.info("the model's backtest periods before its held-out start (%s) were in its training data", bundle.metadata.get("split", {}).get("test_start"))
-
-    run(go)
+    settings = _settings(config, data)
+    validated = load_export(data, settings, utc_now())
+    try:
+        bundle = load_champion(settings).bundle
+    except ModelNotFound as exc:  # the weights still forecast without a model
+        log.warning("no model for the forecast (%s): weights only", exc)
+        bundle = None
+    end = validated.tables.end
+    window = parse_period(period, to_utc(as_of) if as_of else end)
+    t = to_utc(as_of) if as_of else min(window[0], end)  # the period's start, or the data's end if earlier
+    methods = methods_for(validated.stages, bundle)
+    with steps("forecast") as step:
+        step("simulating")
+        f = run_forecast(validated.tables, validated.stages, window, methods, as_of=t)
+        step("backtest")
+        bt = backtest(validated.tables, validated.stages, methods, periods=backtest_periods) if backtest_periods else pd.DataFrame()
+    summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
+    tables = {"forecast": f.methods, "backtest": bt, "backtest_summary": summary}
+    title = f"Forecast {period}: {f.open_deals} open deals as of {f.as_of:%Y-%m-%d}, pipeline {f.pipeline_amount:,.0f}"
+    output.write(title, tables, out_file, lambda: [
+        ("Forecast", report.forecast_plot(f.methods, period) + report._table(f.methods)),
+        ("Backtest", (report.backtest_plot(bt) + report._table(summary) + report._table(bt, 60)) if len(bt) else "no backtest asked for"),
+    ])
+    if bundle is not None and len(bt):
+        log.info("the model's backtest periods before its held-out start (%s) were in its training data", bundle.metadata.get("split", {}).get("test_start"))
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | None) -> None:
@@ -373,6 +341,10 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
 
     import uvicorn
 
+    # MLflow retries an unreachable server with backoff for minutes by default; a service that
+    # can fall back to its exported bundle should find out in seconds (an operator may override)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     if not settings.api_keys:
         key = "osk_" + secrets.token_urlsafe(24)
         os.environ["OPPSCORE_API_KEYS"] = key
@@ -385,7 +357,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
         os.environ["OPPSCORE_SERVE_CONFIG"] = str(settings.config_path or "")
         if data is not None:
             os.environ["OPPSCORE_SERVE_DATA"] = str(data)
-        uvicorn.run("serving.main:app", host=host, port=port, workers=workers, log_level="warning")
+        uvicorn.run("serving.main:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="warning")
         return
     from serving.app import create_app
 
@@ -402,12 +374,9 @@ def serve(
 ) -> None:
     """The HTTP service: POST /v1/score for the CRM, a page for managers at /."""
 
-    def go() -> None:
-        settings = _settings(config, data)
-        out.print(f"oppscore on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
-        _serve(settings, host, port, workers, data)
-
-    run(go)
+    settings = _settings(config, data)
+    out.print(f"oppscore on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+    _serve(settings, host, port, workers, data)
 
 
 @app.command()
@@ -425,40 +394,38 @@ def demo(
     from features.loading import write_export
     from features.synthetic import generate as make
 
-    def go() -> None:
-        with steps("demo data") as step:
-            step("generating")
-            made = make(n=n, seed=0)
-            write_export(made.tables, folder)
-            (folder / "oppscore.toml").write_text(settings_toml(made.stages, made.segments), encoding="utf-8")
-        settings = _settings(None, folder)
-        validated = _train_and_register(folder, settings, None, title="demo training")
-        if no_serve:
-            return
-        key = settings.api_keys[0].get_secret_value() if settings.api_keys else "osk_" + secrets.token_urlsafe(24)  # noqa: S105
-        settings = settings.model_copy(update={"api_keys": [key]})
-        opp = validated.tables.opportunities.iloc[0]
-        hist = validated.tables.stage_history[validated.tables.stage_history["opportunity_id"] == opp["opportunity_id"]]
-        example = {
-            "as_of": str(validated.tables.end.isoformat()),
-            "opportunities": [
-                {
-                    "opportunity_id": "DEMO-1",
-                    "created_at": hist["entered_at"].iloc[0].isoformat(),
-                    "amount": float(opp["amount"]),
-                    "industry": opp["industry"],
-                    "source": opp["source"],
-                    "stage_history": [{"stage": hist["stage"].iloc[0], "entered_at": hist["entered_at"].iloc[0].isoformat()}],
-                }
-            ],
-        }
-        # plain echo, not rich: the curl line must stay one line to be pasted
-        typer.echo(f"\nThe service: http://{host}:{port}/  (managers' page; API docs at /docs)")
-        typer.echo(f"API key: {key}")
-        typer.echo("Try:\n  curl -s -X POST http://%s:%d/v1/score -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '%s'\n" % (host, port, key, json.dumps(example, ensure_ascii=False)))
-        _serve(settings, host, port, 1, folder)
-
-    run(go)
+    with steps("demo data") as step:
+        step("generating")
+        made = make(n=n, seed=0)
+        write_export(made.tables, folder)
+        (folder / "oppscore.toml").write_text(settings_toml(made.stages, made.segments), encoding="utf-8")
+    settings = _settings(None, folder)
+    validated = _train_and_register(folder, settings, None, title="demo training")
+    if no_serve:
+        return
+    key = settings.api_keys[0].get_secret_value() if settings.api_keys else "osk_" + secrets.token_urlsafe(24)  # noqa: S105
+    settings = settings.model_copy(update={"api_keys": [key]})
+    opp = validated.tables.opportunities.iloc[0]
+    hist = validated.tables.stage_history[validated.tables.stage_history["opportunity_id"] == opp["opportunity_id"]]
+    example = {
+        "as_of": str(validated.tables.end.isoformat()),
+        "opportunities": [
+            {
+                "opportunity_id": "DEMO-1",
+                "created_at": hist["entered_at"].iloc[0].isoformat(),
+                "amount": float(opp["amount"]),
+                "industry": opp["industry"],
+                "source": opp["source"],
+                "stage_history": [{"stage": hist["stage"].iloc[0], "entered_at": hist["entered_at"].iloc[0].isoformat()}],
+            }
+        ],
+    }
+    # plain echo, not rich: the curl line must stay one line to be pasted
+    typer.echo(f"\nThe service: http://{host}:{port}/  (managers' page; API docs at /docs)")
+    typer.echo(f"API key: {key}")
+    body = json.dumps(example, ensure_ascii=False)
+    typer.echo(f"Try:\n  curl -s -X POST http://{host}:{port}/v1/score -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{body}'\n")
+    _serve(settings, host, port, 1, folder)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.analytics import report
+from analytics import report
 from oppscore.console import show_table
 
 

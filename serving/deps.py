@@ -1,4 +1,5 @@
-"""Dependencies injected into routes: the settings, the bundle being served, the API key check.
+"""Dependencies injected into routes: the settings, the bundle being served, the API key check;
+and the `/v1` router, whose routes check the key before the body is read.
 
 All are `async`: none of them blocks, and FastAPI would run a plain function in its thread
 pool, a hand-over that costs more than the work itself.
@@ -7,13 +8,17 @@ pool, a hand-over that costs more than the work itself.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from features.model_store import Loaded
 from features.settings import Settings
+from features.times import utc_now
+from scoring.store import Loaded
 from serving.holder import ModelHolder
 
 bearer = HTTPBearer(auto_error=False, description="an API key from OPPSCORE_API_KEYS")
@@ -27,14 +32,15 @@ async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder
 
 
-async def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """Every key is compared in constant time, and all of them, so timing tells nothing."""
+def check_key(request: Request) -> None:
+    """401 unless the request carries one of the keys. Every key is compared in constant time,
+    and all of them, so timing tells nothing."""
     keys: list[str] = request.app.state.api_keys
-    given = credentials.credentials if credentials is not None else ""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
     ok = False
     for key in keys:
-        ok |= secrets.compare_digest(given.encode(), key.encode())
-    if credentials is None or not ok:
+        ok |= secrets.compare_digest(given.strip().encode(), key.encode())
+    if scheme.lower() != "bearer" or not given.strip() or not ok:
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="missing or invalid API key: send Authorization: Bearer <key>",
@@ -42,14 +48,45 @@ async def require_key(request: Request, credentials: Annotated[HTTPAuthorization
         )
 
 
+async def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    """The key check as a dependency, so the OpenAPI page shows the scheme; `KeyFirstRoute`
+    has already run it before the body was read."""
+    check_key(request)
+
+
+class KeyFirstRoute(APIRoute):
+    """A route that checks the API key before FastAPI reads and parses the body: a caller
+    without a key gets 401 whatever it sent, and costs no parsing (FastAPI decodes the JSON
+    before it solves dependencies, so a dependency alone would answer 422 first)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def key_first(request: Request) -> Response:
+            check_key(request)
+            return await handler(request)
+
+        return key_first
+
+
+def v1_router(tag: str) -> APIRouter:
+    """A router under /v1 whose every route needs the API key, checked first."""
+    return APIRouter(prefix="/v1", tags=[tag], route_class=KeyFirstRoute, dependencies=[Depends(require_key)])
+
+
 async def get_loaded(holder: Annotated[ModelHolder, Depends(get_holder)]) -> Loaded:
     loaded = holder.current  # taken once: a reload during this request does not affect it
     if loaded is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"no model is loaded: {holder.status.message}. Train one with `oppscore train`.")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="no model is loaded yet: train one with `oppscore train` (GET /readyz says more)")
     return loaded
 
 
+async def request_time() -> pd.Timestamp:
+    """'Now' for this request: read once, passed to everything the request computes."""
+    return utc_now()
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+NowDep = Annotated[pd.Timestamp, Depends(request_time)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
-ApiKeyDep = Annotated[None, Depends(require_key)]
 LoadedDep = Annotated[Loaded, Depends(get_loaded)]

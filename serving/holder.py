@@ -8,12 +8,11 @@ request ever sees half of one bundle and half of another.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 
-from features.model_store import Loaded, champion_version, load_champion, load_version
 from features.settings import Settings
+from scoring.store import Loaded, champion_version, load_champion, load_version
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +24,8 @@ class Status:
     message: str
 
 
-# MLflow retries an unreachable server with backoff for minutes by default; a service that can
-# fall back to its exported bundle should find out in seconds (an operator may still override)
-REGISTRY_RETRIES, REGISTRY_TIMEOUT_S = "1", "10"
-
-
 class ModelHolder:
     def __init__(self, settings: Settings) -> None:
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", REGISTRY_RETRIES)
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", REGISTRY_TIMEOUT_S)
         self.settings = settings
         self._status = Status(None, False, "not loaded yet")
         self._lock = threading.Lock()

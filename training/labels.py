@@ -13,14 +13,14 @@ import pandas as pd
 
 from features.frame import stage_state
 from features.stages import StageOrder
+from features.stays import final_states
 from features.tables import Tables
 
 
 def won_label(tables: Tables, stages: StageOrder, points: pd.DataFrame, known_at: pd.Timestamp) -> np.ndarray:
     known = tables.stage_history[tables.stage_history["entered_at"] <= known_at]
-    last = known.groupby("opportunity_id", sort=False)["stage"].last()
-    outcome = points["opportunity_id"].map(last)
-    won = np.where(outcome == stages.config.won, 1.0, np.where(outcome == stages.config.lost, 0.0, np.nan))
+    outcome = points["opportunity_id"].map(final_states(known, stages)["state"])
+    won = np.where(outcome == "won", 1.0, np.where(outcome == "lost", 0.0, np.nan))
     return np.where((points["as_of"] <= known_at).to_numpy(), won, np.nan)
 
 

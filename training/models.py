@@ -14,7 +14,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from features.bundle import Calibrator
+from scoring.bundle import Calibrator
 
 PARAMS = {
     "objective": "binary",

@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.analytics.forecast import TimeToWin
-from features.analytics.stage_weights import StageWeights
-from features.bundle import Bundle, Calibrator, TargetModel
+from analytics.forecast import TimeToWin
+from analytics.stage_weights import StageWeights
+from features.errors import NotEnoughData
 from features.frame import FeatureSpec, build_features, make_spec, segment_columns, to_model_frame
 from features.pit_stats import PointInTimeStats
 from features.settings import Settings
 from features.snapshots import snapshot_points
 from features.stages import StageOrder
 from features.tables import Tables
+from scoring.bundle import Bundle, Calibrator, TargetModel
 from training import baselines, plots
 from training.censoring import CloseTimeModel, first_close, win_weights
 from training.labels import stalled_label, won_label
@@ -31,10 +32,6 @@ log = logging.getLogger(__name__)
 
 MIN_CLASS = 40  # fewer closed wins or losses than this: no booster, the stage rate instead
 SLICES = ("train", "valid", "calib", "test")
-
-
-class NotEnoughData(ValueError):
-    """The export cannot support even the fallback; the message says what is missing."""
 
 
 @dataclass
@@ -158,7 +155,7 @@ def train(
     points, split, part = labelled.points, labelled.split, labelled.part
     y_win, y_stall, w_win, w_stall = labelled.y_win, labelled.y_stall, labelled.w_win, labelled.w_stall
     step("point-in-time statistics")
-    spec = make_spec(tables.as_of(split.tune_start), stages, segment_columns(settings, tables))
+    spec = make_spec(tables.as_of(split.tune_start, stages), stages, segment_columns(settings, tables))
     stats = PointInTimeStats(spec.stat_keys).fit(tables, stages)
     frame = build_features(tables, points, spec, stats, progress=step)
     x = to_model_frame(frame, spec)
@@ -215,7 +212,7 @@ def train(
                 plot_files.append(plots.importance(target, spec.columns, model.booster.feature_importance("gain"), workdir / f"{target}_importance.png"))
 
     step("stage weights")
-    weights = StageWeights(spec.segment_columns).fit(tables, stages)
+    weights = StageWeights(spec.segment_columns).fit(tables, stages, tables.end)
     calib_win = win_model.predict(x[ca]) if ca.any() else win_model.predict(x)
     grades = [float(q) for q in np.quantile(calib_win, [0.75, 0.5, 0.25])] if len(calib_win) else [0.75, 0.5, 0.25]
     counts = {
@@ -248,7 +245,7 @@ def train(
 
 def evaluate_on(bundle: Bundle, tables: Tables, held: HeldOut) -> dict[str, dict[str, float]]:
     """Another bundle's metrics on the same held-out rows (the promotion gate's comparison)."""
-    from features.scoring import score_points
+    from scoring.score import score_points
 
     scored = score_points(bundle, tables, held.points, with_factors=False)
     return {

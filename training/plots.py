@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from training.metrics import BINS  # noqa: E402
+from training.metrics import BINS
 
 
 def _binned(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +23,8 @@ def _binned(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np
 
 
 def calibration(target: str, y: np.ndarray, preds: dict[str, np.ndarray], w: np.ndarray, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
     keep = w > 0
     for name, p in preds.items():
@@ -36,12 +34,12 @@ def calibration(target: str, y: np.ndarray, preds: dict[str, np.ndarray], w: np.
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
 def gain(target: str, y: np.ndarray, preds: dict[str, np.ndarray], w: np.ndarray, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     keep = w > 0
     total = (y[keep] * w[keep]).sum()
     for name, p in preds.items():
@@ -54,18 +52,17 @@ def gain(target: str, y: np.ndarray, preds: dict[str, np.ndarray], w: np.ndarray
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
 def importance(target: str, names: list[str], gains: np.ndarray, out: Path, top: int = 20) -> Path:
     order = np.argsort(gains)[::-1][:top][::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(order) + 1.2))
+    fig = Figure(figsize=(6, 0.3 * len(order) + 1.2))
+    ax = fig.subplots()
     ax.barh([names[i] for i in order], gains[order] / max(gains.sum(), 1e-12))
     ax.set(xlabel="share of total gain", title=f"{target}: feature importance")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 

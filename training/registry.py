@@ -16,12 +16,14 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
-from features.bundle import Bundle, export_atomically
-from features.model_store import ALIAS, BUNDLE_ARTIFACT, champion_version, load_version, use_tracking
-from features import pyfunc_model
+from features.errors import ModelNotFound
 from features.settings import Settings
 from features.tables import Tables
+from scoring import pyfunc_model
+from scoring.bundle import Bundle, export_atomically
+from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, load_version, missing, use_tracking
 from training.pipeline import TrainResult, evaluate_on
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,12 @@ def promote(settings: Settings, version: str) -> Bundle:
     """Move the alias (by hand this also rolls back) and export that version for offline serving."""
     use_tracking(settings)
     client = MlflowClient()
-    client.get_model_version(settings.model_name, str(version))  # raises a clear error for an unknown version
+    try:
+        client.get_model_version(settings.model_name, str(version))
+    except MlflowException as exc:
+        if missing(exc):
+            raise ModelNotFound(f"VERSION: no version {version!r} of model {settings.model_name!r}") from None
+        raise
     bundle = load_version(settings, str(version))
     with tempfile.TemporaryDirectory() as tmp:
         bundle.save(Path(tmp) / "b")  # saved with its version in the metadata

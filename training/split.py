@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from features.errors import InputInvalid
+
 TRAIN_SHARE, TUNE_SHARE = 0.60, 0.20  # the rest (0.20) is held out
 
 
@@ -47,7 +49,7 @@ def make_split(start: pd.Timestamp, end: pd.Timestamp, cutoff: pd.Timestamp | No
     """Shares of the snapshot period; with a cutoff, the held-out period starts there."""
     if cutoff is not None:
         if not start < cutoff < end:
-            raise ValueError(f"--cutoff: found {cutoff}, expected a time between the first snapshot ({start}) and the end of the data ({end})")
+            raise InputInvalid(f"--cutoff: found {cutoff}, expected a time between the first snapshot ({start}) and the end of the data ({end})")
         stop, span = cutoff, (cutoff - start) / (TRAIN_SHARE + TUNE_SHARE)
     else:
         span = end - start

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.errors import InputInvalid
 from features.settings import StageConfig
 from features.tables import TS_DTYPE, Tables
 
@@ -48,7 +49,7 @@ def _size_band(employees: pd.Series) -> pd.Series:
 def import_maven(folder: Path) -> Imported:
     missing = [f for f in FILES if not (folder / f).exists()]
     if missing:
-        raise FileNotFoundError(f"{folder}: not a Maven CRM export, missing {', '.join(missing)}")
+        raise InputInvalid(f"{folder}: not a Maven CRM export, missing {', '.join(missing)}")
     read = lambda name: pd.read_csv(folder / name, dtype=str, keep_default_na=False, na_values=[""])  # noqa: E731
     pipe, accounts, products, teams = (read(f) for f in FILES)
     pipe["product"] = pipe["product"].replace(PRODUCT_FIX)

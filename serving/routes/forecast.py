@@ -7,18 +7,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import pandas as pd
-from fastapi import APIRouter, HTTPException
+from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.analytics.forecast import TimeToWin, forecast, methods_for, parse_period
+from analytics.forecast import TimeToWin, forecast, methods_for, parse_period
 from features.payload import records_to_tables
-from features.tables import to_utc
-from serving.deps import ApiKeyDep, LoadedDep
+from features.times import to_utc
+from serving.deps import LoadedDep, NowDep, v1_router
 from serving.routes.score import ERRORS
 from serving.schemas import EXAMPLE_OPPORTUNITY, Opportunity, Timestamp
 
-router = APIRouter(prefix="/v1", tags=["forecast"])
+router = v1_router("forecast")
 
 
 class ForecastRequest(BaseModel):
@@ -47,18 +46,17 @@ class ForecastResponse(BaseModel):
 
 
 @router.post("/forecast", response_model=ForecastResponse, responses=ERRORS, summary="expected won amount in a period, with P10–P90, by three methods")
-def post_forecast(req: ForecastRequest, loaded: LoadedDep, _: ApiKeyDep) -> Any:
+def post_forecast(req: ForecastRequest, loaded: LoadedDep, now: NowDep) -> Any:
     bundle = loaded.bundle
-    as_of = to_utc(req.as_of)
+    as_of = to_utc(req.as_of) if req.as_of is not None else now
     try:
         window = parse_period(req.period, as_of)
     except ValueError as exc:
         raise HTTPException(422, detail=[{"loc": ["body", "period"], "msg": str(exc), "type": "value_error"}]) from None
     if window[1] <= as_of:
         raise HTTPException(422, detail=[{"loc": ["body", "period"], "msg": f"the period ends {window[1]:%Y-%m-%d}, before as_of", "type": "value_error"}])
-    now = max(pd.Timestamp.now(tz="UTC"), as_of)
     records = [o.model_dump() for o in req.opportunities]
-    validated = records_to_tables(records, bundle.spec.stages.config, now=now, typed=True)
+    validated = records_to_tables(records, bundle.spec.stages.config, now=max(now, as_of), typed=True)
     timing = TimeToWin.from_frame(bundle.timing) if bundle.timing is not None else None
     f = forecast(validated.tables, bundle.spec.stages, window, methods_for(bundle.spec.stages, bundle, learned_weights=True), as_of=as_of, timing=timing)
     return ForecastResponse(

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import HTTPException, Query
 
-from serving.deps import ApiKeyDep, HolderDep, LoadedDep, SettingsDep
+from serving.deps import HolderDep, LoadedDep, SettingsDep, v1_router
 from serving.schemas import ErrorBody
 
-router = APIRouter(prefix="/v1", tags=["model"])
+router = v1_router("model")
 
 
 @router.get("/model", summary="the model being served, its training period and held-out metrics beside baselines", responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}})
-def model(loaded: LoadedDep, holder: HolderDep, settings: SettingsDep, _: ApiKeyDep) -> dict[str, Any]:
+def model(loaded: LoadedDep, holder: HolderDep, settings: SettingsDep) -> dict[str, Any]:
     meta = loaded.bundle.metadata
     return {
         "version": loaded.version,
@@ -33,7 +33,7 @@ def model(loaded: LoadedDep, holder: HolderDep, settings: SettingsDep, _: ApiKey
 
 
 @router.get("/stage-weights", summary="data-driven stage weights, with intervals, by dwell, optionally per segment", responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-def stage_weights(loaded: LoadedDep, _: ApiKeyDep, segment: str | None = Query(default=None, description="a segment column, e.g. source")) -> dict[str, Any]:
+def stage_weights(loaded: LoadedDep, segment: str | None = Query(default=None, description="a segment column, e.g. source")) -> dict[str, Any]:
     weights = loaded.bundle.stage_weights
     body = {"model_version": loaded.version, "as_of": weights["as_of"], "level": weights["level"], "stages": weights["stages"], "by_dwell": weights["by_dwell"]}
     if segment is not None:

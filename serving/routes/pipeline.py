@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import HTTPException, Query, Request
 
 from features.contract import load_export
-from features.scoring import score_open
-from serving.deps import ApiKeyDep, LoadedDep, SettingsDep
+from scoring.score import score_open
+from serving.deps import LoadedDep, NowDep, SettingsDep, v1_router
 from serving.schemas import ErrorBody
 
-router = APIRouter(prefix="/v1", tags=["pipeline"])
+router = v1_router("pipeline")
 _lock = threading.Lock()
 
 
@@ -27,7 +27,7 @@ def _export_stamp(folder: Path) -> float:
     return max((f.stat().st_mtime for f in folder.iterdir() if f.is_file()), default=0.0)
 
 
-def pipeline_frame(request: Request, loaded, settings) -> tuple[pd.DataFrame, Any]:
+def pipeline_frame(request: Request, loaded, settings, now: pd.Timestamp) -> tuple[pd.DataFrame, Any]:
     folder: Path | None = request.app.state.data
     if folder is None:
         raise HTTPException(404, detail="this service was started without --data: no pipeline to show (the CRM scores its own deals with POST /v1/score)")
@@ -35,7 +35,7 @@ def pipeline_frame(request: Request, loaded, settings) -> tuple[pd.DataFrame, An
     with _lock:
         cache = getattr(request.app.state, "pipeline_cache", None)
         if cache is None or cache[0] != key:
-            validated = load_export(folder, settings)
+            validated = load_export(folder, settings, now)
             scored = score_open(loaded.bundle, validated.tables, validated.tables.end)
             cache = (key, scored, validated)
             request.app.state.pipeline_cache = cache
@@ -43,8 +43,8 @@ def pipeline_frame(request: Request, loaded, settings) -> tuple[pd.DataFrame, An
 
 
 @router.get("/pipeline", summary="open deals of the served export, ranked by score, with reasons and stall alerts", responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}})
-def pipeline(request: Request, loaded: LoadedDep, settings: SettingsDep, _: ApiKeyDep, limit: int = Query(default=200, ge=1, le=10_000)) -> dict[str, Any]:
-    scored, validated = pipeline_frame(request, loaded, settings)
+def pipeline(request: Request, loaded: LoadedDep, settings: SettingsDep, now: NowDep, limit: int = Query(default=200, ge=1, le=10_000)) -> dict[str, Any]:
+    scored, validated = pipeline_frame(request, loaded, settings, now)
     top = scored.head(limit).copy()
     top["as_of"] = top["as_of"].astype(str)
     alerts = scored[scored["stall_risk"] >= 0.6].sort_values("stall_risk", ascending=False).head(limit).copy()

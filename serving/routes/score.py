@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import pandas as pd
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from features.model_store import Loaded
 from features.payload import records_to_tables
-from features.scoring import score_ids
-from features.tables import to_utc
-from serving.deps import ApiKeyDep, LoadedDep, SettingsDep
+from features.times import to_utc
+from scoring.score import score_ids
+from scoring.store import Loaded
+from serving.deps import LoadedDep, NowDep, SettingsDep, v1_router
 from serving.schemas import ErrorBody, ScoreRequest, ScoreResponse
 
-router = APIRouter(prefix="/v1", tags=["scores"])
+router = v1_router("scores")
 
 ERRORS = {
     401: {"model": ErrorBody, "description": "missing or invalid API key"},
@@ -31,21 +31,20 @@ INLINE_UP_TO = 10
 
 
 @router.post("/score", response_model=ScoreResponse, responses=ERRORS, summary="score a batch of opportunities")
-async def score(req: ScoreRequest, loaded: LoadedDep, _: ApiKeyDep, settings: SettingsDep, request: Request) -> Response:
+async def score(req: ScoreRequest, loaded: LoadedDep, settings: SettingsDep, now: NowDep, request: Request) -> Response:
     """Win probability, stall risk, score, grade, expected value and the top reasons of each
     opportunity, as of `as_of` (default now). Nothing sent is stored."""
     if len(req.opportunities) > settings.serving.max_batch:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=f"{len(req.opportunities)} opportunities in one batch; at most {settings.serving.max_batch}")
     if len(req.opportunities) <= INLINE_UP_TO:
-        return _answer(req, loaded, request)
-    return await run_in_threadpool(_answer, req, loaded, request)
+        return _answer(req, loaded, now, request)
+    return await run_in_threadpool(_answer, req, loaded, now, request)
 
 
-def _answer(req: ScoreRequest, loaded: Loaded, request: Request) -> Response:
+def _answer(req: ScoreRequest, loaded: Loaded, now: pd.Timestamp, request: Request) -> Response:
     bundle = loaded.bundle
-    as_of = to_utc(req.as_of)
-    now = max(pd.Timestamp.now(tz="UTC"), as_of)
-    validated = records_to_tables(req.records(), bundle.spec.stages.config, now=now, typed=True)
+    as_of = to_utc(req.as_of) if req.as_of is not None else now
+    validated = records_to_tables(req.records(), bundle.spec.stages.config, now=max(now, as_of), typed=True)
     scores = score_ids(bundle, validated.tables, [o.opportunity_id for o in req.opportunities], as_of)
     request.app.state.scores_served.inc(sum(s["status"] == "open" for s in scores))
     answer = ScoreResponse.model_validate({"model_version": loaded.version, "model_source": loaded.source, "as_of": as_of.to_pydatetime(), "scores": scores})

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from features.analytics.funnel import funnel
-from features.analytics.stage_weights import StageWeights
+from analytics.funnel import funnel
+from analytics.stage_weights import StageWeights
 from features.settings import StageConfig
 from features.stages import StageOrder
 from features.tables import Tables

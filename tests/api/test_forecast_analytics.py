@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from features.analytics.forecast import backtest, backtest_summary, forecast, methods_for, parse_period
+from analytics.forecast import backtest, backtest_summary, forecast, methods_for, parse_period
 from features.stages import StageOrder
 from tests.api.conftest import AUTH
 
@@ -22,22 +22,23 @@ def test_model_backtest_covers_the_actual_about_as_promised(trained, medium) -> 
 def test_forecast_reads_nothing_after_as_of(medium) -> None:
     stages = StageOrder(medium.stages)
     t = pd.Timestamp("2026-06-01T00:00:00Z")
-    period = parse_period("2026-06")
+    period = parse_period("2026-06", t)
     methods = methods_for(stages)
     full = forecast(medium.tables, stages, period, methods, as_of=t, sims=500)
-    cut = forecast(medium.tables.as_of(t), stages, period, methods, as_of=t, sims=500)
+    cut = forecast(medium.tables.as_of(t, stages), stages, period, methods, as_of=t, sims=500)
     pd.testing.assert_frame_equal(full.methods, cut.methods)
 
 
 def test_periods_parse_and_bad_ones_are_named() -> None:
-    assert parse_period("2026-10")[0] == pd.Timestamp("2026-10-01T00:00:00Z")
-    assert parse_period("2026Q4")[1] == pd.Timestamp("2027-01-01T00:00:00Z")
+    now = pd.Timestamp("2026-09-01T00:00:00Z")
+    assert parse_period("2026-10", now)[0] == pd.Timestamp("2026-10-01T00:00:00Z")
+    assert parse_period("2026Q4", now)[1] == pd.Timestamp("2027-01-01T00:00:00Z")
     start, end = parse_period("next-30d", pd.Timestamp("2026-09-01T00:00:00Z"))
     assert end - start == pd.Timedelta(days=30)
     import pytest
 
     with pytest.raises(ValueError, match="--period: found '2026-13'"):
-        parse_period("2026-13")
+        parse_period("2026-13", now)
 
 
 def test_forecast_endpoint(client, body) -> None:

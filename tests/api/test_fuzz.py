@@ -7,10 +7,10 @@ hypothesis strategy is driven here directly; the checks are schemathesis' own.
 
 from __future__ import annotations
 
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
-import schemathesis
 
 from serving.app import create_app
 from tests.api.conftest import AUTH

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.scoring import score_open
+from scoring.score import score_open
 from serving.routes.score import INLINE_UP_TO
 from tests.api.conftest import AUTH
 

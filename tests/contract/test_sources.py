@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from features.contract import load_export
 from features.settings import load_settings
 from features.synthetic import generate
+from features.times import utc_now
 from oppscore.cli import app
 from tests.conftest import MAVEN
 
@@ -21,7 +22,7 @@ runner = CliRunner()
 def test_maven_import_passes_validation(tmp_path: Path) -> None:
     result = runner.invoke(app, ["import", "maven", str(MAVEN), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    validated = load_export(tmp_path, load_settings(tmp_path / "oppscore.toml"))
+    validated = load_export(tmp_path, load_settings(tmp_path / "oppscore.toml"), utc_now())
     opps = validated.tables.opportunities
     assert len(opps) == 8300  # 8,800 deals less the 500 undated prospects
     assert "GTXPro" not in set(opps["product"]) and "GTX Pro" in set(opps["product"])
@@ -39,7 +40,7 @@ def test_import_of_unknown_kind_is_exit_1(tmp_path: Path) -> None:
 def test_chinese_stage_names_validate(tmp_path: Path) -> None:
     result = runner.invoke(app, ["generate", "--out", str(tmp_path), "--n", "200", "--stages", "zh"])
     assert result.exit_code == 0, result.output
-    validated = load_export(tmp_path, load_settings(tmp_path / "oppscore.toml"))
+    validated = load_export(tmp_path, load_settings(tmp_path / "oppscore.toml"), utc_now())
     assert validated.stages.open[0] == "初步接触"
     assert set(validated.tables.stage_history["stage"]) <= {*validated.stages.names}
 

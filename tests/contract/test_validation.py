@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from features.contract import ExportInvalid, load_export
 from features.settings import load_settings
+from features.times import utc_now
 from oppscore.cli import app
 
 runner = CliRunner()
@@ -17,7 +18,7 @@ runner = CliRunner()
 
 def _problems(folder: Path) -> list[str]:
     with pytest.raises(ExportInvalid) as err:
-        load_export(folder, load_settings(folder / "oppscore.toml"))
+        load_export(folder, load_settings(folder / "oppscore.toml"), utc_now())
     return [str(p) for p in err.value.problems]
 
 
@@ -29,7 +30,7 @@ def _edit(folder: Path, table: str, fn) -> None:
 
 
 def test_valid_export_passes(export_dir: Path) -> None:
-    validated = load_export(export_dir, load_settings(export_dir / "oppscore.toml"))
+    validated = load_export(export_dir, load_settings(export_dir / "oppscore.toml"), utc_now())
     assert len(validated.tables.opportunities) == 300
     assert validated.notes == []
 
@@ -128,10 +129,10 @@ def test_naive_and_aware_timestamps_agree(export_dir: Path) -> None:
         stamp = pd.to_datetime(f["entered_at"], utc=True).dt.tz_convert("Asia/Shanghai")
         f["entered_at"] = stamp.map(lambda t: t.isoformat())
 
-    before = load_export(export_dir, load_settings(export_dir / "oppscore.toml")).tables
+    before = load_export(export_dir, load_settings(export_dir / "oppscore.toml"), utc_now()).tables
     _edit(export_dir, "opportunities", naive)
     _edit(export_dir, "stage_history", offset)
-    after = load_export(export_dir, load_settings(export_dir / "oppscore.toml")).tables
+    after = load_export(export_dir, load_settings(export_dir / "oppscore.toml"), utc_now()).tables
     pd.testing.assert_series_equal(before.opportunities["created_at"], after.opportunities["created_at"])
     pd.testing.assert_series_equal(before.stage_history["entered_at"], after.stage_history["entered_at"])
 
@@ -142,14 +143,14 @@ def test_parquet_export_is_read_the_same(small, tmp_path: Path) -> None:
 
     write_export(small.tables, tmp_path, fmt="parquet")
     (tmp_path / "oppscore.toml").write_text(settings_toml(small.stages, small.segments))
-    tables = load_export(tmp_path, load_settings(tmp_path / "oppscore.toml")).tables
+    tables = load_export(tmp_path, load_settings(tmp_path / "oppscore.toml"), utc_now()).tables
     assert len(tables.stage_history) == len(small.tables.stage_history)
 
 
 def test_without_config_the_order_is_inferred_and_said(export_dir: Path, tmp_path: Path, monkeypatch) -> None:
     (export_dir / "oppscore.toml").unlink()
     monkeypatch.chdir(tmp_path)
-    validated = load_export(export_dir, load_settings(None))
+    validated = load_export(export_dir, load_settings(None), utc_now())
     assert validated.stages.open == ["Prospecting", "Qualification", "Needs Analysis", "Proposal", "Negotiation"]
     assert validated.stages.config.won == "Closed Won"
     assert "inferred the stage order" in validated.notes[0]

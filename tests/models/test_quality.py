@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.scoring import score_open
 from features.settings import SegmentConfig, Settings
 from features.stages import StageOrder
+from scoring.score import score_open
 from training.pipeline import train
 
 
@@ -77,7 +77,7 @@ def test_scores_have_the_contract_columns(trained, medium) -> None:
 
 def test_nothing_open_scores_to_an_empty_table(trained, medium) -> None:
     """Found by the serving benchmark: a batch of closed deals reached the booster empty."""
-    from features.scoring import score_points
+    from scoring.score import score_points
 
     empty = score_points(trained.bundle, medium.tables, pd.DataFrame({"opportunity_id": [], "as_of": pd.Series([], dtype="datetime64[ns, UTC]")}))
     assert empty.empty and "win_probability" in empty.columns

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from features.model_store import champion_version, load_champion
 from features.stages import StageOrder
+from scoring.store import champion_version, load_champion
 from training import pipeline
 from training.pipeline import train
 from training.registry import log_and_register, promote
@@ -54,7 +54,7 @@ def test_crash_mid_training_leaves_champion_and_export_intact(trained, medium, s
 
 
 def test_crash_during_export_keeps_a_whole_bundle(trained, medium, store, monkeypatch) -> None:
-    import features.bundle as bundle_mod
+    import scoring.bundle as bundle_mod
 
     first = log_and_register(trained, medium.tables, store, "test")
     real_replace = bundle_mod.os.replace

@@ -12,11 +12,11 @@ import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
-from features.bundle import Bundle
-from features.payload import records_to_tables
-from features.scoring import score_points
 from features.frame import open_points
-from features.tables import to_utc
+from features.payload import records_to_tables
+from features.times import to_utc, utc_now
+from scoring.bundle import Bundle
+from scoring.score import score_points
 
 
 class BundleModel(mlflow.pyfunc.PythonModel):
@@ -25,8 +25,10 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         records = model_input.to_dict("records")
-        as_of = to_utc(records[0].get("as_of")) if records and records[0].get("as_of") else to_utc(None)
-        validated = records_to_tables(records, self.bundle.spec.stages.config)
+        # a pyfunc call is a request: it decides "now" once, as the service does per request
+        now = utc_now()
+        as_of = to_utc(records[0]["as_of"]) if records and records[0].get("as_of") else now
+        validated = records_to_tables(records, self.bundle.spec.stages.config, now=max(now, as_of))
         points = open_points(validated.tables, self.bundle.spec.stages, as_of)
         scored = score_points(self.bundle, validated.tables, points)
         scored["as_of"] = scored["as_of"].astype(str)

@@ -6,12 +6,9 @@ import base64
 import html
 import io
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#1d2430}
 table{border-collapse:collapse;margin:8px 0 20px}td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
@@ -22,7 +19,6 @@ def _png(fig) -> str:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
@@ -31,7 +27,8 @@ def _table(frame: pd.DataFrame, limit: int = 40) -> str:
 
 
 def stage_weights_plot(weights: pd.DataFrame) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
     y = np.arange(len(weights))
     ax.errorbar(weights["weight"], y, xerr=[weights["weight"] - weights["low"], weights["high"] - weights["weight"]], fmt="o", label="measured (interval)")
     if weights["configured"].notna().any():
@@ -44,7 +41,8 @@ def stage_weights_plot(weights: pd.DataFrame) -> str:
 
 
 def dwell_plot(by_dwell: pd.DataFrame) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
     for stage, part in by_dwell.groupby("stage", sort=False):
         ax.plot(part["min_days"], part["weight"], marker="o", label=stage)
     ax.set(xlabel="days already spent in the stage (at least)", ylabel="win rate", title="how a stage's weight falls with dwell")
@@ -53,7 +51,8 @@ def dwell_plot(by_dwell: pd.DataFrame) -> str:
 
 
 def funnel_plot(conversion: pd.DataFrame) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
     ax.barh(conversion["stage"], conversion["reached"], color="#9bb6e4", label="reached")
     ax.barh(conversion["stage"], conversion["won_after"], color="#2f6bd0", label="won after")
     ax.invert_yaxis()
@@ -63,7 +62,8 @@ def funnel_plot(conversion: pd.DataFrame) -> str:
 
 
 def dwell_quantiles_plot(dwell: pd.DataFrame) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
     y = np.arange(len(dwell))
     ax.hlines(y, dwell["median_days"], dwell["p90_days"], color="#9bb6e4", linewidth=6, label="median to P90")
     ax.plot(dwell["p75_days"], y, "|", color="#1d2430", markersize=14, label="P75")
@@ -75,7 +75,8 @@ def dwell_quantiles_plot(dwell: pd.DataFrame) -> str:
 
 
 def forecast_plot(methods: pd.DataFrame, title: str) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig = Figure(figsize=(7, 3))
+    ax = fig.subplots()
     y = np.arange(len(methods))
     ax.hlines(y, methods["p10"], methods["p90"], color="#9bb6e4", linewidth=10, label="P10 to P90")
     ax.plot(methods["expected"], y, "o", color="#2f6bd0", label="expected")
@@ -86,7 +87,8 @@ def forecast_plot(methods: pd.DataFrame, title: str) -> str:
 
 
 def backtest_plot(bt: pd.DataFrame) -> str:
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig = Figure(figsize=(8, 3.4))
+    ax = fig.subplots()
     periods = list(dict.fromkeys(bt["period"]))
     x = np.arange(len(periods))
     methods = list(dict.fromkeys(bt["method"]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from features.frame import FeatureSpec
 
 TOP_FACTORS = 3

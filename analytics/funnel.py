@@ -14,9 +14,9 @@ import pandas as pd
 
 from features import asof
 from features.stages import StageOrder
-from features.tables import Tables, to_utc
-
-DAY = pd.Timedelta(days=1)
+from features.stays import final_states, stays
+from features.tables import Tables
+from features.times import ns, to_utc
 
 
 @dataclass
@@ -34,35 +34,12 @@ class Funnel:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, pd.DataFrame)}
 
 
-def stays(tables: Tables, stages: StageOrder, t: pd.Timestamp) -> pd.DataFrame:
-    """One row per stay in a stage: when it began and ended (or t if still in it), what came next."""
-    h = tables.stage_history
-    idx = stages.index(h["stage"])
-    same_next = h["opportunity_id"].eq(h["opportunity_id"].shift(-1))
-    nxt_idx = np.where(same_next, np.roll(idx, -1), np.nan)
-    ended = h["entered_at"].shift(-1).where(same_next)
-    return pd.DataFrame(
-        {
-            "opportunity_id": h["opportunity_id"],
-            "stage": h["stage"],
-            "index": idx,
-            "entered_at": h["entered_at"],
-            "ended_at": ended,
-            "days": ((ended.fillna(t) - h["entered_at"]) / DAY).to_numpy(),
-            "next_index": nxt_idx,
-            "advanced": (nxt_idx > idx),
-            "done": same_next.to_numpy(),
-        }
-    )
-
-
-def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp | None = None, segments: list[str] | None = None) -> Funnel:
-    t = to_utc(as_of) if as_of is not None else tables.end
-    known = tables.as_of(t)
-    s = stays(known, stages, t)
-    open_s = s[(s["index"] >= 0) & (s["index"] < stages.n_open)]
-    last = known.stage_history.groupby("opportunity_id", sort=False)["stage"].last()
-    outcome = last.map(lambda x: "won" if x == stages.config.won else "lost" if x == stages.config.lost else "open")
+def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: list[str] | None = None) -> Funnel:
+    t = to_utc(as_of)
+    known = tables.as_of(t, stages)
+    s = stays(known.stage_history, stages, t)
+    open_s = s[s["open_stage"]]
+    outcome = final_states(known.stage_history, stages)["state"]
 
     # 1. conversion: of the deals that reached a stage, how many went further, were lost there, or sit there
     reached = open_s.groupby(["stage", "opportunity_id"], sort=False).agg(index=("index", "first")).reset_index()
@@ -102,8 +79,8 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp | None = None
     acts = known.activities
     if len(acts):
         stay_rows = done.reset_index(drop=True)
-        pos = asof.positions(stay_rows["opportunity_id"].to_numpy(dtype=object), asof.ns(stay_rows["entered_at"]),
-                             acts["opportunity_id"].to_numpy(dtype=object), asof.ns(acts["occurred_at"]))
+        pos = asof.positions(stay_rows["opportunity_id"].to_numpy(dtype=object), ns(stay_rows["entered_at"]),
+                             acts["opportunity_id"].to_numpy(dtype=object), ns(acts["occurred_at"]))
         hit = pos >= 0
         inside = np.zeros(len(acts), dtype=bool)
         inside[hit] = acts["occurred_at"].to_numpy()[hit] < stay_rows["ended_at"].to_numpy()[pos[hit]]

@@ -19,18 +19,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.analytics.funnel import stays
-from features.analytics.stage_weights import StageWeights
+from analytics.stage_weights import StageWeights
+from features.errors import InputInvalid
 from features.frame import open_points, stage_state
 from features.stages import StageOrder
-from features.tables import Tables, to_utc
+from features.stays import stays
+from features.tables import Tables
+from features.times import to_utc
 
 SIMS = 4000
-DAY_NS = 86_400 * 10**9
 Method = Callable[[Tables, pd.DataFrame, pd.Timestamp], np.ndarray]  # (tables at t, open deals, t) → P(win)
 
 
-def parse_period(text: str, as_of: pd.Timestamp | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+def parse_period(text: str, as_of: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
     """'2026-10' (a month), '2026Q4' (a quarter), '2026' (a year) or 'next-30d' (from as_of)."""
     text = text.strip()
     if text.startswith("next-") and text.endswith("d") and text[5:-1].isdigit():
@@ -40,7 +41,7 @@ def parse_period(text: str, as_of: pd.Timestamp | None = None) -> tuple[pd.Times
         freq = "Q" if "Q" in text.upper() else ("Y" if len(text) == 4 else "M")
         p = pd.Period(text.upper(), freq=freq)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"--period: found {text!r}, expected a month (2026-10), a quarter (2026Q4), a year (2026) or next-30d") from exc
+        raise InputInvalid(f"--period: found {text!r}, expected a month (2026-10), a quarter (2026Q4), a year (2026) or next-30d") from exc
     return to_utc(p.start_time), to_utc((p + 1).start_time)
 
 
@@ -55,10 +56,10 @@ class TimeToWin:
     min_pool: int = 20
 
     def fit(self, tables: Tables, stages: StageOrder, t: pd.Timestamp) -> TimeToWin:
-        known = tables.as_of(t)
-        s = stays(known, stages, t)
+        known = tables.as_of(t, stages)
+        s = stays(known.stage_history, stages, t)
         won_at = known.stage_history[known.stage_history["stage"] == stages.config.won].groupby("opportunity_id")["entered_at"].last()
-        s = s[(s["index"] >= 0) & (s["index"] < stages.n_open) & s["done"]]
+        s = s[s["open_stage"] & s["done"]]
         s = s.assign(to_win=(s["opportunity_id"].map(won_at) - s["entered_at"]) / pd.Timedelta(days=1))
         s = s[s["to_win"].notna() & (s["to_win"] >= s["days"])].sort_values("days", kind="stable")
         amount = s["opportunity_id"].map(known.opportunities.set_index("opportunity_id")["amount"]).to_numpy(dtype=float)
@@ -133,16 +134,16 @@ def forecast(
     stages: StageOrder,
     period: tuple[pd.Timestamp, pd.Timestamp],
     methods: dict[str, Method],
-    as_of: pd.Timestamp | None = None,
+    as_of: pd.Timestamp,
     seed: int = 0,
     sims: int = SIMS,
     timing: TimeToWin | None = None,
 ) -> Forecast:
-    """Forecast from the pipeline open at as_of (default: the period's start, or the data end if
-    earlier). timing: learned elsewhere (the bundle's), when the tables hold only open deals."""
+    """Forecast from the pipeline open at as_of. timing: learned elsewhere (the bundle's), when
+    the tables hold only open deals."""
     start, end = period
-    t = to_utc(as_of) if as_of is not None else min(start, tables.end)
-    known = tables.as_of(t)
+    t = to_utc(as_of)
+    known = tables.as_of(t, stages)
     points = open_points(known, stages, t)
     state = stage_state(known, stages, points)
     amount = points["opportunity_id"].map(known.opportunities.set_index("opportunity_id")["amount"]).to_numpy(dtype=float)
@@ -164,7 +165,7 @@ def forecast(
 def actual_won(tables: Tables, stages: StageOrder, period: tuple[pd.Timestamp, pd.Timestamp], t: pd.Timestamp) -> float:
     """Amount won inside the period by deals that were open at t (what the forecast covers)."""
     start, end = period
-    open_ids = open_points(tables.as_of(t), stages, t)["opportunity_id"]
+    open_ids = open_points(tables.as_of(t, stages), stages, t)["opportunity_id"]
     h = tables.stage_history
     won = h[(h["stage"] == stages.config.won) & (h["entered_at"] >= start) & (h["entered_at"] < end) & h["opportunity_id"].isin(open_ids)]
     amounts = tables.opportunities.set_index("opportunity_id")["amount"]
@@ -191,7 +192,7 @@ def stage_weight_method(stages: StageOrder) -> Method:
 
 def model_method(bundle) -> Method:
     """The model's calibrated win probability (the champion bundle's own statistics)."""
-    from features.scoring import score_points
+    from scoring.score import score_points
 
     def method(tables: Tables, points: pd.DataFrame, t: pd.Timestamp) -> np.ndarray:
         return score_points(bundle, tables, points, with_factors=False)["win_probability"].to_numpy()

@@ -21,15 +21,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.errors import BundleInvalid
 from features.frame import FeatureSpec
 from features.pit_stats import PointInTimeStats
 
 FORMAT_VERSION = 1
 TARGETS = ("win", "stall")
-
-
-class BundleInvalid(ValueError):
-    """A folder that is not a complete bundle; the message says what is missing."""
 
 
 @dataclass
@@ -89,7 +86,7 @@ class Bundle:
     reference: dict[str, dict[str, float]]  # stage → feature → typical value among won deals
     grades: list[float]  # win-probability cut-offs for A, B, C (descending)
     metadata: dict[str, Any] = field(default_factory=dict)
-    timing: pd.DataFrame | None = None  # time-to-win pools for forecasts (features.analytics.forecast)
+    timing: pd.DataFrame | None = None  # time-to-win pools for forecasts (analytics.forecast)
 
     @property
     def version(self) -> str:

@@ -17,7 +17,9 @@ from scipy import stats
 from sklearn.isotonic import IsotonicRegression
 
 from features.stages import StageOrder
-from features.tables import Tables, to_utc
+from features.stays import final_states, stays
+from features.tables import Tables
+from features.times import to_utc
 
 DWELL_BUCKETS = (0, 7, 14, 30, 60, 90)
 LEVEL = 0.90
@@ -36,25 +38,18 @@ class StageWeights:
         self.shrinkage = shrinkage
         self.level = level
 
-    def fit(self, tables: Tables, stages: StageOrder, as_of: pd.Timestamp | None = None) -> StageWeights:
-        t = to_utc(as_of) if as_of is not None else tables.end
+    def fit(self, tables: Tables, stages: StageOrder, as_of: pd.Timestamp) -> StageWeights:
+        """Learn from the deals closed at as_of; a deal counts for each open stage it stayed in
+        (one created at a later stage, or that jumped ahead, never counts for stages it skipped)."""
+        t = to_utc(as_of)
         hist = tables.stage_history[tables.stage_history["entered_at"] <= t]
-        idx = stages.index(hist["stage"])
-        outcome = hist.groupby("opportunity_id", sort=False)["stage"].last()
-        closed = outcome[outcome.isin([stages.config.won, stages.config.lost])]
-        won = (closed == stages.config.won)
-        nxt = hist["entered_at"].shift(-1).where(hist["opportunity_id"].eq(hist["opportunity_id"].shift(-1)))
-        stays = pd.DataFrame(
-            {
-                "opportunity_id": hist["opportunity_id"],
-                "stage": hist["stage"],
-                "days": ((nxt.fillna(t) - hist["entered_at"]) / pd.Timedelta(days=1)).to_numpy(),
-                "open_stage": (idx >= 0) & (idx < stages.n_open),
-            }
-        )
-        stays = stays[stays["open_stage"] & stays["opportunity_id"].isin(closed.index)]
-        stays = stays.assign(won=stays["opportunity_id"].map(won).astype(float))
-        reached = stays.groupby(["stage", "opportunity_id"], sort=False).agg(won=("won", "first"), days=("days", "max")).reset_index()
+        state = final_states(hist, stages)["state"]
+        closed = state[state != "open"]
+        won = closed == "won"
+        s = stays(hist, stages, t)
+        s = s[s["open_stage"] & s["opportunity_id"].isin(closed.index)]
+        s = s.assign(won=s["opportunity_id"].map(won).astype(float))
+        reached = s.groupby(["stage", "opportunity_id"], sort=False).agg(won=("won", "first"), days=("days", "max")).reset_index()
         configured = dict(zip(stages.open, stages.config.configured_weights or [None] * stages.n_open, strict=True))
         rows = []
         for i, name in enumerate(stages.open):

@@ -1,6 +1,7 @@
 """Reading models: the registry's champion, or the exported bundle when the registry is away.
 
-Serving and the CLI read through here; only training writes (training.registry).
+Serving, the CLI and training's promotion gate read through here; only training writes
+(training.registry), and serving may not import training.
 """
 
 from __future__ import annotations
@@ -9,8 +10,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from features.bundle import Bundle, BundleInvalid, load_exported
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+from features.errors import BundleInvalid, ModelNotFound
 from features.settings import Settings
+from scoring.bundle import Bundle, load_exported
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"
@@ -32,16 +37,20 @@ def use_tracking(settings: Settings) -> None:
     mlflow.set_tracking_uri(settings.tracking_uri)
 
 
+def missing(exc: MlflowException) -> bool:
+    """Whether MLflow says "no such model, version or alias" (as opposed to a failure)."""
+    return exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+
+
 def champion_version(settings: Settings, alias: str = ALIAS) -> str | None:
     """The version the alias points at, None when there is none; raises when the registry is unreachable."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     use_tracking(settings)
     try:
         return str(MlflowClient().get_model_version_by_alias(settings.model_name, alias).version)
     except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+        if missing(exc):
             return None
         raise
 
@@ -50,7 +59,12 @@ def load_version(settings: Settings, version: str) -> Bundle:
     import mlflow
 
     use_tracking(settings)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}")
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}")
+    except MlflowException as exc:
+        if missing(exc):
+            raise ModelNotFound(f"no version {version!r} of model {settings.model_name!r} in the registry") from None
+        raise
     folder = Path(local) / "artifacts" / BUNDLE_ARTIFACT
     bundle = Bundle.load(folder)
     bundle.metadata["version"] = str(version)
@@ -70,5 +84,5 @@ def load_champion(settings: Settings, prefer_registry: bool = True) -> Loaded:
     try:
         bundle = load_exported(settings.champion_dir)
     except BundleInvalid as exc:
-        raise BundleInvalid(f"no champion model: the registry has none and {exc}") from exc
+        raise ModelNotFound(f"no champion model: the registry has none and {exc}") from exc
     return Loaded(bundle, bundle.version, "export")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.bundle import Bundle
-from features.explain import top_factors
-from features.frame import Points, state_arrays, feature_arrays, model_matrix, open_points
-from features.tables import Tables, to_utc
+from features.frame import Points, feature_arrays, model_matrix, open_points, state_arrays
+from features.tables import Tables
+from features.times import to_utc
+from scoring.bundle import Bundle
+from scoring.explain import top_factors
 
 GRADES = ("A", "B", "C", "D")
 SCORE_COLUMNS = ["opportunity_id", "as_of", "stage", "win_probability", "stall_risk", "score", "grade", "expected_value", "top_factors"]
@@ -86,8 +87,8 @@ def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestam
     return records
 
 
-def score_open(bundle: Bundle, tables: Tables, as_of: pd.Timestamp | None = None, with_factors: bool = True) -> pd.DataFrame:
-    """Every opportunity open at as_of (default now), highest score first."""
+def score_open(bundle: Bundle, tables: Tables, as_of: pd.Timestamp, with_factors: bool = True) -> pd.DataFrame:
+    """Every opportunity open at as_of, highest score first."""
     t = to_utc(as_of)
     points = open_points(tables, bundle.spec.stages, t)
     scored = score_points(bundle, tables, points, with_factors)

@@ -1,1 +1,0 @@
-"""Analytics for sales managers: stage weights, funnel, forecast. Point-in-time like the features."""
