@@ -101,7 +101,9 @@ class TimeToWin:
         the five longest stays, when it has outlasted nearly all of them)."""
         out = np.empty((len(stage), sims))
         band = np.searchsorted(self.edges_, amount, side="right")
-        for name, b in {(n, int(k)) for n, k in zip(stage, band, strict=True)}:
+        # groups in a fixed order: each consumes draws from rng, and a set's order changes with
+        # PYTHONHASHSEED from one process to the next
+        for name, b in sorted({(str(n), int(k)) for n, k in zip(stage, band, strict=True)}):
             rows = np.flatnonzero((stage == name) & (band == b))
             stay, to_win = self._pool(name, b)
             first = np.minimum(np.searchsorted(stay, dwell[rows]), max(len(stay) - 5, 0))

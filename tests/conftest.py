@@ -20,6 +20,13 @@ MAVEN = SHARED / "datasets" / "maven-crm"
 
 
 @pytest.fixture(scope="session")
+def seed() -> int:
+    """The seed of randomised tests: OPPSCORE_TEST_SEED, default 0. They must pass for any seed;
+    run the suite with another value to check (scikit-learn's global_random_seed, smaller)."""
+    return int(os.environ.get("OPPSCORE_TEST_SEED", "0"))
+
+
+@pytest.fixture(scope="session")
 def small() -> Generated:
     return generate(n=300, seed=7)
 

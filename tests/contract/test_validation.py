@@ -137,14 +137,23 @@ def test_naive_and_aware_timestamps_agree(export_dir: Path) -> None:
     pd.testing.assert_series_equal(before.stage_history["entered_at"], after.stage_history["entered_at"])
 
 
-def test_parquet_export_is_read_the_same(small, tmp_path: Path) -> None:
+def test_parquet_export_is_read_the_same_as_csv(small, tmp_path: Path) -> None:
+    """Every table, every column, every value: the same canonical tables from either format."""
     from features.loading import write_export
     from features.settings import settings_toml
+    from features.tables import TABLE_NAMES
 
-    write_export(small.tables, tmp_path, fmt="parquet")
-    (tmp_path / "oppscore.toml").write_text(settings_toml(small.stages, small.segments))
-    tables = load_export(tmp_path, load_settings(tmp_path / "oppscore.toml"), utc_now()).tables
-    assert len(tables.stage_history) == len(small.tables.stage_history)
+    now = utc_now()
+    read = {}
+    for fmt in ("csv", "parquet"):
+        folder = tmp_path / fmt
+        write_export(small.tables, folder, fmt=fmt)
+        (folder / "oppscore.toml").write_text(settings_toml(small.stages, small.segments))
+        read[fmt] = load_export(folder, load_settings(folder / "oppscore.toml"), now).tables
+    for name in TABLE_NAMES:
+        csv, parquet = read["csv"].frame(name), read["parquet"].frame(name)
+        assert len(csv) == len(small.tables.frame(name)) > 0
+        pd.testing.assert_frame_equal(parquet[csv.columns], csv, check_dtype=False)
 
 
 def test_without_config_the_order_is_inferred_and_said(export_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -166,6 +175,36 @@ def test_cli_exit_codes(export_dir: Path) -> None:
     assert "Traceback" not in bad.output
     misuse = runner.invoke(app, ["validate"])
     assert misuse.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('[segment]\ncolumns = ["industry"]\n', "unknown key 'segment'"),
+        ("[stall]\nhorizon_dayz = 14\n", "unknown key 'stall.horizon_dayz'"),
+        ("[stall]\nhorizon_days = 0\n", "key 'stall.horizon_days'"),
+    ],
+)
+def test_config_typos_are_errors_naming_the_key_and_the_file(tmp_path: Path, text: str, named: str) -> None:
+    from features.errors import ConfigInvalid
+
+    cfg = tmp_path / "oppscore.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigInvalid) as caught:
+        load_settings(cfg)
+    assert str(caught.value).startswith(f"{cfg}: {named}")
+
+
+def test_written_config_reads_back_whatever_the_stage_names(tmp_path: Path) -> None:
+    """Quotes, backslashes and non-Latin names survive the TOML writer."""
+    from features.settings import StageConfig, settings_toml
+
+    stages = StageConfig(open=['Say "yes"', "C:\\path", "方案设计"], won="Won ✓", lost="Lost", configured_weights=[0.1, 0.5, 0.9])
+    cfg = tmp_path / "oppscore.toml"
+    cfg.write_text(settings_toml(stages, ["région"], horizon_days=21, header="made by a test\nsecond line"), encoding="utf-8")
+    settings = load_settings(cfg)
+    assert settings.stages == stages and settings.segments.columns == ["région"] and settings.stall.horizon_days == 21
+    assert cfg.read_text(encoding="utf-8").startswith("# made by a test\n# second line\n")
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:

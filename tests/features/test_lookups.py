@@ -12,7 +12,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.asof import Codebook, SortedRows, take_array
+from features.asof import Codebook, SortedRows, positions, take_array
 from features.frame import model_matrix, to_model_frame
 from features.table_index import group_cumsum, group_starts
 
@@ -36,6 +36,31 @@ def test_last_at_or_before_is_the_latest_row_not_after_the_query(rows, queries, 
     for (qk, qt), g in zip(zip(q_keys, q_times, strict=True), got, strict=True):
         candidates = [i for i in range(len(rows)) if keys[i] == qk and row_times[i] <= qt]
         expected = max(candidates, key=lambda i: (row_times[i], i)) if candidates else -1
+        assert g == expected
+
+
+@PROFILE
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 6)), max_size=30),
+    queries=st.lists(st.tuples(st.sampled_from(["a", "b", "z"]), st.integers(-1, 7)), max_size=15),
+    direction=st.sampled_from(["backward", "forward"]),
+    exact=st.booleans(),
+)
+def test_positions_is_the_as_of_join_written_as_a_loop(rows, queries, direction, exact) -> None:
+    """The one-off as-of join (labels, first close after a snapshot) against its definition:
+    backward, the last row of the key at or before the time (before it, when not exact);
+    forward, the first at or after it (after it, when not exact). Ties: the last row given
+    backward, the first forward."""
+    keys = np.array([k for k, _ in rows], dtype=object)
+    times = np.array([t for _, t in rows], dtype=np.int64)
+    got = positions(keys, times, np.array([k for k, _ in queries], dtype=object), np.array([t for _, t in queries], dtype=np.int64), direction, exact)
+    for (qk, qt), g in zip(queries, got, strict=True):
+        if direction == "backward":
+            hits = [i for i, (k, t) in enumerate(rows) if k == qk and (t <= qt if exact else t < qt)]
+            expected = max(hits, key=lambda i: (rows[i][1], i)) if hits else -1
+        else:
+            hits = [i for i, (k, t) in enumerate(rows) if k == qk and (t >= qt if exact else t > qt)]
+            expected = min(hits, key=lambda i: (rows[i][1], i)) if hits else -1
         assert g == expected
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from features.stages import StageOrder
 from scoring.store import champion_version, load_champion
-from training import pipeline
+from training import pipeline, registry
 from training.pipeline import train
 from training.registry import log_and_register, promote
 
@@ -51,6 +52,38 @@ def test_crash_mid_training_leaves_champion_and_export_intact(trained, medium, s
         train(medium.tables, StageOrder(medium.stages), store)
     assert champion_version(store) == before_version
     assert _digest(store.champion_dir) == before_export
+
+
+@pytest.mark.parametrize("step", ["log_model", "set_model_version_tag", "set_registered_model_alias"])
+def test_crash_inside_log_and_register_leaves_champion_and_export_intact(trained, medium, store, monkeypatch, step) -> None:
+    """A second run dies inside `log_and_register`: while logging the bundle, after its version
+    is registered, or as the alias moves. The champion, its export and its scores are as before."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from scoring.score import score_open
+
+    first = log_and_register(trained, medium.tables, store, "test")
+    before_export = _digest(store.champion_dir)
+    before_scores = score_open(load_champion(store).bundle, medium.tables, medium.tables.end, with_factors=False)
+    better = train(medium.tables, StageOrder(medium.stages), store)  # the same data: it would tie, so force the gate open
+    monkeypatch.setattr(registry, "gate", lambda *a, **k: (True, "forced", None))
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt(f"killed in {step}")
+
+    if step == "log_model":
+        monkeypatch.setattr(mlflow.pyfunc, "log_model", die)
+    else:
+        monkeypatch.setattr(MlflowClient, step, die)
+    with pytest.raises(KeyboardInterrupt):
+        log_and_register(better, medium.tables, store, "test")
+    monkeypatch.undo()
+    assert champion_version(store) == first.version
+    assert _digest(store.champion_dir) == before_export
+    for prefer_registry in (True, False):
+        after = score_open(load_champion(store, prefer_registry).bundle, medium.tables, medium.tables.end, with_factors=False)
+        pd.testing.assert_frame_equal(after, before_scores)
 
 
 def test_crash_during_export_keeps_a_whole_bundle(trained, medium, store, monkeypatch) -> None:
