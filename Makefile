@@ -23,8 +23,10 @@ lint: install
 	$(BIN)/lint-imports
 
 ## The whole test suite.
+# One thread per test worker: two workers on two cores, each with its own LightGBM and BLAS
+# threads, would oversubscribe the cores (OpenMP threads spin while they wait).
 test: install
-	$(BIN)/python -m pytest -n 2 -q
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 
 bench: install
 	$(BIN)/python benchmarks/features.py

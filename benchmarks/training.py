@@ -2,9 +2,10 @@
 
     python benchmarks/training.py [--n 30000] [--score 100000]
 
-Targets (issue 4, 2 cores): training on 30k generated opportunities (snapshots, features,
-both models, calibration, baselines, evaluation, MLflow logging) ≤ 90 s; batch scoring of
-100k open opportunities with their factors ≤ 60 s. The scoring rows are open opportunities
+Targets (2 cores): training on 30k generated opportunities (snapshots, features, the
+rolling-origin backtest of every candidate and baseline for both targets, the refit,
+calibration, MLflow logging) ≤ 3 min (issue 13; issue 4 asked 90 s of the single time split);
+batch scoring of 100k open opportunities with their factors ≤ 60 s. The scoring rows are open opportunities
 at the snapshot times of the same export (each an opportunity open at its as_of).
 """
 
@@ -62,7 +63,8 @@ def main() -> None:
         "reference s": round(ref_s, 3),
         "train ratio to reference": round(total_s / ref_s),
         "peak GiB": round(peak_rss_gib(), 2),
-        "win AUC model / stage rate": f"{result.metrics['win']['model']['auc']:.3f} / {result.metrics['win']['stage rate']['auc']:.3f}",
+        "win AUC model / stage rate (backtest)": f"{result.metrics['win']['model']['auc']:.3f} / {result.metrics['win']['stage rate']['auc']:.3f}",
+        "served": result.bundle.metadata["served"]["win"]["model"],
     }
     print(json.dumps(row))
     print("\n| " + " | ".join(row) + " |\n|" + "---|" * len(row))

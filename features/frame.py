@@ -316,18 +316,6 @@ def model_matrix(features: dict[str, np.ndarray], spec: FeatureSpec) -> np.ndarr
     return matrix
 
 
-def to_model_frame(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Categoricals with the training levels (unknown levels become missing), numbers as floats."""
-    data = {}
-    for col in spec.columns:
-        if col in spec.categorical:
-            values = frame[col].astype("object").where(frame[col].notna(), MISSING if col != "stage" else None)
-            data[col] = pd.Categorical(values, categories=spec.categories.get(col, []))
-        else:
-            data[col] = frame[col].astype("float64")
-    return pd.DataFrame(data, index=frame.index)
-
-
 def build_features(
     tables: Tables,
     points: pd.DataFrame,

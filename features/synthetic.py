@@ -70,7 +70,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp = DEFAULT_END) -> Generated:
+LOGGING = ("live", "after-the-fact")
+
+
+def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp = DEFAULT_END, logging: str = "live") -> Generated:
+    """A pipeline of n deals; `logging` "after-the-fact" records it as real teams often do (see
+    `_after_the_fact`), "live" as it happened."""
+    if logging not in LOGGING:
+        raise InputInvalid(f"unknown logging {logging!r}, expected one of {', '.join(LOGGING)}")
     if stages not in STAGE_SETS:
         raise InputInvalid(f"unknown stage set {stages!r}, expected one of {sorted(STAGE_SETS)}")
     if n < 1:
@@ -220,4 +227,47 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
             "contact_id": np.char.add("C-", (account[act_opp[keep_a]] * 10 + contact[keep_a]).astype(str)).astype(object),
         }
     )
+    if logging == "after-the-fact":
+        opportunities, history, activities = _after_the_fact(opportunities, history, activities, config, np.random.default_rng(seed + 1))
     return Generated(Tables(opportunities, history, activities), config, list(SEGMENTS))
+
+
+def _after_the_fact(opps: pd.DataFrame, hist: pd.DataFrame, acts: pd.DataFrame, config: StageConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, ...]:
+    """The pipeline as a team that logs after the fact records it (measured on a real org): most
+    won deals are entered at their last stage within a week of the win (many within the hour),
+    nine in ten deals are created past the first stage, and lost deals linger. The deals still
+    open at any date are then far less likely to win than the overall win rate says."""
+    hist = hist.sort_values(["opportunity_id", "entered_at"], kind="stable").reset_index(drop=True)
+    pos = hist.groupby("opportunity_id", sort=False).cumcount().to_numpy()
+    ids = opps["opportunity_id"].to_numpy()
+    last = hist.groupby("opportunity_id", sort=False).tail(1).set_index("opportunity_id")
+    won = last["stage"].reindex(ids).eq(config.won).to_numpy()
+    n = len(ids)
+    quick_win = won & (rng.random(n) < 0.8)
+    late_entry = ~quick_win & (rng.random(n) < 0.9)
+    # quick wins: the last open stage entered shortly before the win, the rest never recorded
+    win_at = last["entered_at"].reindex(ids).to_numpy()
+    lead = np.where(rng.random(n) < 0.4, rng.uniform(0, 3600, n), rng.uniform(3600, 7 * 86400, n))
+    entered_quick = pd.Series(pd.to_datetime(win_at) - pd.to_timedelta(lead, unit="s"), index=ids)
+    per_row = pd.Series(hist["opportunity_id"].to_numpy())
+    rows_of = per_row.groupby(per_row).size().reindex(ids).fillna(0).astype(int).to_numpy()
+    # late entries: the history starts at a random row before the deal's first close (never the close itself)
+    is_close = hist["stage"].isin([config.won, config.lost]).to_numpy()
+    first_close = pd.Series(np.where(is_close, pos, 10**9)).groupby(per_row.to_numpy()).min().reindex(ids).fillna(10**9).to_numpy()
+    open_rows = np.minimum(first_close, rows_of)
+    start = np.where(late_entry & (open_rows > 1), (rng.random(n) * open_rows).astype(int).clip(1, None), 0)
+    start = np.minimum(start, np.maximum(open_rows - 1, 0))
+    start_of = pd.Series(start, index=ids)
+    quick = pd.Series(quick_win, index=ids)
+    row_start = start_of.reindex(hist["opportunity_id"]).to_numpy()
+    row_quick = quick.reindex(hist["opportunity_id"]).to_numpy()
+    n_rows = pd.Series(rows_of, index=ids).reindex(hist["opportunity_id"]).to_numpy()
+    keep = np.where(row_quick, pos >= n_rows - 2, pos >= row_start)
+    hist = hist[keep].reset_index(drop=True)
+    first_rows = ~hist["opportunity_id"].duplicated()
+    quick_first = first_rows & hist["opportunity_id"].map(quick).to_numpy()
+    hist.loc[quick_first, "entered_at"] = hist.loc[quick_first, "opportunity_id"].map(entered_quick).dt.tz_convert("UTC").to_numpy()
+    created = hist[first_rows.to_numpy()].set_index("opportunity_id")["entered_at"]
+    opps = opps.assign(created_at=opps["opportunity_id"].map(created).astype(opps["created_at"].dtype))
+    acts = acts[acts["occurred_at"].to_numpy() >= acts["opportunity_id"].map(created).to_numpy()].reset_index(drop=True)
+    return opps, hist, acts

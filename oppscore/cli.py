@@ -136,16 +136,22 @@ def features(
 
 def _comparison(metrics: dict) -> None:
     for target, rows in metrics.items():
-        show_table(
-            [{"model": name, **{k: m[k] for k in ("auc", "log_loss", "brier", "ece", "lift_top_decile")}, "rows": m["rows"]} for name, m in rows.items()],
-            title=f"{target}: held-out period, model beside its baselines",
-        )
+        shown = []
+        for name, m in rows.items():
+            auc = m.get("interval_90", {}).get("auc")
+            loss = m.get("interval_90", {}).get("log_loss")
+            shown.append({
+                "model": name, "auc": m["auc"], "auc 90 % interval": f"{auc[0]:.3f}–{auc[1]:.3f}" if auc else "n/a",
+                "log_loss": m["log_loss"], "log loss 90 % interval": f"{loss[0]:.3f}–{loss[1]:.3f}" if loss else "n/a",
+                "ece": m["ece"], "rows": m["rows"],
+            })
+        show_table(shown, title=f"{target}: rolling-origin backtest, pooled over folds (the served model as 'model')")
 
 
 @app.command()
 def train(
     data: DataOpt,
-    cutoff: Annotated[datetime | None, typer.Option(help="start of the held-out period (default: the last 20 % of the data)")] = None,
+    cutoff: Annotated[datetime | None, typer.Option(help="backtest only at fold dates from then on (default: as far back as the data allow)")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Train both models on a time split, compare with baselines, register, and promote if better."""
@@ -168,9 +174,10 @@ def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | N
             result = fit(validated.tables, validated.stages, settings, cutoff, workdir=Path(tmp), progress=step)
             step("logging to MLflow")
             registered = log_and_register(result, validated.tables, settings, str(data))
-    _comparison(result.metrics)
-    for reason in result.bundle.metadata.get("fallback", {}).values():
-        console.print(f"[yellow]fallback[/yellow] {reason}")
+    if result.metrics:
+        _comparison(result.metrics)
+    for line in result.report.get("said", []):
+        out.print(line)
     out.print(f"registered version {registered.version} (run {registered.run_id}); {registered.reason}")
     out.print(f"champion: version {registered.version}" if registered.promoted else "champion unchanged")
     return validated
@@ -180,12 +187,12 @@ def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | N
 def evaluate(
     data: DataOpt,
     versions: Annotated[list[str] | None, typer.Option("--version", help="versions to compare (default: all)")] = None,
-    cutoff: Annotated[datetime | None, typer.Option(help="start of the held-out period")] = None,
+    cutoff: Annotated[datetime | None, typer.Option(help="evaluate only at backtest dates from then on")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Compare registered versions on one held-out period of an export."""
     from scoring.store import champion_version, load_version
-    from training.pipeline import evaluate_on, label_points
+    from training.pipeline import backtest_points, evaluate_on
     from training.registry import versions as all_versions
 
     settings = _settings(config, data)
@@ -194,23 +201,28 @@ def evaluate(
     if not chosen:
         raise InputInvalid("no registered versions: run `oppscore train` first")
     champ = champion_version(settings)
-    held = label_points(validated.tables, validated.stages, settings, to_utc(cutoff) if cutoff else None).held_out()
+    held = backtest_points(validated.tables, validated.stages, settings, to_utc(cutoff) if cutoff else None)
     rows = []
     with steps("evaluate") as step:
         for v in chosen:
             step(f"version {v}")
             m = evaluate_on(load_version(settings, v), validated.tables, held)
             rows.append({"version": v + (" (champion)" if v == champ else ""), **{f"{t} {k}": m[t][k] for t in m for k in ("auc", "log_loss", "ece")}})
-    show_table(rows, title=f"held-out period from {held.points['as_of'].min():%Y-%m-%d}: {len(held.points)} snapshots")
+    show_table(rows, title=f"backtest dates from {held.points['as_of'].min():%Y-%m-%d}: {len(held.points)} open deal-dates, outcomes as known at the data's end")
+    out.print("A version trained on these data has seen these outcomes; compare versions trained on the same data, or on data that ended before these dates.")
 
 
 @app.command()
-def promote(version: Annotated[str, typer.Argument(help="the version to make champion (an older one rolls back)")], config: ConfigOpt = None) -> None:
+def promote(
+    version: Annotated[str, typer.Argument(help="the version to make champion (an older one rolls back)")],
+    force: Annotated[bool, typer.Option("--force", help="also when it reads other stages, segments or activity types than the champion")] = False,
+    config: ConfigOpt = None,
+) -> None:
     """Move the champion alias by hand and export that version to models/champion."""
     from training.registry import promote as move
 
     settings = _settings(config)
-    move(settings, version)
+    move(settings, version, force=force)
     out.print(f"champion: version {version}")
 
 

@@ -24,8 +24,9 @@ import pandas as pd
 from features.errors import BundleInvalid
 from features.frame import FeatureSpec
 from features.pit_stats import PointInTimeStats
+from scoring.models import BoosterModel, Estimator, RateModel, estimator_from_dict, estimator_to_dict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the served model may be a booster, a linear model or rates (1: booster or stage rates)
 TARGETS = ("win", "stall")
 
 
@@ -53,28 +54,28 @@ class Calibrator:
 
 @dataclass
 class TargetModel:
-    """One target: a booster and its calibrator, or a stage-rate fallback when data was thin."""
+    """One target: the model the backtest chose (a booster, a linear model or pooled rates) and
+    the calibrator fitted on its out-of-fold predictions; `note` says why this one serves."""
 
-    booster: lgb.Booster | None
+    estimator: Estimator
     calibrator: Calibrator
-    fallback_rates: dict[str, float] | None = None  # stage → rate, used when booster is None
-    fallback_reason: str | None = None
+    note: str | None = None
 
-    def predict(self, x: pd.DataFrame | np.ndarray, stage: np.ndarray | None = None) -> np.ndarray:
-        """Calibrated probabilities of a model frame or a model matrix (features.frame); the
-        fallback reads the stage names (`stage`, or the frame's column)."""
-        if self.booster is None:
-            rates = self.fallback_rates or {}
-            default = float(np.mean(list(rates.values()))) if rates else 0.5
-            names = x["stage"] if stage is None else pd.Series(stage, dtype=object)
-            return names.astype(object).map(rates).fillna(default).to_numpy(dtype=float)
-        return self.calibrator(self.booster.predict(x))
+    @property
+    def kind(self) -> str:
+        return self.estimator.kind
 
-    def contributions(self, x: pd.DataFrame | np.ndarray) -> np.ndarray | None:
-        """Per-feature contributions in log-odds (LightGBM's SHAP values), without the bias column."""
-        if self.booster is None:
-            return None
-        return self.booster.predict(x, pred_contrib=True)[:, :-1]
+    @property
+    def booster(self) -> lgb.Booster | None:
+        return self.estimator.booster if isinstance(self.estimator, BoosterModel) else None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of a model matrix (`features.frame.model_matrix`)."""
+        return self.calibrator(self.estimator.probability(x))
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """Per-feature-column contributions in log-odds, before calibration."""
+        return self.estimator.contributions(x)
 
 
 @dataclass
@@ -103,12 +104,7 @@ class Bundle:
         for target, model in self.models.items():
             if model.booster is not None:
                 model.booster.save_model(str(folder / f"{target}.lgb.txt"))
-            models[target] = {
-                "calibrator": model.calibrator.to_dict(),
-                "fallback_rates": model.fallback_rates,
-                "fallback_reason": model.fallback_reason,
-                "has_booster": model.booster is not None,
-            }
+            models[target] = {"calibrator": model.calibrator.to_dict(), "estimator": estimator_to_dict(model.estimator), "note": model.note}
         doc = {
             "format": FORMAT_VERSION,
             "models": models,
@@ -127,18 +123,29 @@ class Bundle:
         if not doc_path.exists():
             raise BundleInvalid(f"{folder}: no bundle.json, not a model bundle")
         doc = json.loads(doc_path.read_text(encoding="utf-8"))
-        if doc.get("format") != FORMAT_VERSION:
+        if doc.get("format") not in (1, FORMAT_VERSION):
             raise BundleInvalid(f"{folder}: bundle format {doc.get('format')}, expected {FORMAT_VERSION}")
         spec = FeatureSpec.from_json((folder / "spec.json").read_text(encoding="utf-8"))
         frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("win_steps", "dwell_steps")}
         stats = PointInTimeStats.from_frames(spec.stat_keys, doc["shrinkage"], frames)
         models = {}
         for target, info in doc["models"].items():
-            booster = lgb.Booster(model_file=str(folder / f"{target}.lgb.txt")) if info["has_booster"] else None
             cal = Calibrator(info["calibrator"]["kind"], info["calibrator"]["params"])
-            models[target] = TargetModel(booster, cal, info["fallback_rates"], info["fallback_reason"])
+            booster_file = folder / f"{target}.lgb.txt"
+            booster = lgb.Booster(model_file=str(booster_file)) if booster_file.exists() else None
+            if doc["format"] == 1:  # a booster, or stage-name rates when data was thin
+                estimator = BoosterModel(booster) if booster is not None else _rates_of_format_1(spec, info["fallback_rates"] or {})
+                models[target] = TargetModel(estimator, cal, info.get("fallback_reason"))
+            else:
+                models[target] = TargetModel(estimator_from_dict(info["estimator"], booster), cal, info.get("note"))
         timing = pd.read_parquet(folder / "timing.parquet") if (folder / "timing.parquet").exists() else None
         return cls(spec, stats, models, doc["stage_weights"], doc["reference"], doc["grades"], doc["metadata"], timing)
+
+
+def _rates_of_format_1(spec: FeatureSpec, rates: dict[str, float]) -> RateModel:
+    levels = spec.categories.get("stage", [])
+    overall = float(np.mean(list(rates.values()))) if rates else 0.5
+    return RateModel(spec.columns.index("stage"), [float(rates.get(level, overall)) for level in levels], overall, {})
 
 
 def export_atomically(bundle_dir: Path, target: Path) -> None:

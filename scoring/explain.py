@@ -123,7 +123,9 @@ def top_factors(
     for r, row in enumerate(records):  # sentences are text: one per factor shown, not per feature
         ref = reference.get(str(row.get("stage")), {})
         items = []
-        for j in order[r]:
+        for rank, j in enumerate(order[r]):
+            if rank > 0 and grouped[r, j] == 0.0:  # a model that reads few columns (rates) has few reasons
+                break
             feature = columns[leader[r, j]]
             value = row.get(feature)
             if isinstance(value, float) and math.isnan(value):

@@ -27,21 +27,18 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
     spec = bundle.spec
     features = feature_arrays(tables, points, spec, bundle.stats, state=state)
     x = model_matrix(features, spec)
-    win = bundle.models["win"].predict(x, features["stage"])
+    win = bundle.models["win"].predict(x)
     amount = tables.index.opportunity_values("amount", points.code).astype(float)
     out = {
         "stage": features["stage"],
         "win_probability": win,
-        "stall_risk": bundle.models["stall"].predict(x, features["stage"]),
+        "stall_risk": bundle.models["stall"].predict(x),
         "score": np.clip(np.rint(win * 100), 1, 99).astype(int),
         "grade": grade(win, bundle.grades),
         "expected_value": amount * win,
     }
     if with_factors:
         contrib = bundle.models["win"].contributions(x)
-        if contrib is None:  # stage-rate fallback: the stage is the only reason there is
-            contrib = np.zeros((len(points), len(spec.columns)))
-            contrib[:, spec.columns.index("stage")] = win - 0.5
         out["top_factors"] = top_factors(features, contrib, spec, bundle.reference)
     return out
 

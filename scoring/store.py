@@ -43,16 +43,20 @@ def missing(exc: MlflowException) -> bool:
 
 
 def champion_version(settings: Settings, alias: str = ALIAS) -> str | None:
-    """The version the alias points at, None when there is none; raises when the registry is unreachable."""
+    """The version the alias points at, None when there is none; raises when the registry is
+    unreachable. Reads the model's aliases rather than asking for the alias, which MLflow
+    answers for a missing one with a generic "invalid parameter" error."""
     from mlflow import MlflowClient
 
     use_tracking(settings)
     try:
-        return str(MlflowClient().get_model_version_by_alias(settings.model_name, alias).version)
+        model = MlflowClient().get_registered_model(settings.model_name)
     except MlflowException as exc:
         if missing(exc):
             return None
         raise
+    version = model.aliases.get(alias)
+    return str(version) if version is not None else None
 
 
 def load_version(settings: Settings, version: str) -> Bundle:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # see the Makefile's test target
 os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # tests point at dead registries on purpose
 os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "2"
 
@@ -67,3 +68,29 @@ def store(tmp_path: Path, monkeypatch, medium: Generated):
         champion_dir=tmp_path / "models" / "champion",
         segments=SegmentConfig(columns=medium.segments),
     )
+
+
+def weaker(result):
+    """The same run with both targets served by one constant rate: a challenger that must lose
+    to its own run, made without training again (training is the slow part of the suite)."""
+    import copy
+    import dataclasses
+
+    import numpy as np
+
+    from scoring.bundle import Calibrator, TargetModel
+    from scoring.models import RateModel
+
+    bundle = copy.copy(result.bundle)
+    bundle.metadata = copy.deepcopy(result.bundle.metadata)
+    spec = bundle.spec
+    held = result.held_out
+    ours, models = {}, {}
+    for target in ("win", "stall"):
+        w = held.w[target]
+        rate = float(np.average(held.y[target], weights=w)) if w.sum() > 0 else 0.3
+        levels = len(spec.categories["stage"])
+        models[target] = TargetModel(RateModel(spec.columns.index("stage"), [rate] * levels, rate, {}), Calibrator("identity", {}), "a constant, for tests")
+        ours[target] = np.full(len(held.points), rate)
+    bundle.models = models
+    return dataclasses.replace(result, bundle=bundle, held_out=dataclasses.replace(held, ours=ours))

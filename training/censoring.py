@@ -2,8 +2,9 @@
 
 A snapshot taken shortly before the labels were read is labelled only if its deal closed
 fast, and fast deals are not typical ones. Each labelled snapshot is weighted by 1 / P(a deal
-open at a snapshot closes within the follow-up it had), estimated by Kaplan–Meier over the
-training snapshots (scipy.stats.ecdf on censored data). Snapshots whose follow-up was so short
+open at a snapshot that closes at all closes within the follow-up it had), estimated by
+Kaplan–Meier over the training snapshots (scipy.stats.ecdf on censored data), divided by the
+share that ever closes (deals left open for good flatten the curve below 1). Snapshots whose follow-up was so short
 that fewer than MIN_CLOSE_PROB of deals would have closed are dropped rather than given large
 weights: the weights correct for how long deals take in general, not for losers taking longer
 than winners, so only mature labels are trusted for training, calibration and evaluation.
@@ -30,10 +31,14 @@ class CloseTimeModel:
         days = np.maximum(days, 1e-6)
         data = stats.CensoredData(uncensored=days[closed.to_numpy()], right=days[~closed.to_numpy()])
         self.cdf_ = stats.ecdf(data).cdf
+        # the share that ever closes: real exports hold deals left open for good, and the curve
+        # flattens below 1; what the weights need is how far along the deals that close are
+        self.ever_ = float(self.cdf_.evaluate(days.max())) if closed.any() else 1.0
         return self
 
     def close_prob(self, days: np.ndarray) -> np.ndarray:
-        return self.cdf_.evaluate(np.maximum(days, 0.0))
+        """P(a deal that closes has closed within `days` of a snapshot)."""
+        return self.cdf_.evaluate(np.maximum(days, 0.0)) / max(self.ever_, 1e-12)
 
 
 def first_close(history: pd.DataFrame, closed_stages: list[str], points: pd.DataFrame) -> pd.Series:

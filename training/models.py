@@ -1,20 +1,27 @@
-"""LightGBM boosters and their calibrators.
+"""Fitting the candidates a backtest compares, and their calibrators.
 
-Early stopping watches the time-later validation slice; the calibrator is fitted on the slice
-after that, which the booster never saw. Seeded and deterministic, so a retrain on the same
-data gives the same model.
+Every candidate reads the model matrix (`features.frame.model_matrix`) and returns one of the
+estimators a bundle can serve (`scoring.models`): a LightGBM booster, a regularised logistic
+regression, or partially pooled stage × segment rates. Each needs a minimum of closed deals of
+both outcomes; below it, the rates (which need none beyond a prior) stand in for it. Seeded and
+deterministic, so a retrain on the same data gives the same model.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.special import logit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
+from features.frame import FeatureSpec
 from scoring.bundle import Calibrator
+from scoring.models import EPS, BoosterModel, LinearModel, RateModel
 
 PARAMS = {
     "objective": "binary",
@@ -31,34 +38,158 @@ PARAMS = {
     "seed": 17,
     "deterministic": True,
     "force_row_wise": True,
-    "num_threads": 2,
+    # threads: OpenMP's default (OMP_NUM_THREADS, else one per core). A fixed count oversubscribes
+    # the cores when several processes train at once, and LightGBM's threads spin while they wait
     "verbosity": -1,
 }
 MAX_ROUNDS = 1000
 PATIENCE = 50
 ISOTONIC_MIN_ROWS = 2000  # below this a sigmoid is the steadier calibrator
+LOGISTIC_C = 0.3  # on standardised features and one-hot levels
+POOLING = 10.0  # deals' worth of prior in the pooled rates
+MIN_DEALS = {"lightgbm": 40, "linear": 10}  # closed deals of each outcome a learned candidate needs (Dynamics 365 asks 40 + 40)
 
 
-def fit_booster(
-    train_x: pd.DataFrame, train_y: np.ndarray, train_w: np.ndarray, valid_x: pd.DataFrame, valid_y: np.ndarray, valid_w: np.ndarray, params: dict | None = None
-) -> lgb.Booster:
-    p = {**PARAMS, **(params or {})}
-    train = lgb.Dataset(train_x, train_y, weight=train_w, categorical_feature="auto", free_raw_data=False)
-    valid = lgb.Dataset(valid_x, valid_y, weight=valid_w, reference=train)
-    return lgb.train(
-        p,
-        train,
-        num_boost_round=MAX_ROUNDS,
-        valid_sets=[valid],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(PATIENCE, verbose=False)],
+@dataclass(frozen=True)
+class Rows:
+    """Labelled rows to fit on: the model matrix, labels, weights (0: unused) and each row's deal."""
+
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+    deal: np.ndarray
+
+    def used(self) -> Rows:
+        keep = self.w > 0
+        return Rows(self.x[keep], self.y[keep], self.w[keep], self.deal[keep])
+
+    def deals_of_each_outcome(self) -> int:
+        """Distinct deals with a positive and with a negative row, the smaller count: one long
+        deal gives many correlated rows, so deals are what count."""
+        keep = self.w > 0
+        return min(len(np.unique(self.deal[keep & (self.y == 1)])), len(np.unique(self.deal[keep & (self.y == 0)])))
+
+
+def _params(n_rows: int) -> dict:
+    """Leaves of at least 40 rows on large data, fewer on small (never below 5)."""
+    return {**PARAMS, "min_data_in_leaf": int(np.clip(n_rows // 60, 5, PARAMS["min_data_in_leaf"]))}
+
+
+def _inner_valid(deal: np.ndarray) -> np.ndarray:
+    """A quarter of the deals, by a stable hash of their id, watch early stopping."""
+    return pd.util.hash_pandas_object(pd.Series(deal, dtype=object).astype(str), index=False).to_numpy() % 4 == 0
+
+
+def fit_booster(rows: Rows, spec: FeatureSpec, rounds: int | None = None) -> tuple[BoosterModel, int]:
+    """A booster on the model matrix; `rounds` None: as many as early stopping on a quarter of the
+    deals allows (then refitted on all rows), else exactly that many."""
+    rows = rows.used()
+    categorical = [spec.columns.index(c) for c in spec.categorical]
+    params = _params(len(rows.y))
+
+    def dataset(mask: np.ndarray) -> lgb.Dataset:
+        return lgb.Dataset(rows.x[mask], rows.y[mask], weight=rows.w[mask], categorical_feature=categorical, free_raw_data=False)
+
+    every = np.ones(len(rows.y), dtype=bool)
+    if rounds is None:
+        valid = _inner_valid(rows.deal)
+        if valid.all() or not valid.any() or len(np.unique(rows.y[valid])) < 2:
+            rounds = 100
+        else:
+            train = dataset(~valid)
+            probe = lgb.train(params, train, num_boost_round=MAX_ROUNDS, valid_sets=[dataset(valid)], callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
+            rounds = max(int(probe.best_iteration), 10)
+    booster = lgb.train(params, dataset(every), num_boost_round=rounds)
+    return BoosterModel(booster), rounds
+
+
+def fit_linear(rows: Rows, spec: FeatureSpec, c: float = LOGISTIC_C) -> LinearModel:
+    """L2-regularised logistic regression (scikit-learn) on a design built here, so that the
+    stored numbers reproduce its probabilities exactly (`scoring.models.LinearModel`)."""
+    rows = rows.used()
+    x = rows.x
+    numeric = [j for j, col in enumerate(spec.columns) if col not in spec.categorical]
+    categorical = [j for j, col in enumerate(spec.columns) if col in spec.categorical]
+    blocks, median, mean, scale, missing_mean = [], [], [], [], []
+    for j in numeric:
+        values = x[:, j]
+        missing = np.isnan(values)
+        med = float(np.nanmedian(values)) if (~missing).any() else 0.0
+        filled = np.where(missing, med, values)
+        m, s = float(filled.mean()), float(filled.std())
+        median.append(med), mean.append(m), scale.append(s if s > 0 else 1.0), missing_mean.append(float(missing.mean()))
+        blocks.append(((filled - m) / scale[-1])[:, None])
+    indicators = np.column_stack([np.isnan(x[:, j]).astype(float) for j in numeric]) if numeric else np.zeros((len(x), 0))
+    levels = [len(spec.categories.get(spec.columns[j], [])) for j in categorical]
+    onehot = []
+    for j, n_levels in zip(categorical, levels, strict=True):
+        codes = x[:, j]
+        block = np.zeros((len(x), n_levels))
+        known = ~np.isnan(codes) & (codes >= 0) & (codes < n_levels)
+        block[np.flatnonzero(known), codes[known].astype(np.int64)] = 1.0
+        onehot.append(block)
+    design = np.hstack([*blocks, indicators, *onehot])
+    # constant columns (an indicator of a never-missing number, an absent level) carry nothing:
+    # left out of the fit, weight 0; Newton-Cholesky suits a few hundred columns and many rows
+    varies = design.min(axis=0) != design.max(axis=0)
+    model = LogisticRegression(C=c, solver="newton-cholesky", max_iter=200).fit(design[:, varies], rows.y, sample_weight=rows.w)
+    coef = np.zeros(design.shape[1])
+    coef[varies] = model.coef_[0]
+    k = len(numeric)
+    weight, missing_weight = coef[:k].tolist(), coef[k : 2 * k].tolist()
+    level_weight, level_mean, at = [], [], 2 * k
+    for block, n_levels in zip(onehot, levels, strict=True):
+        level_weight.append(coef[at : at + n_levels].tolist())
+        level_mean.append(block.mean(axis=0).tolist())
+        at += n_levels
+    return LinearModel(numeric, median, mean, scale, missing_weight, missing_mean, weight, categorical, level_weight, level_mean, float(model.intercept_[0]))
+
+
+def _pooled(y: np.ndarray, w: np.ndarray, deal: np.ndarray, groups: np.ndarray, n_groups: int, prior: np.ndarray) -> np.ndarray:
+    """Per group: the weighted rate, shrunk toward `prior` with POOLING deals' worth of weight
+    (a group's evidence counts its distinct deals, not its snapshots)."""
+    out = np.array(prior, dtype=float, copy=True)
+    frame = pd.DataFrame({"g": groups, "yw": y * w, "w": w, "deal": deal})
+    frame = frame[frame["g"] >= 0]
+    if frame.empty:
+        return out
+    agg = frame.groupby("g").agg(yw=("yw", "sum"), w=("w", "sum"), deals=("deal", "nunique"))
+    g = agg.index.to_numpy(dtype=np.int64)
+    raw = agg["yw"].to_numpy() / np.maximum(agg["w"].to_numpy(), 1e-12)
+    n = agg["deals"].to_numpy(dtype=float)
+    out[g] = (n * raw + POOLING * prior[g]) / (n + POOLING)
+    return out
+
+
+def fit_rates(rows: Rows, spec: FeatureSpec, stage_prior: np.ndarray | None = None, segments: bool = True) -> RateModel:
+    """Partially pooled rates: each stage's rate shrunk toward its prior (the configured weight,
+    else the rate every closed deal earned there, else the overall rate), each segment value's
+    rate at that stage shrunk toward the stage's."""
+    rows = rows.used()
+    stage_col = spec.columns.index("stage")
+    n_stages = len(spec.categories.get("stage", []))
+    overall = float(np.clip(np.average(rows.y, weights=rows.w), 0.01, 0.99)) if rows.w.sum() > 0 else (
+        float(np.nanmean(stage_prior)) if stage_prior is not None and np.isfinite(stage_prior).any() else 0.5
     )
+    prior = np.full(n_stages, overall) if stage_prior is None else np.where(np.isfinite(stage_prior), stage_prior, overall)
+    stage = np.where(np.isnan(rows.x[:, stage_col]), -1, rows.x[:, stage_col]).astype(np.int64) if len(rows.y) else np.zeros(0, dtype=np.int64)
+    rates = np.clip(_pooled(rows.y, rows.w, rows.deal, stage, n_stages, prior), EPS, 1 - EPS)
+    shifts = {}
+    for col in spec.segment_columns if segments else []:
+        j = spec.columns.index(col)
+        n_levels = len(spec.categories.get(col, []))
+        if n_levels == 0:
+            continue
+        level = np.where(np.isnan(rows.x[:, j]), -1, rows.x[:, j]).astype(np.int64)
+        pair = np.where((stage >= 0) & (level >= 0), stage * n_levels + level, -1)
+        pooled = _pooled(rows.y, rows.w, rows.deal, pair, n_stages * n_levels, np.repeat(rates, n_levels))
+        shift = logit(np.clip(pooled, EPS, 1 - EPS)) - logit(np.repeat(rates, n_levels))
+        shifts[j] = shift.reshape(n_stages, n_levels).tolist()
+    return RateModel(stage_col, rates.tolist(), overall, shifts)
 
 
 def _sigmoid(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
-    clipped = np.clip(raw, 1e-6, 1 - 1e-6)
-    logit = np.log(clipped / (1 - clipped)).reshape(-1, 1)
-    lr = LogisticRegression(C=1e4).fit(logit, y, sample_weight=w)
+    lr = LogisticRegression(C=1e4).fit(logit(np.clip(raw, 1e-6, 1 - 1e-6)).reshape(-1, 1), y, sample_weight=w)
     return Calibrator("sigmoid", {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])})
 
 
@@ -67,19 +198,31 @@ def _isotonic(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
     return Calibrator("isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
 
 
-def fit_calibrator(raw: np.ndarray, y: np.ndarray, w: np.ndarray, check: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Calibrator:
-    """Fit sigmoid and (on enough rows) isotonic maps on one slice with scikit-learn, and keep
-    whichever of them or no map at all has the lowest log loss on `check`, rows neither the
-    booster nor the calibrator saw. A booster is often calibrated already; a map that only
-    adds noise is not kept."""
-    raw = np.asarray(raw, dtype=float)
-    if len(np.unique(y)) < 2:
-        return Calibrator("identity", {})
-    candidates = [Calibrator("identity", {}), _sigmoid(raw, y, w)]
+CALIBRATORS = {"identity": lambda raw, y, w: Calibrator("identity", {}), "sigmoid": _sigmoid, "isotonic": _isotonic}
+
+
+def calibrator_kinds(y: np.ndarray) -> list[str]:
+    """Which maps enough rows support: isotonic only on thousands of rows with hundreds of each class."""
+    kinds = ["identity", "sigmoid"] if len(np.unique(y)) == 2 else ["identity"]
     if len(y) >= ISOTONIC_MIN_ROWS and min((y == 1).sum(), (y == 0).sum()) >= 200:
-        candidates.append(_isotonic(raw, y, w))
-    if check is None or len(np.unique(check[1])) < 2:
-        return candidates[-1]
-    c_raw, c_y, c_w = check
-    losses = [log_loss(c_y, np.clip(c(c_raw), 1e-6, 1 - 1e-6), sample_weight=c_w, labels=[0, 1]) for c in candidates]
-    return candidates[int(np.argmin(losses))]
+        kinds.append("isotonic")
+    return kinds
+
+
+def cross_fitted(raw: np.ndarray, y: np.ndarray, w: np.ndarray, fold: np.ndarray, kind: str) -> np.ndarray:
+    """Each fold's predictions mapped by a calibrator fitted on the other folds' (leave one fold
+    out), so a calibrator is never judged on the rows it was fitted to."""
+    out = raw.copy()
+    if kind == "identity":
+        return out
+    for f in np.unique(fold):
+        this, rest = fold == f, (fold != f) & (w > 0)
+        if len(np.unique(y[rest])) == 2:
+            out[this] = CALIBRATORS[kind](raw[rest], y[rest], w[rest])(raw[this])
+    return out
+
+
+def weighted_log_loss(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
+    keep = w > 0
+    return float(log_loss(y[keep], np.clip(p[keep], 1e-6, 1 - 1e-6), sample_weight=w[keep], labels=[0, 1])) if keep.any() else float("nan")
+

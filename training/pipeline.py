@@ -1,6 +1,12 @@
-"""One training run: snapshots → labels → time split → both models → calibration →
-evaluation beside baselines → stage weights → a bundle. MLflow is the caller's business
-(training.registry), so this runs and tests without a tracking store."""
+"""One training run: snapshots → features → a rolling-origin backtest of every candidate and
+baseline → the candidate with the lowest pooled log loss, refitted on every labelled snapshot
+and calibrated on its out-of-fold predictions → stage weights → a bundle. MLflow is the
+caller's business (training.registry), so this runs and tests without a tracking store.
+
+Small pipelines are the common case: a few hundred closed deals. Nothing here sets a slice
+aside that could starve; every closed deal teaches, and what serves is what the evidence chose,
+said in the bundle, the run and /v1/model.
+"""
 
 from __future__ import annotations
 
@@ -14,129 +20,124 @@ import pandas as pd
 from analytics.forecast import TimeToWin
 from analytics.stage_weights import StageWeights
 from features.errors import NotEnoughData
-from features.frame import FeatureSpec, build_features, make_spec, segment_columns, to_model_frame
+from features.frame import FeatureSpec, build_features, make_spec, model_matrix, segment_columns
 from features.pit_stats import PointInTimeStats
 from features.settings import Settings
 from features.snapshots import snapshot_points
 from features.stages import StageOrder
+from features.stays import final_states
 from features.tables import Tables
-from scoring.bundle import Bundle, Calibrator, TargetModel
-from training import baselines, plots
-from training.censoring import CloseTimeModel, first_close, win_weights
-from training.labels import stalled_label, won_label
-from training.metrics import metrics, sliced
-from training.models import PARAMS, fit_booster, fit_calibrator
-from training.split import TimeSplit, make_split
+from features.times import to_utc
+from scoring.bundle import Bundle, TargetModel
+from scoring.models import RateModel
+from training import backtest as bt_
+from training import baselines, plots, sufficiency
+from training import models as fit
+from training.labels import stalled_label
+from training.metrics import sliced
 
 log = logging.getLogger(__name__)
 
-MIN_CLASS = 40  # fewer closed wins or losses than this: no booster, the stage rate instead
-SLICES = ("train", "valid", "calib", "test")
+MIN_CLASS = fit.MIN_DEALS["lightgbm"]
+NAMES = {"lightgbm": "LightGBM", "logistic regression": "logistic regression", "pooled rates": "pooled stage × segment rates", "configured weights": "the configured stage weights"}
 
 
 @dataclass
 class HeldOut:
-    """The held-out rows with their labels and weights, kept so a champion can be scored on them."""
+    """The backtest's evaluation points (deals open at each fold date, outcomes as known at the
+    end) with this run's out-of-fold predictions, kept so a champion can be scored on them."""
 
     points: pd.DataFrame
     y: dict[str, np.ndarray]
     w: dict[str, np.ndarray]
+    ours: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def since(self, t: pd.Timestamp) -> HeldOut:
+        keep = (self.points["as_of"] >= t).to_numpy()
+        return HeldOut(self.points[keep].reset_index(drop=True), {k: v[keep] for k, v in self.y.items()}, {k: v[keep] for k, v in self.w.items()}, {k: v[keep] for k, v in self.ours.items()})
 
 
 @dataclass
 class TrainResult:
     bundle: Bundle
-    split: TimeSplit
-    metrics: dict[str, dict[str, dict[str, float]]]  # target → model/baseline → metric → value
+    metrics: dict[str, dict[str, dict[str, float]]]  # target → model/baseline → pooled backtest metrics
+    per_fold: dict[str, list[dict]]
     slices: dict[str, pd.DataFrame]
     counts: dict[str, int]
     plots: list[Path]
     held_out: HeldOut
+    report: dict
     params: dict = field(default_factory=dict)
 
 
-def _labels(tables: Tables, stages: StageOrder, points: pd.DataFrame, part: pd.Series, split: TimeSplit, horizon: int):
-    y_win = np.full(len(points), np.nan)
-    y_stall = np.full(len(points), np.nan)
-    for name in SLICES:
-        m = (part == name).to_numpy()
-        if not m.any():
-            continue
-        known = split.known_at(name)
-        y_win[m] = won_label(tables, stages, points[m], known)
-        y_stall[m] = stalled_label(tables, stages, points[m].reset_index(drop=True), horizon, known)
-    return y_win, y_stall
-
-
-def _win_weights(tables: Tables, stages: StageOrder, points: pd.DataFrame, part: pd.Series, split: TimeSplit, y_win: np.ndarray) -> np.ndarray:
-    closes = first_close(tables.stage_history, [stages.config.won, stages.config.lost], points)
-    train = (part == "train").to_numpy()
-    model = CloseTimeModel().fit(points["as_of"][train].reset_index(drop=True), closes[train].reset_index(drop=True), split.tune_start)
-    w = np.zeros(len(points))
-    for name in SLICES:
-        m = (part == name).to_numpy()
-        w[m] = win_weights(model, points["as_of"][m].reset_index(drop=True), split.known_at(name), ~np.isnan(y_win[m]))
-    return w
-
-
-def _reference(frame: pd.DataFrame, y_win: np.ndarray, spec: FeatureSpec) -> dict[str, dict[str, float]]:
+def _reference(frame: pd.DataFrame, y_win: np.ndarray, w_win: np.ndarray, spec: FeatureSpec) -> dict[str, dict[str, float]]:
     """Per stage, the median of each number among snapshots of deals that were won."""
     numeric = [c for c in spec.columns if c not in spec.categorical]
-    won = frame[(y_win == 1)]
+    won = frame[(y_win == 1) & (w_win > 0)]
     med = won.groupby("stage")[numeric].median()
     return {str(stage): {k: float(v) for k, v in row.items() if pd.notna(v)} for stage, row in med.iterrows()}
 
 
-def _fit_target(name, x, y, w, part, ids, min_class) -> tuple[TargetModel, dict]:
-    tr, va, ca = ((part == s).to_numpy() & (w > 0) for s in ("train", "valid", "calib"))
-    # what counts is how many deals, not snapshots: one long deal gives many correlated rows
-    pos, neg = int(ids[tr & (y == 1)].nunique()), int(ids[tr & (y == 0)].nunique())
-    rates = baselines.stage_rate(x[tr], y[tr], w[tr]) if tr.any() else {}
-    if min(pos, neg) < min_class or va.sum() < 20 or ca.sum() < 20:
-        reason = (
-            f"{name}: {pos} opportunities with a positive and {neg} with a negative label in training, "
-            f"{int(va.sum())} early-stopping and {int(ca.sum())} calibration rows (need {min_class} "
-            "opportunities of each class and 20 rows per slice): "
-            "serving the stage rate learned from the data instead of a model"
-        )
-        log.warning(reason)
-        return TargetModel(None, Calibrator("identity", {}), rates, reason), {"best_iteration": 0}
-    booster = fit_booster(x[tr], y[tr], w[tr], x[va], y[va], w[va])
-    cal = fit_calibrator(booster.predict(x[ca]), y[ca], w[ca], check=(booster.predict(x[va]), y[va], w[va]))
-    return TargetModel(booster, cal), {"best_iteration": int(booster.best_iteration), "calibrator": cal.kind}
-
-
-@dataclass
-class Labelled:
-    """Snapshots with their slice, labels (NaN: unknown) and weights (0: not used)."""
-
-    points: pd.DataFrame
-    split: TimeSplit
-    part: pd.Series
-    y_win: np.ndarray
-    y_stall: np.ndarray
-    w_win: np.ndarray
-    w_stall: np.ndarray
-
-    def held_out(self) -> HeldOut:
-        test = (self.part == "test").to_numpy()
-        return HeldOut(
-            self.points[test].reset_index(drop=True),
-            {"win": np.nan_to_num(self.y_win[test]), "stall": np.nan_to_num(self.y_stall[test])},
-            {"win": self.w_win[test], "stall": self.w_stall[test]},
-        )
-
-
-def label_points(tables: Tables, stages: StageOrder, settings: Settings, cutoff: pd.Timestamp | None = None) -> Labelled:
+def _snapshots(tables: Tables, stages: StageOrder, settings: Settings, spec: FeatureSpec, stats: PointInTimeStats, step) -> bt_.Snapshots:
     points = snapshot_points(tables, stages, every_days=settings.snapshots.every_days)
-    if len(points) < 50:
-        raise NotEnoughData(f"only {len(points)} training snapshots (every {settings.snapshots.every_days} days while open); need at least 50")
-    split = make_split(points["as_of"].min(), tables.end, cutoff)
-    part = split.slice_of(points["as_of"], points["opportunity_id"])
-    y_win, y_stall = _labels(tables, stages, points, part, split, settings.stall.horizon_days)
-    w_win = _win_weights(tables, stages, points, part, split, y_win)
-    w_stall = (~np.isnan(y_stall)).astype(float)
-    return Labelled(points, split, part, y_win, y_stall, w_win, w_stall)
+    if len(points) == 0:
+        raise NotEnoughData(
+            f"no training snapshots: no deal was open at any of the weekly grid times (every {settings.snapshots.every_days} days); "
+            "an export whose deals open and close between two grid times cannot be learned from"
+        )
+    frame = build_features(tables, points, spec, stats, progress=step)
+    step("labels")
+    horizon = settings.stall.horizon_days
+    stalled = stalled_label(tables, stages, points, horizon, tables.end)
+    return bt_.Snapshots(
+        points=points,
+        frame=frame,
+        x=model_matrix({c: frame[c].to_numpy(dtype=object if c in spec.categorical else "float64") for c in spec.columns}, spec),
+        deal=points["opportunity_id"].to_numpy(dtype=object),
+        time=points["as_of"].array.asi8.copy(),
+        close=bt_.first_closes(tables, stages, points),
+        stalled=stalled,
+        horizon_ns=bt_.horizon_ns(horizon),
+    )
+
+
+def _stage_prior(tables: Tables, stages: StageOrder, spec: FeatureSpec, at: pd.Timestamp) -> np.ndarray:
+    """What a stage is worth before any snapshot evidence: the configured weight when the config
+    has one, else the win rate every deal closed by `at` earned there (never a constant 0.5)."""
+    levels = spec.categories["stage"]
+    if stages.config.configured_weights:
+        conf = dict(zip(stages.open, stages.config.configured_weights, strict=True))
+        return np.array([conf.get(s, np.nan) for s in levels], dtype=float)
+    weights = StageWeights().fit(tables, stages, at).weights_.set_index("stage")["weight"]
+    return np.array([weights.get(s, np.nan) for s in levels], dtype=float)
+
+
+def _candidates(target: str, tables: Tables, stages: StageOrder, spec: FeatureSpec, min_class: int) -> list[bt_.Candidate]:
+    stage_col = spec.columns.index("stage")
+    prior = (lambda at: _stage_prior(tables, stages, spec, at)) if target == "win" else (lambda at: None)
+    out = [
+        bt_.Candidate("lightgbm", min_class, lambda rows, at: fit.fit_booster(rows, spec)),
+        bt_.Candidate("logistic regression", fit.MIN_DEALS["linear"], lambda rows, at: fit.fit_linear(rows, spec)),
+        bt_.Candidate("pooled rates", 0, lambda rows, at: fit.fit_rates(rows, spec, prior(at))),
+    ]
+    if target == "win" and stages.config.configured_weights:
+        conf = _stage_prior(tables, stages, spec, tables.end)
+        fixed = RateModel(stage_col, np.nan_to_num(conf, nan=0.5).tolist(), float(np.nanmean(conf)), {})
+        out.append(bt_.Candidate("configured weights", 0, lambda rows, at: fixed))
+    out.append(bt_.Candidate("stage rate", 0, lambda rows, at: fit.fit_rates(rows, spec, None, segments=False), serves=False))
+    if target == "win":
+        out.append(bt_.Candidate("naive Bayes (stage + segments)", 1, lambda rows, at: bt_.naive_bayes(rows, spec), serves=False))
+    else:
+        for col, name in (("days_in_stage", "days-in-stage rule"), ("days_since_activity", "days-since-activity rule")):
+            j = spec.columns.index(col)
+            out.append(bt_.Candidate(name, 1, lambda rows, at, j=j: _rule(rows, j), serves=False))
+    return out
+
+
+def _rule(rows: fit.Rows, j: int):
+    rows = rows.used()
+    predict = baselines.rule(rows.x[:, j], rows.y, rows.w)
+    return lambda x: predict(x[:, j])
 
 
 def train(
@@ -148,104 +149,186 @@ def train(
     progress=None,
     min_class: int = MIN_CLASS,
 ) -> TrainResult:
+    """`cutoff`: backtest only at fold dates from then on (default: as far back as the data allow)."""
     step = progress or (lambda _m: None)
-    horizon = settings.stall.horizon_days
-    step("snapshots and labels")
-    labelled = label_points(tables, stages, settings, cutoff)
-    points, split, part = labelled.points, labelled.split, labelled.part
-    y_win, y_stall, w_win, w_stall = labelled.y_win, labelled.y_stall, labelled.w_win, labelled.w_stall
+    end = tables.end
     step("point-in-time statistics")
-    spec = make_spec(tables.as_of(split.tune_start, stages), stages, segment_columns(settings, tables))
+    spec = make_spec(tables, stages, segment_columns(settings, tables))
     stats = PointInTimeStats(spec.stat_keys).fit(tables, stages)
-    frame = build_features(tables, points, spec, stats, progress=step)
-    x = to_model_frame(frame, spec)
-    y_win0, y_stall0 = np.nan_to_num(y_win), np.nan_to_num(y_stall)
+    step("snapshots and features")
+    snaps = _snapshots(tables, stages, settings, spec, stats, step)
+    state = final_states(tables.stage_history, stages)["state"]
+    if not ((state == "won").any() or (state == "lost").any()) and not stages.config.configured_weights:
+        raise NotEnoughData("no deal has closed yet and the config has no configured_weights: nothing to learn a win probability from")
 
-    step("win model")
-    win_model, win_info = _fit_target("win", x, y_win0, w_win, part, frame["opportunity_id"], min_class)
-    step("stall model")
-    stall_model, stall_info = _fit_target("stall", x, y_stall0, w_stall, part, frame["opportunity_id"], min_class)
+    targets = {"win": bt_.win_target(tables, stages, snaps, end), "stall": bt_.stall_target(snaps, end)}
+    models: dict[str, TargetModel] = {}
+    results: dict[str, dict[str, dict]] = {}
+    per_fold: dict[str, list[dict]] = {}
+    served: dict[str, dict] = {}
+    backtests: dict[str, bt_.TargetBacktest | None] = {}
+    for name, target in targets.items():
+        cands = _candidates(name, tables, stages, spec, min_class)
+        if cutoff is not None:
+            target = _from(target, to_utc(cutoff))
+        bt = bt_.run(target, snaps, spec, cands, progress=step)
+        backtests[name] = bt
+        step(f"{name}: refit")
+        rows = target.final()
+        if bt is None:
+            chosen, kind = "pooled rates", "identity"
+            why = "no backtest was possible, so no learned model can be shown to help: pooled rates from every labelled snapshot"
+        else:
+            chosen, (kind, _) = bt.chosen, bt.calibrated[bt.chosen]
+            why = f"lowest pooled backtest log loss of {', '.join(n for n in bt.calibrated)}"
+        estimator, short = _refit_candidate(chosen, bt, rows, cands, spec, end)
+        if short:
+            why = f"{why}; refit on all data fell back to pooled rates: {short}"
+            chosen, kind = "pooled rates", "identity"
+        calibrator = fit.CALIBRATORS[kind](bt.predictions[chosen], bt.y, bt.w) if bt is not None and kind != "identity" else fit.CALIBRATORS["identity"](None, None, None)
+        models[name] = TargetModel(estimator, calibrator, f"{NAMES[chosen]}: {why}")
+        served[name] = {"model": NAMES[chosen], "candidate": chosen, "kind": estimator.kind, "calibrator": calibrator.kind, "why": why}
+        if bt is not None:
+            results[name] = bt.pooled()
+            per_fold[name] = bt.per_fold()
+        if bt is not None and bt.stood_in.get("lightgbm"):
+            log.info("%s: too few closed deals for LightGBM at %d of %d fold dates; the pooled rates stood in there", name, bt.stood_in["lightgbm"], len(bt.folds))
 
-    step("baselines and evaluation")
-    test = (part == "test").to_numpy()
-    tr = (part == "train").to_numpy()
-    ca = (part == "calib").to_numpy()
-    results: dict[str, dict[str, dict[str, float]]] = {"win": {}, "stall": {}}
-    preds: dict[str, dict[str, np.ndarray]] = {"win": {}, "stall": {}}
-    for target, model, y, w in (("win", win_model, y_win0, w_win), ("stall", stall_model, y_stall0, w_stall)):
-        p_model = model.predict(x[test])
-        preds[target]["model" if model.booster is not None else "model (stage-rate fallback)"] = p_model
-        trw = tr & (w > 0)
-        rates = baselines.stage_rate(x[trw], y[trw], w[trw])
-        default = float(np.average(y[trw], weights=w[trw])) if trw.any() else 0.5
-        preds[target]["stage rate"] = x.loc[test, "stage"].astype(object).map(rates).fillna(default).to_numpy(dtype=float)
-        if trw.sum() >= 50 and len(np.unique(y[trw])) == 2:
-            preds[target]["logistic regression"] = baselines.fit_logistic(spec, x[trw], y[trw], w[trw])(x[test])
-        caw = ca & (w > 0)
-        if target == "win" and stages.config.configured_weights:
-            conf = dict(zip(stages.open, stages.config.configured_weights, strict=True))
-            preds[target]["configured weights"] = x.loc[test, "stage"].astype(object).map(conf).to_numpy(dtype=float)
-        if target == "stall" and caw.sum() >= 20:
-            for col, label in (("days_in_stage", "days-in-stage rule"), ("days_since_activity", "days-since-activity rule")):
-                fitted = baselines.rule(frame.loc[caw, col].to_numpy(dtype=float), y[caw], w[caw])
-                preds[target][label] = fitted(frame.loc[test, col].to_numpy(dtype=float))
-        for name, p in preds[target].items():
-            results[target][name] = metrics(y[test], p, w[test])
-
-    slice_tables = {}
-    for target, y, w in (("win", y_win0, w_win), ("stall", y_stall0, w_stall)):
-        p = next(iter(preds[target].values()))
-        tw = w[test]
-        slice_tables[f"{target}_by_stage"] = sliced(y[test], p, tw, frame.loc[test, "stage"].reset_index(drop=True))
-        for col in spec.segment_columns:
-            slice_tables[f"{target}_by_{col}"] = sliced(y[test], p, tw, frame.loc[test, col].reset_index(drop=True))
-
-    plot_files: list[Path] = []
-    if workdir is not None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        for target, y, w in (("win", y_win0, w_win), ("stall", y_stall0, w_stall)):
-            if (w[test] > 0).sum() >= 20:
-                plot_files.append(plots.calibration(target, y[test], preds[target], w[test], workdir / f"{target}_calibration.png"))
-                plot_files.append(plots.gain(target, y[test], preds[target], w[test], workdir / f"{target}_gain.png"))
-            model = win_model if target == "win" else stall_model
-            if model.booster is not None:
-                plot_files.append(plots.importance(target, spec.columns, model.booster.feature_importance("gain"), workdir / f"{target}_importance.png"))
+    step("reports and plots")
+    signal = {name: bt_.family_signal(bt, snaps, spec, sufficiency.families(spec)) for name, bt in backtests.items() if bt is not None}
+    bt_docs = {name: (None if bt is None else {"folds": [str(f.date()) for f in bt.folds], "pooled": results[name], "evaluated_deals": int(len(np.unique(bt.deal[bt.w > 0])))}) for name, bt in backtests.items()}
+    report = sufficiency.report(tables, stages, spec, served, bt_docs, signal)
+    slices, plot_files = _slices_and_plots(backtests, snaps, spec, models, workdir)
 
     step("stage weights")
-    weights = StageWeights(spec.segment_columns).fit(tables, stages, tables.end)
-    calib_win = win_model.predict(x[ca]) if ca.any() else win_model.predict(x)
-    grades = [float(q) for q in np.quantile(calib_win, [0.75, 0.5, 0.25])] if len(calib_win) else [0.75, 0.5, 0.25]
+    weights = StageWeights(spec.segment_columns).fit(tables, stages, end)
+    win_bt = backtests["win"]
+    graded = win_bt.served_predictions() if win_bt is not None and len(win_bt.y) else models["win"].predict(snaps.x)
+    grades = [float(q) for q in np.quantile(graded, [0.75, 0.5, 0.25])] if len(graded) else [0.75, 0.5, 0.25]
+    win_rows = targets["win"].final()
     counts = {
         "opportunities": int(len(tables.opportunities)),
-        "snapshots": int(len(points)),
-        **{f"{s}_snapshots": int((part == s).sum()) for s in SLICES},
-        **{f"{s}_win_labelled": int(((part == s).to_numpy() & (w_win > 0)).sum()) for s in SLICES},
-        **{f"{s}_stall_labelled": int(((part == s).to_numpy() & (w_stall > 0)).sum()) for s in SLICES},
+        "snapshots": int(len(snaps)),
+        "won": report["closed"]["won"],
+        "lost": report["closed"]["lost"],
+        **{f"{n}_folds": len(bt.folds) if bt is not None else 0 for n, bt in backtests.items()},
+        **{f"{n}_evaluated_rows": int((bt.w > 0).sum()) if bt is not None else 0 for n, bt in backtests.items()},
+        "win_labelled_snapshots": int((win_rows.w > 0).sum()),
     }
     metadata = {
         "trained_at": str(pd.Timestamp.now(tz="UTC")),
         "data_start": str(tables.opportunities["created_at"].min()),
-        "data_end": str(tables.end),
-        "split": split.describe(),
-        "counts": counts,
+        "data_end": str(end),
+        "evaluation": "rolling-origin backtest: at each fold date, trained on what was known then, scored on the deals open then against outcomes known at the data's end",
+        "backtest": {n: ({"folds": d["folds"], "evaluated_deals": d["evaluated_deals"], "per_fold": per_fold[n]} if d else None) for n, d in bt_docs.items()},
         "held_out": results,
-        "win": win_info,
-        "stall": stall_info,
-        "fallback": {t: m.fallback_reason for t, m in (("win", win_model), ("stall", stall_model)) if m.fallback_reason},
-        "refit": False,
-        "horizon_days": horizon,
+        "served": served,
+        "fallback": {n: s["why"] for n, s in served.items() if s["kind"] != "lightgbm"},
+        "sufficiency": report,
+        "refit": True,
+        "counts": counts,
+        "horizon_days": settings.stall.horizon_days,
         "stages": stages.config.model_dump(),
     }
-    timing = TimeToWin().fit(tables, stages, tables.end).to_frame()
-    bundle = Bundle(spec, stats, {"win": win_model, "stall": stall_model}, weights.to_dict(), _reference(frame, y_win, spec), grades, metadata, timing)
-    held = labelled.held_out()
-    params = {**PARAMS, "horizon_days": horizon, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage}
-    return TrainResult(bundle, split, results, slice_tables, counts, plot_files, held, params)
+    timing = TimeToWin().fit(tables, stages, end).to_frame()
+    bundle = Bundle(spec, stats, models, weights.to_dict(), _reference(snaps.frame, win_rows.y, win_rows.w, spec), grades, metadata, timing)
+    held = _held_out(snaps, backtests)
+    params = {**fit.PARAMS, "horizon_days": settings.stall.horizon_days, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage, "logistic_C": fit.LOGISTIC_C, "pooling": fit.POOLING}
+    return TrainResult(bundle, results, per_fold, slices, counts, plot_files, held, report, params)
+
+
+def _from(target: bt_.Target, cutoff: pd.Timestamp) -> bt_.Target:
+    """The target with evaluation only at fold dates from `cutoff` on."""
+
+    def evaluate(at: pd.Timestamp):
+        rows, y, w = target.evaluate(at)
+        return (rows, y, w) if at >= cutoff else (rows[:0], y[:0], w[:0])
+
+    return bt_.Target(target.name, target.train, evaluate, target.final)
+
+
+def _refit_candidate(name, bt, rows, cands, spec, end):
+    by_name = {c.name: c for c in cands}
+    need = by_name[name].min_deals
+    deals = rows.deals_of_each_outcome()
+    if deals < need:
+        return by_name["pooled rates"].fit(rows, end), f"{deals} deals of the rarer outcome, {need} needed for {NAMES[name]}"
+    if name == "lightgbm":
+        rounds = int(np.median(bt.rounds)) if bt is not None and bt.rounds else None
+        return fit.fit_booster(rows, spec, rounds)[0], None
+    return by_name[name].fit(rows, end), None
+
+
+def _slices_and_plots(backtests, snaps, spec, models, workdir):
+    slices, files = {}, []
+    for name, bt in backtests.items():
+        if bt is None:
+            continue
+        p = bt.served_predictions()
+        frame = snaps.frame.iloc[bt.rows].reset_index(drop=True)
+        slices[f"{name}_by_stage"] = sliced(bt.y, p, bt.w, frame["stage"])
+        for col in spec.segment_columns:
+            slices[f"{name}_by_{col}"] = sliced(bt.y, p, bt.w, frame[col])
+        if workdir is not None and (bt.w > 0).sum() >= 20:
+            workdir.mkdir(parents=True, exist_ok=True)
+            shown = {"model": p, **{k: v for k, v in bt.predictions.items() if k not in ("lightgbm", "logistic regression", "pooled rates")}}
+            files.append(plots.calibration(name, bt.y, shown, bt.w, workdir / f"{name}_calibration.png"))
+            files.append(plots.gain(name, bt.y, shown, bt.w, workdir / f"{name}_gain.png"))
+        booster = models[name].booster
+        if workdir is not None and booster is not None:
+            files.append(plots.importance(name, spec.columns, booster.feature_importance("gain"), workdir / f"{name}_importance.png"))
+    return slices, files
+
+
+def _held_out(snaps: bt_.Snapshots, backtests: dict) -> HeldOut:
+    """The win backtest's evaluation points, with both targets' labels where known."""
+    win = backtests.get("win")
+    if win is None:
+        empty = snaps.points.iloc[:0].reset_index(drop=True)
+        return HeldOut(empty, {"win": np.zeros(0), "stall": np.zeros(0)}, {"win": np.zeros(0), "stall": np.zeros(0)}, {})
+    rows = win.rows
+    stall = backtests.get("stall")
+    y_stall, w_stall, ours_stall = np.zeros(len(rows)), np.zeros(len(rows)), np.full(len(rows), np.nan)
+    if stall is not None:
+        where = {r: i for i, r in enumerate(stall.rows)}
+        served = stall.served_predictions()
+        for i, r in enumerate(rows):
+            j = where.get(r)
+            if j is not None:
+                y_stall[i], w_stall[i], ours_stall[i] = stall.y[j], stall.w[j], served[j]
+    return HeldOut(
+        snaps.points.iloc[rows].reset_index(drop=True),
+        {"win": win.y, "stall": y_stall},
+        {"win": win.w, "stall": w_stall},
+        {"win": win.served_predictions(), "stall": ours_stall},
+    )
+
+
+def backtest_points(tables: Tables, stages: StageOrder, settings: Settings, cutoff: pd.Timestamp | None = None) -> HeldOut:
+    """The evaluation points a training run would backtest on (from `cutoff`), without training:
+    what `oppscore evaluate` scores registered versions on."""
+    spec = make_spec(tables, stages, segment_columns(settings, tables))
+    stats = PointInTimeStats(spec.stat_keys).fit(tables, stages)
+    snaps = _snapshots(tables, stages, settings, spec, stats, lambda _m: None)
+    target = bt_.win_target(tables, stages, snaps, tables.end)
+    folds = bt_.fold_dates(target, snaps)
+    rows, ys, ws = [], [], []
+    for at in folds:
+        if cutoff is not None and at < to_utc(cutoff):
+            continue
+        r, y, w = target.evaluate(at)
+        rows.append(r), ys.append(y), ws.append(w)
+    if not rows:
+        raise NotEnoughData("no backtest date" + (f" from {cutoff}" if cutoff is not None else "") + " has open deals whose outcome is known")
+    r = np.concatenate(rows)
+    stalled = snaps.stalled[r]
+    return HeldOut(snaps.points.iloc[r].reset_index(drop=True), {"win": np.concatenate(ys), "stall": np.nan_to_num(stalled)}, {"win": np.concatenate(ws), "stall": (~np.isnan(stalled)).astype(float)})
 
 
 def evaluate_on(bundle: Bundle, tables: Tables, held: HeldOut) -> dict[str, dict[str, float]]:
-    """Another bundle's metrics on the same held-out rows (the promotion gate's comparison)."""
+    """Another bundle's metrics on the same evaluation points (the promotion gate's comparison)."""
     from scoring.score import score_points
+    from training.metrics import metrics
 
     scored = score_points(bundle, tables, held.points, with_factors=False)
     return {

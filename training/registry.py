@@ -9,25 +9,32 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from features.errors import ModelNotFound
+from features.errors import ModelNotFound, OppscoreError
 from features.settings import Settings
 from features.tables import Tables
 from scoring import pyfunc_model
 from scoring.bundle import Bundle, export_atomically
 from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, load_version, missing, use_tracking
+from training.metrics import metrics
 from training.pipeline import TrainResult, evaluate_on
 
 log = logging.getLogger(__name__)
 GATE_TARGETS = ("win", "stall")
+
+
+class ShapeChanged(OppscoreError):
+    """A version whose features mean something else than the champion's (another export)."""
 TOLERANCE = 0.002  # log-loss a challenger may lose on one target if it gains more on the other
 
 
@@ -52,7 +59,7 @@ def experiment(settings: Settings) -> str:
 def _flat(prefix: str, values: dict) -> dict[str, float]:
     out = {}
     for k, v in values.items():
-        key = f"{prefix}.{k}".replace(" ", "_").replace("(", "").replace(")", "").replace("-", "_")
+        key = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{prefix}.{k}").strip("_")
         if isinstance(v, dict):
             out.update(_flat(key, v))
         elif isinstance(v, (int, float)) and v == v:
@@ -60,25 +67,55 @@ def _flat(prefix: str, values: dict) -> dict[str, float]:
     return out
 
 
+def shape_of(bundle: Bundle) -> dict:
+    """What a bundle's features mean: its stages, segment columns and activity types."""
+    spec = bundle.spec
+    return {"stages": spec.stage_config, "segments": list(spec.segment_columns), "activity types": list(spec.activity_types)}
+
+
+def _beats_baselines(result: TrainResult) -> tuple[bool, str]:
+    """The served model against the stage rate and the configured weights, pooled backtest."""
+    win = result.metrics.get("win", {})
+    if "model" not in win:
+        return True, "no backtest, no baseline to beat"
+    ours = win["model"]["log_loss"]
+    behind = [name for name in ("stage rate", "configured weights") if name in win and win[name]["log_loss"] < ours - TOLERANCE]
+    return (not behind), ("beats the baselines" if not behind else f"behind {', '.join(behind)} on win log loss")
+
+
 def gate(result: TrainResult, tables: Tables, settings: Settings) -> tuple[bool, str, dict | None]:
-    """A challenger takes the alias only by beating the champion on the same held-out rows."""
+    """A challenger takes the alias only by beating the champion on rows neither could learn
+    from, and the baselines; never across a change of data shape."""
     current = champion_version(settings)
+    ok_baselines, baseline_words = _beats_baselines(result)
     if current is None:
-        return True, "no champion yet", None
+        return True, f"no champion yet ({baseline_words})", None
     champion = load_version(settings, current)
-    theirs = evaluate_on(champion, tables, result.held_out)
-    ours = {t: result.metrics[t][next(iter(result.metrics[t]))] for t in GATE_TARGETS}
+    if shape_of(champion) != shape_of(result.bundle):
+        changed = [k for k, v in shape_of(result.bundle).items() if shape_of(champion)[k] != v]
+        return False, f"not promoted: the champion v{current} reads other {' and '.join(changed)} (another export?); `oppscore promote VERSION --force` to switch", None
+    held = result.held_out
+    if len(held.points) == 0 or not held.ours:
+        return False, f"not promoted: this run has no backtest to compare with champion v{current}", None
+    fresh = held.since(pd.Timestamp(champion.metadata.get("data_end", "1970-01-01T00:00:00Z")))
+    rows = fresh if (fresh.w["win"] > 0).sum() >= 30 else held  # rows the champion never saw, when there are enough
+    theirs = evaluate_on(champion, tables, rows)
+    ours = {t: metrics(rows.y[t], np.nan_to_num(rows.ours[t], nan=0.5), rows.w[t] * ~np.isnan(rows.ours[t])) for t in GATE_TARGETS}
     gains = {t: theirs[t]["log_loss"] - ours[t]["log_loss"] for t in GATE_TARGETS}
     better = sum(gains.values()) > 0 and all(g > -TOLERANCE for g in gains.values())
     words = ", ".join(f"{t} log loss {ours[t]['log_loss']:.4f} vs champion v{current} {theirs[t]['log_loss']:.4f}" for t in GATE_TARGETS)
-    return better, ("beats the champion: " if better else "does not beat the champion: ") + words, theirs
+    if better and not ok_baselines:
+        return False, f"not promoted: beats the champion but is {baseline_words}: {words}", theirs
+    return better, ("beats the champion: " if better else "does not beat the champion: ") + words + f" ({baseline_words})", theirs
 
 
 def log_and_register(result: TrainResult, tables: Tables, settings: Settings, data_label: str) -> Registered:
     exp_id = experiment(settings)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"train {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M}") as run:
         mlflow.log_params({k: v for k, v in result.params.items() if not isinstance(v, (dict, list))})
-        mlflow.log_params({f"split.{k}": v for k, v in result.split.describe().items()})
+        mlflow.log_dict(result.bundle.metadata.get("backtest", {}), "backtest.json")
+        mlflow.log_dict(result.report, "data_sufficiency.json")
+        mlflow.log_text("\n".join(result.report.get("said", [])), "data_sufficiency.txt")
         mlflow.log_param("data", data_label)
         mlflow.log_metrics({f"count.{k}": float(v) for k, v in result.counts.items()})
         mlflow.log_metrics(_flat("held_out", result.metrics))
@@ -109,8 +146,9 @@ def log_and_register(result: TrainResult, tables: Tables, settings: Settings, da
     return Registered(run.info.run_id, version, promote_now, reason, champion_metrics)
 
 
-def promote(settings: Settings, version: str) -> Bundle:
-    """Move the alias (by hand this also rolls back) and export that version for offline serving."""
+def promote(settings: Settings, version: str, force: bool = False) -> Bundle:
+    """Move the alias (by hand this also rolls back) and export that version for offline serving;
+    across a change of data shape only with `force`."""
     use_tracking(settings)
     client = MlflowClient()
     try:
@@ -120,6 +158,12 @@ def promote(settings: Settings, version: str) -> Bundle:
             raise ModelNotFound(f"VERSION: no version {version!r} of model {settings.model_name!r}") from None
         raise
     bundle = load_version(settings, str(version))
+    current = champion_version(settings)
+    if current is not None and current != str(version) and not force:
+        before = shape_of(load_version(settings, current))
+        changed = [k for k, v in shape_of(bundle).items() if before[k] != v]
+        if changed:
+            raise ShapeChanged(f"VERSION {version} reads other {' and '.join(changed)} than champion v{current}; add --force to switch anyway")
     with tempfile.TemporaryDirectory() as tmp:
         bundle.save(Path(tmp) / "b")  # saved with its version in the metadata
         client.set_registered_model_alias(settings.model_name, ALIAS, str(version))

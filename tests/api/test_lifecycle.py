@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from features.stages import StageOrder
 from serving.app import create_app
 from serving.holder import ModelHolder
 from tests.api.conftest import AUTH
-from training.pipeline import train
+from tests.conftest import weaker
 from training.registry import log_and_register, promote
 
 
@@ -19,13 +18,13 @@ def test_new_champion_is_picked_up_without_restart(store, trained, medium, body)
     with TestClient(create_app(store, holder=holder, start_reloader=False)) as client:
         assert client.get("/v1/model", headers=AUTH).json()["version"] == "1"
         in_flight = holder.current  # what a request that started now holds
-        other = train(medium.tables, StageOrder(medium.stages), store, min_class=10**9)
-        log_and_register(other, medium.tables, store, "t")
+        log_and_register(weaker(trained), medium.tables, store, "t")
         promote(store, "2")
         assert holder.refresh() is True
         assert client.get("/v1/model", headers=AUTH).json()["version"] == "2"
         assert client.post("/v1/score", json=body, headers=AUTH).json()["model_version"] == "2"
-        assert in_flight.version == "1" and in_flight.bundle.models["win"].booster is not None  # untouched by the swap
+        assert in_flight.version == "1" and in_flight.bundle.models["win"].kind == trained.bundle.models["win"].kind  # untouched by the swap
+        assert holder.current.bundle.models["win"].note == "a constant, for tests"
         assert holder.refresh() is False  # nothing new
 
 

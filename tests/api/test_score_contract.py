@@ -73,6 +73,8 @@ def test_model_and_stage_weights(client) -> None:
     m = client.get("/v1/model", headers=AUTH).json()
     assert m["version"] == "1" and m["alias"] == "champion" and m["source"] == "registry"
     assert {"model", "stage rate", "logistic regression"} <= set(m["held_out"]["win"])
+    assert m["served"]["win"]["model"] and m["served"]["win"]["why"]
+    assert any("won and" in line for line in m["data_sufficiency"]) and len(m["backtest"]["win"]["folds"]) >= 4
     assert m["training_period"]["from"] < m["training_period"]["to"]
     w = client.get("/v1/stage-weights", headers=AUTH).json()
     assert [s["stage"] for s in w["stages"]] == m["stages"]["open"]

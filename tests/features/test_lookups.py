@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.asof import Codebook, SortedRows, positions, take_array
-from features.frame import model_matrix, to_model_frame
+from features.frame import model_matrix
 from features.table_index import group_cumsum, group_starts
 
 PROFILE = settings(max_examples=60, deadline=None)
@@ -100,28 +100,34 @@ def test_group_sums_restart_with_each_opportunity(groups, data) -> None:
     np.testing.assert_array_equal(group_cumsum(values, group_starts(codes)), expected)
 
 
-def test_model_matrix_scores_as_the_frame_the_booster_was_trained_on(trained, medium) -> None:
-    """The API hands LightGBM category codes instead of a pandas frame; the scores must not move.
-    Includes an unseen segment level and a missing one."""
+def test_model_matrix_codes_levels_as_trained_and_unknowns_as_missing(trained, medium) -> None:
+    """What every model reads: numbers as they are, a categorical as its code among the training
+    levels; a level never seen in training and a stage that is not open are missing (NaN), a
+    missing segment value is the (missing) level."""
     from features.frame import Points, feature_arrays, open_points
+    from features.pit_stats import MISSING
 
-    bundle = trained.bundle
-    points = open_points(medium.tables, bundle.spec.stages, medium.tables.end)
-    features = feature_arrays(medium.tables, Points.of(medium.tables, points), bundle.spec, bundle.stats)
-    column = bundle.spec.segment_columns[0]
+    spec = trained.bundle.spec
+    points = open_points(medium.tables, spec.stages, medium.tables.end)
+    features = feature_arrays(medium.tables, Points.of(medium.tables, points), spec, trained.bundle.stats)
+    column = spec.segment_columns[0]
     features[column] = features[column].copy()
     features[column][0], features[column][1] = "never seen", None
-    frame = to_model_frame(pd.DataFrame({c: pd.Series(v, dtype=object if c in bundle.spec.categorical else "float64") for c, v in features.items()}), bundle.spec)
-    matrix = model_matrix(features, bundle.spec)
-    for j, col in enumerate(bundle.spec.columns):  # LightGBM's own encoding of a pandas frame: category codes, -1 as missing
-        expected = frame[col].cat.codes.replace(-1, np.nan) if col in bundle.spec.categorical else frame[col]
-        np.testing.assert_array_equal(matrix[:, j], expected.to_numpy(dtype="float64"))
-    for target in ("win", "stall"):
-        booster = bundle.models[target].booster
-        np.testing.assert_allclose(booster.predict(matrix), booster.predict(frame), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(
-        bundle.models["win"].contributions(matrix), bundle.models["win"].contributions(frame), rtol=0, atol=1e-12
-    )
+    features["stage"] = features["stage"].copy()
+    features["stage"][2] = None
+    matrix = model_matrix(features, spec)
+    for j, col in enumerate(spec.columns):
+        levels = spec.categories.get(col, [])
+        for i, value in enumerate(features[col][:50]):
+            got = matrix[i, j]
+            if col not in spec.categorical:
+                assert got == value or (np.isnan(got) and np.isnan(value))
+            elif value is None:
+                assert np.isnan(got) if col == "stage" else got == levels.index(MISSING)
+            elif str(value) in levels:
+                assert got == levels.index(str(value))
+            else:
+                assert np.isnan(got)
 
 
 @settings(max_examples=15, deadline=None)

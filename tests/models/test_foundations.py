@@ -21,14 +21,29 @@ def _matrix(trained, medium):
     return features, model_matrix(features, bundle.spec)
 
 
-def test_contributions_sum_to_the_raw_score(trained, medium) -> None:
+def test_contributions_sum_to_the_raw_score_whatever_model_serves(trained, medium) -> None:
+    """Reasons rest on this: for a booster, TreeSHAP values and the bias add up to LightGBM's raw
+    score; for the linear model and the pooled rates, the column contributions and the centre add
+    up to the log-odds they predict."""
+    from scipy.special import logit
+
+    from training.models import Rows, fit_booster, fit_linear, fit_rates
+
     features, x = _matrix(trained, medium)
-    for target in ("win", "stall"):
-        booster = trained.bundle.models[target].booster
-        full = booster.predict(x, pred_contrib=True)
-        np.testing.assert_allclose(full.sum(axis=1), booster.predict(x, raw_score=True), rtol=0, atol=1e-9)
-        # the bundle's contributions drop only the bias column
-        np.testing.assert_allclose(trained.bundle.models[target].contributions(x), full[:, :-1], rtol=0, atol=0)
+    spec = trained.bundle.spec
+    rng = np.random.default_rng(0)
+    rows = Rows(x, (rng.random(len(x)) < 0.4).astype(float), np.ones(len(x)), np.arange(len(x)).astype(str).astype(object))
+    booster, _ = fit_booster(rows, spec, rounds=30)
+    full = booster.booster.predict(x, pred_contrib=True)
+    np.testing.assert_allclose(full.sum(axis=1), booster.booster.predict(x, raw_score=True), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(booster.contributions(x), full[:, :-1], rtol=0, atol=0)  # only the bias column dropped
+    linear = fit_linear(rows, spec)
+    np.testing.assert_allclose(linear.contributions(x).sum(axis=1) + linear._centre(), logit(linear.probability(x)), rtol=0, atol=1e-9)
+    rates = fit_rates(rows, spec)
+    np.testing.assert_allclose(rates.contributions(x).sum(axis=1) + logit(rates.overall), logit(rates.probability(x)), rtol=0, atol=1e-9)
+    for target in ("win", "stall"):  # and what the bundle serves is one of them
+        served = trained.bundle.models[target]
+        assert served.contributions(x).shape == x.shape
 
 
 def test_factor_contributions_are_sums_of_their_features(trained, medium) -> None:
@@ -62,3 +77,18 @@ def test_stored_calibrators_equal_scikit_learns(seed) -> None:
     iso = _isotonic(raw, y, w)
     reference = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw, y, sample_weight=w)
     np.testing.assert_allclose(iso(fresh), reference.predict(fresh), rtol=0, atol=1e-12)
+
+
+def test_resampled_metrics_equal_scikit_learns(seed) -> None:
+    """The bootstrap's numpy AUC and log loss against scikit-learn's, ties and weights included."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from training.metrics import _Resampled
+
+    rng = np.random.default_rng(seed)
+    p = np.round(rng.random(300), 1)  # many ties
+    y = (rng.random(300) < p).astype(float)
+    w = rng.integers(0, 4, 300).astype(float)
+    fast = _Resampled(y, p)
+    assert abs(fast.auc(w) - roc_auc_score(y, p, sample_weight=w)) < 1e-12
+    assert abs(fast.log_loss(w) - log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), sample_weight=w)) < 1e-12

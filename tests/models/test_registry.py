@@ -10,7 +10,8 @@ import pytest
 
 from features.stages import StageOrder
 from scoring.store import champion_version, load_champion
-from training import pipeline, registry
+from tests.conftest import weaker
+from training import models, registry
 from training.pipeline import train
 from training.registry import log_and_register, promote
 
@@ -27,8 +28,7 @@ def test_gate_keeps_a_worse_model_out_and_promote_rolls_back(trained, medium, st
     first = log_and_register(trained, medium.tables, store, "test")
     assert first.promoted and champion_version(store) == first.version
     assert (store.champion_dir / "bundle.json").exists()
-    worse = train(medium.tables, StageOrder(medium.stages), store, min_class=10**9)  # stage rates only
-    second = log_and_register(worse, medium.tables, store, "test")
+    second = log_and_register(weaker(trained), medium.tables, store, "test")
     assert not second.promoted
     assert "does not beat the champion" in second.reason
     assert champion_version(store) == first.version
@@ -47,7 +47,7 @@ def test_crash_mid_training_leaves_champion_and_export_intact(trained, medium, s
     def boom(*args, **kwargs):
         raise MemoryError("killed while fitting")
 
-    monkeypatch.setattr(pipeline, "fit_booster", boom)
+    monkeypatch.setattr(models, "fit_booster", boom)
     with pytest.raises(MemoryError):
         train(medium.tables, StageOrder(medium.stages), store)
     assert champion_version(store) == before_version
@@ -66,7 +66,7 @@ def test_crash_inside_log_and_register_leaves_champion_and_export_intact(trained
     first = log_and_register(trained, medium.tables, store, "test")
     before_export = _digest(store.champion_dir)
     before_scores = score_open(load_champion(store).bundle, medium.tables, medium.tables.end, with_factors=False)
-    better = train(medium.tables, StageOrder(medium.stages), store)  # the same data: it would tie, so force the gate open
+    better = weaker(trained)  # whatever it is, the gate is forced open
     monkeypatch.setattr(registry, "gate", lambda *a, **k: (True, "forced", None))
 
     def die(*args, **kwargs):

@@ -1,0 +1,149 @@
+"""The three kinds of model a bundle can serve, behind one interface.
+
+Which one serves is chosen by evidence at training time (the backtest's pooled log loss), so
+a small pipeline may be served a regularised linear model or partially pooled stage rates
+rather than a booster. Each reads the same model matrix (`features.frame.model_matrix`: numbers,
+and categoricals as codes among the training levels, NaN when unknown) and each explains itself
+in log-odds contributions per feature column, so reasons read the same whatever serves.
+
+Linear models and rates are stored as numbers, not pickles, so a bundle stays readable by any
+version of scikit-learn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from scipy.special import expit, logit
+
+EPS = 1e-6
+
+
+class Estimator(Protocol):
+    kind: str
+
+    def probability(self, x: np.ndarray) -> np.ndarray: ...
+
+    def contributions(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class BoosterModel:
+    """A LightGBM booster; contributions are its TreeSHAP values (the bias column dropped)."""
+
+    booster: Any  # lightgbm.Booster
+    kind: str = "lightgbm"
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        return self.booster.predict(x)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return self.booster.predict(x, pred_contrib=True)[:, :-1]
+
+
+@dataclass
+class LinearModel:
+    """Logistic regression on the model matrix: numbers imputed by their training median (with a
+    missing-value indicator) and standardised, categoricals one-hot over their training codes.
+    A column's contribution is its terms' distance from the training mean, times their weights."""
+
+    numeric: list[int]  # model-matrix columns read as numbers
+    median: list[float]
+    mean: list[float]  # of the imputed column
+    scale: list[float]
+    missing_weight: list[float]  # weight of the column's missing indicator
+    missing_mean: list[float]  # share missing in training
+    weight: list[float]  # per numeric column, on the standardised value
+    categorical: list[int]  # model-matrix columns read as codes
+    level_weight: list[list[float]]  # per categorical column, one weight per code
+    level_mean: list[list[float]]  # per categorical column, the training share of each code
+    intercept: float
+    kind: str = "linear"
+
+    def _terms(self, x: np.ndarray) -> np.ndarray:
+        """Per-column contributions (n × p), centred on the training mean."""
+        out = np.zeros((len(x), x.shape[1]))
+        for j, col in enumerate(self.numeric):
+            values = x[:, col]
+            missing = np.isnan(values)
+            z = (np.where(missing, self.median[j], values) - self.mean[j]) / self.scale[j]
+            out[:, col] = self.weight[j] * z + self.missing_weight[j] * (missing - self.missing_mean[j])
+        for j, col in enumerate(self.categorical):
+            codes = x[:, col]
+            weights = np.asarray(self.level_weight[j])
+            known = ~np.isnan(codes) & (codes >= 0) & (codes < len(weights))
+            picked = np.where(known, weights[np.where(known, codes, 0).astype(np.int64)], 0.0)
+            out[:, col] = picked - float(np.dot(weights, self.level_mean[j]))
+        return out
+
+    def _centre(self) -> float:
+        return self.intercept + sum(float(np.dot(w, m)) for w, m in zip(self.level_weight, self.level_mean, strict=True)) + float(
+            np.dot(self.missing_weight, self.missing_mean)
+        )
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        return expit(self._centre() + self._terms(x).sum(axis=1))
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return self._terms(x)
+
+
+@dataclass
+class RateModel:
+    """Partially pooled rates: the stage's rate (shrunk toward the overall rate), moved by each
+    segment value's rate at that stage (shrunk toward the stage's), averaged in log-odds over the
+    segment columns. What a team can read off a table, and the fallback when data is thin."""
+
+    stage_column: int
+    stage_rate: list[float]  # per stage code
+    overall: float
+    segments: dict[int, list[list[float]]]  # model-matrix column → [stage code][level code] log-odds shift
+    kind: str = "rates"
+
+    def _terms(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(x), x.shape[1]))
+        stage = x[:, self.stage_column]
+        rates = np.asarray(self.stage_rate)
+        known = ~np.isnan(stage) & (stage >= 0) & (stage < len(rates))
+        code = np.where(known, stage, 0).astype(np.int64)
+        out[:, self.stage_column] = np.where(known, logit(np.clip(rates[code], EPS, 1 - EPS)), logit(self.overall)) - logit(self.overall)
+        share = 1.0 / max(len(self.segments), 1)
+        for col, table in self.segments.items():
+            shifts = np.asarray(table)
+            level = x[:, col]
+            hit = known & ~np.isnan(level) & (level >= 0) & (level < shifts.shape[1])
+            out[:, col] = share * np.where(hit, shifts[code, np.where(hit, level, 0).astype(np.int64)], 0.0)
+        return out
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        return expit(logit(self.overall) + self._terms(x).sum(axis=1))
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return self._terms(x)
+
+
+def estimator_to_dict(model: Estimator) -> dict:
+    """The numbers of a linear model or rates (a booster is saved as its own text file)."""
+    if isinstance(model, BoosterModel):
+        return {"kind": model.kind}
+    doc = {k: v for k, v in model.__dict__.items()}
+    if isinstance(model, RateModel):
+        doc["segments"] = {str(k): v for k, v in model.segments.items()}
+    return doc
+
+
+def estimator_from_dict(doc: dict, booster: Any = None) -> Estimator:
+    kind = doc["kind"]
+    if kind == "lightgbm":
+        return BoosterModel(booster)
+    if kind == "linear":
+        return LinearModel(**doc)
+    if kind == "rates":
+        return RateModel(**{**doc, "segments": {int(k): v for k, v in doc["segments"].items()}})
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+def clip_logit(p: np.ndarray) -> np.ndarray:
+    return logit(np.clip(p, EPS, 1 - EPS))

@@ -1,0 +1,321 @@
+"""A rolling-origin backtest: every closed deal teaches, every model figure is out of sample.
+
+At each fold date F (the latest date whose open deals have mostly closed by the export's end,
+then every four weeks back), each candidate is trained on what was known at F — snapshots up
+to F, labelled as known at F — and predicts the deals open at F; those predictions are scored
+against the outcomes known at the export's end. Evaluation labels come from after F (that is
+what a backtest is); features never do (they are point-in-time by construction).
+
+Pooling the folds gives every model and baseline a figure on the same rows, with a bootstrap
+interval by deal. The candidate with the lowest pooled log loss (after a calibrator fitted
+leave-one-fold-out) is the one that serves; its calibrator is then fitted on all of its
+out-of-fold predictions, so calibration never starves on a slice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from sklearn.naive_bayes import CategoricalNB
+
+from features.frame import FeatureSpec
+from features.stages import StageOrder
+from features.stays import final_states
+from features.tables import Tables
+from features.times import DAY_NS
+from training import models as fit
+from training.censoring import CloseTimeModel, first_close, win_weights
+from training.metrics import bootstrap, metrics
+
+log = logging.getLogger(__name__)
+
+FOLD_SPACING_DAYS = 28
+MAX_FOLDS = 8
+MIN_EVAL_ROWS = 5  # labelled open deals at a fold date, or the date teaches nothing
+MIN_TRAIN_DEALS = 3  # closed deals of each outcome known at a fold date
+LARGE_ROWS = 150_000  # fold training rows past which fewer folds are enough (and are sampled)
+SERVING = ("lightgbm", "logistic regression", "pooled rates", "configured weights")
+SIMPLEST_FIRST = ("configured weights", "pooled rates", "logistic regression", "lightgbm")
+CHOICE_TOLERANCE = 0.002  # pooled log loss within which the simpler candidate serves
+
+
+@dataclass
+class Snapshots:
+    """Every training snapshot of the export, its features and what is known of its outcome."""
+
+    points: pd.DataFrame  # opportunity_id, as_of
+    frame: pd.DataFrame  # the feature frame (points' columns first)
+    x: np.ndarray  # the model matrix
+    deal: np.ndarray
+    time: np.ndarray  # ns
+    close: pd.Series  # the first close after the snapshot (NaT: none by the end)
+    stalled: np.ndarray  # 1/0; NaN where the horizon passes the export's end
+    horizon_ns: int
+
+    def __len__(self) -> int:
+        return len(self.deal)
+
+
+@dataclass
+class Target:
+    """What one target needs from a fold: its training rows known at F and its evaluation rows."""
+
+    name: str
+    train: Callable[[pd.Timestamp], fit.Rows]
+    evaluate: Callable[[pd.Timestamp], tuple[np.ndarray, np.ndarray, np.ndarray]]  # rows, y, w at the end
+    final: Callable[[], fit.Rows]  # every labelled row as known at the end
+
+
+def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Timestamp) -> Target:
+    """Won labels as known at each date, weighted against censoring (training.censoring)."""
+
+    def labels(known_at: pd.Timestamp, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        known = tables.stage_history[tables.stage_history["entered_at"] <= known_at]
+        state = pd.Series(snaps.deal[rows]).map(final_states(known, stages)["state"]).to_numpy()
+        y = np.where(state == "won", 1.0, np.where(state == "lost", 0.0, np.nan))
+        as_of = snaps.points["as_of"].iloc[rows].reset_index(drop=True)
+        close = snaps.close.iloc[rows].reset_index(drop=True)
+        model = CloseTimeModel().fit(as_of, close, known_at)
+        w = win_weights(model, as_of, known_at, ~np.isnan(y))
+        return np.nan_to_num(y), w
+
+    def train(at: pd.Timestamp) -> fit.Rows:
+        rows = np.flatnonzero(snaps.time <= at.value)
+        y, w = labels(at, rows)
+        return fit.Rows(snaps.x[rows], y, w, snaps.deal[rows])
+
+    def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(snaps.time <= end.value)
+        y, w = labels(end, rows)
+        here = snaps.time[rows] == at.value
+        return rows[here], y[here], w[here]
+
+    def final() -> fit.Rows:
+        rows = np.arange(len(snaps))
+        y, w = labels(end, rows)
+        return fit.Rows(snaps.x, y, w, snaps.deal)
+
+    return Target("win", train, evaluate, final)
+
+
+def stall_target(snaps: Snapshots, end: pd.Timestamp) -> Target:
+    """Stall labels need the whole horizon after the snapshot to be known."""
+    labelled = ~np.isnan(snaps.stalled)
+    y_all = np.nan_to_num(snaps.stalled)
+
+    def rows_until(at: pd.Timestamp) -> np.ndarray:
+        return np.flatnonzero(labelled & (snaps.time + snaps.horizon_ns <= at.value))
+
+    def train(at: pd.Timestamp) -> fit.Rows:
+        rows = rows_until(at)
+        return fit.Rows(snaps.x[rows], y_all[rows], np.ones(len(rows)), snaps.deal[rows])
+
+    def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(labelled & (snaps.time == at.value) & (snaps.time + snaps.horizon_ns <= end.value))
+        return rows, y_all[rows], np.ones(len(rows))
+
+    def final() -> fit.Rows:
+        rows = rows_until(end)
+        return fit.Rows(snaps.x[rows], y_all[rows], np.ones(len(rows)), snaps.deal[rows])
+
+    return Target("stall", train, evaluate, final)
+
+
+def fold_dates(target: Target, snaps: Snapshots) -> list[pd.Timestamp]:
+    """From the latest date with enough labelled open deals, every four weeks back, while the
+    date's training rows hold closed deals of both outcomes; oldest first."""
+    grid = np.unique(snaps.time)
+    chosen: list[pd.Timestamp] = []
+    for t in grid[::-1]:
+        at = pd.Timestamp(int(t), tz="UTC")
+        if chosen and (chosen[-1] - at).days < FOLD_SPACING_DAYS:
+            continue
+        _, y, w = target.evaluate(at)
+        if (w > 0).sum() < MIN_EVAL_ROWS:
+            continue
+        rows = target.train(at)
+        if rows.deals_of_each_outcome() < MIN_TRAIN_DEALS:
+            break  # earlier dates know even less
+        chosen.append(at)
+        if len(chosen) >= (4 if (rows.w > 0).sum() > LARGE_ROWS else MAX_FOLDS):
+            break
+    return chosen[::-1]
+
+
+def _sample(rows: fit.Rows, limit: int = LARGE_ROWS) -> fit.Rows:
+    """At most `limit` labelled rows, whole deals kept or dropped together (a stable hash)."""
+    rows = rows.used()
+    if len(rows.y) <= limit:
+        return rows
+    share = limit / len(rows.y)
+    h = pd.util.hash_pandas_object(pd.Series(rows.deal, dtype=object).astype(str), index=False).to_numpy()
+    keep = (h % 10_000) < share * 10_000
+    return fit.Rows(rows.x[keep], rows.y[keep], rows.w[keep], rows.deal[keep])
+
+
+def naive_bayes(rows: fit.Rows, spec: FeatureSpec) -> Callable[[np.ndarray], np.ndarray]:
+    """Odoo's predictive lead scoring: naive Bayes over the stage and the segment columns."""
+    cols = [spec.columns.index(c) for c in spec.categorical]
+
+    def enc(x: np.ndarray) -> np.ndarray:
+        return (np.nan_to_num(x[:, cols], nan=-1.0) + 1).astype(np.int64)  # missing or unknown: its own category 0
+
+    sizes = [len(spec.categories.get(spec.columns[c], [])) + 1 for c in cols]
+    rows = rows.used()
+    nb = CategoricalNB(alpha=1.0, min_categories=sizes).fit(enc(rows.x), rows.y, sample_weight=rows.w)
+    if len(nb.classes_) < 2:
+        return lambda x: np.full(len(x), float(nb.classes_[0]))
+    return lambda x: nb.predict_proba(enc(x))[:, 1]
+
+
+@dataclass
+class Candidate:
+    """One way of predicting, fitted anew at every fold."""
+
+    name: str
+    min_deals: int  # closed deals of each outcome it needs; below, the pooled rates stand in
+    fit: Callable[[fit.Rows, pd.Timestamp], object]  # (rows known at a date, the date) → an estimator (scoring.models) or a predict function
+    serves: bool = True
+
+
+@dataclass
+class TargetBacktest:
+    """The backtest of one target: folds, pooled out-of-fold predictions, the choice."""
+
+    name: str
+    folds: list[pd.Timestamp]
+    rows: np.ndarray  # snapshot row of each evaluation point
+    fold: np.ndarray  # fold index of each evaluation point
+    y: np.ndarray
+    w: np.ndarray
+    deal: np.ndarray
+    predictions: dict[str, np.ndarray]  # candidate or baseline → out-of-fold probability
+    calibrated: dict[str, tuple[str, np.ndarray]]  # serving candidate → (calibrator kind, cross-fitted predictions)
+    stood_in: dict[str, int]  # candidate → folds where the rates stood in (too few deals)
+    rounds: list[int] = field(default_factory=list)  # the booster's rounds per fold
+    fold_models: dict[str, list] = field(default_factory=dict)  # candidate → estimator per fold
+
+    @cached_property
+    def chosen(self) -> str:
+        """The serving candidate with the lowest pooled log loss, with two guards a ranking
+        product needs: a learned model that ranks deals worse than the stage alone is not served
+        (a better log loss can come from the base rate only), and among candidates within
+        CHOICE_TOLERANCE of the best, the simplest serves."""
+        scores = {name: fit.weighted_log_loss(self.y, p, self.w) for name, (_, p) in self.calibrated.items()}
+        floor = metrics(self.y, self.predictions["stage rate"], self.w)["auc"] if "stage rate" in self.predictions else float("nan")
+        ranks = {name: metrics(self.y, self.predictions[name], self.w)["auc"] for name in self.calibrated}  # before calibration, which moves folds apart
+        eligible = [n for n in scores if n in ("pooled rates", "configured weights") or not ranks[n] < floor - 0.01]
+        best = min(scores[n] for n in eligible)
+        return min((n for n in eligible if scores[n] <= best + CHOICE_TOLERANCE), key=SIMPLEST_FIRST.index)
+
+    def served_predictions(self) -> np.ndarray:
+        return self.calibrated[self.chosen][1]
+
+    def pooled(self) -> dict[str, dict]:
+        """Every candidate and baseline on the same rows: metrics and bootstrap intervals. The
+        chosen one appears as "model" (cross-fitted calibration), the others as fitted."""
+        shown = {"model": self.served_predictions(), **self.predictions}
+        return {name: {**metrics(self.y, p, self.w), "interval_90": bootstrap(self.y, p, self.w, self.deal)} for name, p in shown.items()}
+
+    def per_fold(self) -> list[dict]:
+        out = []
+        p = self.served_predictions()
+        for k, at in enumerate(self.folds):
+            m = self.fold == k
+            got = metrics(self.y[m], p[m], self.w[m])
+            out.append({"fold": str(at.date()), "deals": int(len(np.unique(self.deal[m & (self.w > 0)]))), **{k2: got[k2] for k2 in ("rows", "auc", "log_loss", "positive_rate")}})
+        return out
+
+
+def run(
+    target: Target,
+    snaps: Snapshots,
+    spec: FeatureSpec,
+    candidates: list[Candidate],
+    progress: Callable[[str], None] | None = None,
+) -> TargetBacktest | None:
+    """Fit every candidate at every fold date; None when no date can be backtested."""
+    step = progress or (lambda _m: None)
+    folds = fold_dates(target, snaps)
+    if not folds:
+        return None
+    names = [c.name for c in candidates]
+    preds: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    stood_in = dict.fromkeys(names, 0)
+    fold_models: dict[str, list] = {n: [] for n in names}
+    rows_all, fold_all, y_all, w_all = [], [], [], []
+    rounds: list[int] = []
+    for k, at in enumerate(folds):
+        step(f"{target.name} backtest: fold {k + 1} of {len(folds)} ({at:%Y-%m-%d})")
+        train = _sample(target.train(at))
+        rows, y, w = target.evaluate(at)
+        x_eval = snaps.x[rows]
+        deals = train.deals_of_each_outcome()
+        fallback = None
+        for cand in candidates:
+            if deals < cand.min_deals:
+                if fallback is None:
+                    fallback = next(c for c in candidates if c.name == "pooled rates").fit(train, at)
+                model = fallback
+                stood_in[cand.name] += 1
+            else:
+                model = cand.fit(train, at)
+            if isinstance(model, tuple):  # a booster and its rounds
+                model, n_rounds = model
+                rounds.append(n_rounds)
+            fold_models[cand.name].append(model)
+            preds[cand.name].append(model.probability(x_eval) if hasattr(model, "probability") else model(x_eval))
+        rows_all.append(rows), fold_all.append(np.full(len(rows), k)), y_all.append(y), w_all.append(w)
+    rows = np.concatenate(rows_all)
+    y, w, fold_of = np.concatenate(y_all), np.concatenate(w_all), np.concatenate(fold_all)
+    pooled = {n: np.concatenate(p) for n, p in preds.items()}
+    calibrated = {}
+    for cand in candidates:
+        if not cand.serves:
+            continue
+        options = {kind: fit.cross_fitted(pooled[cand.name], y, w, fold_of, kind) for kind in fit.calibrator_kinds(y[w > 0])}
+        kind = min(options, key=lambda kd: fit.weighted_log_loss(y, options[kd], w))
+        calibrated[cand.name] = (kind, options[kind])
+    return TargetBacktest(target.name, folds, rows, fold_of, y, w, snaps.deal[rows], pooled, calibrated, stood_in, rounds, fold_models)
+
+
+def family_signal(bt: TargetBacktest, snaps: Snapshots, spec: FeatureSpec, families: dict[str, list[str]], seed: int = 0) -> dict[str, float]:
+    """How much the chosen model's pooled log loss rises when one feature family is shuffled
+    across the deals of each fold (permutation importance): > 0 means the family carries signal."""
+    chosen = bt.chosen
+    models = bt.fold_models.get(chosen, [])
+    if not models:
+        return {}
+    rng = np.random.default_rng(seed)
+    base = np.concatenate([_predict(m, snaps.x[bt.rows[bt.fold == k]]) for k, m in enumerate(models)])
+    base_loss = fit.weighted_log_loss(bt.y, base, bt.w)
+    out = {}
+    for family, cols in families.items():
+        idx = [spec.columns.index(c) for c in cols if c in spec.columns]
+        if not idx:
+            continue
+        shuffled = []
+        for k, m in enumerate(models):
+            x = snaps.x[bt.rows[bt.fold == k]].copy()
+            perm = rng.permutation(len(x))
+            x[:, idx] = x[perm][:, idx]
+            shuffled.append(_predict(m, x))
+        out[family] = round(fit.weighted_log_loss(bt.y, np.concatenate(shuffled), bt.w) - base_loss, 4)
+    return out
+
+
+def _predict(model, x: np.ndarray) -> np.ndarray:
+    return model.probability(x) if hasattr(model, "probability") else model(x)
+
+
+def horizon_ns(days: int) -> int:
+    return int(days) * DAY_NS
+
+
+def first_closes(tables: Tables, stages: StageOrder, points: pd.DataFrame) -> pd.Series:
+    return first_close(tables.stage_history, [stages.config.won, stages.config.lost], points)

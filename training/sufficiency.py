@@ -1,0 +1,106 @@
+"""What the data can support, said in words: how many deals closed where, which feature
+families carried signal in the backtest, how wide the intervals are, what serves and when a
+learned model would take over, and what would help most.
+
+Real exports are small and logged after the fact; a team should read here why it got rates
+instead of a booster, and what to change in how it uses its CRM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.frame import FeatureSpec
+from features.stages import StageOrder
+from features.stays import final_states
+from features.tables import Tables
+from training.models import MIN_DEALS
+
+FAMILIES_OF = {"stage-dwell": "stage", "activity": "activity", "segment": "segment"}
+
+
+def families(spec: FeatureSpec) -> dict[str, list[str]]:
+    """The three feature families of the product, as columns of the spec."""
+    stage = ["stage", "stage_progress", "days_in_stage", "dwell_ratio", "age_days", "stage_changes", "moves_back", "furthest_progress", "stage_velocity", "reopened"]
+    segment = [*spec.segment_columns, "log_amount", *[f"win_rate_{k}" for k in spec.stat_keys]]
+    activity = [c for c in spec.columns if c not in stage and c not in segment]
+    return {"stage-dwell": stage, "activity": activity, "segment": segment}
+
+
+def beyond_stage(pooled: dict) -> bool:
+    """Signal beyond the stage: the served model's AUC interval lies above the stage rate's AUC."""
+    model, stage = pooled.get("model", {}), pooled.get("stage rate", {})
+    interval = model.get("interval_90", {}).get("auc")
+    return bool(interval and stage and np.isfinite(stage.get("auc", np.nan)) and interval[0] > stage["auc"])
+
+
+def report(
+    tables: Tables,
+    stages: StageOrder,
+    spec: FeatureSpec,
+    served: dict[str, dict],
+    backtests: dict[str, dict | None],
+    signal: dict[str, dict[str, float]],
+) -> dict:
+    """The report as data (for MLflow and /v1/model) with its sentences under "said"."""
+    state = final_states(tables.stage_history, stages)["state"]
+    won, lost = int((state == "won").sum()), int((state == "lost").sum())
+    opps = tables.opportunities.set_index("opportunity_id")
+    closed = state[state != "open"]
+    by_stage = []
+    hist = tables.stage_history
+    in_stage = hist[hist["stage"].isin(stages.open) & hist["opportunity_id"].isin(closed.index)].drop_duplicates(["opportunity_id", "stage"])
+    for name in stages.open:
+        ids = in_stage.loc[in_stage["stage"] == name, "opportunity_id"]
+        by_stage.append({"stage": name, "closed deals that were in it": int(len(ids)), "won": int((closed.reindex(ids) == "won").sum())})
+    by_segment = {}
+    for col in spec.segment_columns:
+        if col in opps.columns:
+            values = opps[col].reindex(closed.index).fillna("(missing)").astype(str)
+            counts = pd.crosstab(values, closed.to_numpy())
+            by_segment[col] = {str(v): {k: int(n) for k, n in row.items()} for v, row in counts.head(30).iterrows()}
+    said = [f"{won} won and {lost} lost deals closed, {int((state == 'open').sum())} open."]
+    first_stage = hist.groupby("opportunity_id", sort=False)["stage"].first()
+    late = float((first_stage != stages.open[0]).mean()) if len(first_stage) else 0.0
+    if late > 0.5:
+        said.append(
+            f"{late:.0%} of deals were created past the first stage ({stages.open[0]}): they were logged after the fact. "
+            "A deal counts toward a stage's weight only for the stages it was in; recording stage changes as they happen would help most."
+        )
+    need = MIN_DEALS["lightgbm"]
+    for target, info in served.items():
+        said.append(f"{target}: serving {info['model']}" + (f" ({info['why']})" if info.get("why") else "") + ".")
+        if info["model"] != "lightgbm" and min(won, lost) < need:
+            said.append(f"A gradient-boosted model is tried once {need} won and {need} lost deals have closed (now {won} and {lost}).")
+    acts = tables.activities
+    if len(acts) == 0:
+        said.append("No activities are logged: log calls, e-mails and meetings against opportunities, the activity features need them.")
+    else:
+        last = acts["occurred_at"].max()
+        if tables.end - last > pd.Timedelta(days=30):
+            said.append(f"No activities logged since {last:%Y-%m-%d} (the export ends {tables.end:%Y-%m-%d}).")
+    for target, bt in backtests.items():
+        if bt is None:
+            said.append(f"{target}: no backtest was possible (no past date had closed deals of both outcomes and open deals whose outcome is known); no figure can be claimed.")
+            continue
+        model = bt["pooled"].get("model", {})
+        interval = model.get("interval_90", {}).get("auc")
+        if interval:
+            said.append(f"{target}: backtest AUC {model['auc']:.3f} (90 % interval {interval[0]:.3f}–{interval[1]:.3f}) over {bt['evaluated_deals']} deals in {len(bt['folds'])} folds.")
+            if interval[1] - interval[0] > 0.15:
+                said.append(f"{target}: the interval is wide; more closed deals will narrow it.")
+        carrying = [f for f, gain in signal.get(target, {}).items() if gain > 0.002]
+        if signal.get(target):
+            said.append(f"{target}: families carrying signal in the backtest: {', '.join(carrying) if carrying else 'none beyond chance'}.")
+        if not beyond_stage(bt["pooled"]):
+            said.append(f"{target}: the data show no signal beyond the stage (the served model's AUC interval does not clear the stage rate's); no better-than-stage score is claimed.")
+    return {
+        "closed": {"won": won, "lost": lost, "open": int((state == "open").sum())},
+        "by_stage": by_stage,
+        "by_segment": by_segment,
+        "created_past_first_stage": round(late, 3),
+        "signal_by_family": signal,
+        "served": served,
+        "said": said,
+    }
