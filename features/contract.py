@@ -24,11 +24,14 @@ from features.stages import StageOrder, infer_stage_config
 from features.stays import final_states
 from features.tables import (
     ACTIVITIES,
+    FIELD_HISTORY,
     OPPORTUNITIES,
+    OPTIONAL_TABLES,
     REQUIRED,
     STAGE_HISTORY,
     TABLE_NAMES,
     TIMESTAMPS,
+    TRACKED_FIELDS,
     TS_DTYPE,
     Columns,
     Tables,
@@ -84,7 +87,7 @@ def _coerce(raw: RawTable, out: _Collector, locate: Locator) -> pd.DataFrame | N
         out.table(raw.label, "no such column", f"a column named {col!r} (required)", column=col)
     if missing:
         return None
-    if frame.empty and raw.name != ACTIVITIES:
+    if frame.empty and raw.name not in OPTIONAL_TABLES:
         out.table(raw.label, "no rows", "at least one row")
         return None
     typed = frame.reset_index(drop=True)  # a copy, indexed by row position: what locators read
@@ -127,6 +130,15 @@ def _schema(table: str) -> pa.DataFrameSchema:
         )
     if table == STAGE_HISTORY:
         return pa.DataFrameSchema({"opportunity_id": pa.Column(object, nullable=False), "stage": pa.Column(object, nullable=False), "entered_at": ts()})
+    if table == FIELD_HISTORY:
+        return pa.DataFrameSchema(
+            {
+                "opportunity_id": pa.Column(object, nullable=False),
+                "field": pa.Column(object, pa.Check.isin(TRACKED_FIELDS, error=f"one of {', '.join(TRACKED_FIELDS)}"), nullable=False),
+                "value": pa.Column(object, nullable=True),
+                "changed_at": ts(),
+            }
+        )
     return pa.DataFrameSchema({"opportunity_id": pa.Column(object, nullable=False), "occurred_at": ts(), "type": pa.Column(object, nullable=False)})
 
 
@@ -146,6 +158,19 @@ def _run_schema(schema: pa.DataFrameSchema, frame: pd.DataFrame, label: str, loc
                 continue
             expected = _CHECK_TEXT.get(str(case.check), str(case.check))
             out.rows(label, locate, pd.Index([i]), col, [frame.at[i, col]], expected)
+
+
+def _field_values(fields: pd.DataFrame, label: str, locate: Locator, out: _Collector) -> None:
+    """An amount must be a number ≥ 0 and a close date an ISO 8601 date; probability and
+    forecast category are kept as the CRM wrote them."""
+    for field, parse, expected in (
+        ("amount", lambda v: pd.to_numeric(v, errors="coerce").where(lambda x: x >= 0), "a number ≥ 0 (the new amount)"),
+        ("expected_close_date", lambda v: pd.to_datetime(v, utc=True, errors="coerce", format="ISO8601"), "an ISO 8601 date (the new close date)"),
+    ):
+        mine = fields["field"].eq(field) & fields["value"].notna()
+        bad = mine & parse(fields["value"].where(mine)).isna()
+        if bad.any():
+            out.rows(label, locate, fields.index[bad], "value", fields.loc[bad, "value"], expected)
 
 
 def _stamps(values: np.ndarray) -> list[pd.Timestamp]:
@@ -196,7 +221,7 @@ def _rules(
         found = at >= 0
         return np.where(found, created[first_row[np.maximum(at, 0)]] if len(created) else 0, NAT), found
 
-    for name, columns in ((STAGE_HISTORY, hist), (ACTIVITIES, acts)):
+    for name, columns in ((STAGE_HISTORY, hist), (ACTIVITIES, acts), (FIELD_HISTORY, typed.get(FIELD_HISTORY))):
         if columns is None:
             continue
         _, found = created_of(columns)
@@ -242,7 +267,7 @@ def validate_raw(
     for name in TABLE_NAMES:
         table = raw.get(name)
         if table is None:
-            if name != ACTIVITIES:
+            if name not in OPTIONAL_TABLES:
                 out.table(name, "no file", f"{name}.csv or {name}.parquet in the export folder")
             typed[name] = None
             labels[name] = name
@@ -262,6 +287,8 @@ def validate_raw(
         except ValueError as exc:
             out.table(labels[STAGE_HISTORY], str(exc), "at least an open, a won and a lost stage", column="stage")
     stage_names = StageOrder(config).names if config else None
+    if typed[FIELD_HISTORY] is not None:
+        _field_values(typed[FIELD_HISTORY], labels[FIELD_HISTORY], locs[FIELD_HISTORY], out)
     for name in TABLE_NAMES:
         if typed[name] is not None:
             _run_schema(_schema(name), typed[name], labels[name], locs[name], out, unparseable.get(name, set()))
@@ -269,7 +296,7 @@ def validate_raw(
     if out.problems:
         raise ExportInvalid(out.problems)
     acts = typed[ACTIVITIES] if typed[ACTIVITIES] is not None else empty(ACTIVITIES)
-    tables = Tables(typed[OPPORTUNITIES], typed[STAGE_HISTORY], acts)
+    tables = Tables(typed[OPPORTUNITIES], typed[STAGE_HISTORY], acts, typed[FIELD_HISTORY])
     return Validated(tables, StageOrder(config), notes)
 
 
@@ -281,7 +308,7 @@ def validate_columns(columns: dict[str, Columns], stages: StageConfig, now: pd.T
     _rules(columns, order.names, now, {name: name for name in TABLE_NAMES}, locators, out)
     if out.problems:
         raise ExportInvalid(out.problems)
-    return Validated(Tables.of_columns(columns[OPPORTUNITIES], columns[STAGE_HISTORY], columns[ACTIVITIES]), order, [])
+    return Validated(Tables.of_columns(columns[OPPORTUNITIES], columns[STAGE_HISTORY], columns[ACTIVITIES], columns.get(FIELD_HISTORY)), order, [])
 
 
 def load_export(folder: Path, settings: Settings, now: pd.Timestamp) -> Validated:

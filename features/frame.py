@@ -26,6 +26,8 @@ from features.times import DAY_NS, NAT, ns, to_utc
 
 log = logging.getLogger(__name__)
 WINDOWS = (7, 30, 90)
+# from the field history: missing without one, never guessed from today's value
+FIELD_FEATURES = ("days_to_close", "close_date_pushes", "close_date_days_pushed", "amount_change")
 MAX_ACTIVITY_TYPES = 8
 OTHER = "other"
 
@@ -42,6 +44,7 @@ class FeatureSpec:
     activity_types: list[str]
     categories: dict[str, list[str]] = field(default_factory=dict)
     shrinkage: float = 20.0
+    field_history: bool = False  # the close-date and amount features (specs made before them: False)
 
     @cached_property
     def stages(self) -> StageOrder:
@@ -66,7 +69,8 @@ class FeatureSpec:
         activity += ["days_since_activity", "days_since_inbound", "inbound_share", "distinct_contacts", "activity_trend"]
         segment = [*self.segment_columns, "log_amount"]
         segment += [f"win_rate_{c}" for c in self.stat_keys]
-        return stage + activity + segment
+        fields = list(FIELD_FEATURES) if self.field_history else []
+        return stage + activity + segment + fields
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=1)
@@ -85,7 +89,7 @@ def make_spec(tables: Tables, stages: StageOrder, segment_columns: list[str]) ->
     for col in present:
         levels = tables.opportunities[col].dropna().astype(str).value_counts()
         categories[col] = sorted(levels.index[:200].tolist()) + [MISSING]
-    return FeatureSpec(stages.config.model_dump(), present, activity_types, categories)
+    return FeatureSpec(stages.config.model_dump(), present, activity_types, categories, field_history=True)
 
 
 def segment_columns(settings, tables: Tables) -> list[str]:
@@ -273,11 +277,34 @@ def _activity_features(tables: Tables, spec: FeatureSpec, points: Points, out: d
     out["activity_trend"] = out["activities_30d"] - (at(every, pos[30]) - at(every, pos[60]))
 
 
-def _segment_features(tables: Tables, spec: FeatureSpec, points: Points, stats: PointInTimeStats, out: dict) -> None:
+def _field_features(tables: Tables, points: Points, out: dict) -> dict[str, np.ndarray]:
+    """Close date and amount as known at each point, from the field history (NaN without one):
+    days to the expected close (negative once past it), how often and by how many days it was
+    pushed, and the amount then with its change since the first recorded value."""
+    ix = tables.index
+    close = ix.close.rows.last_at_or_before(points.code, points.time)
+    hit = close >= 0
+    at = np.maximum(close, 0)
+    pick = lambda values: np.where(hit, values[at], np.nan) if len(values) else np.full(len(points), np.nan)  # noqa: E731
+    out["days_to_close"] = (pick(ix.close.value) - points.time) / DAY_NS
+    out["close_date_pushes"] = pick(ix.close.pushes)
+    out["close_date_days_pushed"] = pick(ix.close.pushed_days)
+    amount = ix.amount.rows.last_at_or_before(points.code, points.time)
+    a_hit, a_at = amount >= 0, np.maximum(amount, 0)
+    now = np.where(a_hit, ix.amount.value[a_at], np.nan) if len(ix.amount.value) else np.full(len(points), np.nan)
+    first = np.where(a_hit, ix.amount.first[a_at], np.nan) if len(ix.amount.value) else np.full(len(points), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["amount_change"] = np.log1p(now) - np.log1p(first)
+    return {"amount_at": now}
+
+
+def _segment_features(tables: Tables, spec: FeatureSpec, points: Points, stats: PointInTimeStats, out: dict, amount_at: np.ndarray | None = None) -> None:
     ix = tables.index
     for col in spec.segment_columns:
         out[col] = ix.opportunity_values(col, points.code)
-    out["log_amount"] = np.log1p(ix.opportunity_values("amount", points.code).astype("float64"))
+    current = ix.opportunity_values("amount", points.code).astype("float64")
+    # the amount known at the point when the field history has it, else the export's value
+    out["log_amount"] = np.log1p(np.where(np.isnan(amount_at), current, amount_at) if amount_at is not None else current)
     prior = stats.global_rate(points.time)
     for key in spec.stat_keys:
         out[f"win_rate_{key}"] = stats.win_rate(key, ix.opportunity_values(key, points.code), points.time, prior)
@@ -294,8 +321,9 @@ def feature_arrays(
     _stage_features(tables, spec.stages, points, state if state is not None else state_arrays(tables, spec.stages, points), stats, out)
     step("activity features")
     _activity_features(tables, spec, points, out)
+    known = _field_features(tables, points, out) if spec.field_history else {}
     step("segment features")
-    _segment_features(tables, spec, points, stats, out)
+    _segment_features(tables, spec, points, stats, out, known.get("amount_at"))
     return {c: out[c] if c in spec.categorical else np.asarray(out[c], dtype="float64") for c in spec.columns}
 
 

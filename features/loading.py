@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.errors import InputInvalid
-from features.tables import TABLE_NAMES
+from features.tables import FIELD_HISTORY, TABLE_NAMES
 
 
 class RawTable:
@@ -81,6 +81,8 @@ def write_export(tables, folder: Path, fmt: str = "csv") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name in TABLE_NAMES:
         frame = getattr(tables, name)
+        if name == FIELD_HISTORY and frame.empty:
+            continue  # optional: a folder without it means "no field history"
         if fmt == "parquet":
             frame.to_parquet(folder / f"{name}.parquet", index=False)
         else:

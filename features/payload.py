@@ -18,16 +18,16 @@ import pandas as pd
 from features.contract import Locator, Validated, validate_columns, validate_raw
 from features.loading import RawTable
 from features.settings import StageConfig
-from features.tables import ACTIVITIES, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, Columns
+from features.tables import ACTIVITIES, FIELD_HISTORY, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, Columns
 from features.times import NAT
 
-NESTED = (STAGE_HISTORY, ACTIVITIES)
+NESTED = (STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY)
 
 
 def records_to_raw(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, RawTable], dict[str, list[str]]]:
     """Flatten records into the three tables, remembering each row's field path."""
-    opps, paths = [], {OPPORTUNITIES: [], STAGE_HISTORY: [], ACTIVITIES: []}
-    nested: dict[str, list[dict]] = {STAGE_HISTORY: [], ACTIVITIES: []}
+    opps, paths = [], {OPPORTUNITIES: [], STAGE_HISTORY: [], ACTIVITIES: [], FIELD_HISTORY: []}
+    nested: dict[str, list[dict]] = {STAGE_HISTORY: [], ACTIVITIES: [], FIELD_HISTORY: []}
     for i, rec in enumerate(records):
         opps.append({k: v for k, v in rec.items() if k not in (*NESTED, "as_of")})
         paths[OPPORTUNITIES].append(f"opportunities[{i}]")
@@ -39,6 +39,7 @@ def records_to_raw(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, RawT
         OPPORTUNITIES: RawTable(OPPORTUNITIES, pd.DataFrame(opps), None),
         STAGE_HISTORY: RawTable(STAGE_HISTORY, pd.DataFrame(nested[STAGE_HISTORY], columns=["opportunity_id", "stage", "entered_at"]), None),
         ACTIVITIES: RawTable(ACTIVITIES, pd.DataFrame(nested[ACTIVITIES], columns=["opportunity_id", "occurred_at", "type"] if not nested[ACTIVITIES] else None), None),
+        FIELD_HISTORY: RawTable(FIELD_HISTORY, pd.DataFrame(nested[FIELD_HISTORY], columns=REQUIRED[FIELD_HISTORY] if not nested[FIELD_HISTORY] else None), None),
     }
     return raw, paths
 

@@ -227,12 +227,46 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
             "contact_id": np.char.add("C-", (account[act_opp[keep_a]] * 10 + contact[keep_a]).astype(str)).astype(object),
         }
     )
+    fields = _field_history(ids, created, expected_close, amount, final_t, won_at >= 0, lost_at >= 0, end_s, np.random.default_rng(seed + 2))
+    opportunities["expected_close_date"] = fields[fields["field"] == "expected_close_date"].groupby("opportunity_id")["value"].last().reindex(ids).pipe(
+        lambda v: pd.to_datetime(v, utc=True).astype(TS_DTYPE)).to_numpy()
     if logging == "after-the-fact":
-        opportunities, history, activities = _after_the_fact(opportunities, history, activities, config, np.random.default_rng(seed + 1))
-    return Generated(Tables(opportunities, history, activities), config, list(SEGMENTS))
+        opportunities, history, activities, fields = _after_the_fact(opportunities, history, activities, fields, config, np.random.default_rng(seed + 1))
+    return Generated(Tables(opportunities, history, activities, fields), config, list(SEGMENTS))
 
 
-def _after_the_fact(opps: pd.DataFrame, hist: pd.DataFrame, acts: pd.DataFrame, config: StageConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, ...]:
+def _field_history(ids, created, expected_close, amount, final_t, won, lost, end_s, rng) -> pd.DataFrame:
+    """Amount and expected close date as a CRM's field history records them: both at creation,
+    then a push of the close date each time a deal is still open when its date passes (deals
+    heading for a loss linger, so they are pushed more: a known warning sign)."""
+    day = 86_400
+    closed = won | lost
+    open_until = np.where(closed, final_t, end_s)
+    rows_id, rows_field, rows_value, rows_t = [ids, ids], [np.full(len(ids), "amount"), np.full(len(ids), "expected_close_date")], [amount.astype(str), expected_close], [created, created]
+    current = expected_close.copy()
+    for _ in range(8):
+        noticed = current + (rng.uniform(0, 3, len(ids)) * day).astype(np.int64)
+        push = (noticed < open_until) & (noticed <= end_s)
+        if not push.any():
+            break
+        new = noticed + (rng.uniform(14, 45, len(ids)) * day).astype(np.int64)
+        rows_id.append(ids[push]), rows_field.append(np.full(int(push.sum()), "expected_close_date")), rows_value.append(new[push]), rows_t.append(noticed[push])
+        current = np.where(push, new, current)
+    value = [v if f[0] == "amount" else pd.to_datetime(v, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy() for v, f in zip(rows_value, rows_field, strict=True)]
+    frame = pd.DataFrame(
+        {
+            "opportunity_id": np.concatenate(rows_id).astype(object),
+            "field": np.concatenate(rows_field).astype(object),
+            "value": np.concatenate(value).astype(object),
+            "changed_at": pd.Series(pd.to_datetime(np.concatenate(rows_t), unit="s", utc=True)).astype(TS_DTYPE).to_numpy(),
+        }
+    )
+    return frame[frame["changed_at"] <= pd.Timestamp(end_s, unit="s", tz="UTC")].reset_index(drop=True)
+
+
+def _after_the_fact(
+    opps: pd.DataFrame, hist: pd.DataFrame, acts: pd.DataFrame, fields: pd.DataFrame, config: StageConfig, rng: np.random.Generator
+) -> tuple[pd.DataFrame, ...]:
     """The pipeline as a team that logs after the fact records it (measured on a real org): most
     won deals are entered at their last stage within a week of the win (many within the hour),
     nine in ten deals are created past the first stage, and lost deals linger. The deals still
@@ -270,4 +304,5 @@ def _after_the_fact(opps: pd.DataFrame, hist: pd.DataFrame, acts: pd.DataFrame, 
     created = hist[first_rows.to_numpy()].set_index("opportunity_id")["entered_at"]
     opps = opps.assign(created_at=opps["opportunity_id"].map(created).astype(opps["created_at"].dtype))
     acts = acts[acts["occurred_at"].to_numpy() >= acts["opportunity_id"].map(created).to_numpy()].reset_index(drop=True)
-    return opps, hist, acts
+    fields = fields[fields["changed_at"].to_numpy() >= fields["opportunity_id"].map(created).to_numpy()].reset_index(drop=True)
+    return opps, hist, acts, fields

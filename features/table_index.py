@@ -42,6 +42,44 @@ def group_cumsum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class FieldSteps:
+    """One tracked field's changes (field history), indexed for as-of lookups: the value after
+    each change, the first value, and for dates the running count and days of pushes later."""
+
+    rows: SortedRows
+    value: np.ndarray  # float: an amount, or a date in ns
+    first: np.ndarray  # the opportunity's first recorded value, per row
+    pushes: np.ndarray  # running count of changes to a later value
+    pushed_days: np.ndarray  # running sum of the days those changes added
+
+    @classmethod
+    def of(cls, fields: dict[str, np.ndarray] | None, field: str, ids: Codebook) -> FieldSteps:
+        if fields is None or len(fields["opportunity_id"]) == 0:
+            empty = np.zeros(0)
+            return cls(SortedRows(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)), empty, empty, empty, empty)
+        mine = np.asarray([f == field for f in fields["field"]], dtype=bool)
+        code = ids.codes(fields["opportunity_id"][mine])
+        known = code >= 0
+        code, time = code[known], fields["changed_at"][mine][known]
+        text = pd.Series(fields["value"][mine][known], dtype=object)
+        if field == "expected_close_date":
+            value = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601").dt.as_unit("ns").array.asi8.astype("float64")
+            value[value == np.iinfo(np.int64).min] = np.nan
+        else:
+            value = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
+        starts = group_starts(code) if len(code) else np.zeros(0, dtype=np.int64)
+        prev = np.concatenate([[np.nan], value[:-1]]) if len(value) else value
+        prev[np.arange(len(value)) == starts] = np.nan
+        later = np.nan_to_num(value - prev, nan=0.0)
+        pushed = later > 0
+        return cls(
+            SortedRows(code, time), value, value[starts] if len(value) else value,
+            group_cumsum(pushed.astype(np.int64), starts).astype("float64"),
+            group_cumsum(np.where(pushed, later / 86_400e9, 0.0), starts),
+        )
+
+
+@dataclass(frozen=True)
 class TableIndex:
     ids: Codebook  # opportunity_id ↔ code
     opp_row: np.ndarray  # code → its (first) row in opportunities, -1 if none
@@ -59,11 +97,15 @@ class TableIndex:
     act_new_contact: np.ndarray  # bool: the first row naming this contact on this opportunity
     act_rows: SortedRows
     opp_columns: dict[str, np.ndarray]  # the opportunities table's arrays
+    close: FieldSteps  # expected close date changes
+    amount: FieldSteps  # amount changes
 
     @classmethod
-    def build(cls, opportunities: dict[str, np.ndarray], stage_history: dict[str, np.ndarray], activities: dict[str, np.ndarray]) -> TableIndex:
-        """From the tables' arrays (`features.tables.Columns`: times in ns); history and
-        activities sorted by opportunity, then time (Tables sorts them)."""
+    def build(
+        cls, opportunities: dict[str, np.ndarray], stage_history: dict[str, np.ndarray], activities: dict[str, np.ndarray], field_history: dict[str, np.ndarray] | None = None
+    ) -> TableIndex:
+        """From the tables' arrays (`features.tables.Columns`: times in ns); history, activities
+        and field history sorted by opportunity, then time (Tables sorts them)."""
         n_o, n_h = len(opportunities["opportunity_id"]), len(stage_history["opportunity_id"])
         every_id = np.concatenate([table["opportunity_id"] for table in (opportunities, stage_history, activities)])
         ids = Codebook(every_id)
@@ -103,6 +145,8 @@ class TableIndex:
             act_new_contact=new_contact,
             act_rows=SortedRows(act_code, act_time),
             opp_columns=opportunities,
+            close=FieldSteps.of(field_history, "expected_close_date", ids),
+            amount=FieldSteps.of(field_history, "amount", ids),
         )
 
     def codes(self, opportunity_ids: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The canonical export: three tables with fixed column names and dtypes.
+"""The canonical export: three tables (and an optional fourth, field history) with fixed column
+names and dtypes.
 
 Everything downstream (features, labels, analytics, the API) reads these, never a raw file,
 so a CRM-specific quirk is handled once, at the boundary.
@@ -18,23 +19,28 @@ from features.times import NAT, to_utc
 from features.times import TS_NS as TS_DTYPE
 from features.times import ns as asof_ns
 
-OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES = "opportunities", "stage_history", "activities"
-TABLE_NAMES = (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES)
+OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY = "opportunities", "stage_history", "activities", "field_history"
+TABLE_NAMES = (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY)
+OPTIONAL_TABLES = (ACTIVITIES, FIELD_HISTORY)
+TRACKED_FIELDS = ("amount", "expected_close_date", "probability", "forecast_category")
 
 REQUIRED = {
     OPPORTUNITIES: ["opportunity_id", "created_at", "amount"],
     STAGE_HISTORY: ["opportunity_id", "stage", "entered_at"],
     ACTIVITIES: ["opportunity_id", "occurred_at", "type"],
+    FIELD_HISTORY: ["opportunity_id", "field", "value", "changed_at"],
 }
 OPTIONAL = {
     OPPORTUNITIES: ["account_id", "owner_id", "team", "expected_close_date", "loss_reason"],
     STAGE_HISTORY: [],
     ACTIVITIES: ["direction", "owner_id", "contact_id"],
+    FIELD_HISTORY: [],
 }
 TIMESTAMPS = {
     OPPORTUNITIES: ["created_at", "expected_close_date"],
     STAGE_HISTORY: ["entered_at"],
     ACTIVITIES: ["occurred_at"],
+    FIELD_HISTORY: ["changed_at"],
 }
 # Columns of the opportunities table that are never model inputs, whatever the config says.
 NOT_SEGMENTS = {"opportunity_id", "created_at", "amount", "expected_close_date", "loss_reason"}
@@ -121,10 +127,16 @@ class Tables:
     nobody reads. Never modified once built.
     """
 
-    def __init__(self, opportunities: pd.DataFrame, stage_history: pd.DataFrame, activities: pd.DataFrame | None = None) -> None:
+    def __init__(
+        self, opportunities: pd.DataFrame, stage_history: pd.DataFrame, activities: pd.DataFrame | None = None, field_history: pd.DataFrame | None = None
+    ) -> None:
         self._columns: dict[str, Columns] = {}
         self._frames: dict[str, pd.DataFrame] = {}
-        given = (opportunities, stage_history, activities if activities is not None else empty(ACTIVITIES))
+        given = (
+            opportunities, stage_history,
+            activities if activities is not None else empty(ACTIVITIES),
+            field_history if field_history is not None else empty(FIELD_HISTORY),
+        )
         for table, frame in zip(TABLE_NAMES, given, strict=True):
             missing = [c for c in REQUIRED[table] + OPTIONAL[table] if c not in frame.columns]
             if missing:
@@ -135,13 +147,15 @@ class Tables:
             self._frames[table] = frame
 
     @classmethod
-    def of_columns(cls, opportunities: Columns, stage_history: Columns, activities: Columns) -> Tables:
+    def of_columns(cls, opportunities: Columns, stage_history: Columns, activities: Columns, field_history: Columns | None = None) -> Tables:
         """Tables from arrays already in canonical dtypes (see `Columns`), all of a table's
         arrays the same length; missing contract columns are added, rows sorted as `Tables` are."""
         tables = cls.__new__(cls)
         tables._frames = {}
         tables._columns = {}
-        for table, columns in zip(TABLE_NAMES, (opportunities, stage_history, activities), strict=True):
+        if field_history is None:
+            field_history = columns_of(empty(FIELD_HISTORY), FIELD_HISTORY)
+        for table, columns in zip(TABLE_NAMES, (opportunities, stage_history, activities, field_history), strict=True):
             n = len(columns["opportunity_id"])
             columns = dict(columns)
             for col in REQUIRED[table] + OPTIONAL[table]:
@@ -176,10 +190,14 @@ class Tables:
     def activities(self) -> pd.DataFrame:
         return self.frame(ACTIVITIES)
 
+    @property
+    def field_history(self) -> pd.DataFrame:
+        return self.frame(FIELD_HISTORY)
+
     @cached_property
     def index(self) -> TableIndex:
         """Codes and arrays of these tables, built on first use."""
-        return TableIndex.build(*(self.columns(table) for table in TABLE_NAMES))
+        return TableIndex.build(*(self.columns(table) for table in (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES)), self.columns(FIELD_HISTORY))
 
     @property
     def end(self) -> pd.Timestamp:
@@ -188,6 +206,7 @@ class Tables:
             self.opportunities["created_at"].max(),
             self.stage_history["entered_at"].max(),
             self.activities["occurred_at"].max() if len(self.activities) else pd.NaT,
+            self.field_history["changed_at"].max() if len(self.field_history) else pd.NaT,
         ]
         return max(s for s in stamps if pd.notna(s))
 
@@ -197,6 +216,7 @@ class Tables:
             self.opportunities[self.opportunities["opportunity_id"].isin(ids)].reset_index(drop=True),
             self.stage_history[self.stage_history["opportunity_id"].isin(ids)].reset_index(drop=True),
             self.activities[self.activities["opportunity_id"].isin(ids)].reset_index(drop=True),
+            self.field_history[self.field_history["opportunity_id"].isin(ids)].reset_index(drop=True),
         )
 
     def as_of(self, t: pd.Timestamp, stages: StageOrder) -> Tables:
@@ -204,14 +224,16 @@ class Tables:
 
         Opportunity attributes are the export's current values (the contract keeps no history
         of them), with two exceptions known to change with the outcome: the expected close date
-        is dropped (its current value is not what the rep expected at t) and the loss reason is
-        blanked unless the deal's last stage at t is the lost stage.
+        is dropped (its current value is not what the rep expected at t; the field history keeps
+        what was known then) and the loss reason is blanked unless the deal's last stage at t is
+        the lost stage.
         """
         t = to_utc(t)
         opps = self.opportunities[self.opportunities["created_at"] <= t].copy()
         hist = self.stage_history[self.stage_history["entered_at"] <= t]
         acts = self.activities[self.activities["occurred_at"] <= t]
+        fields = self.field_history[self.field_history["changed_at"] <= t]
         opps["expected_close_date"] = pd.Series(pd.NaT, index=opps.index, dtype=TS_DTYPE)
         lost_now = opps["opportunity_id"].map(final_states(hist, stages)["state"]).eq("lost")
         opps["loss_reason"] = opps["loss_reason"].where(lost_now, None)
-        return Tables(opps.reset_index(drop=True), hist.reset_index(drop=True), acts.reset_index(drop=True))
+        return Tables(opps.reset_index(drop=True), hist.reset_index(drop=True), acts.reset_index(drop=True), fields.reset_index(drop=True))

@@ -62,6 +62,7 @@ def generate(
     seed: int = 0,
     stages: Annotated[str, typer.Option(help="stage names: en or zh")] = "en",
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    logging_style: Annotated[str, typer.Option("--logging", help="live, or after-the-fact (deals created at late stages, won within days, lost ones lingering)")] = "live",
 ) -> None:
     """Write a synthetic CRM export with known signal, and its oppscore.toml."""
     from features.loading import write_export
@@ -71,7 +72,7 @@ def generate(
         raise InputInvalid(f"--stages: found {stages!r}, expected en or zh")
     with steps("generate") as step:
         step("simulating pipelines")
-        made = make(n=n, seed=seed, stages=stages)
+        made = make(n=n, seed=seed, stages=stages, logging=logging_style)
         step("writing")
         write_export(made.tables, out_dir, fmt)
         (out_dir / "oppscore.toml").write_text(settings_toml(made.stages, made.segments), encoding="utf-8")
@@ -81,21 +82,36 @@ def generate(
 
 @app.command("import")
 def import_(
-    kind: Annotated[str, typer.Argument(help="the export's source: maven")],
+    kind: Annotated[str, typer.Argument(help="the export's source: salesforce or maven")],
     src: Annotated[Path, typer.Argument(help="the folder of the source export")],
     out_dir: Annotated[Path, typer.Option("--out")],
+    attach_account_tasks: Annotated[bool, typer.Option(help="salesforce: attach tasks on an account to that account's deals")] = False,
 ) -> None:
     """Convert a known CRM export into the canonical tables (and an oppscore.toml)."""
     from features.adapters.maven import import_maven
+    from features.adapters.salesforce import import_salesforce
     from features.loading import write_export
 
-    if kind != "maven":
-        raise InputInvalid(f"KIND: found {kind!r}, expected one of: maven")
-    imported = import_maven(src)
-    write_export(imported.tables, out_dir)
-    (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments), encoding="utf-8")
-    show_table([{"": k, "count": v} for k, v in imported.report.items()], title=f"import {kind}")
-    log.info("wrote the canonical tables to %s", out_dir)
+    importers = {"salesforce": lambda: import_salesforce(src, attach_account_tasks=attach_account_tasks), "maven": lambda: import_maven(src)}
+    if kind not in importers:
+        raise InputInvalid(f"KIND: found {kind!r}, expected one of: {', '.join(importers)}")
+    with steps(f"import {kind}") as step:
+        step("reading")
+        imported = importers[kind]()
+        step("writing")
+        write_export(imported.tables, out_dir)
+        header = getattr(imported, "header", "")
+        (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments, header=header), encoding="utf-8")
+    rows = []
+    for name, value in imported.report.items():
+        if isinstance(value, dict):
+            rows += [{"": f"{name}: {k}", "value": v} for k, v in value.items()] or [{"": name, "value": "none"}]
+        else:
+            rows.append({"": name, "value": value})
+    show_table(rows, title=f"import {kind}: what was kept and dropped")
+    for note in getattr(imported, "notes", []):
+        out.print(note)
+    out.print(f"wrote the canonical tables and oppscore.toml to {out_dir}; next: oppscore validate --data {out_dir}")
 
 
 @app.command()

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -49,9 +50,9 @@ def steps(title: str) -> Iterator:
 def show_table(rows: list[dict], title: str | None = None) -> None:
     if not rows:
         return
-    table = Table(title=title)
+    table = Table(title=escape(title) if title else None)
     for col in rows[0]:
-        table.add_column(str(col))
+        table.add_column(escape(str(col)))
     for row in rows:
-        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row.values()))
     out.print(table)

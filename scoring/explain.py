@@ -29,8 +29,10 @@ def factor_of(feature: str, spec: FeatureSpec) -> str:
     for t in spec.activity_types:
         if feature.startswith(f"{t}_"):
             return f"{t.replace('_', ' ')}s"
-    if feature == "log_amount":
+    if feature in ("log_amount", "amount_change"):
         return "deal size"
+    if feature in ("days_to_close", "close_date_pushes", "close_date_days_pushed"):
+        return "close date"
     if feature == "win_rate_owner_id":
         return "owner's track record"
     if feature == "win_rate_account_id":
@@ -82,6 +84,17 @@ def sentence(feature: str, row: dict, reference: dict[str, float], spec: Feature
         return f"{int(v or 0)} contact(s) involved" + (f" (won deals at this stage: {ref:.1f})" if has_ref else "")
     if feature == "log_amount":
         return f"deal size {math.expm1(v):,.0f}" if not missing else "deal size unknown"
+    if feature == "days_to_close":
+        if missing:
+            return "no expected close date recorded"
+        return f"{_days(-v)} past its expected close date" if v < 0 else f"expected to close in {_days(v)}"
+    if feature in ("close_date_pushes", "close_date_days_pushed"):
+        pushes, days = row.get("close_date_pushes"), row.get("close_date_days_pushed")
+        if pushes is None or (isinstance(pushes, float) and math.isnan(pushes)) or not pushes:
+            return "close date never pushed"
+        return f"close date pushed {int(pushes)} time(s), {_days(days or 0)} in all"
+    if feature == "amount_change":
+        return "amount unchanged since it was first recorded" if missing or abs(v) < 1e-9 else f"amount {math.expm1(v):+.0%} since it was first recorded"
     if feature == "age_days":
         return f"open for {_days(v)}" + (f" (won deals at this stage: {_days(ref)})" if has_ref else "")
     if feature == "moves_back":

@@ -7,6 +7,7 @@ has to reconcile a half-scored batch (it fixes the rows named and sends the batc
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -56,6 +57,15 @@ class Activity(BaseModel):
     contact_id: str | None = None
 
 
+class FieldChange(BaseModel):
+    """A change of a tracked field (Salesforce's OpportunityHistory, HubSpot's property history)."""
+
+    model_config = ConfigDict(extra="forbid")
+    field: Literal["amount", "expected_close_date", "probability", "forecast_category"]
+    value: str = Field(min_length=1, max_length=100, description="the new value as text: a number for amount, an ISO 8601 date for expected_close_date")
+    changed_at: Timestamp = Field(description="when it changed; ISO 8601, naive = UTC")
+
+
 class Opportunity(BaseModel):
     """One opportunity with its own history; any extra scalar field is a segment attribute."""
 
@@ -70,12 +80,26 @@ class Opportunity(BaseModel):
     loss_reason: str | None = Field(default=None, description="for lost deals; not a model input")
     stage_history: list[StageEntry] = Field(min_length=1, max_length=1000, description="stage entries, oldest first")
     activities: list[Activity] = Field(default_factory=list, max_length=10_000)
+    field_history: list[FieldChange] = Field(default_factory=list, max_length=1000, description="amount and close-date changes, for the point-in-time close-date and amount features")
 
     @model_validator(mode="after")
     def _check(self) -> Opportunity:
         for name, value in (self.model_extra or {}).items():
             if not isinstance(value, Scalar):
                 raise ValueError(f"segment attribute {name!r} must be a string, number, boolean or null")
+        for j, change in enumerate(self.field_history):
+            if change.field == "amount":
+                try:
+                    ok = math.isfinite(float(change.value)) and float(change.value) >= 0
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise ValueError(f"field_history[{j}].value: found {change.value!r}, expected a number ≥ 0 (the new amount)")
+            elif change.field == "expected_close_date":
+                try:
+                    datetime.fromisoformat(change.value.replace("Z", "+00:00"))
+                except ValueError:
+                    raise ValueError(f"field_history[{j}].value: found {change.value!r}, expected an ISO 8601 date (the new close date)") from None
         times = [e.entered_at for e in self.stage_history]
         for j in range(1, len(times)):
             try:

@@ -20,7 +20,7 @@ import pandas as pd
 from analytics.forecast import TimeToWin
 from analytics.stage_weights import StageWeights
 from features.errors import NotEnoughData
-from features.frame import FeatureSpec, build_features, make_spec, model_matrix, segment_columns
+from features.frame import FeatureSpec, build_features, make_spec, model_matrix, open_points, segment_columns
 from features.pit_stats import PointInTimeStats
 from features.settings import Settings
 from features.snapshots import snapshot_points
@@ -80,10 +80,12 @@ def _reference(frame: pd.DataFrame, y_win: np.ndarray, w_win: np.ndarray, spec: 
 
 def _snapshots(tables: Tables, stages: StageOrder, settings: Settings, spec: FeatureSpec, stats: PointInTimeStats, step) -> bt_.Snapshots:
     points = snapshot_points(tables, stages, every_days=settings.snapshots.every_days)
+    if len(points) == 0:  # deals that open and close between two grid times: nothing is labelled,
+        points = open_points(tables, stages, tables.end)  # but the deals open now still get the prior's rates
+        log.warning("no deal was open at any weekly snapshot time: no labelled snapshot; the rates start from the stage weights and stay there")
     if len(points) == 0:
         raise NotEnoughData(
-            f"no training snapshots: no deal was open at any of the weekly grid times (every {settings.snapshots.every_days} days); "
-            "an export whose deals open and close between two grid times cannot be learned from"
+            f"no training snapshots and no open deal: no deal was open at any of the weekly grid times (every {settings.snapshots.every_days} days) or at the data's end"
         )
     frame = build_features(tables, points, spec, stats, progress=step)
     step("labels")

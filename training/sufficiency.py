@@ -22,8 +22,9 @@ FAMILIES_OF = {"stage-dwell": "stage", "activity": "activity", "segment": "segme
 
 def families(spec: FeatureSpec) -> dict[str, list[str]]:
     """The three feature families of the product, as columns of the spec."""
-    stage = ["stage", "stage_progress", "days_in_stage", "dwell_ratio", "age_days", "stage_changes", "moves_back", "furthest_progress", "stage_velocity", "reopened"]
-    segment = [*spec.segment_columns, "log_amount", *[f"win_rate_{k}" for k in spec.stat_keys]]
+    stage = ["stage", "stage_progress", "days_in_stage", "dwell_ratio", "age_days", "stage_changes", "moves_back", "furthest_progress", "stage_velocity", "reopened",
+             "days_to_close", "close_date_pushes", "close_date_days_pushed"]
+    segment = [*spec.segment_columns, "log_amount", "amount_change", *[f"win_rate_{k}" for k in spec.stat_keys]]
     activity = [c for c in spec.columns if c not in stage and c not in segment]
     return {"stage-dwell": stage, "activity": activity, "segment": segment}
 

@@ -130,3 +130,17 @@ def test_time_outside_the_representable_range_is_422(client, body) -> None:
     body["as_of"] = "9999-12-31T00:00:00Z"  # found by the schema fuzzer: it used to overflow
     loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
     assert loc == ["body", "as_of"] and "less than or equal to 2261-12-31" in msg
+
+
+def test_field_history_values_are_checked(client, body) -> None:
+    body["opportunities"][0]["field_history"] = [
+        {"field": "amount", "value": "42000", "changed_at": "2026-08-03T09:00:00Z"},
+        {"field": "expected_close_date", "value": "2026-10-31", "changed_at": "2026-08-03T09:00:00Z"},
+    ]
+    assert client.post("/v1/score", json=body, headers=AUTH).status_code == 200
+    body["opportunities"][0]["field_history"][1]["value"] = "end of quarter"
+    loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
+    assert loc == ["body", "opportunities", 0] and "field_history[1].value: found 'end of quarter', expected an ISO 8601 date" in msg
+    body["opportunities"][0]["field_history"] = [{"field": "stage", "value": "x", "changed_at": "2026-08-03T09:00:00Z"}]
+    loc, _ = _problem(client.post("/v1/score", json=body, headers=AUTH))
+    assert loc == ["body", "opportunities", 0, "field_history", 0, "field"]

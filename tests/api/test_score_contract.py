@@ -52,9 +52,11 @@ def test_api_score_equals_batch_score(client, medium, trained) -> None:
     for opp in t.opportunities[t.opportunities["opportunity_id"].isin(chosen)].to_dict("records"):
         h = t.stage_history[t.stage_history["opportunity_id"] == opp["opportunity_id"]]
         a = t.activities[t.activities["opportunity_id"] == opp["opportunity_id"]]
+        f = t.field_history[t.field_history["opportunity_id"] == opp["opportunity_id"]]
         rec = {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in opp.items() if k not in ("expected_close_date", "loss_reason") and v is not None and v == v}
         rec["stage_history"] = [{"stage": r.stage, "entered_at": r.entered_at.isoformat()} for r in h.itertuples()]
         rec["activities"] = [{"occurred_at": r.occurred_at.isoformat(), "type": r.type, "direction": r.direction, "contact_id": r.contact_id} for r in a.itertuples()]
+        rec["field_history"] = [{"field": r.field, "value": r.value, "changed_at": r.changed_at.isoformat()} for r in f.itertuples()]
         opps.append(rec)
     assert len(opps) > INLINE_UP_TO  # the batch is scored in the thread pool, each alone on the event loop
     r = client.post("/v1/score", json={"as_of": as_of.isoformat(), "opportunities": opps}, headers=AUTH)

@@ -58,11 +58,13 @@ def test_generate_train_serve_score(tmp_path: Path, monkeypatch) -> None:
         opps = pd.read_csv("crm/opportunities.csv").set_index("opportunity_id").loc[opp_id]
         hist = pd.read_csv("crm/stage_history.csv")
         acts = pd.read_csv("crm/activities.csv")
+        fields = pd.read_csv("crm/field_history.csv")
         record = {
             "opportunity_id": opp_id, "created_at": opps["created_at"], "amount": float(opps["amount"]),
             **{k: opps[k] for k in ("account_id", "owner_id", "team", "industry", "region", "source", "company_size")},
             "stage_history": [{"stage": r.stage, "entered_at": r.entered_at} for r in hist[hist.opportunity_id == opp_id].itertuples()],
             "activities": [{"occurred_at": r.occurred_at, "type": r.type, "direction": r.direction, "contact_id": r.contact_id} for r in acts[acts.opportunity_id == opp_id].itertuples()],
+            "field_history": [{"field": r.field, "value": str(r.value), "changed_at": r.changed_at} for r in fields[fields.opportunity_id == opp_id].itertuples()],
         }
         r = httpx.post(f"{base}/v1/score", json={"as_of": "2026-09-01T00:00:00Z", "opportunities": [record]}, headers={"Authorization": "Bearer e2e-key"}, timeout=30)
         assert r.status_code == 200, r.text

@@ -138,12 +138,13 @@ def test_tables_from_arrays_equal_tables_from_frames(small, seed, keep, with_act
     request may list them."""
     from dataclasses import fields
 
+    from features.table_index import FieldSteps
     from features.tables import TABLE_NAMES, Tables, columns_of
 
     rng = np.random.default_rng(seed)
     ids = small.tables.opportunities["opportunity_id"].to_numpy(dtype=object)
     sub = small.tables.subset(list(ids[rng.random(len(ids)) < keep]))
-    frames = [f.sample(frac=1.0, random_state=seed).reset_index(drop=True) for f in (sub.opportunities, sub.stage_history, sub.activities)]
+    frames = [f.sample(frac=1.0, random_state=seed).reset_index(drop=True) for f in (sub.opportunities, sub.stage_history, sub.activities, sub.field_history)]
     if not with_activities:
         frames[2] = frames[2].iloc[:0]
     from_frames = Tables(*frames)
@@ -152,7 +153,11 @@ def test_tables_from_arrays_equal_tables_from_frames(small, seed, keep, with_act
         pd.testing.assert_frame_equal(from_arrays.frame(name), from_frames.frame(name))
     for field in fields(from_frames.index):
         a, b = getattr(from_arrays.index, field.name), getattr(from_frames.index, field.name)
-        if isinstance(a, SortedRows):
+        if isinstance(a, FieldSteps):
+            np.testing.assert_array_equal(a.rows.packed, b.rows.packed)
+            for part in ("value", "first", "pushes", "pushed_days"):
+                np.testing.assert_array_equal(getattr(a, part), getattr(b, part), err_msg=f"{field.name}.{part}")
+        elif isinstance(a, SortedRows):
             np.testing.assert_array_equal(a.packed, b.packed)
             np.testing.assert_array_equal(a.order, b.order)
         elif isinstance(a, Codebook):

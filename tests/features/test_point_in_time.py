@@ -38,7 +38,7 @@ def _t(draw, tables: Tables) -> pd.Timestamp:
 def later_changes(draw, tables: Tables, stages: StageOrder, t: pd.Timestamp):
     """Tables with random rows added after t and random rows after t changed."""
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))
-    opps, hist, acts = tables.opportunities.copy(), tables.stage_history.copy(), tables.activities.copy()
+    opps, hist, acts, fields = tables.opportunities.copy(), tables.stage_history.copy(), tables.activities.copy(), tables.field_history.copy()
     ids = opps["opportunity_id"].to_numpy()
     after = lambda n: pd.Series(t + pd.to_timedelta(rng.uniform(1, 200 * 86400, n), unit="s")).astype(TS_DTYPE)  # noqa: E731
     k = draw(st.integers(1, 30))
@@ -61,6 +61,17 @@ def later_changes(draw, tables: Tables, stages: StageOrder, t: pd.Timestamp):
     # change rows that already lie after t: other stages, other types, shifted (still after t)
     late = hist["entered_at"] > t
     hist.loc[late, "stage"] = rng.choice(stages.names, int(late.sum()))
+    f = draw(st.integers(1, 20))
+    new_fields = pd.DataFrame(
+        {
+            "opportunity_id": rng.choice(ids, f),
+            "field": rng.choice(["amount", "expected_close_date"], f),
+            "value": rng.choice(["123.0", "2031-01-01T00:00:00Z", "5.5"], f),
+            "changed_at": after(f),
+        }
+    )
+    late_f = fields["changed_at"] > t
+    fields.loc[late_f, "value"] = np.where(fields.loc[late_f, "field"] == "amount", "1.0", "2040-06-01T00:00:00Z")
     late_a = acts["occurred_at"] > t
     acts.loc[late_a, "type"] = "changed"
     acts.loc[late_a, "occurred_at"] = acts.loc[late_a, "occurred_at"] + pd.Timedelta(hours=3)
@@ -68,6 +79,7 @@ def later_changes(draw, tables: Tables, stages: StageOrder, t: pd.Timestamp):
         pd.concat([opps, new_opps], ignore_index=True),
         pd.concat([hist, new_hist, new_opp_hist], ignore_index=True),
         pd.concat([acts, new_acts], ignore_index=True),
+        pd.concat([fields, new_fields], ignore_index=True),
     )
 
 
@@ -138,7 +150,7 @@ def test_the_export_as_of_t_ignores_rows_after_t_and_hides_loss_reasons_until_th
     stages, t, _, changed = _scenario(data, g)
     before, after = g.tables.as_of(t, stages), changed.as_of(t, stages)
     assume(len(before.opportunities) > 0)
-    for name in ("opportunities", "stage_history", "activities"):
+    for name in ("opportunities", "stage_history", "activities", "field_history"):
         key = ["opportunity_id"] + ([] if name == "opportunities" else [before.frame(name).columns[1]])
         a = before.frame(name).sort_values(key, kind="stable").reset_index(drop=True)
         b = after.frame(name).sort_values(key, kind="stable").reset_index(drop=True)
