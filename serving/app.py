@@ -47,6 +47,17 @@ def _loc(location: str | None, column: str | None) -> list[str | int]:
     return loc
 
 
+SHOWN_PROBLEMS = 100  # a 422 names at most this many problems, and says how many there were
+
+
+def _unprocessable(problems: list[dict], total: int) -> JSONResponse:
+    body: dict = {"detail": problems}
+    if total > len(problems):
+        body["problems_total"] = total
+        body["note"] = f"the first {len(problems)} of {total} problems; fix these and send again"
+    return JSONResponse(body, status_code=422)
+
+
 class BodyLimit:
     """Answers 413 when a body is larger than the limit, before it is parsed or held whole."""
 
@@ -122,13 +133,14 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": str(e.get("type", "value_error"))} for e in exc.errors()]
-        return JSONResponse({"detail": problems}, status_code=422)
+        errors = exc.errors()
+        problems = [{"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": str(e.get("type", "value_error"))} for e in errors[:SHOWN_PROBLEMS]]
+        return _unprocessable(problems, len(errors))
 
     @app.exception_handler(ExportInvalid)
     async def contract(request: Request, exc: ExportInvalid) -> JSONResponse:
-        problems = [{"loc": _loc(p.location, p.column), "msg": f"found {p.found}, expected {p.expected}", "type": "contract"} for p in exc.problems]
-        return JSONResponse({"detail": problems}, status_code=422)
+        problems = [{"loc": _loc(p.location, p.column), "msg": f"found {p.found}, expected {p.expected}", "type": "contract"} for p in exc.problems[:SHOWN_PROBLEMS]]
+        return _unprocessable(problems, len(exc.problems))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -7,12 +7,14 @@ pool, a hand-over that costs more than the work itself.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -64,9 +66,33 @@ class KeyFirstRoute(APIRoute):
 
         async def key_first(request: Request) -> Response:
             check_key(request)
+            if request.method == "POST":
+                await _count_first(request)
             return await handler(request)
 
         return key_first
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def _count_first(request: Request) -> None:
+    """Parse the body once (FastAPI reuses the parse) and refuse, before validating a single
+    item: NaN and Infinity literals (not JSON), and batches over the limit (413), so a huge
+    invalid batch costs a parse, not a validation and a 422 as large as itself."""
+    body = await request.body()
+    try:
+        parsed = json.loads(body, parse_constant=_no_constant) if body else None
+    except ValueError as exc:
+        if "is not JSON" in str(exc):
+            raise RequestValidationError([{"loc": ["body"], "msg": f"{exc}: send numbers as numbers and missing values as null", "type": "json_invalid"}]) from None
+        return  # malformed JSON: FastAPI answers it with its own 422
+    request._json = parsed  # read by FastAPI instead of parsing again
+    limit = request.app.state.settings.serving.max_batch
+    items = parsed.get("opportunities") if isinstance(parsed, dict) else None
+    if isinstance(items, list) and len(items) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=f"{len(items)} opportunities in one batch; at most {limit}")
 
 
 def v1_router(tag: str) -> APIRouter:

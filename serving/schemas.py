@@ -11,7 +11,7 @@ import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 EXAMPLE_OPPORTUNITY = {
     "opportunity_id": "OPP-0001",
@@ -39,7 +39,14 @@ Scalar = str | int | float | bool | None
 # Times are computed in nanoseconds, which cannot represent years outside these; the bounds are
 # checked by pydantic-core itself (a Python validator per timestamp cost half of parsing a batch)
 _EARLIEST, _LATEST = datetime(1678, 1, 1, tzinfo=UTC), datetime(2261, 12, 31, tzinfo=UTC)
-Timestamp = Annotated[datetime, Field(ge=_EARLIEST, le=_LATEST)]
+def _text_only(value: object) -> object:
+    """Times as ISO 8601 text: a bare number could be seconds or milliseconds, and is refused."""
+    if isinstance(value, (int, float)):
+        raise ValueError("a timestamp as ISO 8601 text (2026-09-30T12:00:00Z), not a number")
+    return value
+
+
+Timestamp = Annotated[datetime, Field(ge=_EARLIEST, le=_LATEST), BeforeValidator(_text_only)]  # the bounds checked inside pydantic-core
 
 
 class StageEntry(BaseModel):
@@ -72,7 +79,7 @@ class Opportunity(BaseModel):
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_OPPORTUNITY]})
     opportunity_id: str = Field(min_length=1, max_length=200)
     created_at: Timestamp
-    amount: float = Field(ge=0, allow_inf_nan=False, description="expected deal value, ≥ 0")
+    amount: Annotated[float, Strict()] = Field(ge=0, allow_inf_nan=False, description="expected deal value, ≥ 0 (a number: not text, not a boolean)")
     account_id: str | None = None
     owner_id: str | None = None
     team: str | None = None

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pandas as pd
-from fastapi import HTTPException, Request, Response, status
+from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from features.payload import records_to_tables
 from features.times import to_utc
 from scoring.score import score_ids
 from scoring.store import Loaded
-from serving.deps import LoadedDep, NowDep, SettingsDep, v1_router
+from serving.deps import LoadedDep, NowDep, v1_router
 from serving.schemas import ErrorBody, ScoreRequest, ScoreResponse
 
 router = v1_router("scores")
@@ -31,11 +31,10 @@ INLINE_UP_TO = 10
 
 
 @router.post("/score", response_model=ScoreResponse, responses=ERRORS, summary="score a batch of opportunities")
-async def score(req: ScoreRequest, loaded: LoadedDep, settings: SettingsDep, now: NowDep, request: Request) -> Response:
+async def score(req: ScoreRequest, loaded: LoadedDep, now: NowDep, request: Request) -> Response:
     """Win probability, stall risk, score, grade, expected value and the top reasons of each
     opportunity, as of `as_of` (default now). Nothing sent is stored."""
-    if len(req.opportunities) > settings.serving.max_batch:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=f"{len(req.opportunities)} opportunities in one batch; at most {settings.serving.max_batch}")
+    # the batch limit was checked before the body was validated (serving.deps.KeyFirstRoute)
     if len(req.opportunities) <= INLINE_UP_TO:
         return _answer(req, loaded, now, request)
     return await run_in_threadpool(_answer, req, loaded, now, request)

@@ -89,3 +89,13 @@ def test_weights_and_funnel_ignore_rows_after_t(data, g) -> None:
     fa, fb = funnel(g.tables, stages, t, ["source"]), funnel(changed, stages, t, ["source"])
     for name in ("conversion", "dwell", "loss_reasons", "by_segment"):
         pd.testing.assert_frame_equal(getattr(fa, name), getattr(fb, name), check_dtype=False)
+
+
+def test_a_deal_created_at_a_later_stage_counts_only_for_the_stages_it_was_in() -> None:
+    """Logged after the fact: u is created at B and won; it says nothing about A, which it skipped."""
+    opps = pd.DataFrame({"opportunity_id": ["u", "y"], "created_at": [T("2025-03-01"), T("2025-03-01")], "amount": 1.0})
+    hist = pd.DataFrame({"opportunity_id": ["u", "u", "y", "y"], "stage": ["B", "W", "A", "L"],
+                         "entered_at": [T("2025-03-01"), T("2025-03-05"), T("2025-03-01"), T("2025-03-09")]})
+    w = StageWeights().fit(Tables(opps, hist), STAGES, T("2025-04-01")).weights_.set_index("stage")
+    assert (w.loc["A", "n"], w.loc["A", "won"]) == (1, 0)  # y only
+    assert (w.loc["B", "n"], w.loc["B", "won"]) == (1, 1)  # u only

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from serving.routes.score import INLINE_UP_TO
@@ -144,3 +146,38 @@ def test_field_history_values_are_checked(client, body) -> None:
     body["opportunities"][0]["field_history"] = [{"field": "stage", "value": "x", "changed_at": "2026-08-03T09:00:00Z"}]
     loc, _ = _problem(client.post("/v1/score", json=body, headers=AUTH))
     assert loc == ["body", "opportunities", 0, "field_history", 0, "field"]
+
+
+def test_strict_types_booleans_are_not_numbers_times_are_text_and_nan_is_not_json(client, body) -> None:
+    bad = dict(body["opportunities"][0], amount=True)
+    loc, _ = _problem(client.post("/v1/score", json={**body, "opportunities": [bad]}, headers=AUTH))
+    assert loc == ["body", "opportunities", 0, "amount"]
+    epoch = dict(body["opportunities"][0], created_at=1754211600)
+    loc, msg = _problem(client.post("/v1/score", json={**body, "opportunities": [epoch]}, headers=AUTH))
+    assert loc == ["body", "opportunities", 0, "created_at"] and "ISO 8601 text" in msg
+    text = json.dumps(body).replace('"amount": 42000', '"amount": NaN')
+    r = client.post("/v1/score", content=text.encode(), headers={**AUTH, "Content-Type": "application/json"})
+    assert r.status_code == 422 and "NaN is not JSON" in r.json()["detail"][0]["msg"]
+    assert client.post("/v1/score", json=dict(body, opportunities=[dict(body["opportunities"][0], amount=42000)]), headers=AUTH).status_code == 200
+
+
+def test_a_huge_invalid_batch_is_refused_before_validation(client) -> None:
+    """300,000 invalid items: a 413 from counting, not a 422 as large as the batch."""
+    import time
+
+    payload = b'{"opportunities": [' + b",".join([b"1"] * 300_000) + b"]}"
+    start = time.perf_counter()
+    r = client.post("/v1/score", content=payload, headers={**AUTH, "Content-Type": "application/json"})
+    took = time.perf_counter() - start
+    assert r.status_code == 413 and len(r.content) < 1000, r.text[:200]
+    assert took < 5  # a parse, not a validation (the benchmark-free bound: it was 3.7 s and 44 MB)
+
+
+def test_a_422_names_at_most_100_problems_and_their_total(client, body) -> None:
+    many = [dict(body["opportunities"][0], opportunity_id=f"O{i}", amount="lots") for i in range(50)]
+    for item in many:
+        item["stage_history"] = [{"stage": "Nowhere", "entered_at": "x"}, {"stage": "", "entered_at": "y"}]
+    r = client.post("/v1/score", json={"opportunities": many}, headers=AUTH)
+    assert r.status_code == 422
+    doc = r.json()
+    assert len(doc["detail"]) == 100 and doc["problems_total"] > 100 and "first 100" in doc["note"]
