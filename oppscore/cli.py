@@ -82,17 +82,23 @@ def generate(
 
 @app.command("import")
 def import_(
-    kind: Annotated[str, typer.Argument(help="the export's source: salesforce or maven")],
+    kind: Annotated[str, typer.Argument(help="the export's source: salesforce, hubspot or maven")],
     src: Annotated[Path, typer.Argument(help="the folder of the source export")],
     out_dir: Annotated[Path, typer.Option("--out")],
     attach_account_tasks: Annotated[bool, typer.Option(help="salesforce: attach tasks on an account to that account's deals")] = False,
+    pipeline: Annotated[str | None, typer.Option(help="hubspot: the pipeline to import (default: the one with the most deals)")] = None,
 ) -> None:
     """Convert a known CRM export into the canonical tables (and an oppscore.toml)."""
+    from features.adapters.hubspot import import_hubspot
     from features.adapters.maven import import_maven
     from features.adapters.salesforce import import_salesforce
     from features.loading import write_export
 
-    importers = {"salesforce": lambda: import_salesforce(src, attach_account_tasks=attach_account_tasks), "maven": lambda: import_maven(src)}
+    importers = {
+        "salesforce": lambda: import_salesforce(src, attach_account_tasks=attach_account_tasks),
+        "hubspot": lambda: import_hubspot(src, pipeline=pipeline),
+        "maven": lambda: import_maven(src),
+    }
     if kind not in importers:
         raise InputInvalid(f"KIND: found {kind!r}, expected one of: {', '.join(importers)}")
     with steps(f"import {kind}") as step:

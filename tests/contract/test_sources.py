@@ -34,7 +34,7 @@ def test_maven_import_passes_validation(tmp_path: Path) -> None:
 def test_import_of_unknown_kind_is_exit_1(tmp_path: Path) -> None:
     result = runner.invoke(app, ["import", "pipedrive", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
-    assert "KIND: found 'pipedrive', expected one of: salesforce, maven" in " ".join(result.output.split())
+    assert "KIND: found 'pipedrive', expected one of: salesforce, hubspot, maven" in " ".join(result.output.split())
 
 
 def test_chinese_stage_names_validate(tmp_path: Path) -> None:

@@ -1,0 +1,145 @@
+"""HubSpot's deals export (Deals → Export: CSV or XLSX, "all properties"), or an API export of
+the same properties → the canonical tables, one pipeline at a time.
+
+| canonical | HubSpot (export column, or API property) |
+|---|---|
+| opportunity_id | Record ID (hs_object_id) |
+| created_at | Create Date (createdate) |
+| amount | Amount (amount); none: 0, flagged in `amount_missing` |
+| owner_id | Deal owner (hubspot_owner_id) |
+| account_id | Associated Company (IDs) / Company name, when exported |
+| expected_close_date | Close Date (closedate) |
+| deal_type, lead_source | Deal Type (dealtype), Original Source Type (hs_analytics_source) |
+| stage_history | every `Date entered "<stage> (<pipeline>)"` (hs_date_entered_<stage id>) that is filled, in time order |
+| loss_reason | Closed Lost Reason (closed_lost_reason) |
+
+Several pipelines: each has its own stages and order, so one import reads one pipeline
+(`--pipeline NAME`, default the one with the most deals) and the report lists the others;
+import each into its own folder (one `oppscore.toml` per pipeline). Stage order is the order of
+the "Date entered" columns, which HubSpot writes in the pipeline's display order. Won and lost
+come from "Is Closed Won" / "Is closed" (hs_is_closed_won, hs_is_closed) when exported, else from
+the stage names, and the report says which.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.adapters.reading import key, read_csv
+from features.adapters.salesforce import Imported
+from features.errors import ExportInvalid, InputInvalid, Problem
+from features.settings import StageConfig
+from features.stages import _LOST_WORDS, _WON_WORDS
+from features.tables import TS_DTYPE, Tables
+
+_ENTERED = re.compile(r'^date entered "?(.+?) \((.+)\)"?$', re.IGNORECASE)
+TRUE = {"true", "yes", "1"}
+
+
+def _read(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The export as text, and its column names as HubSpot wrote them."""
+    if path.suffix.lower() in (".xlsx", ".xls"):
+        frame = pd.read_excel(path, dtype=str)
+        names = [str(c) for c in frame.columns]
+        frame.columns = [key(c) for c in names]
+        frame.attrs["names"] = dict(zip(frame.columns, names, strict=True))
+        return frame.where(frame.notna(), None), names
+    frame = read_csv(path)
+    return frame, list(frame.attrs["names"].values())
+
+
+def import_hubspot(src: Path, pipeline: str | None = None) -> Imported:
+    src = Path(src)
+    path = src if src.is_file() else next((p for p in sorted(src.iterdir()) if p.suffix.lower() in (".csv", ".xlsx") and "deal" in p.name.lower()), None) if src.is_dir() else None
+    if path is None:
+        raise InputInvalid(f"{src}: no HubSpot deals export (a .csv or .xlsx whose name holds 'deal', or the file itself)")
+    frame, names = _read(path)
+    need = {"recordid": "Record ID", "createdate": "Create Date", "dealstage": "Deal Stage"}
+    aliases = {"recordid": ["recordid", "hsobjectid"], "createdate": ["createdate"], "dealstage": ["dealstage"], "pipeline": ["pipeline"],
+               "amount": ["amount"], "closedate": ["closedate"], "dealowner": ["dealowner", "hubspotownerid"]}
+    col = {k: next((a for a in v if a in frame.columns), None) for k, v in aliases.items()}
+    missing = [label for k, label in need.items() if col[k] is None]
+    if missing:
+        raise ExportInvalid([Problem(path.name, "line 1", m, "no such column", f"a column named {m!r} (required)") for m in missing])
+    report: dict[str, object] = {"deals in file": len(frame)}
+    pipelines = frame[col["pipeline"]].fillna("(none)") if col["pipeline"] else pd.Series("(default)", index=frame.index)
+    counts = pipelines.value_counts()
+    chosen = pipeline or str(counts.index[0])
+    if chosen not in counts.index:
+        raise InputInvalid(f"--pipeline: found {chosen!r}, expected one of {', '.join(map(str, counts.index))}")
+    report["pipelines"] = {str(k): int(v) for k, v in counts.items()}
+    report["pipeline imported"] = chosen
+    deals = frame[pipelines == chosen].reset_index(drop=True)
+    # stage columns of this pipeline, in HubSpot's order
+    entered = []
+    for name in names:
+        m = _ENTERED.match(name.strip())
+        if m and m.group(2) == chosen:
+            entered.append((m.group(1), key(name)))
+    if not entered:
+        api = [(n.removeprefix("hs_date_entered_"), key(n)) for n in names if n.startswith("hs_date_entered_")]
+        entered = api
+    problems: list[Problem] = []
+
+    def times(c: str) -> pd.Series:
+        text = deals[c].str.strip()
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+        for i in np.flatnonzero((parsed.isna() & text.notna()).to_numpy())[:50]:
+            problems.append(Problem(path.name, f"line {i + 2}", frame.attrs["names"].get(c, c), repr(deals.at[i, c]), "a date or date-time"))
+        return parsed.dt.as_unit("ns").astype(TS_DTYPE)
+
+    ids = deals[col["recordid"]].str.strip()
+    created = times(col["createdate"])
+    rows = [pd.DataFrame({"opportunity_id": ids, "stage": stage, "entered_at": times(c)}) for stage, c in entered]
+    history = pd.concat(rows, ignore_index=True).dropna(subset=["entered_at"]) if rows else pd.DataFrame(columns=["opportunity_id", "stage", "entered_at"])
+    current = deals[col["dealstage"]].str.strip()
+    without = ~ids.isin(history["opportunity_id"])
+    history = pd.concat([history, pd.DataFrame({"opportunity_id": ids[without], "stage": current[without], "entered_at": created[without]})], ignore_index=True)
+    history = history.sort_values(["opportunity_id", "entered_at"], kind="stable").reset_index(drop=True)
+    if problems:
+        raise ExportInvalid(problems)
+    stages = [s for s, _ in entered] or list(dict.fromkeys(history["stage"]))
+    won_flag, closed_flag = (key("Is Closed Won"), key("Is closed")) if key("Is Closed Won") in deals else ("hsisclosedwon", "hsisclosed")
+    said = []
+    if won_flag in deals.columns and closed_flag in deals.columns:
+        won_now = deals[won_flag].fillna("").str.lower().isin(TRUE)
+        closed_now = deals[closed_flag].fillna("").str.lower().isin(TRUE)
+        won_names = set(current[won_now]) or {s for s in stages if _WON_WORDS.search(s)}
+        lost_names = set(current[closed_now & ~won_now]) or {s for s in stages if _LOST_WORDS.search(s) and s not in won_names}
+        said.append("won and lost stages from Is Closed Won / Is closed")
+    else:
+        won_names = {s for s in stages if _WON_WORDS.search(s)}
+        lost_names = {s for s in stages if _LOST_WORDS.search(s) and s not in won_names}
+        said.append("no Is Closed Won / Is closed columns: won and lost stages recognised by their names")
+    won = next(iter(sorted(won_names)), "Closed won")
+    lost = next(iter(sorted(lost_names)), "Closed lost")
+    open_names = [s for s in stages if s not in won_names and s not in lost_names]
+    if not open_names:
+        raise InputInvalid(f"{path.name}: pipeline {chosen!r} has no open stage")
+    history["stage"] = history["stage"].replace({s: won for s in won_names} | {s: lost for s in lost_names})
+    amount_raw = pd.to_numeric(deals[col["amount"]], errors="coerce") if col["amount"] else pd.Series(np.nan, index=deals.index)
+    opportunities = pd.DataFrame({
+        "opportunity_id": ids, "created_at": created, "amount": amount_raw.fillna(0.0),
+        "amount_missing": np.where(amount_raw.isna(), "yes", None).astype(object),
+        "owner_id": deals[col["dealowner"]] if col["dealowner"] else None,
+        "expected_close_date": times(col["closedate"]) if col["closedate"] else pd.NaT,
+        "deal_type": deals[key("Deal Type")] if key("Deal Type") in deals else (deals["dealtype"] if "dealtype" in deals else None),
+        "lead_source": deals[key("Original Source Type")] if key("Original Source Type") in deals else None,
+        "loss_reason": deals[key("Closed Lost Reason")] if key("Closed Lost Reason") in deals else None,
+        "account_id": deals[key("Associated Company (IDs)")] if key("Associated Company (IDs)") in deals else None,
+    })
+    created_first = history.groupby("opportunity_id")["entered_at"].min()
+    opportunities["created_at"] = opportunities["created_at"].where(opportunities["created_at"].notna(), opportunities["opportunity_id"].map(created_first))
+    opportunities["created_at"] = opportunities[["created_at"]].assign(first=opportunities["opportunity_id"].map(created_first)).min(axis=1)
+    state = history.groupby("opportunity_id")["stage"].last()
+    report.update({"won": int((state == won).sum()), "lost": int((state == lost).sum()), "open": int((~state.isin([won, lost])).sum()),
+                   "deals created at a later stage": int((history.groupby("opportunity_id")["stage"].first() != open_names[0]).sum()),
+                   "deals without an amount (amount 0, amount_missing = yes)": int(amount_raw.isna().sum())})
+    config = StageConfig(open=open_names, won=won, lost=lost)
+    segments = [c for c in ("deal_type", "lead_source") if opportunities[c].notna().any() and opportunities[c].nunique() >= 2]
+    header = f"Written by `oppscore import hubspot` from {path} (pipeline {chosen!r})\nstage order: the export's Date entered columns\n" + "\n".join(said)
+    return Imported(Tables(opportunities, history), config, segments, report, header, said)
