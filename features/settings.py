@@ -63,7 +63,7 @@ class SnapshotConfig(_Section):
 class ServingConfig(_Section):
     max_batch: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=10_000_000, ge=1_000)
-    reload_seconds: float = Field(default=30.0, gt=0)
+    reload_seconds: float = Field(default=10.0, gt=0, description="how often the service asks the registry for a new champion")
 
 
 class Settings(BaseSettings):

@@ -48,6 +48,8 @@ def champion_version(settings: Settings, alias: str = ALIAS) -> str | None:
     answers for a missing one with a generic "invalid parameter" error."""
     from mlflow import MlflowClient
 
+    if settings.mlflow_tracking_uri is None and not (settings.home / "mlflow.db").exists():
+        return None  # the embedded store was never written: asking MLflow would create an empty one
     use_tracking(settings)
     try:
         model = MlflowClient().get_registered_model(settings.model_name)

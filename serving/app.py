@@ -106,13 +106,16 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if holder.current is None:
-            holder.load()
-        # the loaded bundle and libraries live as long as the process: keep them out of the
-        # garbage collector's full passes, which otherwise pause a request now and then
-        gc.freeze()
         if start_reloader:
+            # loading (a registry that accepts but never answers can take its full timeout) runs
+            # in the reloader's thread: /healthz is up from the first second, /readyz says when
+            # a model is in
             holder.start()
+        elif holder.current is None:
+            holder.load()
+        # the loaded libraries live as long as the process: keep them out of the garbage
+        # collector's full passes, which otherwise pause a request now and then
+        gc.freeze()
         yield
         holder.stop()
 

@@ -7,6 +7,7 @@ request ever sees half of one bundle and half of another.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from dataclasses import dataclass
@@ -88,6 +89,9 @@ class ModelHolder:
         self._stop.set()
 
     def _loop(self) -> None:
+        if self.current is None:  # the first load happens here, not at start-up: /healthz answers at once
+            self.load()
+            gc.freeze()  # the bundle lives as long as the process: out of the collector's full passes
         while not self._stop.wait(self.settings.serving.reload_seconds):
             try:
                 self.refresh()

@@ -47,3 +47,30 @@ def test_no_model_at_all_is_503(store, body) -> None:
         s = client.post("/v1/score", json=body, headers=AUTH)
         assert s.status_code == 503 and "oppscore train" in s.json()["detail"]
         assert client.get("/healthz").status_code == 200
+    assert not (store.home / "mlflow.db").exists()  # serving reads a registry, never creates one
+
+
+def test_a_registry_that_never_answers_does_not_hold_up_liveness(store, trained, medium) -> None:
+    """The registry accepts connections and never answers: /healthz is up at once, /readyz says
+    not ready, and the exported bundle serves once the registry call has timed out."""
+    import socket
+    import time
+
+    log_and_register(trained, medium.tables, store, "t")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # never accepted: requests hang until the client's timeout
+    port = silent.getsockname()[1]
+    away = store.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{port}", "api_keys": ["test-key"]})
+    try:
+        start = time.perf_counter()
+        with TestClient(create_app(away, start_reloader=True)) as client:
+            assert client.get("/healthz").status_code == 200
+            assert time.perf_counter() - start < 2.0
+            deadline = time.time() + 30
+            while time.time() < deadline and client.get("/readyz").status_code != 200:
+                time.sleep(0.2)
+            ready = client.get("/readyz").json()
+            assert ready["status"] == "ready" and ready["source"] == "export"
+    finally:
+        silent.close()
