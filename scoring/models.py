@@ -18,6 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 from scipy.special import expit, logit
 
+from features.errors import BundleInvalid
+
 EPS = 1e-6
 
 
@@ -142,8 +144,4 @@ def estimator_from_dict(doc: dict, booster: Any = None) -> Estimator:
         return LinearModel(**doc)
     if kind == "rates":
         return RateModel(**{**doc, "segments": {int(k): v for k, v in doc["segments"].items()}})
-    raise ValueError(f"unknown model kind {kind!r}")
-
-
-def clip_logit(p: np.ndarray) -> np.ndarray:
-    return logit(np.clip(p, EPS, 1 - EPS))
+    raise BundleInvalid(f"unknown model kind {kind!r}: a bundle from a newer oppscore?")

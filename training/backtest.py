@@ -39,7 +39,6 @@ MAX_FOLDS = 8
 MIN_EVAL_ROWS = 5  # labelled open deals at a fold date, or the date teaches nothing
 MIN_TRAIN_DEALS = 3  # closed deals of each outcome known at a fold date
 LARGE_ROWS = 150_000  # fold training rows past which fewer folds are enough (and are sampled)
-SERVING = ("lightgbm", "logistic regression", "pooled rates", "configured weights")
 SIMPLEST_FIRST = ("configured weights", "pooled rates", "logistic regression", "lightgbm")
 CHOICE_TOLERANCE = 0.002  # pooled log loss within which the simpler candidate serves
 
