@@ -87,6 +87,7 @@ def import_(
     out_dir: Annotated[Path, typer.Option("--out")],
     attach_account_tasks: Annotated[bool, typer.Option(help="salesforce: attach tasks on an account to that account's deals")] = False,
     pipeline: Annotated[str | None, typer.Option(help="hubspot: the pipeline to import (default: the one with the most deals)")] = None,
+    engagements: Annotated[Path | None, typer.Option(help="hubspot: the activities export (calls, e-mails, meetings, notes, tasks) with deal associations")] = None,
 ) -> None:
     """Convert a known CRM export into the canonical tables (and an oppscore.toml)."""
     from features.adapters.hubspot import import_hubspot
@@ -96,7 +97,7 @@ def import_(
 
     importers = {
         "salesforce": lambda: import_salesforce(src, attach_account_tasks=attach_account_tasks),
-        "hubspot": lambda: import_hubspot(src, pipeline=pipeline),
+        "hubspot": lambda: import_hubspot(src, pipeline=pipeline, engagements=engagements),
         "maven": lambda: import_maven(src),
     }
     if kind not in importers:

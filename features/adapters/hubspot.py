@@ -12,6 +12,7 @@ the same properties → the canonical tables, one pipeline at a time.
 | deal_type, lead_source | Deal Type (dealtype), Original Source Type (hs_analytics_source) |
 | stage_history | every `Date entered "<stage> (<pipeline>)"` (hs_date_entered_<stage id>) that is filled, in time order |
 | loss_reason | Closed Lost Reason (closed_lost_reason) |
+| activities | the activities export (`--engagements FILE`): Activity date, Activity type, Call/Email direction, one row per associated deal; tasks once completed |
 
 Several pipelines: each has its own stages and order, so one import reads one pipeline
 (`--pipeline NAME`, default the one with the most deals) and the report lists the others;
@@ -52,7 +53,47 @@ def _read(path: Path) -> tuple[pd.DataFrame, list[str]]:
     return frame, list(frame.attrs["names"].values())
 
 
-def import_hubspot(src: Path, pipeline: str | None = None) -> Imported:
+_ENGAGEMENT_COLUMNS = {
+    "deal": ["associateddealids", "associateddeal", "associateddeals", "dealids"],
+    "time": ["activitydate", "hstimestamp", "timestamp", "createdate"],
+    "type": ["activitytype", "engagementtype", "type", "hsengagementtype"],
+    "direction": ["calldirection", "emaildirection", "hscalldirection", "hsemaildirection"],
+    "contact": ["associatedcontactids", "associatedcontact"],
+    "status": ["taskstatus", "hstaskstatus"],
+}
+
+
+def _engagements(path: Path, deals: pd.Series, report: dict) -> pd.DataFrame:
+    """HubSpot's activities export (calls, e-mails, meetings, notes, tasks) → activities of the
+    deals they are associated with (several deal ids in one cell, ';'-separated); tasks only once
+    completed."""
+    frame = read_csv(path)
+    col = {k: next((a for a in v if a in frame.columns), None) for k, v in _ENGAGEMENT_COLUMNS.items()}
+    missing = [k for k in ("deal", "time", "type") if col[k] is None]
+    if missing:
+        expected = {"deal": "Associated Deal IDs", "time": "Activity date", "type": "Activity type"}
+        raise ExportInvalid([Problem(path.name, "line 1", expected[m], "no such column", f"a column named {expected[m]!r} (required)") for m in missing])
+    when = pd.to_datetime(frame[col["time"]].str.strip(), utc=True, errors="coerce", format="mixed")
+    bad = when.isna() & frame[col["time"]].notna()
+    if bad.any():
+        raise ExportInvalid([Problem(path.name, f"line {i + 2}", frame.attrs["names"][col["time"]], repr(frame.at[i, col["time"]]), "a date or date-time") for i in np.flatnonzero(bad.to_numpy())[:50]])
+    kind = frame[col["type"]].fillna("activity").str.strip().str.lower()
+    done = ~kind.eq("task") | (frame[col["status"]].fillna("").str.upper().eq("COMPLETED") if col["status"] else True)
+    direction = frame[col["direction"]].fillna("").str.upper() if col["direction"] else pd.Series("", index=frame.index)
+    rows = pd.DataFrame({
+        "opportunity_id": frame[col["deal"]].fillna("").str.split(";"),
+        "occurred_at": when.dt.as_unit("ns").astype(TS_DTYPE),
+        "type": kind,
+        "direction": np.where(direction.str.contains("INBOUND|INCOMING"), "inbound", np.where(direction.str.contains("OUTBOUND|EMAIL"), "outbound", None)),
+        "contact_id": frame[col["contact"]].str.split(";").str[0] if col["contact"] else None,
+    })[done.to_numpy() & when.notna().to_numpy()].explode("opportunity_id")
+    rows["opportunity_id"] = rows["opportunity_id"].str.strip()
+    linked = rows["opportunity_id"].isin(set(deals))
+    report["engagements"] = {"rows read": len(frame), "on a deal of this pipeline": int(linked.sum()), "open tasks left out": int((~done).sum())}
+    return rows[linked].reset_index(drop=True)
+
+
+def import_hubspot(src: Path, pipeline: str | None = None, engagements: Path | None = None) -> Imported:
     src = Path(src)
     path = src if src.is_file() else next((p for p in sorted(src.iterdir()) if p.suffix.lower() in (".csv", ".xlsx") and "deal" in p.name.lower()), None) if src.is_dir() else None
     if path is None:
@@ -142,4 +183,5 @@ def import_hubspot(src: Path, pipeline: str | None = None) -> Imported:
     config = StageConfig(open=open_names, won=won, lost=lost)
     segments = [c for c in ("deal_type", "lead_source") if opportunities[c].notna().any() and opportunities[c].nunique() >= 2]
     header = f"Written by `oppscore import hubspot` from {path} (pipeline {chosen!r})\nstage order: the export's Date entered columns\n" + "\n".join(said)
-    return Imported(Tables(opportunities, history), config, segments, report, header, said)
+    activities = _engagements(Path(engagements), ids, report) if engagements is not None else None
+    return Imported(Tables(opportunities, history, activities), config, segments, report, header, said)

@@ -58,3 +58,20 @@ def test_the_other_pipeline_by_name_and_the_cli(tmp_path: Path) -> None:
     assert runner.invoke(app, ["validate", "--data", str(out)]).exit_code == 0
     bad = runner.invoke(app, ["import", "hubspot", str(folder), "--out", str(out), "--pipeline", "Nope"])
     assert bad.exit_code == 1 and "--pipeline: found 'Nope'" in " ".join(bad.output.split())
+
+
+def test_engagements_become_activities_of_their_deals(tmp_path: Path) -> None:
+    folder = _export(tmp_path / "hs")
+    pd.DataFrame(
+        [
+            ["1", "CALL", "2024-01-03 10:00", "101;201", "INBOUND", "", "c1"],
+            ["2", "EMAIL", "2024-01-04 10:00", "102", "EMAIL", "", "c2"],
+            ["3", "TASK", "2024-01-05 10:00", "101", "", "NOT_STARTED", ""],
+            ["4", "MEETING", "2024-01-06 10:00", "999", "", "", ""],
+        ],
+        columns=["Activity ID", "Activity type", "Activity date", "Associated Deal IDs", "Call direction", "Task status", "Associated Contact IDs"],
+    ).to_csv(tmp_path / "activities.csv", index=False)
+    got = import_hubspot(folder, engagements=tmp_path / "activities.csv")
+    acts = got.tables.activities
+    assert acts[["opportunity_id", "type", "direction"]].values.tolist() == [["101", "call", "inbound"], ["102", "email", "outbound"]]
+    assert got.report["engagements"] == {"rows read": 4, "on a deal of this pipeline": 2, "open tasks left out": 1}
