@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 LOST_INDEX = -1
 
-_WON_WORDS = re.compile(r"won|win|closed[ _-]?won|gagn|ganad|赢|成交", re.IGNORECASE)
-_LOST_WORDS = re.compile(r"lost|lose|loss|closed[ _-]?lost|perdid|perdu|输|丢", re.IGNORECASE)
+WON_WORDS = re.compile(r"won|win|closed[ _-]?won|gagn|ganad|赢|成交", re.IGNORECASE)
+LOST_WORDS = re.compile(r"lost|lose|loss|closed[ _-]?lost|perdid|perdu|输|丢", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ def infer_stage_config(stage_history: pd.DataFrame) -> tuple[StageConfig, str]:
         raise InputInvalid(f"cannot infer a stage order from {len(names)} stage names; give [stages] in oppscore.toml")
     is_last = ~hist["opportunity_id"].duplicated(keep="last")
     last_share = hist.assign(last=is_last).groupby("stage")["last"].mean()
-    won = [n for n in names if _WON_WORDS.search(str(n))]
-    lost = [n for n in names if _LOST_WORDS.search(str(n)) and n not in won]
+    won = [n for n in names if WON_WORDS.search(str(n))]
+    lost = [n for n in names if LOST_WORDS.search(str(n)) and n not in won]
     terminal = last_share.sort_values(ascending=False)
     if not won:
         won = [n for n in terminal.index if n not in lost][:1]

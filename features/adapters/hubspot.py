@@ -34,7 +34,7 @@ from features.adapters.reading import key, read_csv
 from features.adapters.salesforce import Imported
 from features.errors import ExportInvalid, InputInvalid, Problem
 from features.settings import StageConfig
-from features.stages import _LOST_WORDS, _WON_WORDS
+from features.stages import LOST_WORDS, WON_WORDS
 from features.tables import TS_DTYPE, Tables
 
 _ENTERED = re.compile(r'^date entered "?(.+?) \((.+)\)"?$', re.IGNORECASE)
@@ -149,12 +149,12 @@ def import_hubspot(src: Path, pipeline: str | None = None, engagements: Path | N
     if won_flag in deals.columns and closed_flag in deals.columns:
         won_now = deals[won_flag].fillna("").str.lower().isin(TRUE)
         closed_now = deals[closed_flag].fillna("").str.lower().isin(TRUE)
-        won_names = set(current[won_now]) or {s for s in stages if _WON_WORDS.search(s)}
-        lost_names = set(current[closed_now & ~won_now]) or {s for s in stages if _LOST_WORDS.search(s) and s not in won_names}
+        won_names = set(current[won_now]) or {s for s in stages if WON_WORDS.search(s)}
+        lost_names = set(current[closed_now & ~won_now]) or {s for s in stages if LOST_WORDS.search(s) and s not in won_names}
         said.append("won and lost stages from Is Closed Won / Is closed")
     else:
-        won_names = {s for s in stages if _WON_WORDS.search(s)}
-        lost_names = {s for s in stages if _LOST_WORDS.search(s) and s not in won_names}
+        won_names = {s for s in stages if WON_WORDS.search(s)}
+        lost_names = {s for s in stages if LOST_WORDS.search(s) and s not in won_names}
         said.append("no Is Closed Won / Is closed columns: won and lost stages recognised by their names")
     won = next(iter(sorted(won_names)), "Closed won")
     lost = next(iter(sorted(lost_names)), "Closed lost")
@@ -173,8 +173,8 @@ def import_hubspot(src: Path, pipeline: str | None = None, engagements: Path | N
         "loss_reason": deals[key("Closed Lost Reason")] if key("Closed Lost Reason") in deals else None,
         "account_id": deals[key("Associated Company (IDs)")] if key("Associated Company (IDs)") in deals else None,
     })
+    # created when first seen: the Create Date, or a stage entered before it (edited after the fact)
     created_first = history.groupby("opportunity_id")["entered_at"].min()
-    opportunities["created_at"] = opportunities["created_at"].where(opportunities["created_at"].notna(), opportunities["opportunity_id"].map(created_first))
     opportunities["created_at"] = opportunities[["created_at"]].assign(first=opportunities["opportunity_id"].map(created_first)).min(axis=1)
     state = history.groupby("opportunity_id")["stage"].last()
     report.update({"won": int((state == won).sum()), "lost": int((state == lost).sum()), "open": int((~state.isin([won, lost])).sum()),
