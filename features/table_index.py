@@ -57,7 +57,7 @@ class FieldSteps:
         if fields is None or len(fields["opportunity_id"]) == 0:
             empty = np.zeros(0)
             return cls(SortedRows(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)), empty, empty, empty, empty)
-        mine = np.asarray([f == field for f in fields["field"]], dtype=bool)
+        mine = np.asarray(fields["field"] == field, dtype=bool)
         code = ids.codes(fields["opportunity_id"][mine])
         known = code >= 0
         code, time = code[known], fields["changed_at"][mine][known]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 import pandas as pd
@@ -27,9 +27,8 @@ from features.frame import FeatureSpec
 from features.stages import StageOrder
 from features.stays import final_states
 from features.tables import Tables
-from features.times import DAY_NS
 from training import models as fit
-from training.censoring import CloseTimeModel, first_close, win_weights
+from training.censoring import CloseTimeModel, win_weights
 from training.metrics import bootstrap, metrics
 
 log = logging.getLogger(__name__)
@@ -88,16 +87,21 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
         y, w = labels(at, rows)
         return fit.Rows(snaps.x[rows], y, w, snaps.deal[rows])
 
-    def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    @cache
+    def at_end() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every snapshot's label as known at the end: the same for every fold date (and asked
+        for every grid date while the fold dates are chosen), so computed once."""
         rows = np.flatnonzero(snaps.time <= end.value)
-        y, w = labels(end, rows)
+        return (rows, *labels(end, rows))
+
+    def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows, y, w = at_end()
         here = snaps.time[rows] == at.value
         return rows[here], y[here], w[here]
 
     def final() -> fit.Rows:
-        rows = np.arange(len(snaps))
-        y, w = labels(end, rows)
-        return fit.Rows(snaps.x, y, w, snaps.deal)
+        rows, y, w = at_end()
+        return fit.Rows(snaps.x[rows], y, w, snaps.deal[rows])
 
     return Target("win", train, evaluate, final)
 
@@ -268,7 +272,7 @@ def run(
                 model, n_rounds = model
                 rounds.append(n_rounds)
             fold_models[cand.name].append(model)
-            preds[cand.name].append(model.probability(x_eval) if hasattr(model, "probability") else model(x_eval))
+            preds[cand.name].append(_predict(model, x_eval))
         rows_all.append(rows), fold_all.append(np.full(len(rows), k)), y_all.append(y), w_all.append(w)
     rows = np.concatenate(rows_all)
     y, w, fold_of = np.concatenate(y_all), np.concatenate(w_all), np.concatenate(fold_all)
@@ -310,11 +314,3 @@ def family_signal(bt: TargetBacktest, snaps: Snapshots, spec: FeatureSpec, famil
 
 def _predict(model, x: np.ndarray) -> np.ndarray:
     return model.probability(x) if hasattr(model, "probability") else model(x)
-
-
-def horizon_ns(days: int) -> int:
-    return int(days) * DAY_NS
-
-
-def first_closes(tables: Tables, stages: StageOrder, points: pd.DataFrame) -> pd.Series:
-    return first_close(tables.stage_history, [stages.config.won, stages.config.lost], points)

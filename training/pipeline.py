@@ -27,12 +27,13 @@ from features.snapshots import snapshot_points
 from features.stages import StageOrder
 from features.stays import final_states
 from features.tables import Tables
-from features.times import to_utc
+from features.times import DAY_NS, to_utc
 from scoring.bundle import Bundle, TargetModel
 from scoring.models import RateModel
 from training import backtest as bt_
 from training import baselines, plots, sufficiency
 from training import models as fit
+from training.censoring import first_close
 from training.labels import stalled_label
 from training.metrics import sliced
 
@@ -97,9 +98,9 @@ def _snapshots(tables: Tables, stages: StageOrder, settings: Settings, spec: Fea
         x=model_matrix({c: frame[c].to_numpy(dtype=object if c in spec.categorical else "float64") for c in spec.columns}, spec),
         deal=points["opportunity_id"].to_numpy(dtype=object),
         time=points["as_of"].array.asi8.copy(),
-        close=bt_.first_closes(tables, stages, points),
+        close=first_close(tables.stage_history, [stages.config.won, stages.config.lost], points),
         stalled=stalled,
-        horizon_ns=bt_.horizon_ns(horizon),
+        horizon_ns=horizon * DAY_NS,
     )
 
 
