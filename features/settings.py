@@ -6,6 +6,7 @@ without editing the config that travels with the data.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,6 +49,22 @@ class StageConfig(_Section):
         return self
 
 
+PROJECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class ProjectConfig(_Section):
+    """One registered model, experiment and export per project: a second export trained in the
+    same OPPSCORE_HOME gets its own champion instead of challenging another data's."""
+
+    name: str | None = Field(default=None, pattern=PROJECT_NAME, description="letters, digits, '.', '_' or '-'")
+
+
+def project_name(folder: Path) -> str:
+    """A project name derived from an export's folder (what importers write into its config)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.resolve().name).strip("-._")[:63]
+    return name or "export"
+
+
 class StallConfig(_Section):
     horizon_days: int = Field(default=30, ge=1, le=365)
 
@@ -71,6 +88,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OPPSCORE_", env_nested_delimiter="__", extra="forbid")
 
+    project: ProjectConfig = ProjectConfig()
     stages: StageConfig | None = None  # None: infer the order from the data, and say so
     stall: StallConfig = StallConfig()
     segments: SegmentConfig = SegmentConfig()
@@ -85,6 +103,20 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri")
     )
     config_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _per_project(self) -> Settings:
+        """A named project's model, experiment and export, unless set explicitly."""
+        name = self.project.name
+        if name:
+            given = self.model_fields_set
+            if "model_name" not in given:
+                self.model_name = f"oppscore-{name}"
+            if "experiment" not in given:
+                self.experiment = f"oppscore-{name}"
+            if "champion_dir" not in given:
+                self.champion_dir = Path("models") / name / "champion"
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -148,10 +180,11 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     return "\n".join(lines)
 
 
-def settings_toml(stages: StageConfig, segments: list[str], horizon_days: int = 30, header: str = "") -> str:
+def settings_toml(stages: StageConfig, segments: list[str], horizon_days: int = 30, header: str = "", project: str | None = None) -> str:
     """The text of an oppscore.toml; generators and importers write the config beside their data.
     `header`: comment lines saying where the values came from."""
     doc = {
+        **({"project": {"name": project}} if project else {}),
         "stages": stages.model_dump(exclude_none=True),
         "stall": {"horizon_days": horizon_days},
         "segments": {"columns": list(segments)},

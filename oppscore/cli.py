@@ -16,8 +16,8 @@ import typer
 from typer.core import TyperGroup
 
 from features.contract import load_export, summary
-from features.errors import InputInvalid, ModelNotFound, OppscoreError
-from features.settings import Settings, load_settings, settings_toml
+from features.errors import InputInvalid, ModelNotFound, NotEnoughData, OppscoreError
+from features.settings import Settings, load_settings, project_name, settings_toml
 from features.times import to_utc, utc_now
 from oppscore.console import console, out, setup_logging, show_table, steps
 
@@ -108,7 +108,7 @@ def import_(
         step("writing")
         write_export(imported.tables, out_dir)
         header = getattr(imported, "header", "")
-        (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments, header=header), encoding="utf-8")
+        (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments, header=header, project=project_name(out_dir)), encoding="utf-8")
     rows = []
     for name, value in imported.report.items():
         if isinstance(value, dict):
@@ -189,7 +189,9 @@ def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | N
 
     from training.pipeline import train as fit
     from training.registry import log_and_register
+    from training.runs import exit_on_termination
 
+    exit_on_termination()
     with steps(title) as step:
         step("loading")
         validated = load_export(data, settings, utc_now())
@@ -258,7 +260,7 @@ def score(
 ) -> None:
     """Score every open opportunity with the champion; highest win probability first."""
     from features.loading import write_table
-    from scoring.score import score_open
+    from scoring.score import account, score_open
     from scoring.store import load_champion
 
     settings = _settings(config, data)
@@ -267,15 +269,22 @@ def score(
         now = utc_now()
         validated = load_export(data, settings, now)
         loaded = load_champion(settings)
+        at = to_utc(as_of) if as_of else now
         step("scoring")
-        scored = score_open(loaded.bundle, validated.tables, to_utc(as_of) if as_of else now)
-        scored["as_of"] = scored["as_of"].astype(str)
-        write_table(scored, out_file)
-    log.info("scored %d open opportunities with version %s (from the %s) → %s", len(scored), loaded.version, loaded.source, out_file)
+        scored = score_open(loaded.bundle, validated.tables, at)
+        where = account(loaded.bundle, validated.tables, at)
+    show_table([{"opportunities": k, "count": v} for k, v in where.counts.items() if v], title=f"{len(validated.tables.opportunities)} opportunities in the export, as of {at:%Y-%m-%d %H:%M} UTC")
+    if where.unknown_stages:
+        out.print(f"[yellow]not scored:[/yellow] {where.counts['in a stage the model does not know']} deals in stages champion v{loaded.version} was not trained on: {', '.join(where.unknown_stages[:10])}; retrain on this export (`oppscore train --data {data}`)")
+    if where.scored == 0:
+        raise NotEnoughData(f"--data {data}: no opportunity was open at {at:%Y-%m-%d %H:%M} UTC in a stage the model knows; nothing scored, {out_file} not written")
+    scored["as_of"] = scored["as_of"].astype(str)
+    write_table(scored, out_file)
     show_table(
         [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade, "top reason": r.top_factors[0]["sentence"] if r.top_factors else ""} for r in scored.head(10).itertuples()],
         title="top 10",
     )
+    out.print(f"scored {len(scored)} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}")
 
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html (a report with plots); default: the terminal")]
@@ -370,6 +379,22 @@ def forecast(
         log.info("the model's backtest periods before its held-out start (%s) were in its training data", bundle.metadata.get("split", {}).get("test_start"))
 
 
+def _reconcile(settings: Settings) -> None:
+    """Before the workers start: the export follows the registry's champion (a process killed
+    between export and alias leaves them apart); an unreachable registry changes nothing."""
+    from scoring.store import reconcile_export
+
+    try:
+        done = reconcile_export(settings)
+    except OppscoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the registry away: serve the export as it is
+        log.warning("could not compare the export with the registry (%s); serving as they are", type(exc).__name__)
+        return
+    if done:
+        out.print(done)
+
+
 def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | None) -> None:
     import os
     import secrets
@@ -380,6 +405,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
     # can fall back to its exported bundle should find out in seconds (an operator may override)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    _reconcile(settings)
     if not settings.api_keys:
         key = "osk_" + secrets.token_urlsafe(24)
         os.environ["OPPSCORE_API_KEYS"] = key

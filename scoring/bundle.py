@@ -2,7 +2,7 @@
 
 Both boosters, their calibrators, the feature spec, the point-in-time statistics, the stage
 weights, the reference values behind the reasons and the training metadata. It lives in
-`features` because training writes it and serving reads it, and serving may not import
+`scoring` because training writes it and serving reads it, and serving may not import
 training. Calibrators are stored as numbers (isotonic steps or a sigmoid), not pickles, so a
 bundle is readable by any version of scikit-learn.
 """
@@ -10,9 +10,6 @@ bundle is readable by any version of scikit-learn.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,31 +143,3 @@ def _rates_of_format_1(spec: FeatureSpec, rates: dict[str, float]) -> RateModel:
     levels = spec.categories.get("stage", [])
     overall = float(np.mean(list(rates.values()))) if rates else 0.5
     return RateModel(spec.columns.index("stage"), [float(rates.get(level, overall)) for level in levels], overall, {})
-
-
-def export_atomically(bundle_dir: Path, target: Path) -> None:
-    """Replace `target` with a copy of `bundle_dir` so that a crash leaves the old or the new
-    bundle complete, never a mix: copy beside it, then two renames; `load_exported` recovers
-    the previous one if a crash fell between them."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    shutil.copytree(bundle_dir, staging, dirs_exist_ok=True)
-    previous = target.with_name(f".{target.name}.previous")
-    if previous.exists():
-        shutil.rmtree(previous)
-    if target.exists():
-        os.replace(target, previous)
-    os.replace(staging, target)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def load_exported(target: Path) -> Bundle:
-    """The exported bundle, or the previous one if an export was interrupted mid-swap."""
-    target = Path(target)
-    if (target / "bundle.json").exists():
-        return Bundle.load(target)
-    previous = target.with_name(f".{target.name}.previous")
-    if (previous / "bundle.json").exists():
-        return Bundle.load(previous)
-    raise BundleInvalid(f"{target}: no exported bundle (train one with `oppscore train`)")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from features.frame import Points, feature_arrays, model_matrix, open_points, state_arrays
+from features.stages import LOST_INDEX
 from features.tables import Tables
-from features.times import to_utc
+from features.times import ns, to_utc
 from scoring.bundle import Bundle
 from scoring.explain import top_factors
 
@@ -74,7 +77,8 @@ def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestam
     not_yet = (rows < 0) | (tables.index.opp_created[np.maximum(rows, 0)] > as_of.value)
     open_now = state["is_open"] & ~not_yet
     won = state["index_now"] == stages.won_index
-    status = np.where(open_now, "open", np.where(not_yet, "not yet created", np.where(won, "won", "lost")))
+    lost = state["index_now"] == LOST_INDEX
+    status = np.select([open_now, not_yet, won, lost], ["open", "not yet created", "won", "lost"], "stage unknown to the model")
     records = [{"opportunity_id": i, "status": s} for i, s in zip(ids, status.tolist(), strict=True)]
     if open_now.any():
         scores = _scores(bundle, tables, points.where(open_now), {k: v[open_now] for k, v in state.items()}, True)
@@ -90,3 +94,38 @@ def score_open(bundle: Bundle, tables: Tables, as_of: pd.Timestamp, with_factors
     points = open_points(tables, bundle.spec.stages, t)
     scored = score_points(bundle, tables, points, with_factors)
     return scored.sort_values(["win_probability", "opportunity_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Where every opportunity of an export stands at as_of (how many of each)."""
+
+    counts: dict[str, int]
+    unknown_stages: list[str]
+
+    @property
+    def scored(self) -> int:
+        return self.counts["scored (open)"]
+
+
+def account(bundle: Bundle, tables: Tables, as_of: pd.Timestamp) -> Accounting:
+    """Every opportunity in one place at as_of: scored (open), won, lost, created later, without
+    a stage yet, or in a stage the model does not know (renamed since it was trained), so a
+    batch that scores fewer deals than the export holds says why."""
+    stages = bundle.spec.stages
+    t = to_utc(as_of)
+    ids = tables.opportunities["opportunity_id"].to_numpy(dtype=object)
+    points = Points(ids, tables.index.codes(ids), np.full(len(ids), t.value, dtype=np.int64))
+    state = state_arrays(tables, stages, points)
+    exists = ns(tables.opportunities["created_at"]) <= t.value
+    index = state["index_now"]
+    unknown = exists & state["hit"] & np.isnan(index)
+    counts = {
+        "scored (open)": int((stages.is_open(index) & exists).sum()),
+        "won by then": int(((index == stages.won_index) & exists).sum()),
+        "lost by then": int(((index == LOST_INDEX) & exists).sum()),
+        "created after as_of": int((~exists).sum()),
+        "no stage by then": int((exists & ~state["hit"]).sum()),
+        "in a stage the model does not know": int(unknown.sum()),
+    }
+    return Accounting(counts, sorted({str(n) for n in state["stage_now"][unknown]}))

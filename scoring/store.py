@@ -7,6 +7,7 @@ Serving, the CLI and training's promotion gate read through here; only training 
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from features.errors import BundleInvalid, ModelNotFound
 from features.settings import Settings
-from scoring.bundle import Bundle, load_exported
+from scoring.bundle import Bundle
+from scoring.export import champion_lock, export_atomically, load_exported, remove_orphans
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"
@@ -92,3 +94,34 @@ def load_champion(settings: Settings, prefer_registry: bool = True) -> Loaded:
     except BundleInvalid as exc:
         raise ModelNotFound(f"no champion model: the registry has none and {exc}") from exc
     return Loaded(bundle, bundle.version, "export")
+
+
+def export_version(settings: Settings, bundle: Bundle) -> None:
+    """Write `bundle` as the export; call with the champion lock held."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle.save(Path(tmp) / "b")
+        export_atomically(Path(tmp) / "b", settings.champion_dir)
+
+
+def reconcile_unlocked(settings: Settings) -> str:
+    """`reconcile_export` for a caller already holding the champion lock."""
+    removed = remove_orphans(settings.champion_dir)
+    version = champion_version(settings)
+    if version is None:
+        return f"no champion in the registry; removed {len(removed)} leftover copies" if removed else ""
+    try:
+        exported = load_exported(settings.champion_dir).version
+    except BundleInvalid:
+        exported = None
+    if exported == version:
+        return f"removed {len(removed)} copies a killed export left" if removed else ""
+    export_version(settings, load_version(settings, version))
+    return f"the export held version {exported} while the registry's champion is {version}: re-exported version {version}"
+
+
+def reconcile_export(settings: Settings) -> str:
+    """Make the export follow the registry's alias, after a process was killed between moving one
+    and the other, and remove what a killed export left. Returns what it did, "" when nothing.
+    Raises when the registry cannot be read (then nothing is touched)."""
+    with champion_lock(settings.home):
+        return reconcile_unlocked(settings)

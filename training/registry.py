@@ -1,8 +1,9 @@
 """Writing to MLflow: the run, the registered version, the champion alias and its export.
 
 Order matters for safety: a run is logged and a version registered only after training has
-finished; the alias moves only after that; the export swaps in atomically last. A failure at
-any point leaves the previous champion serving and its export whole.
+finished; the gate then compares it with the champion of that moment, under the champion lock;
+a winner is exported (atomically) and the alias moves last. A kill at any point leaves the
+previous champion serving and a whole export; the alias is the record the export follows.
 """
 
 from __future__ import annotations
@@ -24,18 +25,20 @@ from features.errors import ModelNotFound, OppscoreError
 from features.settings import Settings
 from features.tables import Tables
 from scoring import pyfunc_model
-from scoring.bundle import Bundle, export_atomically
-from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, load_version, missing, use_tracking
+from scoring.bundle import Bundle
+from scoring.export import champion_lock
+from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, export_version, load_version, missing, reconcile_unlocked, use_tracking
 from training.metrics import metrics
 from training.pipeline import TrainResult, evaluate_on
+from training.runs import tracked_run
 
 log = logging.getLogger(__name__)
 GATE_TARGETS = ("win", "stall")
+TOLERANCE = 0.002  # log-loss a challenger may lose on one target if it gains more on the other
 
 
 class ShapeChanged(OppscoreError):
     """A version whose features mean something else than the champion's (another export)."""
-TOLERANCE = 0.002  # log-loss a challenger may lose on one target if it gains more on the other
 
 
 @dataclass
@@ -93,7 +96,7 @@ def gate(result: TrainResult, tables: Tables, settings: Settings) -> tuple[bool,
     champion = load_version(settings, current)
     if shape_of(champion) != shape_of(result.bundle):
         changed = [k for k, v in shape_of(result.bundle).items() if shape_of(champion)[k] != v]
-        return False, f"not promoted: the champion v{current} reads other {' and '.join(changed)} (another export?); `oppscore promote VERSION --force` to switch", None
+        return False, f"not promoted: the champion v{current} reads other {' and '.join(changed)} (another export?): give this export its own champion with `[project] name = '...'` in its oppscore.toml, or `oppscore promote VERSION --force` to switch", None
     held = result.held_out
     if len(held.points) == 0 or not held.ours:
         return False, f"not promoted: this run has no backtest to compare with champion v{current}", None
@@ -110,8 +113,10 @@ def gate(result: TrainResult, tables: Tables, settings: Settings) -> tuple[bool,
 
 
 def log_and_register(result: TrainResult, tables: Tables, settings: Settings, data_label: str) -> Registered:
+    """Log the run and register its version; then, holding the champion lock, compare it with
+    the champion of that moment and promote it if it wins (export first, alias last)."""
     exp_id = experiment(settings)
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"train {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M}") as run:
+    with tracked_run(settings, exp_id, f"train {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M}") as run:
         mlflow.log_params({k: v for k, v in result.params.items() if not isinstance(v, (dict, list))})
         mlflow.log_dict(result.bundle.metadata.get("backtest", {}), "backtest.json")
         mlflow.log_dict(result.report, "data_sufficiency.json")
@@ -123,10 +128,6 @@ def log_and_register(result: TrainResult, tables: Tables, settings: Settings, da
             mlflow.log_artifact(str(path), artifact_path="plots")
         for name, frame in result.slices.items():
             mlflow.log_table(frame, artifact_file=f"slices/{name}.json")
-        promote_now, reason, champion_metrics = gate(result, tables, settings)
-        if champion_metrics:
-            mlflow.log_metrics(_flat("champion_on_same_period", champion_metrics))
-        mlflow.set_tag("gate", reason)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / BUNDLE_ARTIFACT
             result.bundle.save(folder)
@@ -141,9 +142,26 @@ def log_and_register(result: TrainResult, tables: Tables, settings: Settings, da
         client.set_model_version_tag(settings.model_name, version, "held_out", json.dumps(_flat("", result.metrics))[:4900])
         client.set_model_version_tag(settings.model_name, version, "run_id", run.info.run_id)
         client.set_model_version_tag(settings.model_name, version, "trained_until", str(tables.end))
-    if promote_now:
-        promote(settings, version)
+        with champion_lock(settings.home):
+            repaired = reconcile_unlocked(settings)
+            if repaired:
+                log.warning(repaired)
+            promote_now, reason, champion_metrics = gate(result, tables, settings)
+            if champion_metrics:
+                mlflow.log_metrics(_flat("champion_on_same_period", champion_metrics))
+            mlflow.set_tag("gate", reason)
+            client.set_model_version_tag(settings.model_name, version, "gate", reason[:4900])
+            if promote_now:
+                _move(settings, version, load_version(settings, version))
     return Registered(run.info.run_id, version, promote_now, reason, champion_metrics)
+
+
+def _move(settings: Settings, version: str, bundle: Bundle) -> None:
+    """Export, then alias: a kill between the two leaves the registry's champion serving and an
+    export ahead of it, which the next train, promote or serve puts back (reconcile_export)."""
+    export_version(settings, bundle)
+    MlflowClient().set_registered_model_alias(settings.model_name, ALIAS, str(version))
+    log.info("version %s is now %s; exported to %s", version, ALIAS, settings.champion_dir)
 
 
 def promote(settings: Settings, version: str, force: bool = False) -> Bundle:
@@ -158,17 +176,15 @@ def promote(settings: Settings, version: str, force: bool = False) -> Bundle:
             raise ModelNotFound(f"VERSION: no version {version!r} of model {settings.model_name!r}") from None
         raise
     bundle = load_version(settings, str(version))
-    current = champion_version(settings)
-    if current is not None and current != str(version) and not force:
-        before = shape_of(load_version(settings, current))
-        changed = [k for k, v in shape_of(bundle).items() if before[k] != v]
-        if changed:
-            raise ShapeChanged(f"VERSION {version} reads other {' and '.join(changed)} than champion v{current}; add --force to switch anyway")
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle.save(Path(tmp) / "b")  # saved with its version in the metadata
-        client.set_registered_model_alias(settings.model_name, ALIAS, str(version))
-        export_atomically(Path(tmp) / "b", settings.champion_dir)
-    log.info("version %s is now %s; exported to %s", version, ALIAS, settings.champion_dir)
+    with champion_lock(settings.home):
+        reconcile_unlocked(settings)
+        current = champion_version(settings)
+        if current is not None and current != str(version) and not force:
+            before = shape_of(load_version(settings, current))
+            changed = [k for k, v in shape_of(bundle).items() if before[k] != v]
+            if changed:
+                raise ShapeChanged(f"VERSION {version} reads other {' and '.join(changed)} than champion v{current}; add --force to switch anyway")
+        _move(settings, str(version), bundle)
     return bundle
 
 

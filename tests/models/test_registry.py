@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features.stages import StageOrder
-from scoring.store import champion_version, load_champion
+from scoring.store import champion_version, load_champion, reconcile_export
 from tests.conftest import weaker
 from training import models, registry
 from training.pipeline import train
@@ -80,30 +80,38 @@ def test_crash_inside_log_and_register_leaves_champion_and_export_intact(trained
         log_and_register(better, medium.tables, store, "test")
     monkeypatch.undo()
     assert champion_version(store) == first.version
+    runs = mlflow.search_runs(experiment_names=[store.experiment], order_by=["attributes.start_time DESC"])
+    assert runs["status"].iloc[0] == "FAILED"  # the dead run is not left RUNNING
+    reconcile_export(store)  # what the next train, promote or serve does first
     assert _digest(store.champion_dir) == before_export
     for prefer_registry in (True, False):
         after = score_open(load_champion(store, prefer_registry).bundle, medium.tables, medium.tables.end, with_factors=False)
         pd.testing.assert_frame_equal(after, before_scores)
 
 
-def test_crash_during_export_keeps_a_whole_bundle(trained, medium, store, monkeypatch) -> None:
-    import scoring.bundle as bundle_mod
+def test_two_crashes_between_the_renames_keep_a_whole_bundle(trained, medium, store, monkeypatch) -> None:
+    """Killed twice in a row with the old export moved aside and the new one not yet in place:
+    the previous copy is never removed before a new one stands, and orphans go at the next export."""
+    import scoring.export as export_mod
 
     first = log_and_register(trained, medium.tables, store, "test")
-    real_replace = bundle_mod.os.replace
-    calls = {"n": 0}
+    second = log_and_register(weaker(trained), medium.tables, store, "test")
+    real_replace = export_mod.os.replace
 
     def replace_then_die(src, dst):
-        calls["n"] += 1
         real_replace(src, dst)
-        if calls["n"] == 1:  # the old export moved aside, the new one not yet in place
-            raise KeyboardInterrupt
+        raise KeyboardInterrupt  # after the first rename of the export
 
-    monkeypatch.setattr(bundle_mod.os, "replace", replace_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        promote(store, first.version)
-    monkeypatch.setattr(bundle_mod.os, "replace", real_replace)
+    monkeypatch.setattr(export_mod.os, "replace", replace_then_die)
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            promote(store, second.version)
+        assert load_champion(store, prefer_registry=False).bundle.version in (first.version, second.version)
+    monkeypatch.setattr(export_mod.os, "replace", real_replace)
+    assert champion_version(store) == first.version  # the alias never moved: the export went first
+    assert "re-exported" in reconcile_export(store)
     assert load_champion(store, prefer_registry=False).bundle.version == first.version
+    assert not list(store.champion_dir.parent.glob(".champion.*"))  # no orphan, no previous
 
 
 def test_unreachable_registry_serves_the_export(trained, medium, store, monkeypatch) -> None:
