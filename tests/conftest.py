@@ -94,3 +94,18 @@ def weaker(result):
         ours[target] = np.full(len(held.points), rate)
     bundle.models = models
     return dataclasses.replace(result, bundle=bundle, held_out=dataclasses.replace(held, ours=ours))
+
+
+def older(result, days: int):
+    """The same run as if its data had ended `days` earlier (another export): the gate then
+    compares a challenger with it on the backtest points after that date."""
+    import copy
+    import dataclasses
+
+    import pandas as pd
+
+    bundle = copy.copy(result.bundle)
+    bundle.metadata = copy.deepcopy(result.bundle.metadata)
+    bundle.metadata["data_end"] = str(pd.Timestamp(bundle.metadata["data_end"]) - pd.Timedelta(days=days))
+    bundle.metadata["data_fingerprint"] = f"older by {days} days"
+    return dataclasses.replace(result, bundle=bundle)

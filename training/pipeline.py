@@ -222,6 +222,7 @@ def train(
         "trained_at": str(pd.Timestamp.now(tz="UTC")),
         "data_start": str(tables.opportunities["created_at"].min()),
         "data_end": str(end),
+        "data_fingerprint": tables.fingerprint(),
         "evaluation": "rolling-origin backtest: at each fold date, trained on what was known then, scored on the deals open then against outcomes known at the data's end",
         "backtest": {n: ({"folds": d["folds"], "evaluated_deals": d["evaluated_deals"], "per_fold": per_fold[n]} if d else None) for n, d in bt_docs.items()},
         "held_out": results,
@@ -284,27 +285,20 @@ def _slices_and_plots(backtests, snaps, spec, models, workdir):
 
 
 def _held_out(snaps: bt_.Snapshots, backtests: dict) -> HeldOut:
-    """The win backtest's evaluation points, with both targets' labels where known."""
-    win = backtests.get("win")
-    if win is None:
+    """Both backtests' evaluation points (each target has its own fold dates: stall labels need
+    a horizon to pass), each target's labels and weights where it was evaluated, 0 elsewhere."""
+    if "win" not in backtests:
         empty = snaps.points.iloc[:0].reset_index(drop=True)
         return HeldOut(empty, {"win": np.zeros(0), "stall": np.zeros(0)}, {"win": np.zeros(0), "stall": np.zeros(0)}, {})
-    rows = win.rows
-    stall = backtests.get("stall")
-    y_stall, w_stall, ours_stall = np.zeros(len(rows)), np.zeros(len(rows)), np.full(len(rows), np.nan)
-    if stall is not None:
-        where = {r: i for i, r in enumerate(stall.rows)}
-        served = stall.served_predictions()
-        for i, r in enumerate(rows):
-            j = where.get(r)
-            if j is not None:
-                y_stall[i], w_stall[i], ours_stall[i] = stall.y[j], stall.w[j], served[j]
-    return HeldOut(
-        snaps.points.iloc[rows].reset_index(drop=True),
-        {"win": win.y, "stall": y_stall},
-        {"win": win.w, "stall": w_stall},
-        {"win": win.served_predictions(), "stall": ours_stall},
-    )
+    rows = np.unique(np.concatenate([np.asarray(b.rows) for b in backtests.values()]))
+    y, w, ours = {}, {}, {}
+    for target in ("win", "stall"):
+        y[target], w[target], ours[target] = np.zeros(len(rows)), np.zeros(len(rows)), np.full(len(rows), np.nan)
+        done = backtests.get(target)
+        if done is not None:
+            at = np.searchsorted(rows, np.asarray(done.rows))
+            y[target][at], w[target][at], ours[target][at] = done.y, done.w, done.served_predictions()
+    return HeldOut(snaps.points.iloc[rows].reset_index(drop=True), y, w, ours)
 
 
 def backtest_points(tables: Tables, stages: StageOrder, settings: Settings, cutoff: pd.Timestamp | None = None) -> HeldOut:

@@ -34,6 +34,7 @@ from training.runs import tracked_run
 
 log = logging.getLogger(__name__)
 GATE_TARGETS = ("win", "stall")
+FRESH_ROWS = 30  # backtest points (open deal, date) after the champion's data end needed for a fair comparison
 TOLERANCE = 0.002  # log-loss a challenger may lose on one target if it gains more on the other
 
 
@@ -97,16 +98,26 @@ def gate(result: TrainResult, tables: Tables, settings: Settings) -> tuple[bool,
     if shape_of(champion) != shape_of(result.bundle):
         changed = [k for k, v in shape_of(result.bundle).items() if shape_of(champion)[k] != v]
         return False, f"not promoted: the champion v{current} reads other {' and '.join(changed)} (another export?): give this export its own champion with `[project] name = '...'` in its oppscore.toml, or `oppscore promote VERSION --force` to switch", None
+    if champion.metadata.get("data_fingerprint") == result.bundle.metadata.get("data_fingerprint"):
+        return False, f"not promoted: champion v{current} was trained on these same data; nothing new to learn from", None
     held = result.held_out
     if len(held.points) == 0 or not held.ours:
         return False, f"not promoted: this run has no backtest to compare with champion v{current}", None
-    fresh = held.since(pd.Timestamp(champion.metadata.get("data_end", "1970-01-01T00:00:00Z")))
-    rows = fresh if (fresh.w["win"] > 0).sum() >= 30 else held  # rows the champion never saw, when there are enough
+    end = pd.Timestamp(champion.metadata.get("data_end", "1970-01-01T00:00:00Z"))
+    rows = held.since(end)  # deals the champion never saw, at times after its data ended
+    if (rows.w["win"] > 0).sum() < FRESH_ROWS:
+        return False, (
+            f"not promoted: only {int((rows.w['win'] > 0).sum())} backtest points (open deal, date) with an outcome after champion v{current}'s data ended "
+            f"({end:%Y-%m-%d}); {FRESH_ROWS} are needed to compare them fairly (on what it saw, the champion would look better than it is). "
+            f"`oppscore evaluate` compares versions; `oppscore promote VERSION` switches by hand"
+        ), None
     theirs = evaluate_on(champion, tables, rows)
-    ours = {t: metrics(rows.y[t], np.nan_to_num(rows.ours[t], nan=0.5), rows.w[t] * ~np.isnan(rows.ours[t])) for t in GATE_TARGETS}
-    gains = {t: theirs[t]["log_loss"] - ours[t]["log_loss"] for t in GATE_TARGETS}
+    targets = [t for t in GATE_TARGETS if (rows.w[t] * ~np.isnan(rows.ours[t])).sum() > 0]
+    ours = {t: metrics(rows.y[t], np.nan_to_num(rows.ours[t], nan=0.5), rows.w[t] * ~np.isnan(rows.ours[t])) for t in targets}
+    gains = {t: theirs[t]["log_loss"] - ours[t]["log_loss"] for t in targets}
     better = sum(gains.values()) > 0 and all(g > -TOLERANCE for g in gains.values())
-    words = ", ".join(f"{t} log loss {ours[t]['log_loss']:.4f} vs champion v{current} {theirs[t]['log_loss']:.4f}" for t in GATE_TARGETS)
+    words = ", ".join(f"{t} log loss {ours[t]['log_loss']:.4f} vs champion v{current} {theirs[t]['log_loss']:.4f}" for t in targets)
+    words += f" on {int((rows.w['win'] > 0).sum())} deal-dates after {end:%Y-%m-%d}"
     if better and not ok_baselines:
         return False, f"not promoted: beats the champion but is {baseline_words}: {words}", theirs
     return better, ("beats the champion: " if better else "does not beat the champion: ") + words + f" ({baseline_words})", theirs

@@ -10,7 +10,7 @@ import pytest
 
 from features.stages import StageOrder
 from scoring.store import champion_version, load_champion, reconcile_export
-from tests.conftest import weaker
+from tests.conftest import older, weaker
 from training import models, registry
 from training.pipeline import train
 from training.registry import log_and_register, promote
@@ -25,12 +25,12 @@ def _digest(folder: Path) -> str:
 
 
 def test_gate_keeps_a_worse_model_out_and_promote_rolls_back(trained, medium, store) -> None:
-    first = log_and_register(trained, medium.tables, store, "test")
+    first = log_and_register(older(trained, 240), medium.tables, store, "test")
     assert first.promoted and champion_version(store) == first.version
     assert (store.champion_dir / "bundle.json").exists()
     second = log_and_register(weaker(trained), medium.tables, store, "test")
     assert not second.promoted
-    assert "does not beat the champion" in second.reason
+    assert "does not beat the champion" in second.reason and "deal-dates after" in second.reason
     assert champion_version(store) == first.version
     promote(store, second.version)  # by hand
     assert champion_version(store) == second.version
@@ -38,6 +38,25 @@ def test_gate_keeps_a_worse_model_out_and_promote_rolls_back(trained, medium, st
     promote(store, first.version)  # and back
     assert champion_version(store) == first.version
     assert load_champion(store, prefer_registry=False).bundle.version == first.version
+
+
+def test_gate_promotes_a_better_model_on_what_the_champion_never_saw(trained, medium, store) -> None:
+    first = log_and_register(older(weaker(trained), 240), medium.tables, store, "test")
+    second = log_and_register(trained, medium.tables, store, "test")
+    assert second.promoted, second.reason
+    assert second.reason.startswith("beats the champion: win log loss") and "stall log loss" in second.reason
+    assert champion_version(store) == second.version != first.version
+
+
+def test_gate_refuses_an_unfair_comparison(trained, medium, store) -> None:
+    """The same data again: nothing to learn. Data that barely moved on: too few points the
+    champion has not seen, and on what it saw it would look better than it is."""
+    first = log_and_register(trained, medium.tables, store, "test")
+    again = log_and_register(trained, medium.tables, store, "test")
+    assert not again.promoted and "trained on these same data" in again.reason
+    slightly = log_and_register(older(trained, 0), medium.tables, store, "test")
+    assert not slightly.promoted and "are needed to compare them fairly" in slightly.reason
+    assert champion_version(store) == first.version
 
 
 def test_crash_mid_training_leaves_champion_and_export_intact(trained, medium, store, monkeypatch) -> None:
