@@ -74,3 +74,24 @@ def test_a_registry_that_never_answers_does_not_hold_up_liveness(store, trained,
             assert ready["status"] == "ready" and ready["source"] == "export"
     finally:
         silent.close()
+
+
+def test_workers_converge_on_the_champion_within_one_poll_once_the_registry_is_back(store, trained, medium) -> None:
+    """The SQLite registry moved away while the export is a version behind (a kill between
+    export and alias, before any restart reconciled them): every worker serves the export and
+    creates no empty registry; the file back, each worker's next poll serves the champion."""
+    from scoring.store import export_version, load_version
+
+    log_and_register(trained, medium.tables, store, "t")
+    log_and_register(weaker(trained), medium.tables, store, "t")
+    promote(store, "2")
+    export_version(store, load_version(store, "1"))  # the export a version behind the alias
+    db = store.home / "mlflow.db"
+    db.rename(store.home / "away.db")
+    workers = [ModelHolder(store) for _ in range(2)]
+    assert [w.load().loaded.version for w in workers] == ["1", "1"]
+    assert all(w.current.source == "export" for w in workers)
+    assert not db.exists()  # serving never creates a registry in the missing one's place
+    (store.home / "away.db").rename(db)
+    assert [w.refresh() for w in workers] == [True, True]
+    assert [(w.current.version, w.current.source) for w in workers] == [("2", "registry")] * 2
