@@ -81,6 +81,7 @@ class ServingConfig(_Section):
     max_batch: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=10_000_000, ge=1_000)
     reload_seconds: float = Field(default=10.0, gt=0, description="how often the service asks the registry for a new champion")
+    record_scores: bool = Field(default=False, description="keep what the CRM sends to POST /v1/score in score history (opt-in)")
 
 
 class Settings(BaseSettings):
@@ -102,6 +103,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri")
     )
+    database_url: str | None = Field(default=None, description="score history: any SQLAlchemy URL (default: SQLite under home)")
     config_path: Path | None = None
 
     @model_validator(mode="after")
@@ -141,6 +143,10 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def history_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'history.db').resolve()}"
 
     @property
     def artifact_root(self) -> str:

@@ -260,6 +260,8 @@ def score(
 ) -> None:
     """Score every open opportunity with the champion; highest win probability first."""
     from features.loading import write_table
+    from scoring.explain import changes_in_words
+    from scoring.history import ScoreHistory
     from scoring.score import account, score_open
     from scoring.store import load_champion
 
@@ -270,21 +272,33 @@ def score(
         validated = load_export(data, settings, now)
         loaded = load_champion(settings)
         at = to_utc(as_of) if as_of else now
+        step("reading score history")
+        history = ScoreHistory.of(settings)
+        previous = history.previous(validated.tables.opportunities["opportunity_id"].to_numpy(), at)
         step("scoring")
-        scored = score_open(loaded.bundle, validated.tables, at)
+        scored = score_open(loaded.bundle, validated.tables, at, previous=previous)
         where = account(loaded.bundle, validated.tables, at)
-    show_table([{"opportunities": k, "count": v} for k, v in where.counts.items() if v], title=f"{len(validated.tables.opportunities)} opportunities in the export, as of {at:%Y-%m-%d %H:%M} UTC")
+    show_table([{"opportunities": k, "count": v} for k, v in where.counts.items() if v], title=f"{len(validated.tables.opportunities):,} opportunities in the export, as of {at:%Y-%m-%d %H:%M} UTC")
     if where.unknown_stages:
         out.print(f"[yellow]not scored:[/yellow] {where.counts['in a stage the model does not know']} deals in stages champion v{loaded.version} was not trained on: {', '.join(where.unknown_stages[:10])}; retrain on this export (`oppscore train --data {data}`)")
     if where.scored == 0:
         raise NotEnoughData(f"--data {data}: no opportunity was open at {at:%Y-%m-%d %H:%M} UTC in a stage the model knows; nothing scored, {out_file} not written")
-    scored["as_of"] = scored["as_of"].astype(str)
-    write_table(scored, out_file)
+    recorded = history.record(scored, now, loaded.version, "batch")
+    table = scored.drop(columns=["factors"])
+    table["as_of"] = table["as_of"].astype(str)
+    write_table(table, out_file)
     show_table(
-        [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade, "top reason": r.top_factors[0]["sentence"] if r.top_factors else ""} for r in scored.head(10).itertuples()],
-        title="top 10",
+        [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade,
+          "change": "new" if r.previous_score != r.previous_score else f"{r.score_change:+.0f}", "top reason": r.top_factors[0]["sentence"] if r.top_factors else ""}
+         for r in table.head(10).itertuples()],
+        title=f"top 10 of {len(table):,}",
     )
-    out.print(f"scored {len(scored)} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}")
+    changed = table[table["score_change"].abs() >= 5].sort_values("score_change", key=abs, ascending=False)
+    if len(changed):
+        show_table([{"opportunity": r.opportunity_id, "score": r.score, "change": f"{r.score_change:+.0f}", "why": changes_in_words(r.why_changed)} for r in changed.head(10).itertuples()],
+                   title=f"moved 5 points or more since the last run: {len(changed):,}")
+    out.print(f"scored {len(scored):,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {recorded:,} scores kept in the score history")
+    out.print(f"next: `oppscore serve --data {data}` shows them on the managers' page")
 
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html (a report with plots); default: the terminal")]

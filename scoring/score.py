@@ -12,7 +12,7 @@ from features.stages import LOST_INDEX
 from features.tables import Tables
 from features.times import ns, to_utc
 from scoring.bundle import Bundle
-from scoring.explain import top_factors
+from scoring.explain import factor_contributions, top_factors, why_changed
 
 GRADES = ("A", "B", "C", "D")
 SCORE_COLUMNS = ["opportunity_id", "as_of", "stage", "win_probability", "stall_risk", "score", "grade", "expected_value", "top_factors"]
@@ -24,9 +24,10 @@ def grade(win: np.ndarray, cutoffs: list[float]) -> np.ndarray:
     return np.select([win >= a, win >= b, win >= c], ["A", "B", "C"], default="D")
 
 
-def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, with_factors: bool) -> dict[str, np.ndarray | list]:
+def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, with_factors: bool, previous: pd.DataFrame | None = None) -> dict[str, np.ndarray | list]:
     """The score columns of open points, as arrays (the API turns them into records, the batch
-    into a table)."""
+    into a table). `previous`: the last recorded score per opportunity id (score history's
+    `previous`): adds the change since and why, and every factor's contribution to record."""
     spec = bundle.spec
     features = feature_arrays(tables, points, spec, bundle.stats, state=state)
     x = model_matrix(features, spec)
@@ -43,16 +44,24 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
     if with_factors:
         contrib = bundle.models["win"].contributions(x)
         out["top_factors"] = top_factors(features, contrib, spec, bundle.reference)
+    if previous is not None:
+        before = previous.reindex(pd.Index(points.ids, dtype=object))
+        known = before["score"].notna().to_numpy()
+        out["previous_score"] = np.where(known, before["score"].to_numpy(dtype=float), np.nan)
+        out["score_change"] = out["score"] - out["previous_score"]
+        factors_before = [f if k else None for f, k in zip(before["factors"].tolist(), known, strict=True)]
+        out["why_changed"] = why_changed(features, contrib, spec, bundle.reference, factors_before, win, np.nan_to_num(before["win_probability"].to_numpy(dtype=float)))
+        out["factors"] = factor_contributions(contrib, spec)
     return out
 
 
-def score_points(bundle: Bundle, tables: Tables, points: pd.DataFrame, with_factors: bool = True) -> pd.DataFrame:
+def score_points(bundle: Bundle, tables: Tables, points: pd.DataFrame, with_factors: bool = True, previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """Scores of the given (opportunity_id, as_of) points, which must be open at their time."""
     if points.empty:  # nothing open: an empty table, not an error from the booster
         cols = SCORE_COLUMNS if with_factors else SCORE_COLUMNS[:-1]
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     at = Points.of(tables, points)
-    scores = _scores(bundle, tables, at, None, with_factors)
+    scores = _scores(bundle, tables, at, None, with_factors or previous is not None, previous)
     frame = pd.DataFrame(
         {
             "opportunity_id": pd.Series(at.ids, dtype=object),
@@ -88,11 +97,11 @@ def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestam
     return records
 
 
-def score_open(bundle: Bundle, tables: Tables, as_of: pd.Timestamp, with_factors: bool = True) -> pd.DataFrame:
+def score_open(bundle: Bundle, tables: Tables, as_of: pd.Timestamp, with_factors: bool = True, previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every opportunity open at as_of, highest score first."""
     t = to_utc(as_of)
     points = open_points(tables, bundle.spec.stages, t)
-    scored = score_points(bundle, tables, points, with_factors)
+    scored = score_points(bundle, tables, points, with_factors, previous)
     return scored.sort_values(["win_probability", "opportunity_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 

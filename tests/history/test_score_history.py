@@ -1,0 +1,79 @@
+"""Score history: each run recorded, the previous score found, the change explained by the
+factors that moved; the same on PostgreSQL as on SQLite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from scoring.explain import changes_in_words
+from scoring.history import ScoreHistory
+from scoring.score import score_open
+
+
+def _two_runs(history: ScoreHistory, bundle, tables, first: pd.Timestamp, second: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ids = tables.opportunities["opportunity_id"].to_numpy()
+    one = score_open(bundle, tables, first, previous=history.previous(ids, first))
+    history.record(one, first, bundle.version, "batch")
+    two = score_open(bundle, tables, second, previous=history.previous(ids, second))
+    history.record(two, second, bundle.version, "batch")
+    return one, two
+
+
+def _check(history: ScoreHistory, trained, medium) -> None:
+    tables = medium.tables
+    first, second = tables.end - pd.Timedelta(days=60), tables.end - pd.Timedelta(days=30)
+    one, two = _two_runs(history, trained.bundle, tables, first, second)
+    assert one["previous_score"].isna().all() and one["why_changed"].isna().all()  # nothing recorded before
+    both = two.merge(one[["opportunity_id", "score"]], on="opportunity_id", suffixes=("", "_first"))
+    assert len(both) > 20
+    np.testing.assert_array_equal(both["previous_score"], both["score_first"])
+    np.testing.assert_array_equal(both["score_change"], both["score"] - both["score_first"])
+    new = two[~two["opportunity_id"].isin(one["opportunity_id"])]
+    assert new["previous_score"].isna().all()
+    moved = both[both["score_change"].abs() >= 5]
+    assert len(moved) > 0
+    for r in moved.itertuples():
+        points = [c["points"] for c in r.why_changed]
+        assert points and all(c["sentence"] for c in r.why_changed)
+        assert abs(points[0]) == max(abs(p) for p in points)  # the biggest mover first
+        assert any(np.sign(p) == np.sign(r.score_change) for p in points), r.why_changed  # something moved it the way it went
+        assert f"({points[0]:+.0f})".replace("-", "−") in changes_in_words(r.why_changed)
+    with history.engine.connect() as c:
+        assert c.execute(sa.text("select count(*) from scores")).scalar() == len(one) + len(two)
+    again = history.previous(tables.opportunities["opportunity_id"].to_numpy(), second)  # before the second run: the first
+    assert set(again.index) == set(one["opportunity_id"])
+
+
+def test_score_history_on_sqlite(tmp_path, trained, medium) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    _check(ScoreHistory(url, "oppscore"), trained, medium)
+    ScoreHistory(url, "oppscore")  # opening again migrates nothing and loses nothing
+    with sa.create_engine(url).connect() as c:
+        assert c.execute(sa.text("select version_num from alembic_version")).scalar() == "0001"
+        assert c.execute(sa.text("select count(*) from scores")).scalar() > 0
+
+
+def test_score_history_is_per_project(tmp_path, trained, medium) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    ours, theirs = ScoreHistory(url, "oppscore-a"), ScoreHistory(url, "oppscore-b")
+    tables = medium.tables
+    at = tables.end - pd.Timedelta(days=30)
+    ours.record(score_open(trained.bundle, tables, at, previous=ours.previous([], at)), at, "1", "batch")
+    assert theirs.previous(tables.opportunities["opportunity_id"].to_numpy(), tables.end).empty
+
+
+def test_a_bad_database_url_is_a_clear_error(tmp_path) -> None:
+    from features.errors import ConfigInvalid
+
+    with pytest.raises(ConfigInvalid, match="OPPSCORE_DATABASE_URL"):
+        ScoreHistory("nosuchdb://x", "oppscore")
+
+
+def test_score_history_on_postgresql(postgres_url, trained, medium) -> None:
+    history = ScoreHistory(postgres_url, "oppscore")
+    with history.engine.begin() as c:
+        c.execute(sa.text("delete from scores"))
+    _check(history, trained, medium)
