@@ -15,18 +15,23 @@ table{border-collapse:collapse;margin:8px 0 20px}td,th{padding:3px 8px;border-bo
 th{color:#556}td:first-child,th:first-child{text-align:left}h2{margin-top:32px}img{max-width:100%}"""
 
 
-def _png(fig) -> str:
+def figure_uri(fig) -> str:
+    """The figure as a data: URI (the managers' page sets it as an image's source)."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+def _png(fig) -> str:
+    return f'<img src="{figure_uri(fig)}">'
 
 
 def _table(frame: pd.DataFrame, limit: int = 40) -> str:
     return frame.head(limit).to_html(index=False, float_format=lambda v: f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}", na_rep="", border=0)
 
 
-def stage_weights_plot(weights: pd.DataFrame) -> str:
+def stage_weights_plot(weights: pd.DataFrame, uri: bool = False) -> str:
     fig = Figure(figsize=(7, 3.2))
     ax = fig.subplots()
     y = np.arange(len(weights))
@@ -37,20 +42,20 @@ def stage_weights_plot(weights: pd.DataFrame) -> str:
     ax.invert_yaxis()
     ax.set(xlim=(0, 1), xlabel="share of deals that reached the stage and were won", title="stage weights")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_uri(fig) if uri else _png(fig)
 
 
-def dwell_plot(by_dwell: pd.DataFrame) -> str:
+def dwell_plot(by_dwell: pd.DataFrame, uri: bool = False) -> str:
     fig = Figure(figsize=(7, 3.2))
     ax = fig.subplots()
     for stage, part in by_dwell.groupby("stage", sort=False):
         ax.plot(part["min_days"], part["weight"], marker="o", label=stage)
     ax.set(xlabel="days already spent in the stage (at least)", ylabel="win rate", title="how a stage's weight falls with dwell")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return figure_uri(fig) if uri else _png(fig)
 
 
-def funnel_plot(conversion: pd.DataFrame) -> str:
+def funnel_plot(conversion: pd.DataFrame, uri: bool = False) -> str:
     fig = Figure(figsize=(7, 3.2))
     ax = fig.subplots()
     ax.barh(conversion["stage"], conversion["reached"], color="#9bb6e4", label="reached")
@@ -58,10 +63,10 @@ def funnel_plot(conversion: pd.DataFrame) -> str:
     ax.invert_yaxis()
     ax.set(xlabel="opportunities", title="funnel")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_uri(fig) if uri else _png(fig)
 
 
-def dwell_quantiles_plot(dwell: pd.DataFrame) -> str:
+def dwell_quantiles_plot(dwell: pd.DataFrame, uri: bool = False) -> str:
     fig = Figure(figsize=(7, 3.2))
     ax = fig.subplots()
     y = np.arange(len(dwell))
@@ -71,10 +76,10 @@ def dwell_quantiles_plot(dwell: pd.DataFrame) -> str:
     ax.invert_yaxis()
     ax.set(xlabel="days in stage (completed stays)", title="dwell per stage")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_uri(fig) if uri else _png(fig)
 
 
-def forecast_plot(methods: pd.DataFrame, title: str) -> str:
+def forecast_plot(methods: pd.DataFrame, title: str, uri: bool = False) -> str:
     fig = Figure(figsize=(7, 3))
     ax = fig.subplots()
     y = np.arange(len(methods))
@@ -83,10 +88,10 @@ def forecast_plot(methods: pd.DataFrame, title: str) -> str:
     ax.set_yticks(y, methods["method"])
     ax.set(xlabel="won amount", title=title)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_uri(fig) if uri else _png(fig)
 
 
-def backtest_plot(bt: pd.DataFrame) -> str:
+def backtest_plot(bt: pd.DataFrame, uri: bool = False) -> str:
     fig = Figure(figsize=(8, 3.4))
     ax = fig.subplots()
     periods = list(dict.fromkeys(bt["period"]))
@@ -101,7 +106,7 @@ def backtest_plot(bt: pd.DataFrame) -> str:
     ax.set_xticks(x, periods, rotation=30)
     ax.set(ylabel="won amount", title="backtest: each period forecast as of its start")
     ax.legend(fontsize=7)
-    return _png(fig)
+    return figure_uri(fig) if uri else _png(fig)
 
 
 def page(title: str, sections: list[tuple[str, str]]) -> str:

@@ -12,11 +12,13 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.util import find_spec
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_fastapi_instrumentator import Instrumentator
@@ -30,6 +32,7 @@ from serving.routes import forecast, health, model, pipeline, score
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+DATATABLES = Path(find_spec("itables").origin).parent / "html"  # located, not imported: the page needs its files only
 _PATH = re.compile(r"([A-Za-z_]+)\[(\d+)\]")
 
 
@@ -119,7 +122,8 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
         yield
         holder.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI and ReDoc from the package: /docs works inside a company network
+        static_url="/assets/docs",
         title="oppscore",
         version="1",
         summary="Win probability, stall risk and their reasons for open CRM opportunities; data-driven stage weights.",
@@ -163,6 +167,14 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/assets/datatables.{kind}", include_in_schema=False)
+    def datatables(kind: str) -> FileResponse:
+        """DataTables with its Buttons and SearchPanes extensions, as the itables package ships
+        it (one ES module and its CSS): the page's grid, from the package, never a CDN."""
+        if kind not in ("js", "css"):
+            raise HTTPException(404, detail="no such asset")
+        return FileResponse(DATATABLES / f"dt_bundle.{kind}", media_type="text/javascript" if kind == "js" else "text/css")
 
     app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes)
     return app
