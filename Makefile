@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install system bench clean
 
 $(BIN)/oppscore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,17 @@ $(BIN)/oppscore: pyproject.toml
 	touch $@
 
 install: $(BIN)/oppscore
+
+## Debian packages the browser and PostgreSQL tests drive (chromium; postgresql for a throwaway
+## cluster): installed when missing and this is a Debian machine we may install on; otherwise
+## those tests skip and say why.
+system:
+	@if ! command -v chromium >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -q chromium postgresql >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium postgresql >/dev/null 2>&1)) \
+	      || echo "make system: could not install chromium/postgresql; the browser and PostgreSQL tests will skip"; \
+	  else echo "make system: chromium or postgresql missing and not installable here; the browser and PostgreSQL tests will skip"; fi; \
+	fi
 
 ## The main job on embedded defaults: demo data, training, champion, service on localhost.
 demo: install
@@ -25,11 +36,11 @@ lint: install
 ## The whole test suite.
 # One thread per test worker: two workers on two cores, each with its own LightGBM and BLAS
 # threads, would oversubscribe the cores (OpenMP threads spin while they wait).
-test: install
+test: install system
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 
 bench: install
 	$(BIN)/python benchmarks/features.py
 
 clean:
-	rm -rf $(VENV) .oppscore build *.egg-info
+	rm -rf $(VENV) .oppscore build *.egg-info test-artifacts

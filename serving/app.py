@@ -90,6 +90,36 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' blob:; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+class PagePolicy:
+    """A Content-Security-Policy on the HTML pages (the managers' page, /docs, /redoc): nothing
+    from another origin is fetched or run, so a page behaves the same inside a closed network
+    (ReDoc's footer logo, from its CDN, is not even asked for) and an injected script cannot call
+    out. The JSON routes are untouched (pages only: no cost on /v1)."""
+
+    PAGES = ("/", "/docs", "/redoc")
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.PAGES:
+            await self.app(scope, receive, send)
+            return
+
+        async def with_policy(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"content-security-policy", PAGE_POLICY.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, with_policy)
+
+
 class ModelCollector:
     """Prometheus: which model version is being served, and from where."""
 
@@ -177,4 +207,5 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
         return FileResponse(DATATABLES / f"dt_bundle.{kind}", media_type="text/javascript" if kind == "js" else "text/css")
 
     app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes)
+    app.add_middleware(PagePolicy)
     return app

@@ -287,17 +287,17 @@ def _slices_and_plots(backtests, snaps, spec, models, workdir):
 def _held_out(snaps: bt_.Snapshots, backtests: dict) -> HeldOut:
     """Both backtests' evaluation points (each target has its own fold dates: stall labels need
     a horizon to pass), each target's labels and weights where it was evaluated, 0 elsewhere."""
-    if "win" not in backtests:
+    done = {t: b for t, b in backtests.items() if b is not None}
+    if "win" not in done:
         empty = snaps.points.iloc[:0].reset_index(drop=True)
         return HeldOut(empty, {"win": np.zeros(0), "stall": np.zeros(0)}, {"win": np.zeros(0), "stall": np.zeros(0)}, {})
-    rows = np.unique(np.concatenate([np.asarray(b.rows) for b in backtests.values()]))
+    rows = np.unique(np.concatenate([np.asarray(b.rows) for b in done.values()]))
     y, w, ours = {}, {}, {}
     for target in ("win", "stall"):
         y[target], w[target], ours[target] = np.zeros(len(rows)), np.zeros(len(rows)), np.full(len(rows), np.nan)
-        done = backtests.get(target)
-        if done is not None:
-            at = np.searchsorted(rows, np.asarray(done.rows))
-            y[target][at], w[target][at], ours[target][at] = done.y, done.w, done.served_predictions()
+        if target in done:
+            at = np.searchsorted(rows, np.asarray(done[target].rows))
+            y[target][at], w[target][at], ours[target][at] = done[target].y, done[target].w, done[target].served_predictions()
     return HeldOut(snaps.points.iloc[rows].reset_index(drop=True), y, w, ours)
 
 

@@ -58,7 +58,10 @@ def test_the_backtest_trains_only_on_what_was_known_at_each_fold_date(trained, m
     assert labelled.isin(["won", "lost"]).all()  # never a label from after the fold date
     evaluated, _, _ = target.evaluate(at)
     assert (snaps.time[evaluated] == at.value).all()
-    assert set(trained.held_out.points["as_of"]) <= set(folds)
+    stall_folds = [pd.Timestamp(f, tz="UTC") for f in bundle.metadata["backtest"]["stall"]["folds"]]
+    held = trained.held_out
+    assert set(held.points["as_of"][held.w["win"] > 0]) <= set(folds)  # each target evaluated at its own fold dates
+    assert set(held.points["as_of"][held.w["stall"] > 0]) <= set(stall_folds)
 
 
 def test_training_and_scoring_are_deterministic() -> None:

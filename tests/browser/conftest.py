@@ -1,0 +1,76 @@
+"""A served export for the browser tests: the service on a free localhost port in this process,
+with two scoring runs already in its score history, and Debian's Chromium driven by Playwright
+(Playwright's own browser download is not reachable; `make test` installs the package)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from features.loading import write_export
+from features.settings import SegmentConfig, Settings, settings_toml
+from scoring.history import ScoreHistory
+from scoring.score import score_open
+from training.registry import log_and_register
+
+KEY = "browser-key"
+ARTIFACTS = Path(os.environ.get("OPPSCORE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium() -> str:
+    found = os.environ.get("OPPSCORE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("no Chromium: `make test` installs Debian's chromium package; or set OPPSCORE_CHROMIUM")
+    return found
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, medium, trained):
+    """(url, settings): the medium export on the page, its champion, and score history holding
+    runs 30 and 14 days before the export's end."""
+    import uvicorn
+
+    from serving.app import create_app
+
+    root = tmp_path_factory.mktemp("browser")
+    data = root / "export"
+    write_export(medium.tables, data)
+    (data / "oppscore.toml").write_text(settings_toml(medium.stages, medium.segments), encoding="utf-8")
+    settings = Settings(home=root / ".oppscore", champion_dir=root / "models" / "champion", segments=SegmentConfig(columns=medium.segments), api_keys=[KEY])
+    log_and_register(trained, medium.tables, settings, "browser")
+    history = ScoreHistory.of(settings)
+    ids = medium.tables.opportunities["opportunity_id"].to_numpy()
+    for days in (30, 14):
+        at = medium.tables.end - pd.Timedelta(days=days)
+        history.record(score_open(trained.bundle, medium.tables, at, previous=history.previous(ids, at)), at, "1", "batch")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, data=data), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started and time.time() < deadline:
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", settings
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    path = chromium()
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()

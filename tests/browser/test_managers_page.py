@@ -1,0 +1,123 @@
+"""The managers' page in headless Chromium: counts, sorting, filters, paging, a CSV download,
+the change since the last run with its reason, no console error, readable at 1,400 and 400 px
+(screenshots kept in test-artifacts/); and /docs rendering with every request on localhost."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from urllib.parse import urlparse
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import ARTIFACTS, KEY
+
+
+def _open(browser, url: str, width: int):
+    page = browser.new_page(viewport={"width": width, "height": 900}, accept_downloads=True)
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(url + "/")
+    page.fill("#key", KEY)
+    page.click("#use-key")
+    page.wait_for_selector("#deals tbody tr", timeout=30_000)
+    return page, problems
+
+
+def _column(page, index: int) -> list[str]:
+    return page.eval_on_selector_all(f"#deals tbody tr td:nth-child({index})", "cells => cells.map(c => c.textContent.trim())")
+
+
+def test_the_page_ranks_sorts_filters_pages_and_downloads(served, browser) -> None:
+    url, _ = served
+    page, problems = _open(browser, url, 1400)
+    counts = page.inner_text("#counts")
+    assert "open deals" in counts and "stalled" in counts and "the last scoring run" in counts
+    info = page.inner_text("#deals_wrapper .dt-info")
+    total = int(info.split(" of ")[1].split()[0].replace(",", ""))
+    assert total > 25 and info.startswith("showing 1 to 25 of")
+    wins = [int(v.rstrip(" %")) for v in _column(page, 9)]
+    assert wins == sorted(wins, reverse=True)  # ranked by win probability
+
+    header = page.locator("#deals_wrapper .dt-scroll-head th:has-text('stall risk')")
+    header.click()  # sort by stall risk: one way, then the other
+    expect(header).to_have_attribute("aria-sort", re.compile("ascending|descending"))
+    first = [int(v.rstrip(" %")) for v in _column(page, 12)]
+    before = header.get_attribute("aria-sort")
+    header.click()
+    expect(header).not_to_have_attribute("aria-sort", before)
+    again = [int(v.rstrip(" %")) for v in _column(page, 12)]
+    up, down = (lambda r: r == sorted(r)), (lambda r: r == sorted(r, reverse=True))
+    assert (up(first) and down(again)) or (down(first) and up(again)), (first, again)
+    assert first != again
+
+    page.click("#deals_wrapper .dt-paging button:has-text('2')")  # the second page
+    assert page.inner_text("#deals_wrapper .dt-info").startswith("showing 26 to")
+
+    stages = sorted(set(_column(page, 5)))
+    page.fill("#deals_wrapper .dt-search input", stages[0])  # the grid's own search
+    shown = _column(page, 5)
+    assert shown and all(s == stages[0] for s in shown)
+    page.fill("#deals_wrapper .dt-search input", "")
+
+    with page.expect_download() as done:
+        page.click("button:has-text('Download CSV')")
+    rows = [r for r in csv.reader(io.StringIO(done.value.path().read_text(encoding="utf-8-sig"))) if r]
+    assert rows[0][:3] == ["deal", "account", "owner"] and len(rows) == total + 1
+
+    page.wait_for_selector("#forecast img", timeout=60_000)  # the panels: funnel, weights, forecast
+    for panel in ("funnel", "dwell", "weights", "forecast"):
+        assert page.locator(f"#{panel} img.chart").count() >= 1 and page.locator(f"#{panel} table").count() >= 1
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "managers-page-1400.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+    assert problems == []
+
+
+def test_a_change_since_the_last_run_shows_with_its_reason(served, browser) -> None:
+    url, _ = served
+    page, problems = _open(browser, url, 1400)
+    changes = page.locator("#deals tbody td span.up, #deals tbody td span.down")
+    assert changes.count() > 0
+    first = changes.first
+    assert first.get_attribute("title")  # the factors that moved, in words
+    first.click()  # expands the row: reasons and the change since the last run
+    detail = page.inner_text("#deals tbody tr.dt-hasChild + tr")
+    assert "since the last run" in detail and "(" in detail
+    assert problems == []
+
+
+def test_readable_on_a_phone(served, browser) -> None:
+    url, _ = served
+    page, problems = _open(browser, url, 400)
+    page.wait_for_selector("#forecast img", timeout=60_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400  # the grid scrolls inside its box, the page does not spill
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "managers-page-400.png"), full_page=True)
+    assert problems == []
+
+
+def test_a_wrong_key_is_said_not_swallowed(served, browser) -> None:
+    url, _ = served
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.fill("#key", "not-the-key")
+    page.click("#use-key")
+    page.wait_for_selector("#counts .error")
+    assert "not accepted" in page.inner_text("#counts")
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_api_docs_render_offline(served, browser, path) -> None:
+    url, _ = served
+    page = browser.new_page()
+    hosts: set[str] = set()  # where requests went; one the page's CSP blocked never left the browser
+    page.on("requestfinished", lambda r: hosts.add(urlparse(r.url).hostname or r.url.split(":")[0]))
+    page.on("requestfailed", lambda r: None if "csp" in (r.failure or "").lower() else hosts.add(urlparse(r.url).hostname or r.url.split(":")[0]))
+    page.goto(url + path)
+    page.wait_for_selector(".swagger-ui .info .title" if path == "/docs" else "redoc h1, .api-content h1", timeout=30_000)
+    assert hosts <= {"127.0.0.1", "data", "blob"}, hosts  # data: and blob: URLs are made in the page
+    assert "oppscore" in page.inner_text("body")
