@@ -74,9 +74,10 @@ def score_points(bundle: Bundle, tables: Tables, points: pd.DataFrame, with_fact
     return frame
 
 
-def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestamp) -> list[dict]:
+def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestamp, previous: pd.DataFrame | None = None) -> list[dict]:
     """Every requested opportunity in the order given, with its status at as_of (open, won,
-    lost, not yet created); only the open ones are scored and carry the score fields."""
+    lost, not yet created); only the open ones are scored and carry the score fields (and,
+    given `previous`, the change since and every factor's contribution)."""
     stages = bundle.spec.stages
     as_of = to_utc(as_of)
     ids_array = np.asarray(ids, dtype=object)
@@ -90,7 +91,10 @@ def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestam
     status = np.select([open_now, not_yet, won, lost], ["open", "not yet created", "won", "lost"], "stage unknown to the model")
     records = [{"opportunity_id": i, "status": s} for i, s in zip(ids, status.tolist(), strict=True)]
     if open_now.any():
-        scores = _scores(bundle, tables, points.where(open_now), {k: v[open_now] for k, v in state.items()}, True)
+        scores = _scores(bundle, tables, points.where(open_now), {k: v[open_now] for k, v in state.items()}, True, previous)
+        for col in ("previous_score", "score_change"):
+            if col in scores:
+                scores[col] = [None if v != v else int(v) for v in scores[col].tolist()]
         columns = {col: list(values) if isinstance(values, list) else values.tolist() for col, values in scores.items()}
         for k, record in zip(np.flatnonzero(open_now), zip(*columns.values(), strict=True), strict=True):
             records[k].update(zip(columns, record, strict=True))

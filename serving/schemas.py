@@ -140,9 +140,15 @@ class Factor(BaseModel):
     sentence: str
 
 
+class Change(BaseModel):
+    factor: str
+    points: float = Field(description="its share of the score's change since the previous score")
+    sentence: str = Field(description="the factor now, in words")
+
+
 class Score(BaseModel):
     opportunity_id: str
-    status: Literal["open", "won", "lost", "not yet created"] = Field(description="only open opportunities are scored")
+    status: Literal["open", "won", "lost", "not yet created", "stage unknown to the model"] = Field(description="only open opportunities are scored")
     stage: str | None = None
     win_probability: float | None = Field(default=None, ge=0, le=1)
     stall_risk: float | None = Field(default=None, ge=0, le=1, description="chance of no forward move in the stall horizon")
@@ -150,6 +156,9 @@ class Score(BaseModel):
     grade: Literal["A", "B", "C", "D"] | None = None
     expected_value: float | None = Field(default=None, description="amount × win probability")
     top_factors: list[Factor] = Field(default_factory=list)
+    previous_score: int | None = Field(default=None, description="the last score recorded for this opportunity before as_of (score history), if any")
+    score_change: int | None = None
+    why_changed: list[Change] | None = Field(default=None, description="the factors whose contribution moved most since the previous score")
 
 
 class ScoreResponse(BaseModel):

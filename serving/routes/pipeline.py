@@ -28,6 +28,7 @@ from features.settings import Settings
 from scoring.history import ScoreHistory
 from scoring.score import score_open
 from serving.deps import LoadedDep, NowDep, SettingsDep, v1_router
+from serving.routes.score import history_of
 from serving.schemas import ErrorBody
 
 router = v1_router("pipeline")
@@ -52,17 +53,9 @@ def _export_stamp(folder: Path) -> float:
     return max((f.stat().st_mtime for f in folder.iterdir() if f.is_file()), default=0.0)
 
 
-def _history(settings: Settings) -> ScoreHistory | None:
-    """Score history if there is one: serving reads it, and never creates an empty one."""
-    if settings.database_url is None and not (settings.home / "history.db").exists():
-        return None
-    return ScoreHistory.of(settings)
-
-
-def _deals(loaded, validated, settings: Settings) -> pd.DataFrame:
+def _deals(loaded, validated, history: ScoreHistory | None) -> pd.DataFrame:
     tables = validated.tables
     as_of = tables.end
-    history = _history(settings)
     ids = tables.opportunities["opportunity_id"].to_numpy()
     previous = history.previous(ids, as_of) if history is not None else None
     scored = score_open(loaded.bundle, tables, as_of, previous=previous)
@@ -87,7 +80,7 @@ def view(request: Request, loaded, settings: Settings, now: pd.Timestamp) -> Vie
         cached: View | None = getattr(request.app.state, "pipeline_view", None)
         if cached is None or cached.key != key:
             validated = load_export(folder, settings, now)
-            cached = View(key, validated.tables.end, _deals(loaded, validated, settings), validated)
+            cached = View(key, validated.tables.end, _deals(loaded, validated, history_of(request.app)), validated)
             request.app.state.pipeline_view = cached
     return cached
 

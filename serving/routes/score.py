@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from features.payload import records_to_tables
 from features.times import to_utc
+from scoring.history import ScoreHistory
 from scoring.score import score_ids
 from scoring.store import Loaded
 from serving.deps import LoadedDep, NowDep, v1_router
@@ -23,6 +24,18 @@ ERRORS = {
 }
 
 
+def history_of(app) -> ScoreHistory | None:
+    """The service's score history, opened once: when recording is switched on (then created if
+    need be), or when one exists to read the previous scores from; else None."""
+    opened = getattr(app.state, "history", None)
+    if opened is None:  # not cached while absent: `oppscore score` may create it later
+        settings = app.state.settings
+        exists = settings.database_url is not None or (settings.home / "history.db").exists()
+        if exists or settings.serving.record_scores:
+            opened = app.state.history = ScoreHistory.of(settings)
+    return opened
+
+
 # Requests up to this many opportunities are scored on the event loop: a few milliseconds of
 # work, less than the hand-over to a worker thread costs (≈ 1 ms of a ≈ 9 ms request, measured
 # against uvicorn). Larger batches go to the thread pool, so that /healthz and the metrics of
@@ -33,7 +46,9 @@ INLINE_UP_TO = 10
 @router.post("/score", response_model=ScoreResponse, responses=ERRORS, summary="score a batch of opportunities")
 async def score(req: ScoreRequest, loaded: LoadedDep, now: NowDep, request: Request) -> Response:
     """Win probability, stall risk, score, grade, expected value and the top reasons of each
-    opportunity, as of `as_of` (default now). Nothing sent is stored."""
+    opportunity, as of `as_of` (default now); with score history, the change since the last
+    recorded score and why. Nothing sent is stored unless the operator switched on
+    `[serving] record_scores`."""
     # the batch limit was checked before the body was validated (serving.deps.KeyFirstRoute)
     if len(req.opportunities) <= INLINE_UP_TO:
         return _answer(req, loaded, now, request)
@@ -44,8 +59,16 @@ def _answer(req: ScoreRequest, loaded: Loaded, now: pd.Timestamp, request: Reque
     bundle = loaded.bundle
     as_of = to_utc(req.as_of) if req.as_of is not None else now
     validated = records_to_tables(req.records(), bundle.spec.stages.config, now=max(now, as_of), typed=True)
-    scores = score_ids(bundle, validated.tables, [o.opportunity_id for o in req.opportunities], as_of)
+    ids = [o.opportunity_id for o in req.opportunities]
+    history = history_of(request.app)
+    previous = history.previous(ids, as_of) if history is not None else None
+    scores = score_ids(bundle, validated.tables, ids, as_of, previous)
     request.app.state.scores_served.inc(sum(s["status"] == "open" for s in scores))
+    if history is not None and request.app.state.settings.serving.record_scores:
+        opened = pd.DataFrame([{**s, "as_of": as_of} for s in scores if s["status"] == "open"])
+        history.record(opened, now, loaded.version, "api")
+    for s in scores:
+        s.pop("factors", None)
     answer = ScoreResponse.model_validate({"model_version": loaded.version, "model_source": loaded.source, "as_of": as_of.to_pydatetime(), "scores": scores})
     # checked against the schema once here; a Response is sent as it is, not validated again by FastAPI
     return Response(answer.model_dump_json(), media_type="application/json")

@@ -100,3 +100,39 @@ def test_health_and_metrics_are_open(client, body) -> None:
 def test_manager_page_is_served(client) -> None:
     r = client.get("/")
     assert r.status_code == 200 and "/v1/pipeline" in r.text and "/v1/stage-weights" in r.text
+
+
+def test_history_is_read_when_it_exists_and_written_only_when_switched_on(served_store, body, tmp_path) -> None:
+    """No history: no change fields, nothing created. Recording on: the first call is recorded,
+    the second (later as_of) says what changed since; recording off again: read, not written."""
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from tests.api.conftest import AUTH
+
+    with TestClient(create_app(served_store, start_reloader=False)) as client:  # no history: none made, no change fields
+        plain = client.post("/v1/score", json=body, headers=AUTH).json()["scores"]
+    assert all(s.get("previous_score") is None and s.get("why_changed") is None for s in plain)
+    assert not (served_store.home / "history.db").exists()
+    reading = served_store.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'history.db'}"})
+    recording = reading.model_copy(update={"serving": served_store.serving.model_copy(update={"record_scores": True})})
+    later = {**body, "as_of": (pd.Timestamp(body["as_of"]) + pd.Timedelta(days=7)).isoformat()}
+    with TestClient(create_app(recording, start_reloader=False)) as client:
+        first = client.post("/v1/score", json=body, headers=AUTH).json()["scores"]
+        assert all(s.get("previous_score") is None for s in first)
+        second = client.post("/v1/score", json=later, headers=AUTH).json()["scores"]
+    opened = [s for s in second if s["status"] == "open"]
+    assert opened and all(s["previous_score"] is not None and s["score_change"] == s["score"] - s["previous_score"] for s in opened)
+    assert all(isinstance(s["why_changed"], list) for s in opened)
+    assert "factors" not in second[0]
+    from scoring.history import ScoreHistory
+
+    count = len(ScoreHistory.of(reading).previous([s["opportunity_id"] for s in opened], pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=3650)))
+    with TestClient(create_app(reading, start_reloader=False)) as client:  # recording off: read, not written
+        third = client.post("/v1/score", json={**body, "as_of": (pd.Timestamp(body["as_of"]) + pd.Timedelta(days=9)).isoformat()}, headers=AUTH)
+    assert all(s["previous_score"] is not None for s in third.json()["scores"] if s["status"] == "open")
+    with ScoreHistory.of(reading).engine.connect() as c:
+        import sqlalchemy as sa
+
+        assert c.execute(sa.text("select count(*) from scores")).scalar() == 2 * len(opened) and count == len(opened)
