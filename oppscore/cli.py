@@ -37,7 +37,7 @@ class _Commands(TyperGroup):
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, help="Opportunity scoring for CRM pipelines.")
 log = logging.getLogger("oppscore")
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="oppscore.toml to use (default: ./oppscore.toml, else inferred)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="oppscore.toml to use (default: the --data folder's, else ./oppscore.toml, else stages inferred from the data)")]
 DataOpt = Annotated[Path, typer.Option("--data", help="export folder with opportunities, stage_history, activities")]
 AsOfOpt = Annotated[datetime | None, typer.Option("--as-of", help="the time to look from (default: now); naive = UTC")]
 TableOutOpt = Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json")]
@@ -321,7 +321,7 @@ def stage_weights(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None,
         ("Stage weights beside the configured ones", report.stage_weights_plot(sw.weights_) + report._table(sw.weights_)),
         ("By dwell", report.dwell_plot(sw.by_dwell_) + report._table(sw.by_dwell_, 60)),
         ("Per segment (shrunk toward the stage weight)", report._table(sw.by_segment_, 80)),
-    ])
+    ], command=f"oppscore stage-weights --data {data}")
 
 
 @app.command()
@@ -346,7 +346,7 @@ def funnel(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config
         ("Activities per week: stays that moved on against stays that did not", report._table(f.activities, 60)),
         ("Win rate by segment, team and owner", report._table(f.by_segment, 80)),
         ("Re-opened after a loss", report._table(won_back)),
-    ])
+    ], command=f"oppscore funnel --data {data}")
 
 
 @app.command()
@@ -388,7 +388,7 @@ def forecast(
     output.write(title, tables, out_file, lambda: [
         ("Forecast", report.forecast_plot(f.methods, period) + report._table(f.methods)),
         ("Backtest", (report.backtest_plot(bt) + report._table(summary) + report._table(bt, 60)) if len(bt) else "no backtest asked for"),
-    ])
+    ], command=f"oppscore forecast --data {data} --period {period}")
     if bundle is not None and len(bt):
         log.info("the model's backtest periods before its held-out start (%s) were in its training data", bundle.metadata.get("split", {}).get("test_start"))
 
@@ -411,7 +411,6 @@ def _reconcile(settings: Settings) -> None:
 
 def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | None) -> None:
     import os
-    import secrets
 
     import uvicorn
 
@@ -421,10 +420,10 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     _reconcile(settings)
     if not settings.api_keys:
-        key = "osk_" + secrets.token_urlsafe(24)
+        key, where = _api_key(settings)
         os.environ["OPPSCORE_API_KEYS"] = key
         settings = settings.model_copy(update={"api_keys": [key]})
-        console.print(f"[yellow]no OPPSCORE_API_KEYS set:[/yellow] generated a key for this run: [bold]{key}[/bold]")
+        console.print(f"[yellow]no OPPSCORE_API_KEYS set:[/yellow] the key is [bold]{key}[/bold] ({where})")
     if workers > 1:  # each worker builds its own app from the environment
         # one thread per worker: LightGBM's OpenMP threads in every worker would contend for the
         # same cores and spin while they wait (an operator's own OMP_NUM_THREADS is kept)
@@ -449,9 +448,53 @@ def serve(
 ) -> None:
     """The HTTP service: POST /v1/score for the CRM, a page for managers at /."""
 
+    if (holder := _port_holder(host, port)) is not None:
+        raise InputInvalid(f"--port {port}: {host}:{port} is in use by {holder}; stop it or pass --port")
     settings = _settings(config, data)
     out.print(f"oppscore on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
     _serve(settings, host, port, workers, data)
+
+
+def _port_holder(host: str, port: int) -> str | None:
+    """None when (host, port) can be bound; else who holds it, as far as this user may see."""
+    import socket
+
+    import psutil
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+            return None
+        except OSError:
+            pass
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                proc = psutil.Process(conn.pid)
+                return f"process {conn.pid} ({' '.join(proc.cmdline())[:120]})"
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        pass
+    return "another process"
+
+
+def _demo_request(validated, bundle) -> dict:
+    """A representative open deal: the one whose score sits at the median of the open pipeline,
+    sent with its whole history as of the export's end (not the first deal of the file)."""
+    from scoring.score import score_open
+
+    tables = validated.tables
+    scored = score_open(bundle, tables, tables.end, with_factors=False)
+    pick = scored.iloc[(scored["score"] - scored["score"].median()).abs().argsort().iloc[0]]
+    oid = pick["opportunity_id"]
+    opp = tables.opportunities.set_index("opportunity_id").loc[oid]
+    hist = tables.stage_history[tables.stage_history["opportunity_id"] == oid]
+    acts = tables.activities[tables.activities["opportunity_id"] == oid]
+    record = {"opportunity_id": oid, "created_at": opp["created_at"].isoformat(), "amount": float(opp["amount"])}
+    record |= {c: opp[c] for c in bundle.spec.segment_columns if c in opp and isinstance(opp[c], str)}
+    record["stage_history"] = [{"stage": st, "entered_at": t.isoformat()} for st, t in zip(hist["stage"], hist["entered_at"], strict=True)]
+    record["activities"] = [{"occurred_at": t.isoformat(), "type": ty} for t, ty in zip(acts["occurred_at"], acts["type"], strict=True)][-20:]
+    return {"as_of": tables.end.isoformat(), "opportunities": [record]}
 
 
 @app.command()
@@ -462,45 +505,58 @@ def demo(
     port: int = 8000,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="stop after training (for scripts)")] = False,
 ) -> None:
-    """The main job on embedded defaults: demo data, training, the champion, the service on localhost."""
+    """The main job on embedded defaults: demo data, training, the champion, the service on localhost.
+    Run again, it reuses the champion and the key when the data did not change."""
     import json
-    import secrets
 
     from features.loading import write_export
     from features.synthetic import generate as make
+    from scoring.store import champion_version, load_version
 
+    if not no_serve and (holder := _port_holder(host, port)) is not None:
+        raise InputInvalid(f"--port {port}: {host}:{port} is in use by {holder}; stop it (an earlier `make demo`?) or pass --port")
     with steps("demo data") as step:
         step("generating")
         made = make(n=n, seed=0)
         write_export(made.tables, folder)
         (folder / "oppscore.toml").write_text(settings_toml(made.stages, made.segments), encoding="utf-8")
     settings = _settings(None, folder)
-    validated = _train_and_register(folder, settings, None, title="demo training")
+    current = champion_version(settings)
+    champion = load_version(settings, current) if current is not None else None
+    if champion is not None and champion.metadata.get("data_fingerprint") == made.tables.fingerprint():
+        out.print(f"champion v{current} was trained on these same demo data: reusing it (`oppscore train --data {folder}` retrains)")
+        validated = load_export(folder, settings, utc_now())
+    else:
+        validated = _train_and_register(folder, settings, None, title="demo training")
+        champion = load_version(settings, champion_version(settings))
+    out.print(f"next: `oppscore score --data {folder} --out scores.csv`, or the page and the API below")
     if no_serve:
         return
-    key = settings.api_keys[0].get_secret_value() if settings.api_keys else "osk_" + secrets.token_urlsafe(24)  # noqa: S105
+    key, where = _api_key(settings)
     settings = settings.model_copy(update={"api_keys": [key]})
-    opp = validated.tables.opportunities.iloc[0]
-    hist = validated.tables.stage_history[validated.tables.stage_history["opportunity_id"] == opp["opportunity_id"]]
-    example = {
-        "as_of": str(validated.tables.end.isoformat()),
-        "opportunities": [
-            {
-                "opportunity_id": "DEMO-1",
-                "created_at": hist["entered_at"].iloc[0].isoformat(),
-                "amount": float(opp["amount"]),
-                "industry": opp["industry"],
-                "source": opp["source"],
-                "stage_history": [{"stage": hist["stage"].iloc[0], "entered_at": hist["entered_at"].iloc[0].isoformat()}],
-            }
-        ],
-    }
+    body = json.dumps(_demo_request(validated, champion), ensure_ascii=False)
     # plain echo, not rich: the curl line must stay one line to be pasted
     typer.echo(f"\nThe service: http://{host}:{port}/  (managers' page; API docs at /docs)")
-    typer.echo(f"API key: {key}")
-    body = json.dumps(example, ensure_ascii=False)
+    typer.echo(f"API key: {key}  ({where})")
     typer.echo(f"Try:\n  curl -s -X POST http://{host}:{port}/v1/score -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{body}'\n")
     _serve(settings, host, port, 1, folder)
+
+
+def _api_key(settings: Settings) -> tuple[str, str]:
+    """The key to serve with: OPPSCORE_API_KEYS' first, else one kept under OPPSCORE_HOME
+    (made once, readable by this user only), so a second demo or serve keeps the same key."""
+    import secrets
+
+    if settings.api_keys:
+        return settings.api_keys[0].get_secret_value(), "from OPPSCORE_API_KEYS"
+    kept = settings.home / "api_key"
+    if kept.exists():
+        return kept.read_text(encoding="utf-8").strip(), f"kept in {kept}"
+    settings.home.mkdir(parents=True, exist_ok=True)
+    key = "osk_" + secrets.token_urlsafe(24)
+    kept.touch(mode=0o600)
+    kept.write_text(key, encoding="utf-8")
+    return key, f"made once and kept in {kept}; set OPPSCORE_API_KEYS to choose your own"
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 
 console = Console(stderr=True)
-out = Console()
+# piped or redirected, rich would wrap to 80 columns and cut numbers: give it room instead
+# (COLUMNS still wins when set)
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+MONEY_WORDS = ("amount", "value", "expected", "p10", "p50", "p90", "actual", "error", "bias", "pipeline", "won_amount")
+SHOWN_ROWS = 25
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -47,12 +53,31 @@ def steps(title: str) -> Iterator:
     log.info("%s done in %.1fs", title, time.perf_counter() - started)
 
 
-def show_table(rows: list[dict], title: str | None = None) -> None:
+def cell(column: str, value: object) -> str:
+    """Money with thousands separators and no decimals, counts as integers, shares and
+    probabilities to three decimals; missing values blank."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return escape(str(value))
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 2):
+        return f"{int(value):,}"
+    if any(word in column.lower() for word in MONEY_WORDS) and abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
+
+
+def show_table(rows: list[dict], title: str | None = None, total: int | None = None, hint: str | None = None) -> None:
+    """A table on the terminal; `total` rows there were, of which `rows` are shown, and how to
+    get them all (`hint`), said under it when some were left out."""
     if not rows:
         return
     table = Table(title=escape(title) if title else None)
     for col in rows[0]:
-        table.add_column(escape(str(col)))
+        numeric = any(isinstance(r.get(col), (int, float)) and not isinstance(r.get(col), bool) for r in rows)
+        table.add_column(escape(str(col)), justify="right" if numeric else "left", no_wrap=numeric)
     for row in rows:
-        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row.values()))
+        table.add_row(*(cell(str(k), v) for k, v in row.items()))
     out.print(table)
+    if total is not None and total > len(rows):
+        out.print(f"showing {len(rows):,} of {total:,}" + (f" — {hint} for all" if hint else ""))

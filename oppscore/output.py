@@ -10,26 +10,34 @@ from pathlib import Path
 import pandas as pd
 
 from analytics import report
-from oppscore.console import show_table
+from features.errors import InputInvalid
+from oppscore.console import SHOWN_ROWS, out, show_table
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     return json.loads(frame.to_json(orient="records", date_format="iso", force_ascii=False))
 
 
-def write(title: str, tables: dict[str, pd.DataFrame], out: Path | None, sections: Callable[[], list[tuple[str, str]]]) -> None:
-    if out is None:
+def write(title: str, tables: dict[str, pd.DataFrame], path: Path | None, sections: Callable[[], list[tuple[str, str]]], command: str = "") -> None:
+    """`command`: the command line as typed, for the hint under a shortened table."""
+    if path is None:
         for name, frame in tables.items():
-            show_table(frame.head(25).to_dict("records"), title=name.replace("_", " "))
+            show_table(_records(frame.head(SHOWN_ROWS)), title=name.replace("_", " "), total=len(frame),
+                       hint=f"`{command} --out tables.csv` (writes tables_{name}.csv)" if command else "--out tables.csv")
+        out.print(f"{title}. Next: add `--out report.html` for the plots, or `--out tables.csv` for every row.")
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
     if suffix == ".json":
-        out.write_text(json.dumps({k: _records(v) for k, v in tables.items()}, ensure_ascii=False, indent=1), encoding="utf-8")
+        path.write_text(json.dumps({k: _records(v) for k, v in tables.items()}, ensure_ascii=False, indent=1), encoding="utf-8")
+        written = [path]
     elif suffix == ".csv":
-        for name, frame in tables.items():
-            frame.to_csv(out.with_name(f"{out.stem}_{name}.csv"), index=False)
+        written = [path.with_name(f"{path.stem}_{name}.csv") for name in tables]
+        for file, frame in zip(written, tables.values(), strict=True):
+            frame.to_csv(file, index=False)
     elif suffix == ".html":
-        out.write_text(report.page(title, sections()), encoding="utf-8")
+        path.write_text(report.page(title, sections()), encoding="utf-8")
+        written = [path]
     else:
-        raise ValueError(f"--out: found {out.suffix!r}, expected .json, .csv or .html")
+        raise InputInvalid(f"--out: found {path.suffix!r}, expected .json, .csv or .html")
+    out.print(f"{title}: wrote {', '.join(str(f) for f in written)}" + (" (open it in a browser)" if suffix == ".html" else ""))
