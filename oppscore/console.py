@@ -35,7 +35,8 @@ def setup_logging(verbose: bool = False) -> None:
 
 @contextmanager
 def steps(title: str) -> Iterator:
-    """A spinner naming the current step; logs each step's time when it ends."""
+    """A spinner naming the current step on a terminal (a log line per step otherwise, so a
+piped or scheduled run is never silent for long); logs the total time when it ends."""
     log = logging.getLogger("oppscore")
     started = time.perf_counter()
     state = {"name": None, "t": started}
@@ -48,6 +49,8 @@ def steps(title: str) -> Iterator:
                 log.debug("%s: %.1fs", state["name"], now - state["t"])
             state.update(name=name, t=now)
             status.update(f"{title}: {name}…")
+            if not console.is_terminal:
+                log.info("%s: %s…", title, name)
 
         yield step
     log.info("%s done in %.1fs", title, time.perf_counter() - started)
