@@ -80,11 +80,15 @@ class FeatureSpec:
         return cls(**json.loads(text))
 
 
-def make_spec(tables: Tables, stages: StageOrder, segment_columns: list[str]) -> FeatureSpec:
-    """Learn the vocabulary (activity types, category levels) from the training tables."""
+def make_spec(tables: Tables, stages: StageOrder, segment_columns: list[str], type_counts: pd.Series | None = None) -> FeatureSpec:
+    """Learn the vocabulary (activity types, category levels) from the training tables;
+    `type_counts`: the activity types' counts when the activities are not in `tables` (a
+    partitioned export's first pass). The most frequent types, ties by name."""
     present = [c for c in segment_columns if c in tables.opportunities.columns]
-    types = tables.activities["type"].astype(str).str.strip().str.lower().value_counts()
-    activity_types = [t for t in types.index[:MAX_ACTIVITY_TYPES] if t and t != OTHER]
+    if type_counts is None:
+        type_counts = tables.activities["type"].astype(str).str.strip().str.lower().value_counts()
+    ranked = type_counts.rename_axis("type").reset_index(name="n").sort_values(["n", "type"], ascending=[False, True], kind="stable")
+    activity_types = [t for t in ranked["type"].iloc[:MAX_ACTIVITY_TYPES] if t and t != OTHER]
     categories = {"stage": list(stages.open)}
     for col in present:
         levels = tables.opportunities[col].dropna().astype(str).value_counts()
@@ -360,14 +364,24 @@ def build_features(
     return pd.concat([points, frame], axis=1)
 
 
+def vocabulary_as_of(
+    tables: Tables, stages: StageOrder, segments: list[str], as_of: pd.Timestamp, type_counts: pd.Series | None = None, progress: Progress | None = None
+) -> tuple[FeatureSpec, PointInTimeStats]:
+    """The vocabulary and the point-in-time statistics learned from what was known at as_of:
+    what every deal's features share. `tables` may hold no activities (a partitioned export's
+    first pass) when `type_counts` gives the activity types' counts as known then."""
+    t = to_utc(as_of)
+    known = tables.as_of(t, stages)
+    spec = make_spec(known, stages, segments, type_counts)
+    (progress or (lambda _m: None))("point-in-time statistics")
+    return spec, PointInTimeStats(spec.stat_keys).fit(known, stages)
+
+
 def features_as_of(
     tables: Tables, stages: StageOrder, segments: list[str], as_of: pd.Timestamp, progress: Progress | None = None
 ) -> tuple[pd.DataFrame, FeatureSpec]:
     """The feature frame of the deals open at as_of, with a vocabulary and statistics learned
     from what was known then (what `oppscore features` writes)."""
     t = to_utc(as_of)
-    known = tables.as_of(t, stages)
-    spec = make_spec(known, stages, segments)
-    (progress or (lambda _m: None))("point-in-time statistics")
-    stats = PointInTimeStats(spec.stat_keys).fit(known, stages)
+    spec, stats = vocabulary_as_of(tables, stages, segments, t, progress=progress)
     return build_features(tables, open_points(tables, stages, t), spec, stats, progress=progress), spec

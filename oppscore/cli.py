@@ -40,7 +40,17 @@ log = logging.getLogger("oppscore")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="oppscore.toml to use (default: the --data folder's, else ./oppscore.toml, else stages inferred from the data)")]
 DataOpt = Annotated[Path, typer.Option("--data", help="export folder with opportunities, stage_history, activities")]
 AsOfOpt = Annotated[datetime | None, typer.Option("--as-of", help="the time to look from (default: now); naive = UTC")]
-TableOutOpt = Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json")]
+TableOutOpt = Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json; with --engine dask also a folder (one Parquet file per partition)")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="local (this process) or dask (a cluster: --scheduler, DASK_SCHEDULER_ADDRESS, or a local one)")]
+SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="tcp://host:8786 of an existing Dask scheduler (default: DASK_SCHEDULER_ADDRESS, else a LocalCluster)")]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="LocalCluster workers (without a scheduler)")]
+MemoryOpt = Annotated[str, typer.Option("--memory-limit", help="per LocalCluster worker; beyond it a worker spills to disk")]
+
+
+def _partitioned(data: Path, engine: str) -> bool:
+    from features.partitions import partitions
+
+    return engine != "local" or partitions(data) != [data]
 
 
 def _settings(config: Path | None, data: Path | None = None) -> Settings:
@@ -122,6 +132,30 @@ def import_(
 
 
 @app.command()
+def partition(
+    data: DataOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for part-00000/ … and the oppscore.toml")],
+    n: Annotated[int, typer.Option("--partitions", min=1, help="how many partitions (by a hash of opportunity_id)")] = 8,
+    config: ConfigOpt = None,
+) -> None:
+    """Split an export by opportunity into partitions for --engine dask: each a complete export of its deals."""
+    import shutil
+
+    from features.partitions import split_export
+
+    settings = _settings(config, data)
+    with steps("partition") as step:
+        step("loading")
+        validated = load_export(data, settings, utc_now())
+        step("writing")
+        folders = split_export(validated.tables, out_dir, n)
+    source = config or data / "oppscore.toml"
+    if source.exists():
+        shutil.copyfile(source, out_dir / "oppscore.toml")
+    out.print(f"wrote {len(folders)} partitions of {len(validated.tables.opportunities):,} opportunities to {out_dir}; next: `oppscore score --data {out_dir} --out scores/ --engine dask`")
+
+
+@app.command()
 def validate(data: DataOpt, config: ConfigOpt = None) -> None:
     """Check an export against the contract; list every problem (exit 1) or summarise it."""
 
@@ -140,21 +174,37 @@ def features(
     out_file: TableOutOpt,
     as_of: AsOfOpt = None,
     config: ConfigOpt = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = 2,
+    memory_limit: MemoryOpt = "4GiB",
 ) -> None:
     """The feature frame of the opportunities open at --as-of."""
     from features.frame import features_as_of, segment_columns
     from features.loading import write_table
 
     settings = _settings(config, data)
+    now = utc_now()
+    t = to_utc(as_of) if as_of else now
+    if _partitioned(data, engine):
+        from engines import partitioned
+        from engines.runner import runner
+
+        with steps("features") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+            folder = out_file if not out_file.suffix else None
+            spec, frame = partitioned.features(run, data, settings, now, t, out_dir=folder)
+            if folder is None:
+                write_table(frame, out_file)
+        rows = frame if isinstance(frame, int) else len(frame)
+        out.print(f"{rows:,} open opportunities as of {t:%Y-%m-%d %H:%M} UTC, {len(spec.columns)} features → {out_file} ({engine} engine)")
+        return
     with steps("features") as step:
         step("loading")
-        now = utc_now()
         validated = load_export(data, settings, now)
-        t = to_utc(as_of) if as_of else now
         frame, spec = features_as_of(validated.tables, validated.stages, segment_columns(settings, validated.tables), t, progress=step)
         step("writing")
         write_table(frame, out_file)
-    log.info("%d open opportunities as of %s, %d features → %s", len(frame), t, len(spec.columns), out_file)
+    out.print(f"{len(frame):,} open opportunities as of {t:%Y-%m-%d %H:%M} UTC, {len(spec.columns)} features → {out_file}")
 
 
 def _comparison(metrics: dict) -> None:
@@ -257,6 +307,10 @@ def score(
     out_file: TableOutOpt,
     as_of: AsOfOpt = None,
     config: ConfigOpt = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = 2,
+    memory_limit: MemoryOpt = "4GiB",
 ) -> None:
     """Score every open opportunity with the champion; highest win probability first."""
     from features.loading import write_table
@@ -266,6 +320,9 @@ def score(
     from scoring.store import load_champion
 
     settings = _settings(config, data)
+    if _partitioned(data, engine):
+        _score_partitioned(data, out_file, as_of, settings, engine, scheduler, workers, memory_limit)
+        return
     with steps("score") as step:
         step("loading")
         now = utc_now()
@@ -304,8 +361,35 @@ def score(
 OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html (a report with plots); default: the terminal")]
 
 
+def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, engine: str, scheduler, workers: int, memory_limit: str) -> None:
+    """Scores per partition; one file (gathered) or a folder of Parquet files. Score history
+    is not kept on this path: the change since the last run is the local engine's for now."""
+    from engines import partitioned
+    from engines.runner import runner
+    from features.loading import write_table
+    from scoring.store import load_champion
+
+    now = utc_now()
+    at = to_utc(as_of) if as_of else now
+    loaded = load_champion(settings)
+    folder = out_file if not out_file.suffix else None
+    with steps("score") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+        done = partitioned.score(run, data, settings, now, at, loaded.bundle, out_dir=folder)
+    show_table([{"opportunities": k, "count": v} for k, v in done.counts.items() if v], title=f"as of {at:%Y-%m-%d %H:%M} UTC ({engine} engine)")
+    if done.unknown_stages:
+        out.print(f"[yellow]not scored:[/yellow] deals in stages champion v{loaded.version} was not trained on: {', '.join(done.unknown_stages[:10])}")
+    if done.rows == 0:
+        raise NotEnoughData(f"--data {data}: no opportunity was open at {at:%Y-%m-%d %H:%M} UTC in a stage the model knows; nothing scored")
+    if done.table is not None:
+        write_table(done.table.assign(as_of=done.table["as_of"].astype(str)), out_file)
+    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} → {out_file} (score history is kept by the local engine only)")
+
+
 @app.command("stage-weights")
-def stage_weights(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config: ConfigOpt = None) -> None:
+def stage_weights(
+    data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config: ConfigOpt = None,
+    engine: EngineOpt = "local", scheduler: SchedulerOpt = None, workers: WorkersOpt = 2, memory_limit: MemoryOpt = "4GiB",
+) -> None:
     """Data-driven stage weights (with intervals, by dwell, per segment) beside the configured ones."""
     from analytics import report
     from analytics.stage_weights import StageWeights
@@ -313,9 +397,18 @@ def stage_weights(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None,
     from oppscore import output
 
     settings = _settings(config, data)
-    validated = load_export(data, settings, utc_now())
-    t = to_utc(as_of) if as_of else validated.tables.end  # what the export knew when it was taken
-    sw = StageWeights(segment_columns(settings, validated.tables)).fit(validated.tables, validated.stages, t)
+    if _partitioned(data, engine):
+        from engines import partitioned
+        from engines.runner import runner
+
+        if as_of is None:
+            raise InputInvalid("--as-of: a partitioned export needs it (its end is not known before every partition is read)")
+        with steps("stage weights") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+            sw = partitioned.stage_weights(run, data, settings, utc_now(), to_utc(as_of))
+    else:
+        validated = load_export(data, settings, utc_now())
+        t = to_utc(as_of) if as_of else validated.tables.end  # what the export knew when it was taken
+        sw = StageWeights(segment_columns(settings, validated.tables)).fit(validated.tables, validated.stages, t)
     tables = {"stage_weights": sw.weights_, "by_dwell": sw.by_dwell_, "by_segment": sw.by_segment_}
     output.write(f"Stage weights as of {sw.as_of_:%Y-%m-%d}", tables, out_file, lambda: [
         ("Stage weights beside the configured ones", report.stage_weights_plot(sw.weights_) + report._table(sw.weights_)),

@@ -23,13 +23,15 @@ SHOWN_ROWS = 25
 
 
 def setup_logging(verbose: bool = False) -> None:
+    # Dask configures its loggers when imported, in this process and in every worker it starts
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "debug" if verbose else "warning")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
         force=True,
     )
-    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "git", "matplotlib", "PIL"):
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "git", "matplotlib", "PIL", "distributed", "bokeh", "tornado"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

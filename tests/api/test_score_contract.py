@@ -99,7 +99,10 @@ def test_health_and_metrics_are_open(client, body) -> None:
 
 def test_manager_page_is_served(client) -> None:
     r = client.get("/")
-    assert r.status_code == 200 and "/v1/pipeline" in r.text and "/v1/stage-weights" in r.text
+    assert r.status_code == 200 and "/v1/pipeline" in r.text and "/v1/pipeline/panels" in r.text and "/assets/datatables.js" in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert client.get("/assets/datatables.js").status_code == 200 and client.get("/assets/datatables.css").status_code == 200
+    assert client.get("/assets/datatables.exe").status_code == 404
 
 
 def test_history_is_read_when_it_exists_and_written_only_when_switched_on(served_store, body, tmp_path) -> None:

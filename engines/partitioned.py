@@ -1,0 +1,77 @@
+"""Features, scores and stage weights of a partitioned export (or a whole one: one partition),
+on whichever engine the runner is: the first pass fits what needs every deal, then each
+partition is computed alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analytics.stage_weights import StageWeights
+from engines import work
+from engines.runner import Runner
+from features.frame import FeatureSpec, segment_columns, vocabulary_as_of
+from features.partitions import Outline, partitions
+from features.settings import Settings
+from scoring.bundle import Bundle
+
+
+def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp) -> Outline:
+    parts = partitions(folder)
+    return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of))
+
+
+def _outs(parts: list[Path], out_dir: Path | None) -> list[Path | None]:
+    if out_dir is None:
+        return [None] * len(parts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [out_dir / f"part-{k:05d}.parquet" for k in range(len(parts))]
+
+
+def features(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, out_dir: Path | None = None) -> tuple[FeatureSpec, pd.DataFrame | int]:
+    """The feature frame of every deal open at as_of: a frame, or (with `out_dir`) one Parquet
+    file per partition there and the number of rows written."""
+    stages = work.stages_of(settings)
+    outline = first_pass(run, folder, settings, now, as_of)
+    small = outline.tables()
+    spec, stats = vocabulary_as_of(small, stages, segment_columns(settings, small), as_of, type_counts=outline.activity_types)
+    parts = partitions(folder)
+    results = run.map(work.features, parts, _outs(parts, out_dir), settings=settings, now=now, as_of=as_of, spec=spec, stats=stats)
+    if out_dir is not None:
+        return spec, int(sum(results))
+    frame = pd.concat(results, ignore_index=True)
+    return spec, frame.sort_values("opportunity_id", kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class Scored:
+    table: pd.DataFrame | None  # None when written per partition
+    rows: int
+    counts: dict[str, int]
+    unknown_stages: list[str]
+
+
+def score(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, bundle: Bundle, out_dir: Path | None = None) -> Scored:
+    """Every open deal scored by `bundle` (highest first when gathered), and where every deal of
+    the export stands."""
+    parts = partitions(folder)
+    results = run.map(work.score, parts, _outs(parts, out_dir), settings=settings, now=now, as_of=as_of, bundle=bundle)
+    counts: dict[str, int] = {}
+    unknown: set[str] = set()
+    for _, c, u in results:
+        for k, v in c.items():
+            counts[k] = counts.get(k, 0) + v
+        unknown |= set(u)
+    if out_dir is not None:
+        return Scored(None, int(sum(r[0] for r in results)), counts, sorted(unknown))
+    table = pd.concat([r[0] for r in results], ignore_index=True)
+    table = table.sort_values(["win_probability", "opportunity_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    return Scored(table, len(table), counts, sorted(unknown))
+
+
+def stage_weights(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp) -> StageWeights:
+    """Stage weights read no activity: fitted on the first pass's small tables of every deal."""
+    small = first_pass(run, folder, settings, now, as_of).tables()
+    return StageWeights(segment_columns(settings, small)).fit(small, work.stages_of(settings), as_of)

@@ -1,0 +1,80 @@
+"""Running the per-partition work: `local` in this process, partition after partition (a whole
+export is one partition), or `dask` on a cluster: an existing one (`--scheduler tcp://…` or
+DASK_SCHEDULER_ADDRESS) or, without one, a LocalCluster whose workers have a memory limit and
+spill to disk, so one machine handles exports larger than its memory.
+
+What needs every deal is fitted on the first pass (the small tables of every partition,
+gathered: a few hundred bytes per deal) and sent to every worker once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from features.errors import ConfigInvalid
+
+log = logging.getLogger(__name__)
+ENGINES = ("local", "dask")
+
+
+class Runner:
+    """`map(fn, parts, outs, **shared)`: fn(part, out, **shared) for every partition (and its
+    output file, or None), results in partition order."""
+
+    def __init__(self, engine: str = "local", client: Any = None, progress: Callable[[str], None] | None = None) -> None:
+        self.engine = engine
+        self.client = client
+        self.progress = progress or (lambda _m: None)
+
+    def map(self, fn: Callable, parts: list[Path], outs: list[Path | None] | None = None, **shared: Any) -> list:
+        outs = outs if outs is not None else [None] * len(parts)
+        if self.client is None:
+            results = []
+            for k, (part, out) in enumerate(zip(parts, outs, strict=True)):
+                self.progress(f"{fn.__name__}: partition {k + 1} of {len(parts)}")
+                results.append(fn(part, out, **shared))
+            return results
+        from distributed import as_completed
+
+        scattered = {k: self.client.scatter(v, broadcast=True) if _large(v) else v for k, v in shared.items()}
+        futures = self.client.map(fn, parts, outs, **scattered, pure=False)
+        for done, _ in enumerate(as_completed(futures), start=1):
+            self.progress(f"{fn.__name__}: {done} of {len(parts)} partitions done")
+        return self.client.gather(futures)
+
+
+def _large(value: Any) -> bool:
+    """Models and statistics go to each worker once, not with every task."""
+    return type(value).__name__ in ("Bundle", "PointInTimeStats", "FeatureSpec")
+
+
+@contextmanager
+def runner(engine: str, scheduler: str | None = None, workers: int = 2, memory_limit: str = "4GiB", progress=None) -> Iterator[Runner]:
+    if engine not in ENGINES:
+        raise ConfigInvalid(f"--engine: found {engine!r}, expected one of {', '.join(ENGINES)}")
+    if engine == "local":
+        yield Runner("local", None, progress)
+        return
+    from distributed import Client, LocalCluster
+
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        try:
+            client = Client(address, timeout="10s")
+        except OSError as exc:
+            raise ConfigInvalid(f"--scheduler {address}: no Dask scheduler answers there ({exc})") from None
+        log.info("on the Dask cluster at %s (%d workers)", address, len(client.scheduler_info()["workers"]))
+        try:
+            yield Runner("dask", client, progress)
+        finally:
+            client.close()
+        return
+    # one thread per worker: the per-partition work is pandas and numpy, and LightGBM's own threads
+    with LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory_limit, processes=True, dashboard_address=":0") as cluster, Client(cluster) as client:
+        log.info("on a local Dask cluster: %d workers, %s each, spilling to disk beyond", workers, memory_limit)
+        yield Runner("dask", client, progress)

@@ -1,0 +1,59 @@
+"""The per-partition work and the first pass, as plain functions of a partition folder: what the
+local engine calls in a loop and a Dask worker calls for its partitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from features.contract import load_export
+from features.errors import ConfigInvalid
+from features.frame import FeatureSpec, build_features, open_points
+from features.partitions import Outline
+from features.pit_stats import PointInTimeStats
+from features.settings import Settings
+from features.stages import StageOrder
+from scoring.bundle import Bundle
+from scoring.score import account, score_open
+
+
+def stages_of(settings: Settings) -> StageOrder:
+    """Partitions are read with the configured stage order: inferring it per partition could
+    give each partition another order."""
+    if settings.stages is None:
+        raise ConfigInvalid("a partitioned export needs [stages] in its oppscore.toml (the order cannot be inferred partition by partition)")
+    return StageOrder(settings.stages)
+
+
+def outline(folder: Path, out: None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp) -> Outline:
+    return Outline.of(load_export(folder, settings, now).tables, as_of)
+
+
+def features(folder: Path, out: Path | None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, spec: FeatureSpec, stats: PointInTimeStats) -> pd.DataFrame | int:
+    """The feature frame of the partition's deals open at as_of; written to `out` (then only
+    its row count comes back: a worker does not ship frames it can write)."""
+    tables = load_export(folder, settings, now).tables
+    frame = build_features(tables, open_points(tables, spec.stages, as_of), spec, stats)
+    if out is None:
+        return frame
+    frame.to_parquet(out, index=False)
+    return len(frame)
+
+
+def score(folder: Path, out: Path | None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, bundle: Bundle) -> tuple[pd.DataFrame | int, dict[str, int], list[str]]:
+    """The partition's open deals scored, and where every one of its deals stands."""
+    tables = load_export(folder, settings, now).tables
+    scored = score_open(bundle, tables, as_of)
+    where = account(bundle, tables, as_of)
+    if out is None:
+        return scored, where.counts, where.unknown_stages
+    table = scored.assign(as_of=scored["as_of"].astype(str), top_factors=scored["top_factors"].map(_json))
+    table.to_parquet(out, index=False)
+    return len(scored), where.counts, where.unknown_stages
+
+
+def _json(value) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, default=float)
