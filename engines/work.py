@@ -10,6 +10,7 @@ import pandas as pd
 from features.contract import load_export
 from features.errors import ConfigInvalid
 from features.frame import FeatureSpec, build_features, open_points
+from features.loading import write_table
 from features.partitions import Outline
 from features.pit_stats import PointInTimeStats
 from features.settings import Settings
@@ -48,12 +49,5 @@ def score(folder: Path, out: Path | None, settings: Settings, now: pd.Timestamp,
     where = account(bundle, tables, as_of)
     if out is None:
         return scored, where.counts, where.unknown_stages
-    table = scored.assign(as_of=scored["as_of"].astype(str), top_factors=scored["top_factors"].map(_json))
-    table.to_parquet(out, index=False)
+    write_table(scored.assign(as_of=scored["as_of"].astype(str)), out)
     return len(scored), where.counts, where.unknown_stages
-
-
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False, default=float)

@@ -59,17 +59,19 @@ def read_raw(folder: Path) -> dict[str, RawTable | None]:
 
 
 def write_table(frame: pd.DataFrame, out: Path) -> None:
-    """Write by extension; lists and dicts in cells become JSON text in CSV."""
+    """Write by extension; lists and dicts in cells (reasons, what changed) become JSON text in
+    CSV and Parquet, whose columns hold one type (a reason's value is a number or a text)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
-    if suffix == ".parquet":
-        frame.to_parquet(out, index=False)
-    elif suffix == ".csv":
+    if suffix in (".parquet", ".csv"):
         flat = frame.copy()
         for col in flat.columns:
             if flat[col].map(lambda v: isinstance(v, (list, dict))).any():
-                flat[col] = flat[col].map(lambda v: json.dumps(v, ensure_ascii=False, default=str))
-        flat.to_csv(out, index=False)
+                flat[col] = flat[col].map(lambda v: json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, (list, dict)) else v)
+        if suffix == ".parquet":
+            flat.to_parquet(out, index=False)
+        else:
+            flat.to_csv(out, index=False)
     elif suffix == ".json":
         out.write_text(frame.to_json(orient="records", date_format="iso", force_ascii=False, indent=1), encoding="utf-8")
     else:
