@@ -109,3 +109,6 @@ def older(result, days: int):
     bundle.metadata["data_end"] = str(pd.Timestamp(bundle.metadata["data_end"]) - pd.Timedelta(days=days))
     bundle.metadata["data_fingerprint"] = f"older by {days} days"
     return dataclasses.replace(result, bundle=bundle)
+
+
+from tests.postgres import postgres_url  # noqa: E402, F401 - a session fixture for every folder

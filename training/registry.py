@@ -56,7 +56,10 @@ def experiment(settings: Settings) -> str:
     found = mlflow.get_experiment_by_name(settings.experiment)
     if found is not None:
         return found.experiment_id
-    location = settings.artifact_root if settings.mlflow_tracking_uri is None else None
+    # the embedded store and a database named directly keep artifacts under OPPSCORE_HOME; a
+    # tracking server has its own artifact store
+    served = (settings.mlflow_tracking_uri or "").split(":", 1)[0] in ("http", "https", "databricks")
+    location = None if served else settings.artifact_root
     return mlflow.create_experiment(settings.experiment, artifact_location=location)
 
 

@@ -7,6 +7,7 @@ from alembic import context
 from scoring.history import METADATA
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=METADATA, render_as_batch=True)
+# its own version table: the database may be shared with MLflow, which keeps `alembic_version`
+context.configure(connection=connection, target_metadata=METADATA, render_as_batch=True, version_table="oppscore_schema_version")
 with context.begin_transaction():
     context.run_migrations()

@@ -140,3 +140,22 @@ def test_unreachable_registry_serves_the_export(trained, medium, store, monkeypa
     moved = store.model_copy(update={"mlflow_tracking_uri": "http://127.0.0.1:9"})
     loaded = load_champion(moved)
     assert loaded.source == "export" and loaded.version == first.version
+
+
+def test_mlflow_tracking_on_postgresql(postgres_url, trained, medium, tmp_path, monkeypatch) -> None:
+    """A team's tracking store on PostgreSQL (its own database beside score history's): train,
+    register, promote and read the champion as on SQLite."""
+    import sqlalchemy as sa
+
+    from features.settings import SegmentConfig, Settings
+
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text("DROP DATABASE IF EXISTS mlflow_test"))
+        c.execute(sa.text("CREATE DATABASE mlflow_test"))
+    url = postgres_url.replace("/postgres?", "/mlflow_test?")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    team = Settings(home=tmp_path / ".oppscore", champion_dir=tmp_path / "champion", segments=SegmentConfig(columns=medium.segments), mlflow_tracking_uri=url)
+    first = log_and_register(trained, medium.tables, team, "postgres")
+    assert first.promoted and champion_version(team) == first.version
+    assert load_champion(team).source == "registry" and load_champion(team, prefer_registry=False).bundle.version == first.version

@@ -1,6 +1,6 @@
-"""Databases for score history: SQLite always; PostgreSQL from OPPSCORE_TEST_POSTGRES_URL, or a
-throwaway cluster of Debian's postgresql when it is installed (`make postgres-test` needs
-nothing more); otherwise the PostgreSQL tests skip and say why."""
+"""PostgreSQL for the tests that want one (score history, MLflow's tracking store): from
+OPPSCORE_TEST_POSTGRES_URL, or a throwaway cluster of Debian's postgresql when it is installed
+(`make system` installs it); otherwise those tests skip and say why."""
 
 from __future__ import annotations
 
