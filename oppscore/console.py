@@ -79,7 +79,8 @@ def show_table(rows: list[dict], title: str | None = None, total: int | None = N
         return
     table = Table(title=escape(title) if title else None)
     for col in rows[0]:
-        numeric = any(isinstance(r.get(col), (int, float)) and not isinstance(r.get(col), bool) for r in rows)
+        values = [r.get(col) for r in rows if r.get(col) is not None]
+        numeric = bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)  # mixed: text may wrap
         table.add_column(escape(str(col)), justify="right" if numeric else "left", no_wrap=numeric)
     for row in rows:
         table.add_row(*(cell(str(k), v) for k, v in row.items()))
