@@ -147,9 +147,10 @@ def why_changed(
     before: list[dict[str, float] | None], win_now: np.ndarray, win_before: np.ndarray, k: int = TOP_FACTORS,
 ) -> list[list[dict] | None]:
     """Per row, the factors whose contribution moved most since the previous score, each with
-    its points and a sentence about it now ("in stage Proposal", +12); see `changes_in_words`. The score's change is shared among the factors in proportion to
-    their change in log-odds (so the shares add up to the change, calibration included); when
-    those changes cancel out, each is taken at the probability's slope between the two scores."""
+    its points and a sentence about it now ("in stage Proposal", +12; see `changes_in_words`).
+    The score's change is shared among the factors in proportion to their change in log-odds
+    (so the shares add up to the change, calibration included); when those changes cancel
+    out, each is taken at the probability's slope between the two scores."""
     names, grouped, leader = _grouped(contributions, spec)
     records = _records(features, spec)
     out: list[list[dict] | None] = []

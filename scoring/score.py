@@ -16,6 +16,7 @@ from scoring.explain import factor_contributions, top_factors, why_changed
 
 GRADES = ("A", "B", "C", "D")
 SCORE_COLUMNS = ["opportunity_id", "as_of", "stage", "win_probability", "stall_risk", "score", "grade", "expected_value", "top_factors"]
+CHANGE_COLUMNS = ["previous_score", "score_change", "why_changed", "factors"]  # with score history
 
 
 def grade(win: np.ndarray, cutoffs: list[float]) -> np.ndarray:
@@ -58,7 +59,8 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
 def score_points(bundle: Bundle, tables: Tables, points: pd.DataFrame, with_factors: bool = True, previous: pd.DataFrame | None = None) -> pd.DataFrame:
     """Scores of the given (opportunity_id, as_of) points, which must be open at their time."""
     if points.empty:  # nothing open: an empty table, not an error from the booster
-        cols = SCORE_COLUMNS if with_factors else SCORE_COLUMNS[:-1]
+        cols = SCORE_COLUMNS if with_factors or previous is not None else SCORE_COLUMNS[:-1]
+        cols = cols + (CHANGE_COLUMNS if previous is not None else [])
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     at = Points.of(tables, points)
     scores = _scores(bundle, tables, at, None, with_factors or previous is not None, previous)

@@ -59,6 +59,8 @@ def _deals(loaded, validated, history: ScoreHistory | None) -> pd.DataFrame:
     ids = tables.opportunities["opportunity_id"].to_numpy()
     previous = history.previous(ids, as_of) if history is not None else None
     scored = score_open(loaded.bundle, tables, as_of, previous=previous)
+    if scored.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in DEAL_COLUMNS})
     if previous is None:
         scored["previous_score"], scored["score_change"], scored["why_changed"] = np.nan, np.nan, None
     opps = tables.opportunities.set_index("opportunity_id")

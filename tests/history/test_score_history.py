@@ -77,3 +77,11 @@ def test_score_history_on_postgresql(postgres_url, trained, medium) -> None:
     with history.engine.begin() as c:
         c.execute(sa.text("delete from scores"))
     _check(history, trained, medium)
+
+
+def test_nothing_open_with_history_is_an_empty_table_with_the_change_columns(trained, medium) -> None:
+    from scoring.score import CHANGE_COLUMNS
+
+    before_any = medium.tables.opportunities["created_at"].min() - pd.Timedelta(days=1)
+    empty = score_open(trained.bundle, medium.tables, before_any, previous=pd.DataFrame(columns=["score", "win_probability", "factors", "as_of"]))
+    assert empty.empty and set(CHANGE_COLUMNS) <= set(empty.columns)
