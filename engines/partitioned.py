@@ -1,6 +1,6 @@
 """Features, scores and stage weights of a partitioned export (or a whole one: one partition),
-on whichever engine the runner is: the first pass fits what needs every deal, then each
-partition is computed alone."""
+on whichever engine the runner is: the first pass fits what needs every deal (from a few rows
+per deal: its closing events and completed stays), then each partition is computed alone."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import pandas as pd
 from analytics.stage_weights import StageWeights
 from engines import work
 from engines.runner import Runner
-from features.frame import FeatureSpec, segment_columns, vocabulary_as_of
+from features.frame import FeatureSpec, make_spec, segment_columns
 from features.partitions import Outline, partitions
 from features.settings import Settings
 from scoring.bundle import Bundle
 
 
-def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp) -> Outline:
+def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, with_history: bool = False) -> Outline:
     parts = partitions(folder)
-    return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of))
+    return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of, with_history=with_history))
 
 
 def _outs(parts: list[Path], out_dir: Path | None) -> list[Path | None]:
@@ -36,7 +36,8 @@ def features(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, a
     stages = work.stages_of(settings)
     outline = first_pass(run, folder, settings, now, as_of)
     small = outline.tables()
-    spec, stats = vocabulary_as_of(small, stages, segment_columns(settings, small), as_of, type_counts=outline.activity_types)
+    spec = make_spec(small, stages, segment_columns(settings, small), type_counts=outline.activity_types)
+    stats = outline.statistics(spec.stat_keys)
     parts = partitions(folder)
     results = run.map(work.features, parts, _outs(parts, out_dir), settings=settings, now=now, as_of=as_of, spec=spec, stats=stats)
     if out_dir is not None:
@@ -73,5 +74,5 @@ def score(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_o
 
 def stage_weights(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp) -> StageWeights:
     """Stage weights read no activity: fitted on the first pass's small tables of every deal."""
-    small = first_pass(run, folder, settings, now, as_of).tables()
+    small = first_pass(run, folder, settings, now, as_of, with_history=True).tables()
     return StageWeights(segment_columns(settings, small)).fit(small, work.stages_of(settings), as_of)

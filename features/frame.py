@@ -80,6 +80,13 @@ class FeatureSpec:
         return cls(**json.loads(text))
 
 
+def _most_frequent(counts: pd.Series, k: int) -> list[str]:
+    """The k most frequent values, ties by name: the same whatever order the rows came in (a
+    whole export or its partitions)."""
+    ranked = counts.rename_axis("value").reset_index(name="n").sort_values(["n", "value"], ascending=[False, True], kind="stable")
+    return ranked["value"].iloc[:k].tolist()
+
+
 def make_spec(tables: Tables, stages: StageOrder, segment_columns: list[str], type_counts: pd.Series | None = None) -> FeatureSpec:
     """Learn the vocabulary (activity types, category levels) from the training tables;
     `type_counts`: the activity types' counts when the activities are not in `tables` (a
@@ -87,12 +94,11 @@ def make_spec(tables: Tables, stages: StageOrder, segment_columns: list[str], ty
     present = [c for c in segment_columns if c in tables.opportunities.columns]
     if type_counts is None:
         type_counts = tables.activities["type"].astype(str).str.strip().str.lower().value_counts()
-    ranked = type_counts.rename_axis("type").reset_index(name="n").sort_values(["n", "type"], ascending=[False, True], kind="stable")
-    activity_types = [t for t in ranked["type"].iloc[:MAX_ACTIVITY_TYPES] if t and t != OTHER]
+    activity_types = [t for t in _most_frequent(type_counts, MAX_ACTIVITY_TYPES) if t and t != OTHER]
     categories = {"stage": list(stages.open)}
     for col in present:
         levels = tables.opportunities[col].dropna().astype(str).value_counts()
-        categories[col] = sorted(levels.index[:200].tolist()) + [MISSING]
+        categories[col] = sorted(_most_frequent(levels, 200)) + [MISSING]
     return FeatureSpec(stages.config.model_dump(), present, activity_types, categories, field_history=True)
 
 
@@ -364,24 +370,14 @@ def build_features(
     return pd.concat([points, frame], axis=1)
 
 
-def vocabulary_as_of(
-    tables: Tables, stages: StageOrder, segments: list[str], as_of: pd.Timestamp, type_counts: pd.Series | None = None, progress: Progress | None = None
-) -> tuple[FeatureSpec, PointInTimeStats]:
-    """The vocabulary and the point-in-time statistics learned from what was known at as_of:
-    what every deal's features share. `tables` may hold no activities (a partitioned export's
-    first pass) when `type_counts` gives the activity types' counts as known then."""
-    t = to_utc(as_of)
-    known = tables.as_of(t, stages)
-    spec = make_spec(known, stages, segments, type_counts)
-    (progress or (lambda _m: None))("point-in-time statistics")
-    return spec, PointInTimeStats(spec.stat_keys).fit(known, stages)
-
-
 def features_as_of(
     tables: Tables, stages: StageOrder, segments: list[str], as_of: pd.Timestamp, progress: Progress | None = None
 ) -> tuple[pd.DataFrame, FeatureSpec]:
     """The feature frame of the deals open at as_of, with a vocabulary and statistics learned
     from what was known then (what `oppscore features` writes)."""
     t = to_utc(as_of)
-    spec, stats = vocabulary_as_of(tables, stages, segments, t, progress=progress)
+    known = tables.as_of(t, stages)
+    spec = make_spec(known, stages, segments)
+    (progress or (lambda _m: None))("point-in-time statistics")
+    stats = PointInTimeStats(spec.stat_keys).fit(known, stages)
     return build_features(tables, open_points(tables, stages, t), spec, stats, progress=progress), spec

@@ -18,9 +18,12 @@ import pandas as pd
 
 from features.errors import InputInvalid
 from features.loading import write_export
-from features.tables import ACTIVITIES, FIELD_HISTORY, OPPORTUNITIES, STAGE_HISTORY, Tables
+from features.pit_stats import PointInTimeStats
+from features.stages import StageOrder
+from features.tables import ACTIVITIES, FIELD_HISTORY, OPPORTUNITIES, STAGE_HISTORY, Tables, empty
 
 PART = "part-"
+NOT_KEYS = {"opportunity_id", "loss_reason"}
 
 
 def partitions(folder: Path) -> list[Path]:
@@ -50,31 +53,43 @@ def split_export(tables: Tables, out: Path, n: int, fmt: str = "parquet") -> lis
 
 @dataclass
 class Outline:
-    """What the first pass keeps of one partition, or of all of them once combined: the small
-    tables and how often each activity type occurs."""
+    """What the first pass keeps of one partition, or of all of them once combined, as known at
+    as_of: the opportunities, every deal's closing events and completed stays (what the
+    point-in-time statistics are made of: a few rows per deal), how often each activity type
+    occurs, and — only for the stage weights, which read it whole — the stage history."""
 
     opportunities: pd.DataFrame
-    stage_history: pd.DataFrame
+    events: pd.DataFrame
+    completed: pd.DataFrame
     activity_types: pd.Series  # counts by normalised type
+    stage_history: pd.DataFrame | None = None
 
     @classmethod
-    def of(cls, tables: Tables, as_of: pd.Timestamp) -> Outline:
-        """The activity types counted as known at as_of (the vocabulary is learned from then)."""
-        acts = tables.activities
-        known = acts[acts["occurred_at"] <= as_of]
-        types = known["type"].astype(str).str.strip().str.lower().value_counts()
-        return cls(tables.opportunities, tables.stage_history, types)
+    def of(cls, tables: Tables, stages: StageOrder, as_of: pd.Timestamp, with_history: bool = False) -> Outline:
+        known = tables.as_of(as_of, stages)
+        opps = known.opportunities
+        keys = [c for c in opps.columns if c not in NOT_KEYS and opps[c].dtype == object]  # every column a statistic may be keyed by
+        events, completed = PointInTimeStats(keys).events(known, stages)
+        types = known.activities["type"].astype(str).str.strip().str.lower().value_counts()
+        return cls(opps, events, completed, types, known.stage_history if with_history else None)
 
     @classmethod
     def combine(cls, outlines: list[Outline]) -> Outline:
-        types = pd.concat([o.activity_types for o in outlines]).groupby(level=0).sum()
+        def together(frames: list[pd.DataFrame]) -> pd.DataFrame:
+            return pd.concat(frames, ignore_index=True)
+
+        history = None if outlines[0].stage_history is None else together([o.stage_history for o in outlines])
         return cls(
-            pd.concat([o.opportunities for o in outlines], ignore_index=True),
-            pd.concat([o.stage_history for o in outlines], ignore_index=True),
-            types,
+            together([o.opportunities for o in outlines]),
+            together([o.events for o in outlines]),
+            together([o.completed for o in outlines]),
+            pd.concat([o.activity_types for o in outlines]).groupby(level=0).sum(),
+            history,
         )
 
     def tables(self) -> Tables:
-        """The small tables as an export without activities (enough for the statistics and the
-        stage weights, which read no activity)."""
-        return Tables(self.opportunities, self.stage_history)
+        """The opportunities (and the stage history when kept) as an export without activities."""
+        return Tables(self.opportunities, self.stage_history if self.stage_history is not None else empty(STAGE_HISTORY))
+
+    def statistics(self, keys: list[str]) -> PointInTimeStats:
+        return PointInTimeStats(keys).fit_events(self.events, self.completed)

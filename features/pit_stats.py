@@ -69,6 +69,12 @@ class PointInTimeStats:
     shrinkage: float = 20.0
 
     def fit(self, tables: Tables, stages: StageOrder) -> PointInTimeStats:
+        return self.fit_events(*self.events(tables, stages))
+
+    def events(self, tables: Tables, stages: StageOrder) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """What the statistics are made of, per deal: its closing events (with the value of every
+        key) and its completed stays. Deals do not mix here, so a partitioned export's events
+        are its partitions' events put together (`fit_events` on their concatenation)."""
         hist = tables.stage_history
         idx = stages.index(hist["stage"])
         same = hist["opportunity_id"].eq(hist["opportunity_id"].shift())
@@ -81,30 +87,35 @@ class PointInTimeStats:
         )
         events = events[(events["d_won"] != 0) | (events["d_closed"] != 0)]
         opps = tables.opportunities.set_index("opportunity_id")
+        for key in self.keys:
+            if key in opps.columns:
+                events[f"key:{key}"] = np.asarray(_key_values(events["opportunity_id"].map(opps[key])), dtype=object)
+        # completed stays in open stages: known when the next stage is entered
+        done = stays(hist, stages, tables.end)
+        done = done[done["done"] & done["open_stage"]]
+        completed = pd.DataFrame({"stage": done["stage"].astype(str), "time": done["ended_at"], "log_days": np.log1p(done["days"].to_numpy())})
+        return events.drop(columns="opportunity_id").reset_index(drop=True), completed.reset_index(drop=True)
+
+    def fit_events(self, events: pd.DataFrame, completed: pd.DataFrame) -> PointInTimeStats:
+        """Running counts from `events` (every deal's, in any order: at equal times a lookup
+        reads the count after all of them)."""
         steps = []
         for key in [GLOBAL, *self.keys]:
             if key == GLOBAL:
                 value = pd.Series(GLOBAL, index=events.index)
-            elif key in opps.columns:
-                value = _key_values(events["opportunity_id"].map(opps[key]))
+            elif f"key:{key}" in events.columns:
+                value = events[f"key:{key}"]
             else:
                 continue
-            frame = events.assign(key=key, value=np.asarray(value, dtype=object)).sort_values("time", kind="stable")
+            frame = events[["time", "d_won", "d_closed"]].assign(key=key, value=np.asarray(value, dtype=object)).sort_values("time", kind="stable")
             grouped = frame.groupby("value", sort=False)
             frame["won"] = grouped["d_won"].cumsum()
             frame["closed"] = grouped["d_closed"].cumsum()
             steps.append(frame[["key", "value", "time", "won", "closed"]])
         self.win_steps_ = pd.concat(steps, ignore_index=True) if steps else pd.DataFrame(columns=["key", "value", "time", "won", "closed"])
-
-        # completed stays in open stages: known when the next stage is entered
-        done = stays(hist, stages, tables.end)
-        done = done[done["done"] & done["open_stage"]]
-        stays_ = pd.DataFrame(
-            {"stage": done["stage"].astype(str), "time": done["ended_at"], "log_days": np.log1p(done["days"].to_numpy())}
-        ).sort_values("time", kind="stable")
+        stays_ = completed.sort_values("time", kind="stable")
         grouped = stays_.groupby("stage", sort=False)
-        stays_["n"] = grouped.cumcount() + 1
-        stays_["sum_log"] = grouped["log_days"].cumsum()
+        stays_ = stays_.assign(n=grouped.cumcount() + 1, sum_log=grouped["log_days"].cumsum())
         self.dwell_steps_ = stays_[["stage", "time", "n", "sum_log"]].reset_index(drop=True)
         self._index()
         return self
