@@ -2,7 +2,7 @@
 export in one process against the same export in partitions on a LocalCluster of two workers
 with a memory limit.
 
-    python benchmarks/scale.py [--sizes 100000 300000] [--partitions 16] [--memory-limit 2GiB]
+    python benchmarks/scale.py [--sizes 100000 300000] [--commands features score] [--partitions 16] [--memory-limit 2GiB]
 
 Each size's export is generated partition by partition (a generator of n/P deals per
 partition, ids prefixed by the partition; accounts and owners shared across partitions) and
@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000])
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--memory-limit", default="2GiB")
+    parser.add_argument("--commands", nargs="+", choices=["features", "score"], default=["features", "score"])
     args = parser.parse_args()
     oppscore = str(Path(sys.executable).with_name("oppscore"))
     rows = []
@@ -93,9 +94,10 @@ def main() -> None:
             whole, split = _make(n, args.partitions, root)
             env = {**os.environ, "OPPSCORE_HOME": str(root / ".oppscore"), "OPPSCORE_CHAMPION_DIR": str(root / "champion"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
             env.pop("MLFLOW_TRACKING_URI", None)
-            sample = root / "sample"
-            subprocess.run([oppscore, "generate", "--out", str(sample), "--n", "20000", "--seed", "7"], env=env, check=True, capture_output=True)
-            subprocess.run([oppscore, "train", "--data", str(sample)], env=env, check=True, capture_output=True, cwd=root)
+            if "score" in args.commands:
+                sample = root / "sample"
+                subprocess.run([oppscore, "generate", "--out", str(sample), "--n", "20000", "--seed", "7"], env=env, check=True, capture_output=True)
+                subprocess.run([oppscore, "train", "--data", str(sample)], env=env, check=True, capture_output=True, cwd=root)
             at = "2026-09-01"
             dask = ["--engine", "dask", "--workers", "2", "--memory-limit", args.memory_limit]
             runs = {
@@ -105,6 +107,8 @@ def main() -> None:
                 ("score", "dask, 2 workers"): [oppscore, "score", "--data", str(split), "--as-of", at, "--out", str(root / "s-parts"), *dask],
             }
             for (command, engine), cmd in runs.items():
+                if command not in args.commands:
+                    continue
                 measured = _tree_peak(cmd, env, root)
                 rows.append({"deals": n, "command": command, "engine": engine, **measured})
                 print(json.dumps(rows[-1]), flush=True)
