@@ -28,7 +28,7 @@ from features.settings import Settings
 from scoring.history import ScoreHistory
 from scoring.score import score_open
 from serving.deps import LoadedDep, NowDep, SettingsDep, v1_router
-from serving.routes.score import history_of
+from serving.routes.score import history_of, previous_scores
 from serving.schemas import ErrorBody
 
 router = v1_router("pipeline")
@@ -57,7 +57,7 @@ def _deals(loaded, validated, history: ScoreHistory | None) -> pd.DataFrame:
     tables = validated.tables
     as_of = tables.end
     ids = tables.opportunities["opportunity_id"].to_numpy()
-    previous = history.previous(ids, as_of) if history is not None else None
+    previous = previous_scores(history, ids, as_of)
     scored = score_open(loaded.bundle, tables, as_of, previous=previous)
     if scored.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in DEAL_COLUMNS})

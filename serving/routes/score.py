@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pandas as pd
 from fastapi import Request, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from features.errors import OppscoreError
 from features.payload import records_to_tables
 from features.times import to_utc
 from scoring.history import ScoreHistory
@@ -15,6 +20,7 @@ from serving.deps import LoadedDep, NowDep, v1_router
 from serving.schemas import ErrorBody, ScoreRequest, ScoreResponse
 
 router = v1_router("scores")
+log = logging.getLogger(__name__)
 
 ERRORS = {
     401: {"model": ErrorBody, "description": "missing or invalid API key"},
@@ -24,16 +30,37 @@ ERRORS = {
 }
 
 
+HISTORY_ERRORS = (SQLAlchemyError, OSError, OppscoreError)
+RETRY_HISTORY_SECONDS = 60.0
+
+
 def history_of(app) -> ScoreHistory | None:
     """The service's score history, opened once: when recording is switched on (then created if
-    need be), or when one exists to read the previous scores from; else None."""
+    need be), or when one exists to read the previous scores from; else None. A history that
+    cannot be opened never fails a score: it is logged, scores go without the change since the
+    last run, and opening is tried again a minute later."""
     opened = getattr(app.state, "history", None)
-    if opened is None:  # not cached while absent: `oppscore score` may create it later
+    if opened is None and time.monotonic() >= getattr(app.state, "history_retry_at", 0.0):  # not cached while absent: `oppscore score` may create it later
         settings = app.state.settings
         exists = settings.database_url is not None or (settings.home / "history.db").exists()
         if exists or settings.serving.record_scores:
-            opened = app.state.history = ScoreHistory.of(settings)
+            try:
+                opened = app.state.history = ScoreHistory.of(settings)
+            except HISTORY_ERRORS as exc:
+                app.state.history_retry_at = time.monotonic() + RETRY_HISTORY_SECONDS
+                log.warning("score history unavailable (%s); scoring without the change since the last run", type(exc).__name__)
     return opened
+
+
+def previous_scores(history: ScoreHistory | None, ids, as_of: pd.Timestamp) -> pd.DataFrame | None:
+    """The previous scores, or None when there is no history or it cannot be read now."""
+    if history is None:
+        return None
+    try:
+        return history.previous(ids, as_of)
+    except HISTORY_ERRORS as exc:
+        log.warning("score history unreadable (%s); scoring without the change since the last run", type(exc).__name__)
+        return None
 
 
 # Requests up to this many opportunities are scored on the event loop: a few milliseconds of
@@ -61,12 +88,15 @@ def _answer(req: ScoreRequest, loaded: Loaded, now: pd.Timestamp, request: Reque
     validated = records_to_tables(req.records(), bundle.spec.stages.config, now=max(now, as_of), typed=True)
     ids = [o.opportunity_id for o in req.opportunities]
     history = history_of(request.app)
-    previous = history.previous(ids, as_of) if history is not None else None
+    previous = previous_scores(history, ids, as_of)
     scores = score_ids(bundle, validated.tables, ids, as_of, previous)
     request.app.state.scores_served.inc(sum(s["status"] == "open" for s in scores))
-    if history is not None and request.app.state.settings.serving.record_scores:
+    if history is not None and previous is not None and request.app.state.settings.serving.record_scores:
         opened = pd.DataFrame([{**s, "as_of": as_of} for s in scores if s["status"] == "open"])
-        history.record(opened, now, loaded.version, "api")
+        try:
+            history.record(opened, now, loaded.version, "api")
+        except HISTORY_ERRORS as exc:
+            log.warning("could not record %d scores in the score history (%s)", len(opened), type(exc).__name__)
     for s in scores:
         s.pop("factors", None)
     answer = ScoreResponse.model_validate({"model_version": loaded.version, "model_source": loaded.source, "as_of": as_of.to_pydatetime(), "scores": scores})

@@ -139,3 +139,22 @@ def test_history_is_read_when_it_exists_and_written_only_when_switched_on(served
         import sqlalchemy as sa
 
         assert c.execute(sa.text("select count(*) from scores")).scalar() == 2 * len(opened) and count == len(opened)
+
+
+def test_an_unreachable_score_history_never_fails_a_score(served_store, body) -> None:
+    """OPPSCORE_DATABASE_URL pointing at a database that refuses connections: 200 without the
+    change fields, recording on or off."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from tests.api.conftest import AUTH
+
+    away = served_store.model_copy(update={
+        "database_url": "postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=2",
+        "serving": served_store.serving.model_copy(update={"record_scores": True}),
+    })
+    with TestClient(create_app(away, start_reloader=False)) as client:
+        for _ in range(2):
+            r = client.post("/v1/score", json=body, headers=AUTH)
+            assert r.status_code == 200
+            assert all(s.get("previous_score") is None for s in r.json()["scores"])
