@@ -18,9 +18,9 @@ from features.settings import Settings
 from scoring.bundle import Bundle
 
 
-def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, with_history: bool = False) -> Outline:
+def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, with_history: bool = False, fingerprint: bool = False) -> Outline:
     parts = partitions(folder)
-    return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of, with_history=with_history))
+    return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of, with_history=with_history, fingerprint=fingerprint))
 
 
 def _outs(parts: list[Path], out_dir: Path | None) -> list[Path | None]:

@@ -27,8 +27,8 @@ def stages_of(settings: Settings) -> StageOrder:
     return StageOrder(settings.stages)
 
 
-def outline(folder: Path, out: None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, with_history: bool = False) -> Outline:
-    return Outline.of(load_export(folder, settings, now).tables, stages_of(settings), as_of, with_history)
+def outline(folder: Path, out: None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, with_history: bool = False, fingerprint: bool = False) -> Outline:
+    return Outline.of(load_export(folder, settings, now).tables, stages_of(settings), as_of, with_history, fingerprint)
 
 
 def features(folder: Path, out: Path | None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, spec: FeatureSpec, stats: PointInTimeStats) -> pd.DataFrame | int:

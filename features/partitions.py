@@ -10,6 +10,7 @@ one-partition case.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,15 +64,20 @@ class Outline:
     completed: pd.DataFrame
     activity_types: pd.Series  # counts by normalised type
     stage_history: pd.DataFrame | None = None
+    end: pd.Timestamp | None = None  # the newest row of any table (Tables.end)
+    last_activity: pd.Timestamp | None = None
+    fingerprints: tuple[str, ...] = ()  # each partition's (Tables.fingerprint), when asked for
 
     @classmethod
-    def of(cls, tables: Tables, stages: StageOrder, as_of: pd.Timestamp, with_history: bool = False) -> Outline:
+    def of(cls, tables: Tables, stages: StageOrder, as_of: pd.Timestamp, with_history: bool = False, fingerprint: bool = False) -> Outline:
         known = tables.as_of(as_of, stages)
         opps = known.opportunities
         keys = [c for c in opps.columns if c not in NOT_KEYS and opps[c].dtype == object]  # every column a statistic may be keyed by
         events, completed = PointInTimeStats(keys).events(known, stages)
         types = known.activities["type"].astype(str).str.strip().str.lower().value_counts()
-        return cls(opps, events, completed, types, known.stage_history if with_history else None)
+        last = known.activities["occurred_at"].max() if len(known.activities) else None
+        end = known.end if len(known.opportunities) else None
+        return cls(opps, events, completed, types, known.stage_history if with_history else None, end, last, (tables.fingerprint(),) if fingerprint else ())
 
     @classmethod
     def combine(cls, outlines: list[Outline]) -> Outline:
@@ -85,11 +91,18 @@ class Outline:
             together([o.completed for o in outlines]),
             pd.concat([o.activity_types for o in outlines]).groupby(level=0).sum(),
             history,
+            max((o.end for o in outlines if o.end is not None), default=None),
+            max((o.last_activity for o in outlines if o.last_activity is not None), default=None),
+            tuple(f for o in outlines for f in o.fingerprints),
         )
 
     def tables(self) -> Tables:
         """The opportunities (and the stage history when kept) as an export without activities."""
         return Tables(self.opportunities, self.stage_history if self.stage_history is not None else empty(STAGE_HISTORY))
+
+    def fingerprint(self) -> str:
+        """A digest of the partitions' digests, independent of their order."""
+        return hashlib.sha256("".join(sorted(self.fingerprints)).encode()).hexdigest()[:32]
 
     def statistics(self, keys: list[str]) -> PointInTimeStats:
         return PointInTimeStats(keys).fit_events(self.events, self.completed)

@@ -18,9 +18,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache, cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 from sklearn.naive_bayes import CategoricalNB
 
 from features.frame import FeatureSpec
@@ -44,11 +46,13 @@ CHOICE_TOLERANCE = 0.002  # pooled log loss within which the simpler candidate s
 
 @dataclass
 class Snapshots:
-    """Every training snapshot of the export, its features and what is known of its outcome."""
+    """Every training snapshot of the export, what the slices need of its features, its model
+    matrix and what is known of its outcome. In (opportunity_id, as_of) order, whatever the
+    partitioning, so a partitioned export gives the same rows as a whole one."""
 
     points: pd.DataFrame  # opportunity_id, as_of
-    frame: pd.DataFrame  # the feature frame (points' columns first)
-    x: np.ndarray  # the model matrix
+    frame: pd.DataFrame  # the points' columns, the stage and the segment columns (categorical)
+    x: Any  # the model matrix: an array, or one held by partition on a cluster (indexed the same way)
     deal: np.ndarray
     time: np.ndarray  # ns
     close: pd.Series  # the first close after the snapshot (NaT: none by the end)
@@ -58,15 +62,66 @@ class Snapshots:
     def __len__(self) -> int:
         return len(self.deal)
 
+    @classmethod
+    def concat(cls, pieces: list[Snapshots]) -> Snapshots:
+        """Partitions' snapshots as one (their model matrices stay apart: `x` is set by the caller)."""
+        frame = pd.concat([p.frame for p in pieces], ignore_index=True)
+        for col in frame.columns:  # per-partition vocabularies joined, still categorical
+            if all(isinstance(p.frame[col].dtype, pd.CategoricalDtype) for p in pieces):
+                frame[col] = union_categoricals([p.frame[col] for p in pieces]).astype("category")
+        deal = frame["opportunity_id"].to_numpy(dtype=object)
+        return cls(
+            points=pd.DataFrame({"opportunity_id": deal, "as_of": frame["as_of"]}),
+            frame=frame,
+            x=None,
+            deal=deal,
+            time=np.concatenate([p.time for p in pieces]),
+            close=pd.concat([p.close for p in pieces], ignore_index=True),
+            stalled=np.concatenate([p.stalled for p in pieces]),
+            horizon_ns=pieces[0].horizon_ns,
+        )
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Rows of the snapshots with labels and weights (0: unused), before their features are
+    read: sampling and counting need only these, so a matrix held on a cluster is read for the
+    rows a fit uses, not for every row up to a fold date."""
+
+    index: np.ndarray  # rows of the snapshots
+    y: np.ndarray
+    w: np.ndarray
+    deal: np.ndarray
+
+    def used(self) -> Labelled:
+        keep = self.w > 0
+        return Labelled(self.index[keep], self.y[keep], self.w[keep], self.deal[keep])
+
+    def deals_of_each_outcome(self) -> int:
+        return fit.Rows(np.zeros((len(self.y), 0)), self.y, self.w, self.deal).deals_of_each_outcome()
+
+    def sample(self, limit: int) -> Labelled:
+        """At most about `limit` labelled rows, whole deals kept or dropped together (a stable hash)."""
+        rows = self.used()
+        if len(rows.y) <= limit:
+            return rows
+        share = limit / len(rows.y)
+        h = pd.util.hash_pandas_object(pd.Series(rows.deal, dtype=object).astype(str), index=False).to_numpy()
+        keep = (h % 10_000) < share * 10_000
+        return Labelled(rows.index[keep], rows.y[keep], rows.w[keep], rows.deal[keep])
+
+    def rows(self, x: Any) -> fit.Rows:
+        return fit.Rows(x[self.index], self.y, self.w, self.deal)
+
 
 @dataclass
 class Target:
     """What one target needs from a fold: its training rows known at F and its evaluation rows."""
 
     name: str
-    train: Callable[[pd.Timestamp], fit.Rows]
+    train: Callable[[pd.Timestamp], Labelled]
     evaluate: Callable[[pd.Timestamp], tuple[np.ndarray, np.ndarray, np.ndarray]]  # rows, y, w at the end
-    final: Callable[[], fit.Rows]  # every labelled row as known at the end
+    final: Callable[[], Labelled]  # every labelled row as known at the end
 
 
 def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Timestamp) -> Target:
@@ -82,10 +137,10 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
         w = win_weights(model, as_of, known_at, ~np.isnan(y))
         return np.nan_to_num(y), w
 
-    def train(at: pd.Timestamp) -> fit.Rows:
+    def train(at: pd.Timestamp) -> Labelled:
         rows = np.flatnonzero(snaps.time <= at.value)
         y, w = labels(at, rows)
-        return fit.Rows(snaps.x[rows], y, w, snaps.deal[rows])
+        return Labelled(rows, y, w, snaps.deal[rows])
 
     @cache
     def at_end() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -99,9 +154,9 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
         here = snaps.time[rows] == at.value
         return rows[here], y[here], w[here]
 
-    def final() -> fit.Rows:
+    def final() -> Labelled:
         rows, y, w = at_end()
-        return fit.Rows(snaps.x[rows], y, w, snaps.deal[rows])
+        return Labelled(rows, y, w, snaps.deal[rows])
 
     return Target("win", train, evaluate, final)
 
@@ -114,17 +169,17 @@ def stall_target(snaps: Snapshots, end: pd.Timestamp) -> Target:
     def rows_until(at: pd.Timestamp) -> np.ndarray:
         return np.flatnonzero(labelled & (snaps.time + snaps.horizon_ns <= at.value))
 
-    def train(at: pd.Timestamp) -> fit.Rows:
+    def train(at: pd.Timestamp) -> Labelled:
         rows = rows_until(at)
-        return fit.Rows(snaps.x[rows], y_all[rows], np.ones(len(rows)), snaps.deal[rows])
+        return Labelled(rows, y_all[rows], np.ones(len(rows)), snaps.deal[rows])
 
     def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = np.flatnonzero(labelled & (snaps.time == at.value) & (snaps.time + snaps.horizon_ns <= end.value))
         return rows, y_all[rows], np.ones(len(rows))
 
-    def final() -> fit.Rows:
+    def final() -> Labelled:
         rows = rows_until(end)
-        return fit.Rows(snaps.x[rows], y_all[rows], np.ones(len(rows)), snaps.deal[rows])
+        return Labelled(rows, y_all[rows], np.ones(len(rows)), snaps.deal[rows])
 
     return Target("stall", train, evaluate, final)
 
@@ -148,17 +203,6 @@ def fold_dates(target: Target, snaps: Snapshots) -> list[pd.Timestamp]:
         if len(chosen) >= (4 if (rows.w > 0).sum() > LARGE_ROWS else MAX_FOLDS):
             break
     return chosen[::-1]
-
-
-def _sample(rows: fit.Rows, limit: int = LARGE_ROWS) -> fit.Rows:
-    """At most `limit` labelled rows, whole deals kept or dropped together (a stable hash)."""
-    rows = rows.used()
-    if len(rows.y) <= limit:
-        return rows
-    share = limit / len(rows.y)
-    h = pd.util.hash_pandas_object(pd.Series(rows.deal, dtype=object).astype(str), index=False).to_numpy()
-    keep = (h % 10_000) < share * 10_000
-    return fit.Rows(rows.x[keep], rows.y[keep], rows.w[keep], rows.deal[keep])
 
 
 def naive_bayes(rows: fit.Rows, spec: FeatureSpec) -> Callable[[np.ndarray], np.ndarray]:
@@ -255,7 +299,7 @@ def run(
     rounds: list[int] = []
     for k, at in enumerate(folds):
         step(f"{target.name} backtest: fold {k + 1} of {len(folds)} ({at:%Y-%m-%d})")
-        train = _sample(target.train(at))
+        train = target.train(at).sample(LARGE_ROWS).rows(snaps.x)
         rows, y, w = target.evaluate(at)
         x_eval = snaps.x[rows]
         deals = train.deals_of_each_outcome()

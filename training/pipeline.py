@@ -20,21 +20,18 @@ import pandas as pd
 from analytics.forecast import TimeToWin
 from analytics.stage_weights import StageWeights
 from features.errors import NotEnoughData
-from features.frame import FeatureSpec, build_features, make_spec, model_matrix, open_points, segment_columns
-from features.pit_stats import PointInTimeStats
+from features.frame import FeatureSpec
 from features.settings import Settings
-from features.snapshots import snapshot_points
 from features.stages import StageOrder
 from features.stays import final_states
 from features.tables import Tables
-from features.times import DAY_NS, to_utc
+from features.times import to_utc
 from scoring.bundle import Bundle, TargetModel
 from scoring.models import RateModel
 from training import backtest as bt_
 from training import baselines, plots, sufficiency
 from training import models as fit
-from training.censoring import first_close
-from training.labels import stalled_label
+from training.data import TrainingData, WholeExport
 from training.metrics import sliced
 
 log = logging.getLogger(__name__)
@@ -71,37 +68,17 @@ class TrainResult:
     params: dict = field(default_factory=dict)
 
 
-def _reference(frame: pd.DataFrame, y_win: np.ndarray, w_win: np.ndarray, spec: FeatureSpec) -> dict[str, dict[str, float]]:
-    """Per stage, the median of each number among snapshots of deals that were won."""
+def _reference(snaps: bt_.Snapshots, win: bt_.Labelled, spec: FeatureSpec) -> dict[str, dict[str, float]]:
+    """Per stage, the median of each number among snapshots of deals that were won (a sample of
+    whole deals when there are more than a backtest fold fits on)."""
     numeric = [c for c in spec.columns if c not in spec.categorical]
-    won = frame[(y_win == 1) & (w_win > 0)]
-    med = won.groupby("stage")[numeric].median()
+    won = win.used()
+    won = bt_.Labelled(won.index[won.y == 1], won.y[won.y == 1], won.w[won.y == 1], won.deal[won.y == 1]).sample(bt_.LARGE_ROWS)
+    x = snaps.x[won.index]
+    frame = pd.DataFrame(x[:, [spec.columns.index(c) for c in numeric]], columns=numeric)
+    frame["stage"] = snaps.frame["stage"].to_numpy(dtype=object)[won.index]
+    med = frame.groupby("stage")[numeric].median()
     return {str(stage): {k: float(v) for k, v in row.items() if pd.notna(v)} for stage, row in med.iterrows()}
-
-
-def _snapshots(tables: Tables, stages: StageOrder, settings: Settings, spec: FeatureSpec, stats: PointInTimeStats, step) -> bt_.Snapshots:
-    points = snapshot_points(tables, stages, every_days=settings.snapshots.every_days)
-    if len(points) == 0:  # deals that open and close between two grid times: nothing is labelled,
-        points = open_points(tables, stages, tables.end)  # but the deals open now still get the prior's rates
-        log.warning("no deal was open at any weekly snapshot time: no labelled snapshot; the rates start from the stage weights and stay there")
-    if len(points) == 0:
-        raise NotEnoughData(
-            f"no training snapshots and no open deal: no deal was open at any of the weekly grid times (every {settings.snapshots.every_days} days) or at the data's end"
-        )
-    frame = build_features(tables, points, spec, stats, progress=step)
-    step("labels")
-    horizon = settings.stall.horizon_days
-    stalled = stalled_label(tables, stages, points, horizon, tables.end)
-    return bt_.Snapshots(
-        points=points,
-        frame=frame,
-        x=model_matrix({c: frame[c].to_numpy(dtype=object if c in spec.categorical else "float64") for c in spec.columns}, spec),
-        deal=points["opportunity_id"].to_numpy(dtype=object),
-        time=points["as_of"].array.asi8.copy(),
-        close=first_close(tables.stage_history, [stages.config.won, stages.config.lost], points),
-        stalled=stalled,
-        horizon_ns=horizon * DAY_NS,
-    )
 
 
 def _stage_prior(tables: Tables, stages: StageOrder, spec: FeatureSpec, at: pd.Timestamp) -> np.ndarray:
@@ -144,7 +121,7 @@ def _rule(rows: fit.Rows, j: int):
 
 
 def train(
-    tables: Tables,
+    source: Tables | TrainingData,
     stages: StageOrder,
     settings: Settings,
     cutoff: pd.Timestamp | None = None,
@@ -152,14 +129,15 @@ def train(
     progress=None,
     min_class: int = MIN_CLASS,
 ) -> TrainResult:
-    """`cutoff`: backtest only at fold dates from then on (default: as far back as the data allow)."""
+    """`source`: a whole export, or one read by partition on an engine (training.partitioned).
+    `cutoff`: backtest only at fold dates from then on (default: as far back as the data allow)."""
     step = progress or (lambda _m: None)
-    end = tables.end
+    data = WholeExport(source) if isinstance(source, Tables) else source
+    tables, end = data.tables, data.end
     step("point-in-time statistics")
-    spec = make_spec(tables, stages, segment_columns(settings, tables))
-    stats = PointInTimeStats(spec.stat_keys).fit(tables, stages)
+    spec, stats = data.spec_and_stats(stages, settings)
     step("snapshots and features")
-    snaps = _snapshots(tables, stages, settings, spec, stats, step)
+    snaps = data.snapshots(stages, settings, spec, stats, step)
     state = final_states(tables.stage_history, stages)["state"]
     if not ((state == "won").any() or (state == "lost").any()) and not stages.config.configured_weights:
         raise NotEnoughData("no deal has closed yet and the config has no configured_weights: nothing to learn a win probability from")
@@ -184,7 +162,7 @@ def train(
         else:
             chosen, (kind, _) = bt.chosen, bt.calibrated[bt.chosen]
             why = f"lowest pooled backtest log loss of {', '.join(n for n in bt.calibrated)}"
-        estimator, short = _refit_candidate(chosen, bt, rows, cands, spec, end)
+        estimator, short = _refit_candidate(chosen, bt, rows, cands, spec, end, data, snaps)
         if short:
             why = f"{why}; refit on all data fell back to pooled rates: {short}"
             chosen, kind = "pooled rates", "identity"
@@ -200,13 +178,13 @@ def train(
     step("reports and plots")
     signal = {name: bt_.family_signal(bt, snaps, spec, sufficiency.families(spec)) for name, bt in backtests.items() if bt is not None}
     bt_docs = {name: (None if bt is None else {"folds": [str(f.date()) for f in bt.folds], "pooled": results[name], "evaluated_deals": int(len(np.unique(bt.deal[bt.w > 0])))}) for name, bt in backtests.items()}
-    report = sufficiency.report(tables, stages, spec, served, bt_docs, signal)
+    report = sufficiency.report(tables, stages, spec, served, bt_docs, signal, data.activities(), end)
     slices, plot_files = _slices_and_plots(backtests, snaps, spec, models, workdir)
 
     step("stage weights")
     weights = StageWeights(spec.segment_columns).fit(tables, stages, end)
     win_bt = backtests["win"]
-    graded = win_bt.served_predictions() if win_bt is not None and len(win_bt.y) else models["win"].predict(snaps.x)
+    graded = win_bt.served_predictions() if win_bt is not None and len(win_bt.y) else models["win"].predict(snaps.x[np.arange(len(snaps))])
     grades = [float(q) for q in np.quantile(graded, [0.75, 0.5, 0.25])] if len(graded) else [0.75, 0.5, 0.25]
     win_rows = targets["win"].final()
     counts = {
@@ -222,7 +200,7 @@ def train(
         "trained_at": str(pd.Timestamp.now(tz="UTC")),
         "data_start": str(tables.opportunities["created_at"].min()),
         "data_end": str(end),
-        "data_fingerprint": tables.fingerprint(),
+        "data_fingerprint": data.fingerprint(),
         "evaluation": "rolling-origin backtest: at each fold date, trained on what was known then, scored on the deals open then against outcomes known at the data's end",
         "backtest": {n: ({"folds": d["folds"], "evaluated_deals": d["evaluated_deals"], "per_fold": per_fold[n]} if d else None) for n, d in bt_docs.items()},
         "held_out": results,
@@ -235,7 +213,7 @@ def train(
         "stages": stages.config.model_dump(),
     }
     timing = TimeToWin().fit(tables, stages, end).to_frame()
-    bundle = Bundle(spec, stats, models, weights.to_dict(), _reference(snaps.frame, win_rows.y, win_rows.w, spec), grades, metadata, timing)
+    bundle = Bundle(spec, stats, models, weights.to_dict(), _reference(snaps, win_rows, spec), grades, metadata, timing)
     held = _held_out(snaps, backtests)
     params = {**fit.PARAMS, "horizon_days": settings.stall.horizon_days, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage, "logistic_C": fit.LOGISTIC_C, "pooling": fit.POOLING}
     return TrainResult(bundle, results, per_fold, slices, counts, plot_files, held, report, params)
@@ -251,16 +229,18 @@ def _from(target: bt_.Target, cutoff: pd.Timestamp) -> bt_.Target:
     return bt_.Target(target.name, target.train, evaluate, target.final)
 
 
-def _refit_candidate(name, bt, rows, cands, spec, end):
+def _refit_candidate(name, bt, labelled: bt_.Labelled, cands, spec, end, data: TrainingData, snaps: bt_.Snapshots):
+    """The chosen candidate on every labelled row; the booster where the data are (on an
+    engine's workers for a partitioned export), with the backtest's median number of rounds."""
     by_name = {c.name: c for c in cands}
     need = by_name[name].min_deals
-    deals = rows.deals_of_each_outcome()
+    deals = labelled.deals_of_each_outcome()
     if deals < need:
-        return by_name["pooled rates"].fit(rows, end), f"{deals} deals of the rarer outcome, {need} needed for {NAMES[name]}"
+        return by_name["pooled rates"].fit(labelled.rows(snaps.x), end), f"{deals} deals of the rarer outcome, {need} needed for {NAMES[name]}"
     if name == "lightgbm":
         rounds = int(np.median(bt.rounds)) if bt is not None and bt.rounds else None
-        return fit.fit_booster(rows, spec, rounds)[0], None
-    return by_name[name].fit(rows, end), None
+        return data.fit_booster(labelled.used(), snaps, spec, rounds), None
+    return by_name[name].fit(labelled.rows(snaps.x), end), None
 
 
 def _slices_and_plots(backtests, snaps, spec, models, workdir):
@@ -304,9 +284,9 @@ def _held_out(snaps: bt_.Snapshots, backtests: dict) -> HeldOut:
 def backtest_points(tables: Tables, stages: StageOrder, settings: Settings, cutoff: pd.Timestamp | None = None) -> HeldOut:
     """The evaluation points a training run would backtest on (from `cutoff`), without training:
     what `oppscore evaluate` scores registered versions on."""
-    spec = make_spec(tables, stages, segment_columns(settings, tables))
-    stats = PointInTimeStats(spec.stat_keys).fit(tables, stages)
-    snaps = _snapshots(tables, stages, settings, spec, stats, lambda _m: None)
+    data = WholeExport(tables)
+    spec, stats = data.spec_and_stats(stages, settings)
+    snaps = data.snapshots(stages, settings, spec, stats, None)
     target = bt_.win_target(tables, stages, snaps, tables.end)
     folds = bt_.fold_dates(target, snaps)
     rows, ys, ws = [], [], []
@@ -322,12 +302,12 @@ def backtest_points(tables: Tables, stages: StageOrder, settings: Settings, cuto
     return HeldOut(snaps.points.iloc[r].reset_index(drop=True), {"win": np.concatenate(ys), "stall": np.nan_to_num(stalled)}, {"win": np.concatenate(ws), "stall": (~np.isnan(stalled)).astype(float)})
 
 
-def evaluate_on(bundle: Bundle, tables: Tables, held: HeldOut) -> dict[str, dict[str, float]]:
+def evaluate_on(bundle: Bundle, source: Tables | TrainingData, held: HeldOut) -> dict[str, dict[str, float]]:
     """Another bundle's metrics on the same evaluation points (the promotion gate's comparison)."""
-    from scoring.score import score_points
     from training.metrics import metrics
 
-    scored = score_points(bundle, tables, held.points, with_factors=False)
+    data = WholeExport(source) if isinstance(source, Tables) else source
+    scored = data.score(bundle, held.points)
     return {
         "win": metrics(held.y["win"], scored["win_probability"].to_numpy(), held.w["win"]),
         "stall": metrics(held.y["stall"], scored["stall_risk"].to_numpy(), held.w["stall"]),

@@ -29,6 +29,7 @@ from scoring.bundle import Bundle
 from scoring.export import champion_lock
 from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, export_version, load_version, missing, reconcile_unlocked, use_tracking
 from training.metrics import metrics
+from training.data import TrainingData
 from training.pipeline import TrainResult, evaluate_on
 from training.runs import tracked_run
 
@@ -90,7 +91,7 @@ def _beats_baselines(result: TrainResult) -> tuple[bool, str]:
     return (not behind), ("beats the baselines" if not behind else f"behind {', '.join(behind)} on win log loss")
 
 
-def gate(result: TrainResult, tables: Tables, settings: Settings) -> tuple[bool, str, dict | None]:
+def gate(result: TrainResult, tables: Tables | TrainingData, settings: Settings) -> tuple[bool, str, dict | None]:
     """A challenger takes the alias only by beating the champion on rows neither could learn
     from, and the baselines; never across a change of data shape."""
     current = champion_version(settings)
@@ -126,7 +127,7 @@ def gate(result: TrainResult, tables: Tables, settings: Settings) -> tuple[bool,
     return better, ("beats the champion: " if better else "does not beat the champion: ") + words + f" ({baseline_words})", theirs
 
 
-def log_and_register(result: TrainResult, tables: Tables, settings: Settings, data_label: str) -> Registered:
+def log_and_register(result: TrainResult, tables: Tables | TrainingData, settings: Settings, data_label: str) -> Registered:
     """Log the run and register its version; then, holding the champion lock, compare it with
     the champion of that moment and promote it if it wins (export first, alias last)."""
     exp_id = experiment(settings)

@@ -43,8 +43,12 @@ def report(
     served: dict[str, dict],
     backtests: dict[str, dict | None],
     signal: dict[str, dict[str, float]],
+    activities: tuple[int, pd.Timestamp | None] | None = None,
+    end: pd.Timestamp | None = None,
 ) -> dict:
-    """The report as data (for MLflow and /v1/model) with its sentences under "said"."""
+    """The report as data (for MLflow and /v1/model) with its sentences under "said".
+    `activities` (how many, the last one's time) and `end` stand in for tables without their
+    activities (a partitioned export's first pass)."""
     state = final_states(tables.stage_history, stages)["state"]
     won, lost = int((state == "won").sum()), int((state == "lost").sum())
     opps = tables.opportunities.set_index("opportunity_id")
@@ -74,13 +78,12 @@ def report(
         said.append(f"{target}: serving {info['model']}" + (f" ({info['why']})" if info.get("why") else "") + ".")
         if info["model"] != "lightgbm" and min(won, lost) < need:
             said.append(f"A gradient-boosted model is tried once {need} won and {need} lost deals have closed (now {won} and {lost}).")
-    acts = tables.activities
-    if len(acts) == 0:
+    n_acts, last = activities if activities is not None else (len(tables.activities), tables.activities["occurred_at"].max() if len(tables.activities) else None)
+    end = end if end is not None else tables.end
+    if n_acts == 0:
         said.append("No activities are logged: log calls, e-mails and meetings against opportunities, the activity features need them.")
-    else:
-        last = acts["occurred_at"].max()
-        if tables.end - last > pd.Timedelta(days=30):
-            said.append(f"No activities logged since {last:%Y-%m-%d} (the export ends {tables.end:%Y-%m-%d}).")
+    elif end - last > pd.Timedelta(days=30):
+        said.append(f"No activities logged since {last:%Y-%m-%d} (the export ends {end:%Y-%m-%d}).")
     for target, bt in backtests.items():
         if bt is None:
             said.append(f"{target}: no backtest was possible (no past date had closed deals of both outcomes and open deals whose outcome is known); no figure can be claimed.")

@@ -41,7 +41,7 @@ def test_the_backtest_trains_only_on_what_was_known_at_each_fold_date(trained, m
     the deals open at that date."""
     from features.stays import final_states
     from training import backtest
-    from training.pipeline import _snapshots
+    from training.snapshots import of_export as _snapshots
 
     bundle = trained.bundle
     folds = [pd.Timestamp(f, tz="UTC") for f in bundle.metadata["backtest"]["win"]["folds"]]
