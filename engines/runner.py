@@ -48,9 +48,34 @@ class Runner:
         return self.client.gather(futures)
 
 
+    def map_held(self, fn: Callable, parts: list[Path], **shared: Any) -> tuple[list, list]:
+        """fn(part, None, **shared) → (light, heavy) for every partition: the light parts come
+        back here; the heavy ones stay where they were computed (futures on a cluster's workers,
+        values in this process)."""
+        if self.client is None:
+            pairs = self.map(fn, parts, **shared)
+            return [p[0] for p in pairs], [p[1] for p in pairs]
+        from operator import itemgetter
+
+        from distributed import as_completed
+
+        scattered = {k: self.client.scatter(v, broadcast=True) if _large(v) else v for k, v in shared.items()}
+        pairs = self.client.map(fn, parts, [None] * len(parts), **scattered, pure=False)
+        heavy = self.client.map(itemgetter(1), pairs, pure=False)
+        light = self.client.map(itemgetter(0), pairs, pure=False)
+        for done, _ in enumerate(as_completed(light), start=1):
+            self.progress(f"{fn.__name__}: {done} of {len(parts)} partitions done")
+        gathered = self.client.gather(light)
+        del pairs  # the heavy parts alone stay on the workers
+        return gathered, heavy
+
+
 def _large(value: Any) -> bool:
-    """Models and statistics go to each worker once, not with every task."""
-    return type(value).__name__ in ("Bundle", "PointInTimeStats", "FeatureSpec")
+    """Models, statistics and tables go to each worker once, not with every task (a table given
+    to `Client.map` as it is would also be taken for a collection to compute)."""
+    import pandas as pd
+
+    return type(value).__name__ in ("Bundle", "PointInTimeStats", "FeatureSpec") or isinstance(value, pd.DataFrame)
 
 
 @contextmanager

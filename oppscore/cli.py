@@ -226,11 +226,50 @@ def train(
     data: DataOpt,
     cutoff: Annotated[datetime | None, typer.Option(help="backtest only at fold dates from then on (default: as far back as the data allow)")] = None,
     config: ConfigOpt = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = 2,
+    memory_limit: MemoryOpt = "4GiB",
 ) -> None:
     """Train both models on a time split, compare with baselines, register, and promote if better."""
 
     settings = _settings(config, data)
+    if _partitioned(data, engine):
+        _train_partitioned(data, settings, to_utc(cutoff) if cutoff else None, engine, scheduler, workers, memory_limit)
+        return
     _train_and_register(data, settings, to_utc(cutoff) if cutoff else None)
+
+
+def _train_partitioned(data: Path, settings: Settings, cutoff: pd.Timestamp | None, engine: str, scheduler, workers: int, memory_limit: str) -> None:
+    """Training on a partitioned export: snapshots built where the partitions are read, the
+    booster fitted there on a cluster; the same bundle, run and gate as a whole export's."""
+    import tempfile
+
+    from engines.runner import runner
+    from engines.work import stages_of
+    from training.partitioned import PartitionedExport
+    from training.pipeline import train as fit
+    from training.registry import log_and_register
+    from training.runs import exit_on_termination
+
+    exit_on_termination()
+    with steps("train") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+        step("first pass")
+        source = PartitionedExport(run, data, settings, utc_now())
+        with tempfile.TemporaryDirectory() as tmp:
+            result = fit(source, stages_of(settings), settings, cutoff, workdir=Path(tmp), progress=step)
+            step("logging to MLflow")
+            registered = log_and_register(result, source, settings, str(data))
+    _said_after_training(result, registered, f" ({engine} engine)")
+
+
+def _said_after_training(result, registered, where: str = "") -> None:
+    if result.metrics:
+        _comparison(result.metrics)
+    for line in result.report.get("said", []):
+        out.print(line)
+    out.print(f"registered version {registered.version} (run {registered.run_id}){where}; {registered.reason}")
+    out.print(f"champion: version {registered.version}" if registered.promoted else "champion unchanged")
 
 
 def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | None, title: str = "train"):
@@ -249,12 +288,7 @@ def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | N
             result = fit(validated.tables, validated.stages, settings, cutoff, workdir=Path(tmp), progress=step)
             step("logging to MLflow")
             registered = log_and_register(result, validated.tables, settings, str(data))
-    if result.metrics:
-        _comparison(result.metrics)
-    for line in result.report.get("said", []):
-        out.print(line)
-    out.print(f"registered version {registered.version} (run {registered.run_id}); {registered.reason}")
-    out.print(f"champion: version {registered.version}" if registered.promoted else "champion unchanged")
+    _said_after_training(result, registered)
     return validated
 
 

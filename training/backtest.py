@@ -68,7 +68,7 @@ class Snapshots:
         frame = pd.concat([p.frame for p in pieces], ignore_index=True)
         for col in frame.columns:  # per-partition vocabularies joined, still categorical
             if all(isinstance(p.frame[col].dtype, pd.CategoricalDtype) for p in pieces):
-                frame[col] = union_categoricals([p.frame[col] for p in pieces]).astype("category")
+                frame[col] = union_categoricals([p.frame[col] for p in pieces], sort_categories=True).astype("category")
         deal = frame["opportunity_id"].to_numpy(dtype=object)
         return cls(
             points=pd.DataFrame({"opportunity_id": deal, "as_of": frame["as_of"]}),

@@ -70,7 +70,10 @@ class Rows:
         return min(len(np.unique(self.deal[keep & (self.y == 1)])), len(np.unique(self.deal[keep & (self.y == 0)])))
 
 
-def _params(n_rows: int) -> dict:
+DEFAULT_ROUNDS = 100  # when there is no backtest to take the number from
+
+
+def booster_params(n_rows: int) -> dict:
     """Leaves of at least 40 rows on large data, fewer on small (never below 5)."""
     return {**PARAMS, "min_data_in_leaf": int(np.clip(n_rows // 60, 5, PARAMS["min_data_in_leaf"]))}
 
@@ -85,7 +88,7 @@ def fit_booster(rows: Rows, spec: FeatureSpec, rounds: int | None = None) -> tup
     deals allows (then refitted on all rows), else exactly that many."""
     rows = rows.used()
     categorical = [spec.columns.index(c) for c in spec.categorical]
-    params = _params(len(rows.y))
+    params = booster_params(len(rows.y))
 
     def dataset(mask: np.ndarray) -> lgb.Dataset:
         return lgb.Dataset(rows.x[mask], rows.y[mask], weight=rows.w[mask], categorical_feature=categorical, free_raw_data=False)
@@ -94,7 +97,7 @@ def fit_booster(rows: Rows, spec: FeatureSpec, rounds: int | None = None) -> tup
     if rounds is None:
         valid = _inner_valid(rows.deal)
         if valid.all() or not valid.any() or len(np.unique(rows.y[valid])) < 2:
-            rounds = 100
+            rounds = DEFAULT_ROUNDS
         else:
             train = dataset(~valid)
             probe = lgb.train(params, train, num_boost_round=MAX_ROUNDS, valid_sets=[dataset(valid)], callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])

@@ -28,8 +28,8 @@ from scoring import pyfunc_model
 from scoring.bundle import Bundle
 from scoring.export import champion_lock
 from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, export_version, load_version, missing, reconcile_unlocked, use_tracking
-from training.metrics import metrics
 from training.data import TrainingData
+from training.metrics import metrics
 from training.pipeline import TrainResult, evaluate_on
 from training.runs import tracked_run
 

@@ -30,12 +30,6 @@ def _exports(tmp_path, generated, n_parts: int):
     return whole, split, settings
 
 
-@pytest.fixture(scope="module")
-def dask_run():
-    with runner("dask", workers=2, memory_limit="2GiB") as run:
-        yield run
-
-
 def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert list(a.columns) == list(b.columns) and len(a) == len(b)
     for col in a.columns:

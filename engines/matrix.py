@@ -1,0 +1,97 @@
+"""A model matrix held on a Dask cluster's workers, one block per partition, read by row number
+like an array: only the rows asked for travel to the client (a backtest fold's sample, its
+evaluation rows), and the final booster is fitted where the blocks are, by LightGBM's Dask
+estimator, so the training snapshots of every deal are never in one process."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+# the booster's parameters under the names LightGBM's scikit-learn estimators take (the same
+# parameters: passing the native aliases makes LightGBM warn that the defaults are overridden)
+SKLEARN_NAMES = {
+    "min_data_in_leaf": "min_child_samples",
+    "lambda_l2": "reg_lambda",
+    "feature_fraction": "colsample_bytree",
+    "bagging_fraction": "subsample",
+    "bagging_freq": "subsample_freq",
+    "seed": "random_state",
+}
+
+
+def _take(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return block[rows]
+
+
+class PartitionedMatrix:
+    """`blocks`: one future per partition, each the partition's rows; `order`: for each row of
+    the matrix as the client sees it, its row among the blocks laid end to end."""
+
+    def __init__(self, client: Any, blocks: list, sizes: list[int], n_cols: int, order: np.ndarray | None = None) -> None:
+        self.client = client
+        self.blocks = blocks
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.n_cols = n_cols
+        self.order = order
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.offsets[-1]), self.n_cols
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _locate(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.order[index] if self.order is not None else index
+        part = np.searchsorted(self.offsets, rows, side="right") - 1
+        return part, rows - self.offsets[part]
+
+    def _index(self, index: Any) -> np.ndarray:
+        index = np.asarray(index)
+        if index.dtype == bool:
+            return np.flatnonzero(index)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"rows {index.min()}..{index.max()} of a {len(self)}-row matrix")
+        return index.astype(np.int64, copy=False)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        index = self._index(index)
+        part, local = self._locate(index)
+        out = np.empty((len(index), self.n_cols), dtype="float64")
+        wanted = {int(p): self.client.submit(_take, self.blocks[p], local[part == p], pure=False) for p in np.unique(part)}
+        for p, values in zip(wanted, self.client.gather(list(wanted.values())), strict=True):
+            out[part == p] = values
+        return out
+
+    def fit_booster(self, index: np.ndarray, y: np.ndarray, w: np.ndarray, params: dict, rounds: int, categorical: list[int]) -> lgb.Booster:
+        """A booster of exactly `rounds` rounds on the given rows, trained by LightGBM's Dask
+        estimator on the workers that hold them (data-parallel: each worker builds histograms of
+        its rows, the trees are the same for all)."""
+        import dask.array as da
+        from lightgbm.dask import DaskLGBMClassifier
+
+        index = self._index(index)
+        part, local = self._locate(index)
+        xs, ys, ws = [], [], []
+        for p in np.unique(part):
+            mine = part == p
+            block = self.client.submit(_take, self.blocks[p], local[mine], pure=False)
+            xs.append(da.from_delayed(block, shape=(int(mine.sum()), self.n_cols), dtype="float64"))
+            ys.append(da.from_array(y[mine], chunks=-1))
+            ws.append(da.from_array(w[mine], chunks=-1))
+        native = {k: v for k, v in params.items() if k not in ("objective", "verbosity")}
+        model = DaskLGBMClassifier(
+            client=self.client,
+            objective="binary",
+            n_estimators=rounds,
+            verbosity=-1,
+            **{SKLEARN_NAMES.get(k, k): v for k, v in native.items()},
+        )
+        with warnings.catch_warnings():  # the estimator's own n_jobs default, which Dask replaces by each worker's threads
+            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+            model.fit(da.concatenate(xs), da.concatenate(ys), sample_weight=da.concatenate(ws), categorical_feature=categorical)
+        return model.to_local().booster_

@@ -1,0 +1,10 @@
+import pytest
+
+from engines.runner import runner
+
+
+@pytest.fixture(scope="session")
+def dask_run():
+    """A LocalCluster of two worker processes, shared by the scale tests of a test process."""
+    with runner("dask", workers=2, memory_limit="2GiB") as run:
+        yield run

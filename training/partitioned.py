@@ -1,0 +1,117 @@
+"""Training on an export read by partition, on either engine (issue 16): the first pass fits
+what needs every deal (vocabulary, point-in-time statistics; opportunities and stage history
+kept for the labels, stage weights and timing: a few rows per deal); each partition builds its
+own snapshots by the same function as a whole export (`training.snapshots.build`), given the
+export's end. On a cluster the model matrix stays on the workers: the backtest reads the rows
+of each fold's sample and its evaluation rows, and the served booster is fitted there by
+LightGBM's Dask estimator. The bundle is the same format either way."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engines.partitioned import first_pass
+from engines.runner import Runner
+from engines.work import stages_of
+from features.contract import load_export
+from features.errors import NotEnoughData
+from features.frame import FeatureSpec, make_spec, segment_columns
+from features.partitions import partitions
+from features.pit_stats import PointInTimeStats
+from features.settings import Settings
+from features.stages import StageOrder
+from scoring.bundle import Bundle
+from scoring.models import BoosterModel
+from scoring.score import score_points
+from training import models as fit
+from training import snapshots
+from training.backtest import Labelled, Snapshots
+
+log = logging.getLogger(__name__)
+
+
+def snapshot_piece(folder: Path, out: None, settings: Settings, now: pd.Timestamp, spec: FeatureSpec, stats: PointInTimeStats, end: pd.Timestamp, open_now: bool) -> tuple[Snapshots, np.ndarray]:
+    """One partition's snapshots, and apart from them their model matrix (which a worker keeps)."""
+    tables = load_export(folder, settings, now).tables
+    snaps = snapshots.build(tables, stages_of(settings), settings, spec, stats, end, open_now=open_now)
+    x, snaps.x = snaps.x, None
+    return snaps, x
+
+
+def scored_piece(folder: Path, out: None, settings: Settings, now: pd.Timestamp, bundle: Bundle, points: pd.DataFrame) -> pd.DataFrame:
+    """`bundle`'s scores of the points whose deals are in this partition, by their row in `points`."""
+    tables = load_export(folder, settings, now).tables
+    mine = points[points["opportunity_id"].isin(tables.opportunities["opportunity_id"])]
+    scored = score_points(bundle, tables, mine, with_factors=False)
+    return scored.set_index(mine.index)
+
+
+class PartitionedExport:
+    """An export in partition folders (`oppscore partition`), read on `run`'s engine."""
+
+    def __init__(self, run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> None:
+        self.run, self.folder, self.settings, self.now = run, Path(folder), settings, now
+        self.outline = first_pass(run, self.folder, settings, now, now, with_history=True, fingerprint=True)
+        if self.outline.end is None:
+            raise NotEnoughData(f"{folder}: no opportunity in any partition")
+        self.tables = self.outline.tables()
+        self.end = self.outline.end
+
+    def spec_and_stats(self, stages: StageOrder, settings: Settings) -> tuple[FeatureSpec, PointInTimeStats]:
+        spec = make_spec(self.tables, stages, segment_columns(settings, self.tables), type_counts=self.outline.activity_types)
+        return spec, self.outline.statistics(spec.stat_keys)
+
+    def snapshots(self, stages: StageOrder, settings: Settings, spec: FeatureSpec, stats: PointInTimeStats, step) -> Snapshots:
+        parts = partitions(self.folder)
+        shared = {"settings": settings, "now": self.now, "spec": spec, "stats": stats, "end": self.end}
+        light, heavy = self.run.map_held(snapshot_piece, parts, **shared, open_now=False)
+        if sum(len(p) for p in light) == 0:
+            log.warning(snapshots.NO_GRID_SNAPSHOT)
+            light, heavy = self.run.map_held(snapshot_piece, parts, **shared, open_now=True)
+        if sum(len(p) for p in light) == 0:
+            raise NotEnoughData(snapshots.no_snapshots(settings))
+        step("snapshots: gathered")
+        laid = Snapshots.concat(light)
+        # the whole export's order, (opportunity_id, as_of), so both give the same rows
+        order = np.lexsort((laid.time, laid.frame["opportunity_id"].cat.codes.to_numpy()))
+        frame = laid.frame.iloc[order].reset_index(drop=True)
+        snaps = Snapshots(
+            points=laid.points.iloc[order].reset_index(drop=True),
+            frame=frame,
+            x=self._matrix(heavy, [len(p) for p in light], len(spec.columns), order),
+            deal=laid.deal[order],
+            time=laid.time[order],
+            close=laid.close.iloc[order].reset_index(drop=True),
+            stalled=laid.stalled[order],
+            horizon_ns=laid.horizon_ns,
+        )
+        return snaps
+
+    def _matrix(self, heavy: list, sizes: list[int], n_cols: int, order: np.ndarray):
+        if self.run.client is None:
+            return np.concatenate([h.reshape(-1, n_cols) for h in heavy])[order]
+        from engines.matrix import PartitionedMatrix
+
+        return PartitionedMatrix(self.run.client, heavy, sizes, n_cols, order)
+
+    def fingerprint(self) -> str:
+        return self.outline.fingerprint()
+
+    def activities(self) -> tuple[int, pd.Timestamp | None]:
+        return int(self.outline.activity_types.sum()), self.outline.last_activity
+
+    def fit_booster(self, rows: Labelled, snaps: Snapshots, spec: FeatureSpec, rounds: int | None) -> BoosterModel:
+        if isinstance(snaps.x, np.ndarray):
+            return fit.fit_booster(rows.rows(snaps.x), spec, rounds)[0]
+        categorical = [spec.columns.index(c) for c in spec.categorical]
+        booster = snaps.x.fit_booster(rows.index, rows.y, rows.w, fit.booster_params(len(rows.y)), rounds or fit.DEFAULT_ROUNDS, categorical)
+        return BoosterModel(booster)
+
+    def score(self, bundle: Bundle, points: pd.DataFrame) -> pd.DataFrame:
+        points = points.reset_index(drop=True)
+        pieces = self.run.map(scored_piece, partitions(self.folder), settings=self.settings, now=self.now, bundle=bundle, points=points)
+        return pd.concat(pieces).sort_index()
