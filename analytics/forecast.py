@@ -61,7 +61,7 @@ class TimeToWin:
         won_at = known.stage_history[known.stage_history["stage"] == stages.config.won].groupby("opportunity_id")["entered_at"].last()
         s = s[s["open_stage"] & s["done"]]
         s = s.assign(to_win=(s["opportunity_id"].map(won_at) - s["entered_at"]) / pd.Timedelta(days=1))
-        s = s[s["to_win"].notna() & (s["to_win"] >= s["days"])].sort_values("days", kind="stable")
+        s = s[s["to_win"].notna() & (s["to_win"] >= s["days"])].sort_values(["days", "opportunity_id"], kind="stable")  # the rows' order decides which a draw picks: not the export's order
         amount = s["opportunity_id"].map(known.opportunities.set_index("opportunity_id")["amount"]).to_numpy(dtype=float)
         self.edges_ = np.unique(np.quantile(amount, np.linspace(0, 1, self.bands + 1)[1:-1])) if len(s) else np.array([])
         s = s.assign(band=np.searchsorted(self.edges_, amount, side="right"))
@@ -146,7 +146,7 @@ def forecast(
     start, end = period
     t = to_utc(as_of)
     known = tables.as_of(t, stages)
-    points = open_points(known, stages, t)
+    points = open_points(known, stages, t).sort_values("opportunity_id", kind="stable").reset_index(drop=True)  # draws follow the deals' order
     state = stage_state(known, stages, points)
     amount = points["opportunity_id"].map(known.opportunities.set_index("opportunity_id")["amount"]).to_numpy(dtype=float)
     stage = state["stage_now"].to_numpy(dtype=object)
@@ -236,9 +236,12 @@ def backtest(
     freq: str = "M",
     seed: int = 0,
     sims: int = 2000,
+    end: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """The last `periods` complete periods, each forecast as of its start and set against the actual."""
-    last_full = pd.Period(tables.end.tz_localize(None), freq=freq) - 1
+    """The last `periods` complete periods before `end` (the export's), each forecast as of its
+    start and set against the actual. `end` stands in for tables without their activities."""
+    end = end if end is not None else tables.end
+    last_full = pd.Period(end.tz_localize(None), freq=freq) - 1
     rows = []
     for k in range(periods - 1, -1, -1):
         p = last_full - k

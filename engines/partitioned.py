@@ -76,3 +76,21 @@ def stage_weights(run: Runner, folder: Path, settings: Settings, now: pd.Timesta
     """Stage weights read no activity: fitted on the first pass's small tables of every deal."""
     small = first_pass(run, folder, settings, now, as_of, with_history=True).tables()
     return StageWeights(segment_columns(settings, small)).fit(small, work.stages_of(settings), as_of)
+
+
+def score_points(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, bundle: Bundle, points: pd.DataFrame, known_at: pd.Timestamp | None = None) -> pd.DataFrame:
+    """`bundle`'s scores of (opportunity_id, as_of) points of any partition, in the points' order
+    (the gate's comparison on backtest points, a forecast's model method)."""
+    points = points.reset_index(drop=True)
+    pieces = run.map(work.scored_points, partitions(folder), settings=settings, now=now, bundle=bundle, points=points, known_at=known_at)
+    return pd.concat(pieces).sort_index()
+
+
+def model_method(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, bundle: Bundle):
+    """A forecast's model method (analytics.forecast.Method) for a partitioned export: the
+    deals open at t scored partition by partition, each partition as it stood at t."""
+
+    def method(known, points: pd.DataFrame, t: pd.Timestamp):
+        return score_points(run, folder, settings, now, bundle, points, known_at=t)["win_probability"].to_numpy(dtype=float)
+
+    return method

@@ -16,7 +16,7 @@ from features.pit_stats import PointInTimeStats
 from features.settings import Settings
 from features.stages import StageOrder
 from scoring.bundle import Bundle
-from scoring.score import account, score_open
+from scoring.score import account, score_open, score_points
 
 
 def stages_of(settings: Settings) -> StageOrder:
@@ -51,3 +51,14 @@ def score(folder: Path, out: Path | None, settings: Settings, now: pd.Timestamp,
         return scored, where.counts, where.unknown_stages
     write_table(scored.assign(as_of=scored["as_of"].astype(str)), out)
     return len(scored), where.counts, where.unknown_stages
+
+
+def scored_points(folder: Path, out: None, settings: Settings, now: pd.Timestamp, bundle: Bundle, points: pd.DataFrame, known_at: pd.Timestamp | None = None) -> pd.DataFrame:
+    """`bundle`'s scores of the points whose deals are in this partition, indexed by their row in
+    `points`; with `known_at`, from the partition as it stood then (what a forecast as of that
+    time reads), else from all of it (point-in-time features either way)."""
+    tables = load_export(folder, settings, now).tables
+    if known_at is not None:
+        tables = tables.as_of(known_at, stages_of(settings))
+    mine = points[points["opportunity_id"].isin(tables.opportunities["opportunity_id"])]
+    return score_points(bundle, tables, mine, with_factors=False).set_index(mine.index)

@@ -7,6 +7,7 @@ those) become a message and exit code 1, in one place (`_Commands.invoke`).
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -484,31 +485,32 @@ def forecast(
     as_of: AsOfOpt = None,
     backtest_periods: Annotated[int, typer.Option("--backtest", min=0, help="past months to replay")] = 6,
     config: ConfigOpt = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    workers: WorkersOpt = 2,
+    memory_limit: MemoryOpt = "4GiB",
 ) -> None:
     """Expected won amount in a period with a P10–P90 range, by configured weights, data-driven
     weights and the model, and how each did on past periods."""
     from analytics import report
-    from analytics.forecast import backtest, backtest_summary, methods_for, parse_period
+    from analytics.forecast import backtest, backtest_summary, parse_period
     from analytics.forecast import forecast as run_forecast
     from oppscore import output
     from scoring.store import load_champion
 
     settings = _settings(config, data)
-    validated = load_export(data, settings, utc_now())
     try:
         bundle = load_champion(settings).bundle
     except ModelNotFound as exc:  # the weights still forecast without a model
         log.warning("no model for the forecast (%s): weights only", exc)
         bundle = None
-    end = validated.tables.end
-    window = parse_period(period, to_utc(as_of) if as_of else end)
-    t = to_utc(as_of) if as_of else min(window[0], end)  # the period's start, or the data's end if earlier
-    methods = methods_for(validated.stages, bundle)
-    with steps("forecast") as step:
+    with steps("forecast") as step, _forecast_inputs(data, settings, bundle, engine, scheduler, workers, memory_limit, step) as (tables, stages, end, methods):
+        window = parse_period(period, to_utc(as_of) if as_of else end)
+        t = to_utc(as_of) if as_of else min(window[0], end)  # the period's start, or the data's end if earlier
         step("simulating")
-        f = run_forecast(validated.tables, validated.stages, window, methods, as_of=t)
+        f = run_forecast(tables, stages, window, methods, as_of=t)
         step("backtest")
-        bt = backtest(validated.tables, validated.stages, methods, periods=backtest_periods) if backtest_periods else pd.DataFrame()
+        bt = backtest(tables, stages, methods, periods=backtest_periods, end=end) if backtest_periods else pd.DataFrame()
     summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
     tables = {"forecast": f.methods, "backtest": bt, "backtest_summary": summary}
     title = f"Forecast {period}: {f.open_deals} open deals as of {f.as_of:%Y-%m-%d}, pipeline {f.pipeline_amount:,.0f}"
@@ -518,6 +520,32 @@ def forecast(
     ], command=f"oppscore forecast --data {data} --period {period}")
     if bundle is not None and len(bt):
         log.info("the model's backtest periods before its held-out start (%s) were in its training data", bundle.metadata.get("split", {}).get("test_start"))
+
+
+@contextmanager
+def _forecast_inputs(data: Path, settings: Settings, bundle, engine: str, scheduler, workers: int, memory_limit: str, step):
+    """(tables, stages, end, methods): a whole export's; or, for a partitioned one, its first
+    pass's opportunities and stage history (all the weights and timing read) with the model's
+    probabilities computed partition by partition."""
+    from analytics.forecast import methods_for
+
+    now = utc_now()
+    step("loading")
+    if not _partitioned(data, engine):
+        validated = load_export(data, settings, now)
+        yield validated.tables, validated.stages, validated.tables.end, methods_for(validated.stages, bundle)
+        return
+    from engines import partitioned
+    from engines.runner import runner
+    from engines.work import stages_of
+
+    with runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+        outline = partitioned.first_pass(run, data, settings, now, now, with_history=True)
+        stages = stages_of(settings)
+        methods = methods_for(stages, bundle)
+        if bundle is not None:
+            methods["model"] = partitioned.model_method(run, data, settings, now, bundle)
+        yield outline.tables(), stages, outline.end, methods
 
 
 def _reconcile(settings: Settings) -> None:

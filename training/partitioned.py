@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engines.partitioned import first_pass
+from engines.partitioned import first_pass, score_points
 from engines.runner import Runner
 from engines.work import stages_of
 from features.contract import load_export
@@ -26,7 +26,6 @@ from features.settings import Settings
 from features.stages import StageOrder
 from scoring.bundle import Bundle
 from scoring.models import BoosterModel
-from scoring.score import score_points
 from training import models as fit
 from training import snapshots
 from training.backtest import Labelled, Snapshots
@@ -40,14 +39,6 @@ def snapshot_piece(folder: Path, out: None, settings: Settings, now: pd.Timestam
     snaps = snapshots.build(tables, stages_of(settings), settings, spec, stats, end, open_now=open_now)
     x, snaps.x = snaps.x, None
     return snaps, x
-
-
-def scored_piece(folder: Path, out: None, settings: Settings, now: pd.Timestamp, bundle: Bundle, points: pd.DataFrame) -> pd.DataFrame:
-    """`bundle`'s scores of the points whose deals are in this partition, by their row in `points`."""
-    tables = load_export(folder, settings, now).tables
-    mine = points[points["opportunity_id"].isin(tables.opportunities["opportunity_id"])]
-    scored = score_points(bundle, tables, mine, with_factors=False)
-    return scored.set_index(mine.index)
 
 
 class PartitionedExport:
@@ -112,6 +103,4 @@ class PartitionedExport:
         return BoosterModel(booster)
 
     def score(self, bundle: Bundle, points: pd.DataFrame) -> pd.DataFrame:
-        points = points.reset_index(drop=True)
-        pieces = self.run.map(scored_piece, partitions(self.folder), settings=self.settings, now=self.now, bundle=bundle, points=points)
-        return pd.concat(pieces).sort_index()
+        return score_points(self.run, self.folder, self.settings, self.now, bundle, points)

@@ -66,6 +66,31 @@ def test_features_scores_and_weights_equal_the_whole_export(engine, dask_run, tm
         _same(weights.weights_, StageWeights(segment_columns(settings, tables)).fit(tables, medium_stages, t).weights_)
 
 
+@pytest.mark.parametrize("engine", ["dask", "local"])
+def test_forecasts_and_their_backtest_equal_the_whole_export(engine, dask_run, tmp_path, medium, trained) -> None:
+    from analytics.forecast import backtest, forecast, methods_for
+
+    whole, split, settings = _exports(tmp_path, medium, 3)
+    now = utc_now()
+    validated = load_export(whole, settings, now)
+    t = validated.tables.end - pd.Timedelta(days=45)
+    window = (t, t + pd.Timedelta(days=30))
+    want = forecast(validated.tables, validated.stages, window, methods_for(validated.stages, trained.bundle), as_of=t, sims=400)
+    want_bt = backtest(validated.tables, validated.stages, methods_for(validated.stages, trained.bundle), periods=2, sims=400)
+    with runner("local") as local:
+        run = dask_run if engine == "dask" else local
+        outline = partitioned.first_pass(run, split, settings, now, now, with_history=True)
+        methods = methods_for(validated.stages, trained.bundle)
+        methods["model"] = partitioned.model_method(run, split, settings, now, trained.bundle)
+        got = forecast(outline.tables(), validated.stages, window, methods, as_of=t, sims=400)
+        got_bt = backtest(outline.tables(), validated.stages, methods, periods=2, sims=400, end=outline.end)
+    assert outline.end == validated.tables.end
+    assert (got.open_deals, got.pipeline_amount) == (want.open_deals, want.pipeline_amount)
+    assert set(want.methods["method"]) == {"data-driven stage weights", "model"} | ({"configured weights"} if validated.stages.config.configured_weights else set())
+    _same(got.methods, want.methods)
+    _same(got_bt, want_bt)
+
+
 def test_a_chinese_export_on_dask(dask_run, tmp_path) -> None:
     zh = generate(n=500, seed=5, stages="zh")
     whole, split, settings = _exports(tmp_path, zh, 2)

@@ -139,3 +139,10 @@ def test_the_cli_trains_on_a_cluster_and_a_second_run_on_the_same_data_is_not_pr
     scored = cli.invoke(app, ["score", "--data", str(cut["split"]), "--out", str(tmp_path / "scores.csv")])
     assert scored.exit_code == 0, scored.output
     assert len(pd.read_csv(tmp_path / "scores.csv")) > 0
+    month = f"{cut['tables'].end:%Y-%m}"
+    fc = cli.invoke(app, ["forecast", "--data", str(cut["split"]), "--period", month, "--backtest", "2", "--engine", "dask", "--scheduler", address, "--out", str(tmp_path / "forecast.json")])
+    assert fc.exit_code == 0, fc.output
+    import json
+
+    methods = {row["method"] for row in json.loads((tmp_path / "forecast.json").read_text())["forecast"]}
+    assert {"model", "data-driven stage weights"} <= methods
