@@ -1,16 +1,20 @@
-"""One machine against Dask: `oppscore features` and `oppscore score` on large exports, the whole
+"""One machine against Dask: `oppscore features`, `score` and `train` on large exports, the whole
 export in one process against the same export in partitions on a LocalCluster of two workers
 with a memory limit.
 
-    python benchmarks/scale.py [--sizes 100000 300000] [--commands features score] [--partitions 16] [--memory-limit 2GiB]
+    python benchmarks/scale.py [--sizes 100000 300000] [--commands features score train] [--partitions 16] [--memory-limit 2GiB] [--skip-one]
 
 Each size's export is generated partition by partition (a generator of n/P deals per
 partition, ids prefixed by the partition; accounts and owners shared across partitions) and
 also written whole. Each command runs in its own process tree; its peak memory is sampled
 every 0.2 s as the sum of the resident memory of the process and all its children (Dask's
 scheduler and workers included), with the largest single worker beside it. A model is
-trained once per size on a 20,000-deal sample and the same champion scores both ways.
-Reported: wall time, peak memory of the tree and per worker, rows out, and the ratios.
+trained once per size on a 20,000-deal sample and the same champion scores both ways; `train`
+runs on the whole export (each engine with its own registry, so neither is gated against the
+other). `--skip-one` leaves out the single-process runs (an export too large for one process).
+Reported: wall time, peak memory of the tree and per worker, and the ratios; then the time one
+partition's snapshots and features take in one process (median of three partitions), the
+figure a paper estimate for larger exports starts from.
 """
 
 from __future__ import annotations
@@ -79,12 +83,42 @@ def _make(n: int, parts: int, root: Path) -> tuple[Path, Path]:
     return whole, split
 
 
+def _partition_seconds(split: Path) -> dict:
+    """Median seconds (of three partitions) to read one partition and build its snapshots and
+    features in this process, with the statistics of a first pass over every partition."""
+    import statistics
+
+    from engines.runner import runner
+    from features.settings import load_settings
+    from features.times import utc_now
+    from training.partitioned import PartitionedExport, snapshot_piece
+
+    settings = load_settings(split / "oppscore.toml")
+    now = utc_now()
+    with runner("local") as run:
+        source = PartitionedExport(run, split, settings, now)
+    from engines.work import stages_of
+
+    spec, stats = source.spec_and_stats(stages_of(settings), settings)
+    times, peaks = [], []
+    for part in sorted(split.glob("part-*"))[:3]:
+        before = psutil.Process().memory_info().rss
+        t0 = time.perf_counter()
+        snaps, x = snapshot_piece(part, None, settings, now, spec, stats, source.end, False)
+        times.append(time.perf_counter() - t0)
+        peaks.append((len(snaps), x.nbytes, psutil.Process().memory_info().rss - before))
+        del snaps, x
+    rows, matrix, _ = peaks[0]
+    return {"seconds": round(statistics.median(times), 1), "peak GiB (tree)": "–", "peak GiB (largest child)": f"{rows:,} snapshots, matrix {matrix / 2**20:.0f} MiB"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000])
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--memory-limit", default="2GiB")
-    parser.add_argument("--commands", nargs="+", choices=["features", "score"], default=["features", "score"])
+    parser.add_argument("--commands", nargs="+", choices=["features", "score", "train"], default=["features", "score"])
+    parser.add_argument("--skip-one", action="store_true", help="only the Dask runs")
     args = parser.parse_args()
     oppscore = str(Path(sys.executable).with_name("oppscore"))
     rows = []
@@ -105,20 +139,27 @@ def main() -> None:
                 ("features", "dask, 2 workers"): [oppscore, "features", "--data", str(split), "--as-of", at, "--out", str(root / "f-parts"), *dask],
                 ("score", "one process"): [oppscore, "score", "--data", str(whole), "--as-of", at, "--out", str(root / "s.parquet")],
                 ("score", "dask, 2 workers"): [oppscore, "score", "--data", str(split), "--as-of", at, "--out", str(root / "s-parts"), *dask],
+                ("train", "one process"): [oppscore, "train", "--data", str(whole)],
+                ("train", "dask, 2 workers"): [oppscore, "train", "--data", str(split), *dask],
             }
             for (command, engine), cmd in runs.items():
-                if command not in args.commands:
+                if command not in args.commands or (args.skip_one and engine == "one process"):
                     continue
-                measured = _tree_peak(cmd, env, root)
+                own = {"OPPSCORE_HOME": str(root / f".oppscore-{engine[:4]}"), "OPPSCORE_CHAMPION_DIR": str(root / f"champion-{engine[:4]}")} if command == "train" else {}
+                measured = _tree_peak(cmd, {**env, **own}, root)
                 rows.append({"deals": n, "command": command, "engine": engine, **measured})
+                print(json.dumps(rows[-1]), flush=True)
+            if "train" in args.commands:
+                per_part = _partition_seconds(split)
+                rows.append({"deals": n, "command": "one partition's snapshots + features", "engine": f"{n // args.partitions:,} deals, one process", **per_part})
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     print(f"\n{args.partitions} partitions; LocalCluster workers limited to {args.memory_limit} each\n")
     print("| deals | command | engine | seconds | peak GiB (tree) | peak GiB (largest child) | time ratio dask/one | memory ratio dask/one |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        one = next(o for o in rows if o["deals"] == r["deals"] and o["command"] == r["command"] and o["engine"] == "one process")
-        ratio = (f"{r['seconds'] / one['seconds']:.2f}", f"{r['peak GiB (tree)'] / one['peak GiB (tree)']:.2f}") if r is not one else ("1", "1")
+        one = next((o for o in rows if o["deals"] == r["deals"] and o["command"] == r["command"] and o["engine"] == "one process"), None)
+        ratio = ("–", "–") if one is None else (f"{r['seconds'] / one['seconds']:.2f}", f"{r['peak GiB (tree)'] / one['peak GiB (tree)']:.2f}") if r is not one else ("1", "1")
         print(f"| {r['deals']:,} | {r['command']} | {r['engine']} | {r['seconds']} | {r['peak GiB (tree)']} | {r['peak GiB (largest child)']} | {ratio[0]} | {ratio[1]} |")
 
 
