@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 def _tree_peak(cmd: list[str], env: dict, cwd: Path) -> dict:
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tempfile.TemporaryFile(mode="w+")  # not a pipe: a full pipe nobody reads would stall the command
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
     top = psutil.Process(proc.pid)
     peak_total, peak_one = 0, 0
     while proc.poll() is None:
@@ -51,7 +52,8 @@ def _tree_peak(cmd: list[str], env: dict, cwd: Path) -> dict:
             peak_total = max(peak_total, sum(rss))
             peak_one = max(peak_one, max(rss[1:], default=0))
         time.sleep(0.2)
-    output = proc.stdout.read()
+    log.seek(0)
+    output = log.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-2000:]}")
     return {"seconds": round(time.perf_counter() - start, 1), "peak GiB (tree)": round(peak_total / 2**30, 2), "peak GiB (largest child)": round(peak_one / 2**30, 2)}

@@ -27,6 +27,18 @@ def _take(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return block[rows]
 
 
+def _gathered(rows: list[np.ndarray], *blocks: np.ndarray) -> np.ndarray:
+    """The given rows of this worker's blocks as one float32 array: LightGBM bins them anyway,
+    and one part per worker is concatenated by its Dask estimator without a second copy of
+    each block."""
+    out = np.empty((sum(len(r) for r in rows), blocks[0].shape[1] if blocks else 0), dtype="float32")
+    at = 0
+    for block, r in zip(blocks, rows, strict=True):
+        out[at : at + len(r)] = block[r]
+        at += len(r)
+    return out
+
+
 class PartitionedMatrix:
     """`blocks`: one future per partition, each the partition's rows; `order`: for each row of
     the matrix as the client sees it, its row among the blocks laid end to end."""
@@ -70,19 +82,25 @@ class PartitionedMatrix:
     def fit_booster(self, index: np.ndarray, y: np.ndarray, w: np.ndarray, params: dict, rounds: int, categorical: list[int]) -> lgb.Booster:
         """A booster of exactly `rounds` rounds on the given rows, trained by LightGBM's Dask
         estimator on the workers that hold them (data-parallel: each worker builds histograms of
-        its rows, the trees are the same for all)."""
+        its rows, the trees are the same for all). Each worker's rows are gathered into one
+        float32 part where they are (no row travels)."""
         import dask.array as da
         from lightgbm.dask import DaskLGBMClassifier
 
         index = self._index(index)
         part, local = self._locate(index)
-        xs, ys, ws = [], [], []
+        holders = self.client.who_has(self.blocks)
+        by_worker: dict[str, list[int]] = {}
         for p in np.unique(part):
-            mine = part == p
-            block = self.client.submit(_take, self.blocks[p], local[mine], pure=False)
-            xs.append(da.from_delayed(block, shape=(int(mine.sum()), self.n_cols), dtype="float64"))
-            ys.append(da.from_array(y[mine], chunks=-1))
-            ws.append(da.from_array(w[mine], chunks=-1))
+            by_worker.setdefault(sorted(holders[self.blocks[p].key])[0], []).append(int(p))
+        xs, ys, ws = [], [], []
+        for worker, parts in by_worker.items():
+            mine = [np.flatnonzero(part == p) for p in parts]
+            rows = self.client.submit(_gathered, [local[m] for m in mine], *(self.blocks[p] for p in parts), workers=[worker], pure=False)
+            order = np.concatenate(mine)
+            xs.append(da.from_delayed(rows, shape=(len(order), self.n_cols), dtype="float32"))
+            for out, values in ((ys, y[order]), (ws, w[order])):  # beside the rows, not inside the task graph
+                out.append(da.from_delayed(self.client.scatter(values, workers=[worker]), shape=values.shape, dtype=values.dtype))
         native = {k: v for k, v in params.items() if k not in ("objective", "verbosity")}
         model = DaskLGBMClassifier(
             client=self.client,

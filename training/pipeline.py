@@ -37,6 +37,7 @@ from training.metrics import sliced
 log = logging.getLogger(__name__)
 
 MIN_CLASS = fit.MIN_DEALS["lightgbm"]
+REFIT_ROWS = 1_000_000  # labelled rows the served linear model or rates are refitted on (whole deals, a stable hash); the booster takes every row
 NAMES = {"lightgbm": "LightGBM", "logistic regression": "logistic regression", "pooled rates": "pooled stage × segment rates", "configured weights": "the configured stage weights"}
 
 
@@ -235,12 +236,13 @@ def _refit_candidate(name, bt, labelled: bt_.Labelled, cands, spec, end, data: T
     by_name = {c.name: c for c in cands}
     need = by_name[name].min_deals
     deals = labelled.deals_of_each_outcome()
+    sample = labelled.sample(REFIT_ROWS)  # a linear model or rates learn nothing more past a million rows
     if deals < need:
-        return by_name["pooled rates"].fit(labelled.rows(snaps.x), end), f"{deals} deals of the rarer outcome, {need} needed for {NAMES[name]}"
+        return by_name["pooled rates"].fit(sample.rows(snaps.x), end), f"{deals} deals of the rarer outcome, {need} needed for {NAMES[name]}"
     if name == "lightgbm":
         rounds = int(np.median(bt.rounds)) if bt is not None and bt.rounds else None
         return data.fit_booster(labelled.used(), snaps, spec, rounds), None
-    return by_name[name].fit(labelled.rows(snaps.x), end), None
+    return by_name[name].fit(sample.rows(snaps.x), end), None
 
 
 def _slices_and_plots(backtests, snaps, spec, models, workdir):
