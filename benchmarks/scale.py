@@ -41,7 +41,7 @@ def _tree_peak(cmd: list[str], env: dict, cwd: Path) -> dict:
     log = tempfile.TemporaryFile(mode="w+")  # not a pipe: a full pipe nobody reads would stall the command
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
     top = psutil.Process(proc.pid)
-    peak_total, peak_one = 0, 0
+    peak_total, peak_one, peak_top = 0, 0, 0
     while proc.poll() is None:
         try:
             members = [top, *top.children(recursive=True)]
@@ -51,12 +51,13 @@ def _tree_peak(cmd: list[str], env: dict, cwd: Path) -> dict:
         if rss:
             peak_total = max(peak_total, sum(rss))
             peak_one = max(peak_one, max(rss[1:], default=0))
+            peak_top = max(peak_top, rss[0])
         time.sleep(0.2)
     log.seek(0)
     output = log.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-2000:]}")
-    return {"seconds": round(time.perf_counter() - start, 1), "peak GiB (tree)": round(peak_total / 2**30, 2), "peak GiB (largest child)": round(peak_one / 2**30, 2)}
+    return {"seconds": round(time.perf_counter() - start, 1), "peak GiB (tree)": round(peak_total / 2**30, 2), "peak GiB (largest child)": round(peak_one / 2**30, 2), "peak GiB (command itself)": round(peak_top / 2**30, 2)}
 
 
 def _make(n: int, parts: int, root: Path) -> tuple[Path, Path]:
@@ -158,11 +159,11 @@ def main() -> None:
         finally:
             shutil.rmtree(root, ignore_errors=True)
     print(f"\n{args.partitions} partitions; LocalCluster workers limited to {args.memory_limit} each\n")
-    print("| deals | command | engine | seconds | peak GiB (tree) | peak GiB (largest child) | time ratio dask/one | memory ratio dask/one |\n|---|---|---|---|---|---|---|---|")
+    print("| deals | command | engine | seconds | peak GiB (tree) | peak GiB (the command's process) | peak GiB (largest child) | time ratio dask/one | memory ratio dask/one |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         one = next((o for o in rows if o["deals"] == r["deals"] and o["command"] == r["command"] and o["engine"] == "one process"), None)
         ratio = ("–", "–") if one is None else (f"{r['seconds'] / one['seconds']:.2f}", f"{r['peak GiB (tree)'] / one['peak GiB (tree)']:.2f}") if r is not one else ("1", "1")
-        print(f"| {r['deals']:,} | {r['command']} | {r['engine']} | {r['seconds']} | {r['peak GiB (tree)']} | {r['peak GiB (largest child)']} | {ratio[0]} | {ratio[1]} |")
+        print(f"| {r['deals']:,} | {r['command']} | {r['engine']} | {r['seconds']} | {r['peak GiB (tree)']} | {r.get('peak GiB (command itself)', '–')} | {r['peak GiB (largest child)']} | {ratio[0]} | {ratio[1]} |")
 
 
 if __name__ == "__main__":

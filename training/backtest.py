@@ -93,9 +93,11 @@ class Labelled:
     w: np.ndarray
     deal: np.ndarray
 
-    def used(self) -> Labelled:
-        keep = self.w > 0
+    def where(self, keep: np.ndarray) -> Labelled:
         return Labelled(self.index[keep], self.y[keep], self.w[keep], self.deal[keep])
+
+    def used(self) -> Labelled:
+        return self.where(self.w > 0)
 
     def deals_of_each_outcome(self) -> int:
         return fit.Rows(np.zeros((len(self.y), 0)), self.y, self.w, self.deal).deals_of_each_outcome()
@@ -107,8 +109,7 @@ class Labelled:
             return rows
         share = limit / len(rows.y)
         h = pd.util.hash_pandas_object(pd.Series(rows.deal, dtype=object).astype(str), index=False).to_numpy()
-        keep = (h % 10_000) < share * 10_000
-        return Labelled(rows.index[keep], rows.y[keep], rows.w[keep], rows.deal[keep])
+        return rows.where((h % 10_000) < share * 10_000)
 
     def rows(self, x: Any) -> fit.Rows:
         return fit.Rows(x[self.index], self.y, self.w, self.deal)

@@ -74,7 +74,7 @@ def _reference(snaps: bt_.Snapshots, win: bt_.Labelled, spec: FeatureSpec) -> di
     whole deals when there are more than a backtest fold fits on)."""
     numeric = [c for c in spec.columns if c not in spec.categorical]
     won = win.used()
-    won = bt_.Labelled(won.index[won.y == 1], won.y[won.y == 1], won.w[won.y == 1], won.deal[won.y == 1]).sample(bt_.LARGE_ROWS)
+    won = won.where(won.y == 1).sample(bt_.LARGE_ROWS)
     x = snaps.x[won.index]
     frame = pd.DataFrame(x[:, [spec.columns.index(c) for c in numeric]], columns=numeric)
     frame["stage"] = snaps.frame["stage"].to_numpy(dtype=object)[won.index]
