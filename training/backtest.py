@@ -65,10 +65,14 @@ class Snapshots:
     @classmethod
     def concat(cls, pieces: list[Snapshots]) -> Snapshots:
         """Partitions' snapshots as one (their model matrices stay apart: `x` is set by the caller)."""
-        frame = pd.concat([p.frame for p in pieces], ignore_index=True)
-        for col in frame.columns:  # per-partition vocabularies joined, still categorical
-            if all(isinstance(p.frame[col].dtype, pd.CategoricalDtype) for p in pieces):
-                frame[col] = union_categoricals([p.frame[col] for p in pieces], sort_categories=True).astype("category")
+        columns = {}
+        for col in pieces[0].frame.columns:  # per-partition vocabularies joined, still categorical (pd.concat would make them text)
+            parts = [p.frame[col] for p in pieces]
+            if all(isinstance(part.dtype, pd.CategoricalDtype) for part in parts):
+                columns[col] = pd.Series(union_categoricals(parts, sort_categories=True))
+            else:
+                columns[col] = pd.concat(parts, ignore_index=True)
+        frame = pd.DataFrame(columns)
         deal = frame["opportunity_id"].to_numpy(dtype=object)
         return cls(
             points=pd.DataFrame({"opportunity_id": deal, "as_of": frame["as_of"]}),

@@ -66,14 +66,16 @@ class PartitionedExport:
         if sum(len(p) for p in light) == 0:
             raise NotEnoughData(snapshots.no_snapshots(settings))
         step("snapshots: gathered")
+        sizes = [len(p) for p in light]
         laid = Snapshots.concat(light)
+        del light  # the pieces, their concatenation and the ordered copy need not all be alive at once
         # the whole export's order, (opportunity_id, as_of), so both give the same rows
         order = np.lexsort((laid.time, laid.frame["opportunity_id"].cat.codes.to_numpy()))
         frame = laid.frame.iloc[order].reset_index(drop=True)
         snaps = Snapshots(
             points=laid.points.iloc[order].reset_index(drop=True),
             frame=frame,
-            x=self._matrix(heavy, [len(p) for p in light], len(spec.columns), order),
+            x=self._matrix(heavy, sizes, len(spec.columns), order),
             deal=laid.deal[order],
             time=laid.time[order],
             close=laid.close.iloc[order].reset_index(drop=True),
