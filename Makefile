@@ -15,13 +15,13 @@ install: $(BIN)/oppscore
 
 ## Debian packages the browser and PostgreSQL tests drive (chromium; postgresql for a throwaway
 ## cluster): installed when missing and this is a Debian machine we may install on; otherwise
-## those tests skip and say why.
+## those tests fail, saying what is missing.
 system:
 	@if ! command -v chromium >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get install -y -q chromium postgresql >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium postgresql >/dev/null 2>&1)) \
-	      || echo "make system: could not install chromium/postgresql; the browser and PostgreSQL tests will skip"; \
-	  else echo "make system: chromium or postgresql missing and not installable here; the browser and PostgreSQL tests will skip"; fi; \
+	      || echo "make system: could not install chromium/postgresql; the browser and PostgreSQL tests will fail"; \
+	  else echo "make system: chromium or postgresql missing and not installable here; the browser and PostgreSQL tests will fail"; fi; \
 	fi
 
 ## The main job on embedded defaults: demo data, training, champion, service on localhost.

@@ -1,6 +1,6 @@
 """PostgreSQL for the tests that want one (score history, MLflow's tracking store): from
 OPPSCORE_TEST_POSTGRES_URL, or a throwaway cluster of Debian's postgresql when it is installed
-(`make system` installs it); otherwise those tests skip and say why."""
+(`make system` installs it); without one those tests fail, saying what is missing."""
 
 from __future__ import annotations
 
@@ -35,13 +35,13 @@ def postgres_url():
         return
     initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
     if not initdb or not pg_ctl:
-        pytest.skip("no PostgreSQL at hand: set OPPSCORE_TEST_POSTGRES_URL, or install Debian's postgresql package")
+        pytest.fail("no PostgreSQL at hand: `make test` installs Debian's postgresql package; or set OPPSCORE_TEST_POSTGRES_URL")
     as_user: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root without a 'postgres' user to start PostgreSQL as")
+            pytest.fail("running as root without a 'postgres' user to start PostgreSQL as (Debian's postgresql package creates it)")
         as_user = ["runuser", "-u", "postgres", "--"]
     folder = Path(tempfile.mkdtemp(prefix="oppscore-pg-"))
     if as_user:
@@ -53,7 +53,7 @@ def postgres_url():
                        check=True, capture_output=True, timeout=120)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, FileNotFoundError) as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(f"could not start a throwaway PostgreSQL: {exc}")
+        pytest.fail(f"could not start a throwaway PostgreSQL: {exc}")
     try:
         yield f"postgresql+psycopg://oppscore@/postgres?host={folder}&port={port}"
     finally:

@@ -28,7 +28,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 def chromium() -> str:
     found = os.environ.get("OPPSCORE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
-        pytest.skip("no Chromium: `make test` installs Debian's chromium package; or set OPPSCORE_CHROMIUM")
+        pytest.fail("no Chromium: `make test` installs Debian's chromium package; or set OPPSCORE_CHROMIUM")
     return found
 
 
