@@ -512,9 +512,9 @@ def forecast(
         step("backtest")
         bt = backtest(tables, stages, methods, periods=backtest_periods, end=end) if backtest_periods else pd.DataFrame()
     summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
-    tables = {"forecast": f.methods, "backtest": bt, "backtest_summary": summary}
+    results = {"forecast": f.methods, "backtest": bt, "backtest_summary": summary}
     title = f"Forecast {period}: {f.open_deals} open deals as of {f.as_of:%Y-%m-%d}, pipeline {f.pipeline_amount:,.0f}"
-    output.write(title, tables, out_file, lambda: [
+    output.write(title, results, out_file, lambda: [
         ("Forecast", report.forecast_plot(f.methods, period) + report._table(f.methods)),
         ("Backtest", (report.backtest_plot(bt) + report._table(summary) + report._table(bt, 60)) if len(bt) else "no backtest asked for"),
     ], command=f"oppscore forecast --data {data} --period {period}")
