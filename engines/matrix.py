@@ -28,9 +28,8 @@ def _take(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _gathered(rows: list[np.ndarray], *blocks: np.ndarray) -> np.ndarray:
-    """The given rows of this worker's blocks as one float32 array: LightGBM bins them anyway,
-    and one part per worker is concatenated by its Dask estimator without a second copy of
-    each block."""
+    """The given rows of this worker's (float32) blocks as one array: one part per worker is
+    concatenated by LightGBM's Dask estimator without a second copy of each block."""
     out = np.empty((sum(len(r) for r in rows), blocks[0].shape[1] if blocks else 0), dtype="float32")
     at = 0
     for block, r in zip(blocks, rows, strict=True):
@@ -73,7 +72,7 @@ class PartitionedMatrix:
     def __getitem__(self, index: Any) -> np.ndarray:
         index = self._index(index)
         part, local = self._locate(index)
-        out = np.empty((len(index), self.n_cols), dtype="float64")
+        out = np.empty((len(index), self.n_cols), dtype="float32")
         wanted = {int(p): self.client.submit(_take, self.blocks[p], local[part == p], pure=False) for p in np.unique(part)}
         for p, values in zip(wanted, self.client.gather(list(wanted.values())), strict=True):
             out[part == p] = values

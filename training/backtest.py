@@ -44,23 +44,47 @@ SIMPLEST_FIRST = ("configured weights", "pooled rates", "logistic regression", "
 CHOICE_TOLERANCE = 0.002  # pooled log loss within which the simpler candidate serves
 
 
+NO_CLOSE = np.iinfo(np.int64).max  # a snapshot whose deal had not closed by the export's end
+CENSORING_ROWS = 1_000_000  # (as_of, close) pairs the censoring model is fitted on, at most (whole deals, a stable hash)
+
+
 @dataclass
 class Snapshots:
     """Every training snapshot of the export, what the slices need of its features, its model
     matrix and what is known of its outcome. In (opportunity_id, as_of) order, whatever the
-    partitioning, so a partitioned export gives the same rows as a whole one."""
+    partitioning, so a partitioned export gives the same rows as a whole one. A snapshot's deal
+    is a code into `ids` (the frame's categories, sorted): labels are looked up per deal and
+    deals counted and sampled by integer, not by millions of strings."""
 
-    points: pd.DataFrame  # opportunity_id, as_of
-    frame: pd.DataFrame  # the points' columns, the stage and the segment columns (categorical)
-    x: Any  # the model matrix: an array, or one held by partition on a cluster (indexed the same way)
-    deal: np.ndarray
+    frame: pd.DataFrame  # opportunity_id, as_of, the stage and the segment columns (text ones categorical)
+    x: Any  # the model matrix (float32): an array, or one held by partition on a cluster (indexed the same way)
     time: np.ndarray  # ns
-    close: pd.Series  # the first close after the snapshot (NaT: none by the end)
+    close: np.ndarray  # ns of the first close after the snapshot; NO_CLOSE: none by the end
     stalled: np.ndarray  # 1/0; NaN where the horizon passes the export's end
     horizon_ns: int
 
     def __len__(self) -> int:
-        return len(self.deal)
+        return len(self.time)
+
+    @cached_property
+    def deal(self) -> np.ndarray:
+        return self.frame["opportunity_id"].cat.codes.to_numpy()
+
+    @cached_property
+    def ids(self) -> np.ndarray:
+        return self.frame["opportunity_id"].cat.categories.to_numpy(dtype=object)
+
+    @cached_property
+    def hashes(self) -> np.ndarray:
+        """A stable hash of each deal's id (what samples whole deals the same on every engine)."""
+        return pd.util.hash_pandas_object(pd.Series(self.ids, dtype=object).astype(str), index=False).to_numpy()
+
+    def points(self, rows: np.ndarray) -> pd.DataFrame:
+        """The (opportunity_id, as_of) of the given rows."""
+        return pd.DataFrame({"opportunity_id": self.ids[self.deal[rows]], "as_of": self.frame["as_of"].iloc[rows].reset_index(drop=True)})
+
+    def labelled(self, rows: np.ndarray, y: np.ndarray, w: np.ndarray) -> Labelled:
+        return Labelled(rows, y, w, self.deal[rows], self.ids, self.hashes)
 
     @classmethod
     def concat(cls, pieces: list[Snapshots]) -> Snapshots:
@@ -72,18 +96,18 @@ class Snapshots:
                 columns[col] = pd.Series(union_categoricals(parts, sort_categories=True))
             else:
                 columns[col] = pd.concat(parts, ignore_index=True)
-        frame = pd.DataFrame(columns)
-        deal = frame["opportunity_id"].to_numpy(dtype=object)
         return cls(
-            points=pd.DataFrame({"opportunity_id": deal, "as_of": frame["as_of"]}),
-            frame=frame,
+            frame=pd.DataFrame(columns),
             x=None,
-            deal=deal,
             time=np.concatenate([p.time for p in pieces]),
-            close=pd.concat([p.close for p in pieces], ignore_index=True),
+            close=np.concatenate([p.close for p in pieces]),
             stalled=np.concatenate([p.stalled for p in pieces]),
             horizon_ns=pieces[0].horizon_ns,
         )
+
+    def take(self, order: np.ndarray, x: Any) -> Snapshots:
+        """These snapshots in the given row order, with the model matrix `x` (already in it)."""
+        return Snapshots(self.frame.iloc[order].reset_index(drop=True), x, self.time[order], self.close[order], self.stalled[order], self.horizon_ns)
 
 
 @dataclass(frozen=True)
@@ -95,28 +119,34 @@ class Labelled:
     index: np.ndarray  # rows of the snapshots
     y: np.ndarray
     w: np.ndarray
-    deal: np.ndarray
+    deal: np.ndarray  # each row's deal, a code into `ids`
+    ids: np.ndarray
+    hashes: np.ndarray  # per deal code
 
     def where(self, keep: np.ndarray) -> Labelled:
-        return Labelled(self.index[keep], self.y[keep], self.w[keep], self.deal[keep])
+        return Labelled(self.index[keep], self.y[keep], self.w[keep], self.deal[keep], self.ids, self.hashes)
 
     def used(self) -> Labelled:
         return self.where(self.w > 0)
 
+    def deal_ids(self) -> np.ndarray:
+        return self.ids[self.deal]
+
     def deals_of_each_outcome(self) -> int:
-        return fit.Rows(np.zeros((len(self.y), 0)), self.y, self.w, self.deal).deals_of_each_outcome()
+        keep = self.w > 0
+        return min(len(np.unique(self.deal[keep & (self.y == 1)])), len(np.unique(self.deal[keep & (self.y == 0)])))
 
     def sample(self, limit: int) -> Labelled:
         """At most about `limit` labelled rows, whole deals kept or dropped together (a stable hash)."""
         rows = self.used()
-        if len(rows.y) <= limit:
-            return rows
-        share = limit / len(rows.y)
-        h = pd.util.hash_pandas_object(pd.Series(rows.deal, dtype=object).astype(str), index=False).to_numpy()
-        return rows.where((h % 10_000) < share * 10_000)
+        return rows if len(rows.y) <= limit else rows.where(_by_hash(rows.hashes[rows.deal], limit / len(rows.y)))
 
     def rows(self, x: Any) -> fit.Rows:
-        return fit.Rows(x[self.index], self.y, self.w, self.deal)
+        return fit.Rows(x[self.index], self.y, self.w, self.deal_ids())
+
+
+def _by_hash(hashes: np.ndarray, share: float) -> np.ndarray:
+    return (hashes % 10_000) < share * 10_000
 
 
 @dataclass
@@ -134,18 +164,18 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
 
     def labels(known_at: pd.Timestamp, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         known = tables.stage_history[tables.stage_history["entered_at"] <= known_at]
-        state = pd.Series(snaps.deal[rows]).map(final_states(known, stages)["state"]).to_numpy()
-        y = np.where(state == "won", 1.0, np.where(state == "lost", 0.0, np.nan))
-        as_of = snaps.points["as_of"].iloc[rows].reset_index(drop=True)
-        close = snaps.close.iloc[rows].reset_index(drop=True)
-        model = CloseTimeModel().fit(as_of, close, known_at)
-        w = win_weights(model, as_of, known_at, ~np.isnan(y))
+        state = final_states(known, stages)["state"].reindex(snaps.ids).to_numpy(dtype=object)  # per deal
+        y = np.where(state == "won", 1.0, np.where(state == "lost", 0.0, np.nan))[snaps.deal[rows]]
+        fitted = rows
+        if len(rows) > CENSORING_ROWS:  # how long deals take is a distribution: a sample of whole deals learns it
+            fitted = rows[_by_hash(snaps.hashes[snaps.deal[rows]], CENSORING_ROWS / len(rows))]
+        model = CloseTimeModel().fit(snaps.time[fitted], snaps.close[fitted], known_at)
+        w = win_weights(model, snaps.time[rows], known_at, ~np.isnan(y))
         return np.nan_to_num(y), w
 
     def train(at: pd.Timestamp) -> Labelled:
         rows = np.flatnonzero(snaps.time <= at.value)
-        y, w = labels(at, rows)
-        return Labelled(rows, y, w, snaps.deal[rows])
+        return snaps.labelled(rows, *labels(at, rows))
 
     @cache
     def at_end() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,8 +190,7 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
         return rows[here], y[here], w[here]
 
     def final() -> Labelled:
-        rows, y, w = at_end()
-        return Labelled(rows, y, w, snaps.deal[rows])
+        return snaps.labelled(*at_end())
 
     return Target("win", train, evaluate, final)
 
@@ -176,7 +205,7 @@ def stall_target(snaps: Snapshots, end: pd.Timestamp) -> Target:
 
     def train(at: pd.Timestamp) -> Labelled:
         rows = rows_until(at)
-        return Labelled(rows, y_all[rows], np.ones(len(rows)), snaps.deal[rows])
+        return snaps.labelled(rows, y_all[rows], np.ones(len(rows)))
 
     def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = np.flatnonzero(labelled & (snaps.time == at.value) & (snaps.time + snaps.horizon_ns <= end.value))
@@ -184,7 +213,7 @@ def stall_target(snaps: Snapshots, end: pd.Timestamp) -> Target:
 
     def final() -> Labelled:
         rows = rows_until(end)
-        return Labelled(rows, y_all[rows], np.ones(len(rows)), snaps.deal[rows])
+        return snaps.labelled(rows, y_all[rows], np.ones(len(rows)))
 
     return Target("stall", train, evaluate, final)
 
@@ -245,7 +274,7 @@ class TargetBacktest:
     fold: np.ndarray  # fold index of each evaluation point
     y: np.ndarray
     w: np.ndarray
-    deal: np.ndarray
+    deal: np.ndarray  # each evaluation point's deal (a code into the snapshots' ids)
     predictions: dict[str, np.ndarray]  # candidate or baseline → out-of-fold probability
     calibrated: dict[str, tuple[str, np.ndarray]]  # serving candidate → (calibrator kind, cross-fitted predictions)
     stood_in: dict[str, int]  # candidate → folds where the rates stood in (too few deals)

@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from features.frame import asof_join
+from features.times import DAY_NS, ns
 
 MIN_CLOSE_PROB = 0.6
 
@@ -24,12 +25,11 @@ MIN_CLOSE_PROB = 0.6
 class CloseTimeModel:
     """P(closed within d days of a snapshot), fitted on snapshots with known follow-up."""
 
-    def fit(self, as_of: pd.Series, close_at: pd.Series, known_at: pd.Timestamp) -> CloseTimeModel:
-        closed = close_at.notna() & (close_at <= known_at)
-        end = close_at.where(closed, known_at)
-        days = ((end - as_of) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-        days = np.maximum(days, 1e-6)
-        data = stats.CensoredData(uncensored=days[closed.to_numpy()], right=days[~closed.to_numpy()])
+    def fit(self, as_of: np.ndarray, close_at: np.ndarray, known_at: pd.Timestamp) -> CloseTimeModel:
+        """`as_of`, `close_at`: ns (close_at NO_CLOSE or any time after `known_at`: not closed then)."""
+        closed = close_at <= known_at.value
+        days = np.maximum((np.where(closed, close_at, known_at.value) - as_of) / DAY_NS, 1e-6)
+        data = stats.CensoredData(uncensored=days[closed], right=days[~closed])
         self.cdf_ = stats.ecdf(data).cdf
         # the share that ever closes: real exports hold deals left open for good, and the curve
         # flattens below 1; what the weights need is how far along the deals that close are
@@ -41,15 +41,15 @@ class CloseTimeModel:
         return self.cdf_.evaluate(np.maximum(days, 0.0)) / max(self.ever_, 1e-12)
 
 
-def first_close(history: pd.DataFrame, closed_stages: list[str], points: pd.DataFrame) -> pd.Series:
-    """For each point, the first time after as_of that its opportunity entered a closed stage."""
+def first_close(history: pd.DataFrame, closed_stages: list[str], points: pd.DataFrame, none: int) -> np.ndarray:
+    """For each point, the first time (ns) after as_of that its opportunity entered a closed stage; `none` where it never did."""
     rows = history[history["stage"].isin(closed_stages)][["opportunity_id", "entered_at"]]
-    return asof_join(points, rows, "entered_at", [], direction="forward", exact=False)["entered_at"]
+    close = asof_join(points, rows, "entered_at", [], direction="forward", exact=False)["entered_at"]
+    return np.where(close.isna().to_numpy(), none, ns(close.fillna(pd.Timestamp(0, tz="UTC"))))
 
 
-def win_weights(model: CloseTimeModel, as_of: pd.Series, known_at: pd.Timestamp, labelled: np.ndarray, min_prob: float = MIN_CLOSE_PROB) -> np.ndarray:
-    """IPC weights for labelled snapshots; 0 for unlabelled or too-short follow-up."""
-    follow = ((known_at - as_of) / pd.Timedelta(days=1)).to_numpy(dtype=float)
-    p = model.close_prob(follow)
+def win_weights(model: CloseTimeModel, as_of: np.ndarray, known_at: pd.Timestamp, labelled: np.ndarray, min_prob: float = MIN_CLOSE_PROB) -> np.ndarray:
+    """IPC weights for labelled snapshots (`as_of` in ns); 0 for unlabelled or too-short follow-up."""
+    p = model.close_prob((known_at.value - as_of) / DAY_NS)
     w = np.where(p >= min_prob, 1.0 / np.maximum(p, min_prob), 0.0)
     return np.where(labelled, w, 0.0)

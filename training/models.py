@@ -115,7 +115,7 @@ def fit_linear(rows: Rows, spec: FeatureSpec, c: float = LOGISTIC_C) -> LinearMo
     categorical = [j for j, col in enumerate(spec.columns) if col in spec.categorical]
     blocks, median, mean, scale, missing_mean = [], [], [], [], []
     for j in numeric:
-        values = x[:, j]
+        values = x[:, j].astype(np.float64)  # the matrix is float32; the stored numbers are not
         missing = np.isnan(values)
         med = float(np.nanmedian(values)) if (~missing).any() else 0.0
         filled = np.where(missing, med, values)

@@ -70,19 +70,8 @@ class PartitionedExport:
         laid = Snapshots.concat(light)
         del light  # the pieces, their concatenation and the ordered copy need not all be alive at once
         # the whole export's order, (opportunity_id, as_of), so both give the same rows
-        order = np.lexsort((laid.time, laid.frame["opportunity_id"].cat.codes.to_numpy()))
-        frame = laid.frame.iloc[order].reset_index(drop=True)
-        snaps = Snapshots(
-            points=laid.points.iloc[order].reset_index(drop=True),
-            frame=frame,
-            x=self._matrix(heavy, sizes, len(spec.columns), order),
-            deal=laid.deal[order],
-            time=laid.time[order],
-            close=laid.close.iloc[order].reset_index(drop=True),
-            stalled=laid.stalled[order],
-            horizon_ns=laid.horizon_ns,
-        )
-        return snaps
+        order = np.lexsort((laid.time, laid.deal))
+        return laid.take(order, self._matrix(heavy, sizes, len(spec.columns), order))
 
     def _matrix(self, heavy: list, sizes: list[int], n_cols: int, order: np.ndarray):
         if self.run.client is None:

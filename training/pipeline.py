@@ -76,7 +76,7 @@ def _reference(snaps: bt_.Snapshots, win: bt_.Labelled, spec: FeatureSpec) -> di
     won = win.used()
     won = won.where(won.y == 1).sample(bt_.LARGE_ROWS)
     x = snaps.x[won.index]
-    frame = pd.DataFrame(x[:, [spec.columns.index(c) for c in numeric]], columns=numeric)
+    frame = pd.DataFrame(x[:, [spec.columns.index(c) for c in numeric]].astype(np.float64), columns=numeric)
     frame["stage"] = snaps.frame["stage"].to_numpy(dtype=object)[won.index]
     med = frame.groupby("stage")[numeric].median()
     return {str(stage): {k: float(v) for k, v in row.items() if pd.notna(v)} for stage, row in med.iterrows()}
@@ -271,7 +271,7 @@ def _held_out(snaps: bt_.Snapshots, backtests: dict) -> HeldOut:
     a horizon to pass), each target's labels and weights where it was evaluated, 0 elsewhere."""
     done = {t: b for t, b in backtests.items() if b is not None}
     if "win" not in done:
-        empty = snaps.points.iloc[:0].reset_index(drop=True)
+        empty = snaps.points(np.arange(0))
         return HeldOut(empty, {"win": np.zeros(0), "stall": np.zeros(0)}, {"win": np.zeros(0), "stall": np.zeros(0)}, {})
     rows = np.unique(np.concatenate([np.asarray(b.rows) for b in done.values()]))
     y, w, ours = {}, {}, {}
@@ -280,7 +280,7 @@ def _held_out(snaps: bt_.Snapshots, backtests: dict) -> HeldOut:
         if target in done:
             at = np.searchsorted(rows, np.asarray(done[target].rows))
             y[target][at], w[target][at], ours[target][at] = done[target].y, done[target].w, done[target].served_predictions()
-    return HeldOut(snaps.points.iloc[rows].reset_index(drop=True), y, w, ours)
+    return HeldOut(snaps.points(rows), y, w, ours)
 
 
 def backtest_points(tables: Tables, stages: StageOrder, settings: Settings, cutoff: pd.Timestamp | None = None) -> HeldOut:
@@ -301,7 +301,7 @@ def backtest_points(tables: Tables, stages: StageOrder, settings: Settings, cuto
         raise NotEnoughData("no backtest date" + (f" from {cutoff}" if cutoff is not None else "") + " has open deals whose outcome is known")
     r = np.concatenate(rows)
     stalled = snaps.stalled[r]
-    return HeldOut(snaps.points.iloc[r].reset_index(drop=True), {"win": np.concatenate(ys), "stall": np.nan_to_num(stalled)}, {"win": np.concatenate(ws), "stall": (~np.isnan(stalled)).astype(float)})
+    return HeldOut(snaps.points(r), {"win": np.concatenate(ys), "stall": np.nan_to_num(stalled)}, {"win": np.concatenate(ws), "stall": (~np.isnan(stalled)).astype(float)})
 
 
 def evaluate_on(bundle: Bundle, source: Tables | TrainingData, held: HeldOut) -> dict[str, dict[str, float]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 from features.errors import NotEnoughData
@@ -15,8 +16,8 @@ from features.settings import Settings
 from features.snapshots import snapshot_points
 from features.stages import StageOrder
 from features.tables import Tables
-from features.times import DAY_NS
-from training.backtest import Snapshots
+from features.times import DAY_NS, ns
+from training.backtest import NO_CLOSE, Snapshots
 from training.censoring import first_close
 from training.labels import stalled_label
 
@@ -41,15 +42,14 @@ def build(
     frame = build_features(tables, points, spec, stats, progress=step)
     step("labels")
     horizon = settings.stall.horizon_days
-    x = model_matrix({c: frame[c].to_numpy(dtype=object if c in spec.categorical else "float64") for c in spec.columns}, spec)
+    # float32: LightGBM bins the values anyway, and the matrix is most of a training run's memory
+    x = model_matrix({c: frame[c].to_numpy(dtype=object if c in spec.categorical else "float64") for c in spec.columns}, spec).astype(np.float32)
     kept = frame[["opportunity_id", "as_of", "stage", *spec.segment_columns]].astype({c: "category" for c in ["opportunity_id", "stage", *spec.segment_columns]})
     return Snapshots(
-        points=points,
         frame=kept,
         x=x,
-        deal=points["opportunity_id"].to_numpy(dtype=object),
-        time=points["as_of"].array.asi8.copy(),
-        close=first_close(tables.stage_history, [stages.config.won, stages.config.lost], points),
+        time=ns(points["as_of"]).copy(),
+        close=first_close(tables.stage_history, [stages.config.won, stages.config.lost], points, NO_CLOSE),
         stalled=stalled_label(tables, stages, points, horizon, end),
         horizon_ns=horizon * DAY_NS,
     )

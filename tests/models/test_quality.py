@@ -54,7 +54,7 @@ def test_the_backtest_trains_only_on_what_was_known_at_each_fold_date(trained, m
     times = snaps.time[np.isin(np.arange(len(snaps)), np.flatnonzero(snaps.time <= at.value))]
     assert len(rows.y) == len(times) and (times <= at.value).all()
     state_then = final_states(medium.tables.stage_history[medium.tables.stage_history["entered_at"] <= at], stages)["state"]
-    labelled = pd.Series(rows.deal[rows.w > 0]).map(state_then)
+    labelled = pd.Series(rows.deal_ids()[rows.w > 0]).map(state_then)
     assert labelled.isin(["won", "lost"]).all()  # never a label from after the fold date
     evaluated, _, _ = target.evaluate(at)
     assert (snaps.time[evaluated] == at.value).all()
