@@ -52,6 +52,20 @@ def split_export(tables: Tables, out: Path, n: int, fmt: str = "parquet") -> lis
     return folders
 
 
+def shared_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with each text value held once per column: a file reader gives every cell its
+    own string object (about 50 bytes), and the first pass keeps millions of cells of a few
+    thousand values (stage names, segments, each deal's id on every stage row). Still object
+    text, as `Tables` holds it."""
+    fixes = {}
+    for col, dtype in frame.dtypes.items():
+        if dtype == np.dtype(object):
+            codes, uniques = pd.factorize(frame[col], use_na_sentinel=True)
+            values = np.append(np.asarray(uniques, dtype=object), None)  # code -1 (missing) reads the last: None
+            fixes[col] = pd.Series(values[codes], index=frame.index, dtype=object)
+    return frame.assign(**fixes) if fixes else frame
+
+
 @dataclass
 class Outline:
     """What the first pass keeps of one partition, or of all of them once combined, as known at
@@ -77,7 +91,8 @@ class Outline:
         types = known.activities["type"].astype(str).str.strip().str.lower().value_counts()
         last = known.activities["occurred_at"].max() if len(known.activities) else None
         end = known.end if len(known.opportunities) else None
-        return cls(opps, events, completed, types, known.stage_history if with_history else None, end, last, (tables.fingerprint(),) if fingerprint else ())
+        history = shared_text(known.stage_history) if with_history else None
+        return cls(shared_text(opps), events, completed, types, history, end, last, (tables.fingerprint(),) if fingerprint else ())
 
     @classmethod
     def combine(cls, outlines: list[Outline]) -> Outline:

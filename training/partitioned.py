@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from engines.partitioned import first_pass, score_points
-from engines.runner import Runner
+from engines.runner import Runner, release_memory
 from engines.work import stages_of
 from features.contract import load_export
 from features.errors import NotEnoughData
@@ -51,6 +51,7 @@ class PartitionedExport:
             raise NotEnoughData(f"{folder}: no opportunity in any partition")
         self.tables = self.outline.tables()
         self.end = self.outline.end
+        release_memory()  # the partitions' outlines, combined and freed
 
     def spec_and_stats(self, stages: StageOrder, settings: Settings) -> tuple[FeatureSpec, PointInTimeStats]:
         spec = make_spec(self.tables, stages, segment_columns(settings, self.tables), type_counts=self.outline.activity_types)
@@ -71,7 +72,10 @@ class PartitionedExport:
         del light  # the pieces, their concatenation and the ordered copy need not all be alive at once
         # the whole export's order, (opportunity_id, as_of), so both give the same rows
         order = np.lexsort((laid.time, laid.deal))
-        return laid.take(order, self._matrix(heavy, sizes, len(spec.columns), order))
+        snaps = laid.take(order, self._matrix(heavy, sizes, len(spec.columns), order))
+        del laid
+        release_memory()
+        return snaps
 
     def _matrix(self, heavy: list, sizes: list[int], n_cols: int, order: np.ndarray):
         if self.run.client is None:

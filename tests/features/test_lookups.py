@@ -167,3 +167,19 @@ def test_tables_from_arrays_equal_tables_from_frames(small, seed, keep, with_act
             assert all(a[k].tolist() == b[k].tolist() for k in a if a[k].dtype == object)
         else:
             np.testing.assert_array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object), err_msg=field.name)
+
+
+@PROFILE
+@given(values=st.lists(st.one_of(st.none(), st.sampled_from(["Prospecting", "Won", "é", ""])), max_size=30))
+def test_shared_text_keeps_every_value_and_holds_each_once(values) -> None:
+    """The first pass's memory saving must not change a cell: same values, missing stays None,
+    still object text (what `Tables` joins on); equal values are one object."""
+    from features.partitions import shared_text
+
+    frame = pd.DataFrame({"stage": pd.Series([None if v is None else "".join(v) for v in values], dtype=object), "n": np.arange(len(values), dtype=float)})
+    got = shared_text(frame)
+    assert got["stage"].dtype == object and got["n"].equals(frame["n"])
+    assert got["stage"].tolist() == frame["stage"].tolist()
+    by_value = {}
+    for v in got["stage"]:
+        assert v is None or by_value.setdefault(v, v) is v
