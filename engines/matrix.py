@@ -10,6 +10,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 
 # the booster's parameters under the names LightGBM's scikit-learn estimators take (the same
 # parameters: passing the native aliases makes LightGBM warn that the defaults are overridden)
@@ -27,15 +28,22 @@ def _take(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return block[rows]
 
 
-def _gathered(rows: list[np.ndarray], *blocks: np.ndarray) -> np.ndarray:
-    """The given rows of this worker's (float32) blocks as one array: one part per worker is
-    concatenated by LightGBM's Dask estimator without a second copy of each block."""
-    out = np.empty((sum(len(r) for r in rows), blocks[0].shape[1] if blocks else 0), dtype="float32")
+def _gathered(rows: list[np.ndarray], *blocks: np.ndarray) -> pd.DataFrame:
+    """The given rows of this worker's (float32) blocks as one part. A frame, not an array:
+    LightGBM's Dask estimator concatenates a worker's parts (an array would be copied even
+    alone) and then reads the frame's values in place, so the worker holds its rows once
+    beside its blocks (named as LightGBM names an array's columns)."""
+    n_cols = blocks[0].shape[1] if blocks else 0
+    out = np.empty((sum(len(r) for r in rows), n_cols), dtype="float32")
     at = 0
     for block, r in zip(blocks, rows, strict=True):
         out[at : at + len(r)] = block[r]
         at += len(r)
-    return out
+    return pd.DataFrame(out, columns=_names(n_cols), copy=False)
+
+
+def _names(n_cols: int) -> list[str]:
+    return [f"Column_{j}" for j in range(n_cols)]
 
 
 class PartitionedMatrix:
@@ -84,6 +92,7 @@ class PartitionedMatrix:
         its rows, the trees are the same for all). Each worker's rows are gathered into one
         float32 part where they are (no row travels)."""
         import dask.array as da
+        import dask.dataframe as dd
         from lightgbm.dask import DaskLGBMClassifier
 
         index = self._index(index)
@@ -95,9 +104,10 @@ class PartitionedMatrix:
         xs, ys, ws = [], [], []
         for worker, parts in by_worker.items():
             mine = [np.flatnonzero(part == p) for p in parts]
-            rows = self.client.submit(_gathered, [local[m] for m in mine], *(self.blocks[p] for p in parts), workers=[worker], pure=False)
+            picks = self.client.scatter([local[m] for m in mine], workers=[worker])  # beside the task, not inside its graph
+            rows = self.client.submit(_gathered, picks, *(self.blocks[p] for p in parts), workers=[worker], pure=False)
             order = np.concatenate(mine)
-            xs.append(da.from_delayed(rows, shape=(len(order), self.n_cols), dtype="float32"))
+            xs.append(rows)
             for out, values in ((ys, y[order]), (ws, w[order])):  # beside the rows, not inside the task graph
                 out.append(da.from_delayed(self.client.scatter(values, workers=[worker]), shape=values.shape, dtype=values.dtype))
         native = {k: v for k, v in params.items() if k not in ("objective", "verbosity")}
@@ -110,5 +120,6 @@ class PartitionedMatrix:
         )
         with warnings.catch_warnings():  # the estimator's own n_jobs default, which Dask replaces by each worker's threads
             warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-            model.fit(da.concatenate(xs), da.concatenate(ys), sample_weight=da.concatenate(ws), categorical_feature=categorical)
+            x = dd.from_delayed(xs, meta=pd.DataFrame(np.empty((0, self.n_cols), dtype="float32"), columns=_names(self.n_cols)), verify_meta=False)
+            model.fit(x, da.concatenate(ys), sample_weight=da.concatenate(ws), categorical_feature=categorical)
         return model.to_local().booster_
