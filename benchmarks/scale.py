@@ -56,7 +56,9 @@ def _tree_peak(cmd: list[str], env: dict, cwd: Path) -> dict:
     log.seek(0)
     output = log.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-2000:]}")
+        kept = Path(tempfile.mkstemp(prefix="oppscore-scale-", suffix=".log")[1])
+        kept.write_text(output, encoding="utf-8")
+        raise RuntimeError(f"{' '.join(cmd)} failed (its whole output: {kept}):\n{output[-2000:]}")
     return {"seconds": round(time.perf_counter() - start, 1), "peak GiB (tree)": round(peak_total / 2**30, 2), "peak GiB (largest child)": round(peak_one / 2**30, 2), "peak GiB (command itself)": round(peak_top / 2**30, 2)}
 
 

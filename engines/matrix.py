@@ -95,8 +95,11 @@ class PartitionedMatrix:
         import dask.dataframe as dd
         from lightgbm.dask import DaskLGBMClassifier
 
+        from engines.runner import release_memory
+
         index = self._index(index)
         part, local = self._locate(index)
+        self.client.run(release_memory)  # what building the snapshots left behind: the fit needs the room
         holders = self.client.who_has(self.blocks)
         by_worker: dict[str, list[int]] = {}
         for p in np.unique(part):
