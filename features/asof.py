@@ -61,6 +61,16 @@ class Codebook:
         self.values = np.asarray(uniques, dtype=object)
         self._code = {v: i for i, v in enumerate(self.values)}
 
+    @classmethod
+    def of_column(cls, column: pd.Series) -> Codebook:
+        """The same book from a column of any text dtype, without a Python string per row
+        (millions of step rows hold a few thousand values)."""
+        book = cls.__new__(cls)
+        book.codes_of_rows, uniques = pd.factorize(column)
+        book.values = np.asarray(uniques, dtype=object)
+        book._code = {v: i for i, v in enumerate(book.values)}
+        return book
+
     def __len__(self) -> int:
         return len(self.values)
 

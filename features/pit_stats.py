@@ -44,7 +44,7 @@ class _Steps:
     the final counts per value for queries at or after the last step."""
 
     def __init__(self, frame: pd.DataFrame, by: str, cols: list[str]) -> None:
-        self.values = asof.Codebook(frame[by].to_numpy(dtype=object))
+        self.values = asof.Codebook.of_column(frame[by])
         codes = self.values.codes_of_rows
         self.rows = asof.SortedRows(codes, ns(frame["time"]))
         self.counts = {c: frame[c].to_numpy(dtype="float64") for c in cols}
