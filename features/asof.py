@@ -57,19 +57,20 @@ class Codebook:
     hundred times faster than a pandas Index lookup, and for millions about as fast."""
 
     def __init__(self, values: np.ndarray) -> None:
-        self.codes_of_rows, uniques = pd.factorize(np.asarray(values, dtype=object))
-        self.values = np.asarray(uniques, dtype=object)
-        self._code = {v: i for i, v in enumerate(self.values)}
+        self._fill(*pd.factorize(np.asarray(values, dtype=object)))
 
     @classmethod
     def of_column(cls, column: pd.Series) -> Codebook:
         """The same book from a column of any text dtype, without a Python string per row
         (millions of step rows hold a few thousand values)."""
         book = cls.__new__(cls)
-        book.codes_of_rows, uniques = pd.factorize(column)
-        book.values = np.asarray(uniques, dtype=object)
-        book._code = {v: i for i, v in enumerate(book.values)}
+        book._fill(*pd.factorize(column))
         return book
+
+    def _fill(self, codes: np.ndarray, uniques) -> None:
+        self.codes_of_rows = codes
+        self.values = np.asarray(uniques, dtype=object)
+        self._code = {v: i for i, v in enumerate(self.values)}
 
     def __len__(self) -> int:
         return len(self.values)
