@@ -56,7 +56,7 @@ class Snapshots:
     is a code into `ids` (the frame's categories, sorted): labels are looked up per deal and
     deals counted and sampled by integer, not by millions of strings."""
 
-    frame: pd.DataFrame  # opportunity_id, as_of, the stage and the segment columns (text ones categorical)
+    frame: pd.DataFrame  # opportunity_id, the stage and the segment columns (text ones categorical)
     x: Any  # the model matrix (float32): an array, or one held by partition on a cluster (indexed the same way)
     time: np.ndarray  # ns
     close: np.ndarray  # ns of the first close after the snapshot; NO_CLOSE: none by the end
@@ -81,7 +81,7 @@ class Snapshots:
 
     def points(self, rows: np.ndarray) -> pd.DataFrame:
         """The (opportunity_id, as_of) of the given rows."""
-        return pd.DataFrame({"opportunity_id": self.ids[self.deal[rows]], "as_of": self.frame["as_of"].iloc[rows].reset_index(drop=True)})
+        return pd.DataFrame({"opportunity_id": self.ids[self.deal[rows]], "as_of": pd.DatetimeIndex(self.time[rows].view("datetime64[ns]")).tz_localize("UTC")})
 
     def labelled(self, rows: np.ndarray, y: np.ndarray, w: np.ndarray) -> Labelled:
         return Labelled(rows, y, w, self.deal[rows], self.ids, self.hashes)

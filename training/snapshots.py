@@ -44,7 +44,7 @@ def build(
     horizon = settings.stall.horizon_days
     # float32: LightGBM bins the values anyway, and the matrix is most of a training run's memory
     x = model_matrix({c: frame[c].to_numpy(dtype=object if c in spec.categorical else "float64") for c in spec.columns}, spec).astype(np.float32)
-    kept = frame[["opportunity_id", "as_of", "stage", *spec.segment_columns]].astype({c: "category" for c in ["opportunity_id", "stage", *spec.segment_columns]})
+    kept = frame[["opportunity_id", "stage", *spec.segment_columns]].astype({c: "category" for c in ["opportunity_id", "stage", *spec.segment_columns]})
     return Snapshots(
         frame=kept,
         x=x,
