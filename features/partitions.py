@@ -74,8 +74,8 @@ class Outline:
     occurs, and — only for the stage weights, which read it whole — the stage history."""
 
     opportunities: pd.DataFrame
-    events: pd.DataFrame
-    completed: pd.DataFrame
+    events: pd.DataFrame | None  # None once the statistics are fitted and these let go
+    completed: pd.DataFrame | None
     activity_types: pd.Series  # counts by normalised type
     stage_history: pd.DataFrame | None = None
     end: pd.Timestamp | None = None  # the newest row of any table (Tables.end)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from features import asof
 from features.stages import StageOrder
@@ -41,15 +42,17 @@ def _as_ns(as_of: pd.Series | np.ndarray) -> np.ndarray:
 
 class _Steps:
     """One step table indexed for lookups: values coded, rows sorted by (value, time) once, and
-    the final counts per value for queries at or after the last step."""
+    the final counts per value for queries at or after the last step. Built from the columns'
+    arrays (rows in time order): at a million deals the win steps are millions of rows, and a
+    sorted or re-typed copy of the table held a second table's worth of memory."""
 
-    def __init__(self, frame: pd.DataFrame, by: str, cols: list[str]) -> None:
-        self.values = asof.Codebook.of_column(frame[by])
-        codes = self.values.codes_of_rows
-        self.rows = asof.SortedRows(codes, ns(frame["time"]))
-        self.counts = {c: frame[c].to_numpy(dtype="float64") for c in cols}
+    def __init__(self, values: pd.Series, times: np.ndarray, counts: dict[str, np.ndarray]) -> None:
+        codes, uniques = pd.factorize(values)
+        self.values = asof.Codebook(np.asarray(uniques, dtype=object).astype(str))  # text, as queries are
+        self.rows = asof.SortedRows(codes, times)
+        self.counts = counts
         last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]  # last row of each value
-        self.latest = {c: v[last] for c, v in self.counts.items()}
+        self.latest = {c: v[last] for c, v in counts.items()}
 
     def lookup(self, values: np.ndarray, times: np.ndarray, latest: bool) -> dict[str, np.ndarray]:
         """Counts of each value at each time (0 for values never seen); `latest`: every time is
@@ -59,6 +62,18 @@ class _Steps:
             return {c: np.where(code >= 0, v[np.maximum(code, 0)], 0.0) for c, v in self.latest.items()}
         pos = self.rows.last_at_or_before(code, times)
         return {c: np.where(pos >= 0, v[np.maximum(pos, 0)], 0.0) for c, v in self.counts.items()}
+
+
+def _indexed(frame: pd.DataFrame, by: str, cols: list[str]) -> dict[object, _Steps]:
+    """A step table's rows of each key (all rows under None when it has no key column)."""
+    times = ns(frame["time"])
+    order = np.argsort(times, kind="stable")
+    keys, names = pd.factorize(frame["key"]) if "key" in frame.columns else (np.zeros(len(frame), dtype=np.int64), [None])
+    out = {}
+    for k, name in enumerate(names):
+        rows = order[keys[order] == k]
+        out[name] = _Steps(frame[by].iloc[rows], times[rows], {c: frame[c].to_numpy()[rows] for c in cols})
+    return out
 
 
 @dataclass
@@ -98,21 +113,26 @@ class PointInTimeStats:
 
     def fit_events(self, events: pd.DataFrame, completed: pd.DataFrame) -> PointInTimeStats:
         """Running counts from `events` (every deal's, in any order: at equal times a lookup
-        reads the count after all of them)."""
-        steps = []
-        for key in [GLOBAL, *self.keys]:
-            if key == GLOBAL:
-                value = pd.Series(GLOBAL, index=events.index)
-            elif f"key:{key}" in events.columns:
-                value = events[f"key:{key}"]
-            else:
-                continue
-            frame = events[["time", "d_won", "d_closed"]].assign(key=key, value=np.asarray(value, dtype=object)).sort_values("time", kind="stable")
-            grouped = frame.groupby("value", sort=False)
-            frame["won"] = grouped["d_won"].cumsum()
-            frame["closed"] = grouped["d_closed"].cumsum()
-            steps.append(frame[["key", "value", "time", "won", "closed"]])
-        self.win_steps_ = pd.concat(steps, ignore_index=True) if steps else pd.DataFrame(columns=["key", "value", "time", "won", "closed"])
+        reads the count after all of them). Keys and values are held as categories, counts as
+        int32: one row per key and closing event, millions at a million deals."""
+        events = events.iloc[np.argsort(ns(events["time"]), kind="stable")].reset_index(drop=True)
+        keys = [k for k in [GLOBAL, *self.keys] if k == GLOBAL or f"key:{k}" in events.columns]
+        values, won, closed = [], [], []
+        for key in keys:
+            codes, uniques = (np.zeros(len(events), dtype=np.int64), [GLOBAL]) if key == GLOBAL else pd.factorize(events[f"key:{key}"])
+            grouped = events[["d_won", "d_closed"]].groupby(codes, sort=False)
+            values.append(pd.Categorical.from_codes(codes, categories=uniques))
+            won.append(grouped["d_won"].cumsum().to_numpy(dtype=np.int32))
+            closed.append(grouped["d_closed"].cumsum().to_numpy(dtype=np.int32))
+        self.win_steps_ = pd.DataFrame(
+            {
+                "key": pd.Categorical.from_codes(np.repeat(np.arange(len(keys)), len(events)), categories=keys),
+                "value": union_categoricals(values),
+                "time": pd.concat([events["time"]] * len(keys), ignore_index=True),
+                "won": np.concatenate(won),
+                "closed": np.concatenate(closed),
+            }
+        )
         stays_ = completed.sort_values("time", kind="stable")
         grouped = stays_.groupby("stage", sort=False)
         stays_ = stays_.assign(n=grouped.cumcount() + 1, sum_log=grouped["log_days"].cumsum())
@@ -123,11 +143,9 @@ class PointInTimeStats:
     # -- lookups -------------------------------------------------------------------------
     def _index(self) -> None:
         """Steps split by key and indexed, built once per fit or load."""
-        win = self.win_steps_.sort_values("time", kind="stable")
-        win = win.assign(value=win["value"].astype(str))
-        self._win = {key: _Steps(part.reset_index(drop=True), "value", ["won", "closed"]) for key, part in win.groupby("key", sort=False)}
-        dwell = self.dwell_steps_.sort_values("time", kind="stable").reset_index(drop=True)
-        self._dwell = _Steps(dwell, "stage", ["n", "sum_log"]) if len(dwell) else None
+        self._win = _indexed(self.win_steps_, "value", ["won", "closed"])
+        dwell = self.dwell_steps_
+        self._dwell = _indexed(dwell, "stage", ["n", "sum_log"])[None] if len(dwell) else None
         last = max(self.win_steps_["time"].max(), self.dwell_steps_["time"].max()) if len(self.win_steps_) else None
         self._last_ns = None if last is None or pd.isna(last) else pd.Timestamp(last).value
 

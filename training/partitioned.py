@@ -9,6 +9,7 @@ LightGBM's Dask estimator. The bundle is the same format either way."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +52,21 @@ class PartitionedExport:
             raise NotEnoughData(f"{folder}: no opportunity in any partition")
         self.tables = self.outline.tables()
         self.end = self.outline.end
+        self._stats: dict[tuple[str, ...], PointInTimeStats] = {}
         release_memory()  # the partitions' outlines, combined and freed
 
     def spec_and_stats(self, stages: StageOrder, settings: Settings) -> tuple[FeatureSpec, PointInTimeStats]:
+        """The statistics are fitted once per set of keys, and the closing events and completed
+        stays they are made of (a few rows of every deal) let go: another set of keys reads the
+        first pass again."""
         spec = make_spec(self.tables, stages, segment_columns(settings, self.tables), type_counts=self.outline.activity_types)
-        return spec, self.outline.statistics(spec.stat_keys)
+        keys = tuple(spec.stat_keys)
+        if keys not in self._stats:
+            outline = self.outline if self.outline.events is not None else first_pass(self.run, self.folder, self.settings, self.now, self.now)
+            self._stats[keys] = outline.statistics(spec.stat_keys)
+            self.outline = replace(self.outline, events=None, completed=None)
+            release_memory()
+        return spec, self._stats[keys]
 
     def snapshots(self, stages: StageOrder, settings: Settings, spec: FeatureSpec, stats: PointInTimeStats, step) -> Snapshots:
         parts = partitions(self.folder)
