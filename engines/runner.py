@@ -48,6 +48,13 @@ class Runner:
         return self.client.gather(futures)
 
 
+    def release_memory(self) -> None:
+        """Freed memory handed back here and, on a cluster, on every worker (what reading and
+        building partitions left there: the backtest runs beside it)."""
+        release_memory()
+        if self.client is not None:
+            self.client.run(release_memory)
+
     def map_held(self, fn: Callable, parts: list[Path], **shared: Any) -> tuple[list, list]:
         """fn(part, None, **shared) → (light, heavy) for every partition: the light parts come
         back here; the heavy ones stay where they were computed (futures on a cluster's workers,

@@ -53,7 +53,7 @@ class PartitionedExport:
         self.tables = self.outline.tables()
         self.end = self.outline.end
         self._stats: dict[tuple[str, ...], PointInTimeStats] = {}
-        release_memory()  # the partitions' outlines, combined and freed
+        run.release_memory()  # the partitions' outlines, combined and freed
 
     def spec_and_stats(self, stages: StageOrder, settings: Settings) -> tuple[FeatureSpec, PointInTimeStats]:
         """The statistics are fitted once per set of keys, and the closing events and completed
@@ -85,7 +85,7 @@ class PartitionedExport:
         order = np.lexsort((laid.time, laid.deal))
         snaps = laid.take(order, self._matrix(heavy, sizes, len(spec.columns), order))
         del laid
-        release_memory()
+        self.run.release_memory()
         return snaps
 
     def _matrix(self, heavy: list, sizes: list[int], n_cols: int, order: np.ndarray):

@@ -146,3 +146,26 @@ def test_the_cli_trains_on_a_cluster_and_a_second_run_on_the_same_data_is_not_pr
 
     methods = {row["method"] for row in json.loads((tmp_path / "forecast.json").read_text())["forecast"]}
     assert {"model", "data-driven stage weights"} <= methods
+
+
+def test_statistics_are_fitted_once_and_read_again_for_other_keys(cut) -> None:
+    """The closing events behind the statistics are let go once these are fitted (every deal's:
+    memory at a million deals); asked for other keys, the export is read again, and the
+    statistics are those of the whole export."""
+    from features.pit_stats import PointInTimeStats
+
+    settings = cut["settings"]
+    with runner("local") as run:
+        source = PartitionedExport(run, cut["split"], settings, cut["now"])
+        spec, stats = source.spec_and_stats(stages_of(settings), settings)
+        assert source.outline.events is None and source.outline.completed is None
+        assert source.spec_and_stats(stages_of(settings), settings)[1] is stats
+        fewer = settings.model_copy(update={"segments": SegmentConfig(columns=settings.segments.columns[:1])})
+        other_spec, other = source.spec_and_stats(stages_of(fewer), fewer)
+    assert other_spec.stat_keys != spec.stat_keys
+    whole = PointInTimeStats(other_spec.stat_keys).fit(cut["tables"], stages_of(fewer))
+    opps = cut["tables"].opportunities
+    at = opps["created_at"] + pd.Timedelta(days=30)
+    for key in other_spec.stat_keys:
+        np.testing.assert_allclose(other.win_rate(key, opps[key].to_numpy(), at), whole.win_rate(key, opps[key].to_numpy(), at), rtol=1e-12)
+    np.testing.assert_allclose(other.typical_dwell(np.full(len(opps), stages_of(fewer).open[0], dtype=object), at), whole.typical_dwell(np.full(len(opps), stages_of(fewer).open[0], dtype=object), at), rtol=1e-12)
