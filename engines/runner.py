@@ -47,7 +47,6 @@ class Runner:
             self.progress(f"{fn.__name__}: {done} of {len(parts)} partitions done")
         return self.client.gather(futures)
 
-
     def release_memory(self) -> None:
         """Freed memory handed back here and, on a cluster, on every worker (what reading and
         building partitions left there: the backtest runs beside it)."""

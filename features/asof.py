@@ -57,18 +57,7 @@ class Codebook:
     hundred times faster than a pandas Index lookup, and for millions about as fast."""
 
     def __init__(self, values: np.ndarray) -> None:
-        self._fill(*pd.factorize(np.asarray(values, dtype=object)))
-
-    @classmethod
-    def of_column(cls, column: pd.Series) -> Codebook:
-        """The same book from a column of any text dtype, without a Python string per row
-        (millions of step rows hold a few thousand values)."""
-        book = cls.__new__(cls)
-        book._fill(*pd.factorize(column))
-        return book
-
-    def _fill(self, codes: np.ndarray, uniques) -> None:
-        self.codes_of_rows = codes
+        self.codes_of_rows, uniques = pd.factorize(np.asarray(values, dtype=object))
         self.values = np.asarray(uniques, dtype=object)
         self._code = {v: i for i, v in enumerate(self.values)}
 
