@@ -77,7 +77,7 @@ def _reference(snaps: bt_.Snapshots, win: bt_.Labelled, spec: FeatureSpec) -> di
     won = won.where(won.y == 1).sample(bt_.LARGE_ROWS)
     x = snaps.x[won.index]
     frame = pd.DataFrame(x[:, [spec.columns.index(c) for c in numeric]].astype(np.float64), columns=numeric)
-    frame["stage"] = snaps.frame["stage"].to_numpy(dtype=object)[won.index]
+    frame["stage"] = snaps.frame["stage"].iloc[won.index].to_numpy(dtype=object)  # the rows first: text of every snapshot would be millions of strings
     med = frame.groupby("stage")[numeric].median()
     return {str(stage): {k: float(v) for k, v in row.items() if pd.notna(v)} for stage, row in med.iterrows()}
 
