@@ -168,4 +168,5 @@ def test_statistics_are_fitted_once_and_read_again_for_other_keys(cut) -> None:
     at = opps["created_at"] + pd.Timedelta(days=30)
     for key in other_spec.stat_keys:
         np.testing.assert_allclose(other.win_rate(key, opps[key].to_numpy(), at), whole.win_rate(key, opps[key].to_numpy(), at), rtol=1e-12)
-    np.testing.assert_allclose(other.typical_dwell(np.full(len(opps), stages_of(fewer).open[0], dtype=object), at), whole.typical_dwell(np.full(len(opps), stages_of(fewer).open[0], dtype=object), at), rtol=1e-12)
+    first = np.full(len(opps), stages_of(fewer).open[0], dtype=object)
+    np.testing.assert_allclose(other.typical_dwell(first, at), whole.typical_dwell(first, at), rtol=1e-12)
