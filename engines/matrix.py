@@ -95,15 +95,18 @@ class PartitionedMatrix:
         import dask.dataframe as dd
         from lightgbm.dask import DaskLGBMClassifier
 
-        from engines.runner import release_memory
+        from engines.runner import home, release_memory
 
         index = self._index(index)
         part, local = self._locate(index)
         self.client.run(release_memory)  # what building the snapshots left behind: the fit needs the room
         holders = self.client.who_has(self.blocks)
+        workers = sorted(self.client.scheduler_info()["workers"])
         by_worker: dict[str, list[int]] = {}
-        for p in np.unique(part):
-            by_worker.setdefault(sorted(holders[self.blocks[p].key])[0], []).append(int(p))
+        for p in np.unique(part):  # in partition order: the worker of the first is LightGBM's rank 0, whatever its address
+            held = holders[self.blocks[p].key]
+            at = home(workers, int(p)) if home(workers, int(p)) in held else sorted(held)[0]  # where it was built, unless it moved
+            by_worker.setdefault(at, []).append(int(p))
         xs, ys, ws = [], [], []
         for worker, parts in by_worker.items():
             mine = [np.flatnonzero(part == p) for p in parts]

@@ -66,14 +66,24 @@ class Runner:
         from distributed import as_completed
 
         scattered = {k: self.client.scatter(v, broadcast=True) if _large(v) else v for k, v in shared.items()}
-        pairs = self.client.map(fn, parts, [None] * len(parts), **scattered, pure=False)
-        heavy = self.client.map(itemgetter(1), pairs, pure=False)
-        light = self.client.map(itemgetter(0), pairs, pure=False)
+        workers = sorted(self.client.scheduler_info()["workers"])
+        # each partition computed, and its heavy part kept, on a fixed worker (its home): which
+        # rows a worker holds decides what a data-parallel fit on them gives, so it must not
+        # depend on which worker happened to be free
+        where = [{"workers": [home(workers, k)], "allow_other_workers": True, "pure": False} for k in range(len(parts))]
+        pairs = [self.client.submit(fn, part, None, **scattered, **at) for part, at in zip(parts, where, strict=True)]
+        heavy = [self.client.submit(itemgetter(1), pair, **at) for pair, at in zip(pairs, where, strict=True)]
+        light = [self.client.submit(itemgetter(0), pair, **at) for pair, at in zip(pairs, where, strict=True)]
         for done, _ in enumerate(as_completed(light), start=1):
             self.progress(f"{fn.__name__}: {done} of {len(parts)} partitions done")
         gathered = self.client.gather(light)
         del pairs  # the heavy parts alone stay on the workers
         return gathered, heavy
+
+
+def home(workers: list[str], k: int) -> str:
+    """The worker partition k is computed and kept on: round robin over the sorted addresses."""
+    return workers[k % len(workers)]
 
 
 MMAP_THRESHOLD = 256 * 1024  # bytes: larger blocks are mapped on their own, and unmapped when freed
