@@ -170,3 +170,23 @@ def test_statistics_are_fitted_once_and_read_again_for_other_keys(cut) -> None:
         np.testing.assert_allclose(other.win_rate(key, opps[key].to_numpy(), at), whole.win_rate(key, opps[key].to_numpy(), at), rtol=1e-12)
     first = np.full(len(opps), stages_of(fewer).open[0], dtype=object)
     np.testing.assert_allclose(other.typical_dwell(first, at), whole.typical_dwell(first, at), rtol=1e-12)
+
+
+def test_each_partition_is_built_and_kept_on_its_own_worker(cut, dask_run) -> None:
+    """Which rows a worker holds decides what a data-parallel booster gives: partition k is built
+    on the worker at k mod n of the sorted addresses, and its heavy part stays there."""
+    from engines.runner import home
+    from features.partitions import partitions
+
+    def where(part, out):
+        from distributed import get_worker
+
+        return get_worker().address, np.zeros(3)
+
+    parts = partitions(cut["split"])
+    light, heavy = dask_run.map_held(where, parts)
+    workers = sorted(dask_run.client.scheduler_info()["workers"])
+    assert len(workers) == 2 and len(parts) == 3
+    assert light == [home(workers, k) for k in range(len(parts))]
+    held = dask_run.client.who_has(heavy)
+    assert [set(held[f.key]) for f in heavy] == [{home(workers, k)} for k in range(len(parts))]
