@@ -103,10 +103,9 @@ class PartitionedMatrix:
         holders = self.client.who_has(self.blocks)
         workers = sorted(self.client.scheduler_info()["workers"])
         by_worker: dict[str, list[int]] = {}
-        for p in np.unique(part):  # in partition order: the worker of the first is LightGBM's rank 0, whatever its address
-            held = holders[self.blocks[p].key]
-            at = home(workers, int(p)) if home(workers, int(p)) in held else sorted(held)[0]  # where it was built, unless it moved
-            by_worker.setdefault(at, []).append(int(p))
+        for p in np.unique(part).tolist():  # in partition order
+            built, held = home(workers, p), holders[self.blocks[p].key]
+            by_worker.setdefault(built if built in held else sorted(held)[0], []).append(p)  # where it was built, unless it moved
         xs, ys, ws = [], [], []
         for worker, parts in by_worker.items():
             mine = [np.flatnonzero(part == p) for p in parts]
