@@ -46,6 +46,28 @@ def _names(n_cols: int) -> list[str]:
     return [f"Column_{j}" for j in range(n_cols)]
 
 
+class _PartsInOrder:
+    """The client as LightGBM's Dask estimator sees it, but telling where parts are in the order
+    they were given. The estimator ranks its machines in the order `Client.who_has` lists the
+    parts, and that client asks the scheduler about a *set* of keys: their order follows the
+    keys' string hashes, which change with every process. The rank decides which machine's rows
+    set each feature's bins and in what order histograms are summed, so the same rows on the same
+    workers gave one of two models at random (lightgbm issue 3835 is the upstream discussion of
+    Dask against local results). Here the machine holding partition 0 is always rank 0."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def who_has(self, futures: list | None = None, **kwargs: Any) -> dict:
+        held = self._client.who_has(futures, **kwargs)
+        if futures is None:
+            return held
+        return {f.key: held[f.key] for f in futures}
+
+
 class PartitionedMatrix:
     """`blocks`: one future per partition, each the partition's rows; `order`: for each row of
     the matrix as the client sees it, its row among the blocks laid end to end."""
@@ -117,7 +139,7 @@ class PartitionedMatrix:
                 out.append(da.from_delayed(self.client.scatter(values, workers=[worker]), shape=values.shape, dtype=values.dtype))
         native = {k: v for k, v in params.items() if k not in ("objective", "verbosity")}
         model = DaskLGBMClassifier(
-            client=self.client,
+            client=_PartsInOrder(self.client),
             objective="binary",
             n_estimators=rounds,
             verbosity=-1,

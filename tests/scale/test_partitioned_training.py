@@ -92,11 +92,9 @@ def test_on_dask_the_served_booster_is_within_0_005_of_the_single_machine_one(cu
     for t in boosted:
         assert got.bundle.models[t].booster is not None
     ours, theirs = evaluate_on(got.bundle, cut["full"], cut["later"]), evaluate_on(single.bundle, cut["full"], cut["later"])
-    # the issue asks 0.005; on this small export the data-parallel stall booster has more than one
-    # outcome from run to run, one of them 0.0055 AUC from the single machine's (issue 16 note, session 8)
     for target in ("win", "stall"):
-        assert abs(ours[target]["auc"] - theirs[target]["auc"]) <= 0.006, (target, ours[target], theirs[target])
-        assert abs(ours[target]["log_loss"] - theirs[target]["log_loss"]) <= 0.006, (target, ours[target], theirs[target])
+        assert abs(ours[target]["auc"] - theirs[target]["auc"]) <= 0.005, (target, ours[target], theirs[target])
+        assert abs(ours[target]["log_loss"] - theirs[target]["log_loss"]) <= 0.005, (target, ours[target], theirs[target])
     # the promotion gate scores a champion partition by partition: the same as on the whole export
     held = single.held_out
     on_parts, on_whole = evaluate_on(single.bundle, source, held), evaluate_on(single.bundle, cut["tables"], held)
@@ -192,3 +190,19 @@ def test_each_partition_is_built_and_kept_on_its_own_worker(cut, dask_run) -> No
     assert light == [home(workers, k) for k in range(len(parts))]
     held = dask_run.client.who_has(heavy)
     assert [set(held[f.key]) for f in heavy] == [{home(workers, k)} for k in range(len(parts))]
+
+
+def test_a_booster_fitted_again_on_the_same_rows_is_the_same_model(cut, dask_run) -> None:
+    """LightGBM's Dask estimator ranks its machines in the order the scheduler lists the parts,
+    and the rank decides which rows set each feature's bins: the same rows gave one of two models
+    at random until the machine holding partition 0 was made rank 0 every time."""
+    from training.models import PARAMS
+
+    source = PartitionedExport(dask_run, cut["split"], cut["settings"], cut["now"])
+    spec, stats = source.spec_and_stats(stages_of(cut["settings"]), cut["settings"])
+    snaps = source.snapshots(stages_of(cut["settings"]), cut["settings"], spec, stats, lambda _m: None)
+    rows = np.arange(len(snaps.x))
+    x = snaps.x[rows]
+    y = (x[:, 0] > np.nanmedian(x[:, 0])).astype(float)
+    fitted = {snaps.x.fit_booster(rows, y, np.ones(len(rows)), PARAMS, 20, []).model_to_string().split("parameters:")[0] for _ in range(4)}
+    assert len(fitted) == 1
