@@ -113,3 +113,32 @@ def test_nothing_open_scores_to_an_empty_table(trained, medium) -> None:
     assert empty.empty and "win_probability" in empty.columns
     early = score_open(trained.bundle, medium.tables, pd.Timestamp("2000-01-01T00:00:00Z"))
     assert early.empty
+
+
+def test_the_served_booster_is_refitted_on_a_capped_sample_of_whole_deals(medium, monkeypatch) -> None:
+    """Past BOOSTER_ROWS labelled rows the served booster takes a sample of whole deals (a stable
+    hash, the same on every engine): the memory of the final fit stops growing with the export."""
+    from training import pipeline
+    from training.data import WholeExport
+
+    offered, fitted = [], []  # every labelled row of a target; what its booster was fitted on
+    refit, fit_booster = pipeline._refit_candidate, WholeExport.fit_booster
+
+    def offer(name, bt, labelled, *args):
+        offered.append(labelled)
+        return refit(name, bt, labelled, *args)
+
+    def spy(self, rows, *args):
+        fitted.append((offered[-1].used(), rows))
+        return fit_booster(self, rows, *args)
+
+    monkeypatch.setattr(pipeline, "_refit_candidate", offer)
+    monkeypatch.setattr(WholeExport, "fit_booster", spy)
+    monkeypatch.setattr(pipeline, "BOOSTER_ROWS", 6000)
+    result = train(medium.tables, StageOrder(medium.stages), Settings(segments=SegmentConfig(columns=medium.segments)))
+    assert fitted, "the medium export serves LightGBM for at least one target"
+    for every, rows in fitted:
+        assert len(every.y) > 2 * 6000 and 0.5 * 6000 < len(rows.y) < 1.5 * 6000
+        kept = np.isin(every.deal, np.unique(rows.deal))
+        np.testing.assert_array_equal(np.sort(every.index[kept]), np.sort(rows.index))  # every row of a sampled deal, none of the others
+    assert any(s["candidate"] == "lightgbm" for s in result.bundle.metadata["served"].values())
