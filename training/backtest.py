@@ -27,7 +27,6 @@ from sklearn.naive_bayes import CategoricalNB
 
 from features.frame import FeatureSpec
 from features.stages import StageOrder
-from features.stays import final_states
 from features.tables import Tables
 from training import models as fit
 from training.censoring import CloseTimeModel, win_weights
@@ -158,13 +157,43 @@ class Target:
     final: Callable[[], Labelled]  # every labelled row as known at the end
 
 
+class Outcomes:
+    """Each deal's outcome as known at any date, read from its stage history as integers: the
+    deal's code in the snapshots, when each stage was entered, and that stage's outcome (won,
+    lost, or neither: open or an unknown name). What `final_states` says of the history up to a
+    date, without filtering millions of text rows and grouping them again at every fold date."""
+
+    NEITHER, WON, LOST = 0, 1, 2
+
+    def __init__(self, history: pd.DataFrame, stages: StageOrder, ids: np.ndarray) -> None:
+        deal = pd.Categorical(history["opportunity_id"].to_numpy(dtype=object), categories=ids).codes
+        mine = deal >= 0  # rows of deals without a snapshot are not asked about
+        state = stages.state(stages.index(history["stage"]))
+        outcome = np.select([state == "won", state == "lost"], [self.WON, self.LOST], self.NEITHER).astype(np.int8)
+        entered = history["entered_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+        entered = np.where(history["entered_at"].isna().to_numpy(), np.iinfo(np.int64).max, entered)  # never known
+        order = np.argsort(deal[mine], kind="stable")  # a deal's rows keep the history's (time) order
+        self.deal = deal[mine][order].astype(np.int32)
+        self.entered = entered[mine][order]
+        self.outcome = outcome[mine][order]
+        self.n_deals = len(ids)
+
+    def known_at(self, at: pd.Timestamp) -> np.ndarray:
+        """Per deal: 1.0 won, 0.0 lost, NaN neither, as its last stage entered by `at` says."""
+        seen = self.entered <= at.value
+        deal, outcome = self.deal[seen], self.outcome[seen]
+        last = np.flatnonzero(np.append(deal[1:] != deal[:-1], True)) if len(deal) else np.array([], dtype=np.int64)
+        out = np.full(self.n_deals, np.nan)
+        out[deal[last]] = np.array([np.nan, 1.0, 0.0])[outcome[last]]
+        return out
+
+
 def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Timestamp) -> Target:
     """Won labels as known at each date, weighted against censoring (training.censoring)."""
+    outcomes = Outcomes(tables.stage_history, stages, snaps.ids)
 
     def labels(known_at: pd.Timestamp, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        known = tables.stage_history[tables.stage_history["entered_at"] <= known_at]
-        state = final_states(known, stages)["state"].reindex(snaps.ids).to_numpy(dtype=object)  # per deal
-        y = np.where(state == "won", 1.0, np.where(state == "lost", 0.0, np.nan))[snaps.deal[rows]]
+        y = outcomes.known_at(known_at)[snaps.deal[rows]]
         fitted = rows
         if len(rows) > CENSORING_ROWS:  # how long deals take is a distribution: a sample of whole deals learns it
             fitted = rows[_by_hash(snaps.hashes[snaps.deal[rows]], CENSORING_ROWS / len(rows))]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.settings import StageConfig
 from features.stages import StageOrder
@@ -48,3 +50,24 @@ def test_stalled_label() -> None:
 def test_stall_horizon_past_the_cutoff_is_unlabelled() -> None:
     points = pd.DataFrame({"opportunity_id": ["p"], "as_of": [T("2025-01-25")]})
     assert np.isnan(stalled_label(_tables(), STAGES, points, horizon_days=30, known_at=T("2025-02-10"))[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("pqrst"), st.sampled_from(["A", "B", "C", "W", "L", "?"]), st.integers(0, 60)), min_size=1, max_size=40),
+    st.integers(-5, 65),
+)
+def test_outcomes_as_known_at_a_date_are_the_last_stage_entered_by_then(rows, day) -> None:
+    """What the backtest's labels read (integers, built once) says what the contract's label
+    says: won or lost as the deal's last stage entered by the date has it, reopened deals and
+    unknown stage names unlabelled, deals never seen unlabelled."""
+    from training.backtest import Outcomes
+
+    ids, stages, days = zip(*rows, strict=True)
+    hist = pd.DataFrame({"opportunity_id": list(ids), "stage": list(stages), "entered_at": [T("2025-01-01") + pd.Timedelta(days=d) for d in days]})
+    opps = pd.DataFrame({"opportunity_id": sorted(set(ids)), "created_at": T("2024-12-01"), "amount": 1.0})
+    tables = Tables(opps, hist)
+    asked = np.array(["p", "q", "r", "s", "t", "u"], dtype=object)  # u: no history at all
+    at = T("2025-01-01") + pd.Timedelta(days=day)
+    points = pd.DataFrame({"opportunity_id": asked, "as_of": T("2024-12-01")})
+    np.testing.assert_array_equal(Outcomes(tables.stage_history, STAGES, asked).known_at(at), won_label(tables, STAGES, points, at))
