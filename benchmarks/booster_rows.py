@@ -38,7 +38,7 @@ def main() -> None:
             from benchmarks.scale import _make
 
             root = Path(tempfile.mkdtemp(prefix="oppscore-booster-rows-"))
-            args.data = _make(args.deals, args.partitions, root)[1]
+            args.data = _make(args.deals, args.partitions, root, with_whole=False)[1]
         _measure(args.data, args.rounds)
     finally:
         if root is not None:

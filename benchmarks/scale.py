@@ -6,7 +6,7 @@ with a memory limit.
 
 Each size's export is generated partition by partition (a generator of n/P deals per
 partition, ids prefixed by the partition; accounts and owners shared across partitions) and
-also written whole. Each command runs in its own process tree; its peak memory is sampled
+also written whole (not with `--skip-one`). Each command runs in its own process tree; its peak memory is sampled
 every 0.2 s as the sum of the resident memory of the process and all its children (Dask's
 scheduler and workers included), with the largest single worker beside it. A model is
 trained once per size on a 20,000-deal sample and the same champion scores both ways; `train`
@@ -62,7 +62,9 @@ def _tree_peak(cmd: list[str], env: dict, cwd: Path) -> dict:
     return {"seconds": round(time.perf_counter() - start, 1), "peak GiB (tree)": round(peak_total / 2**30, 2), "peak GiB (largest child)": round(peak_one / 2**30, 2), "peak GiB (command itself)": round(peak_top / 2**30, 2)}
 
 
-def _make(n: int, parts: int, root: Path) -> tuple[Path, Path]:
+def _make(n: int, parts: int, root: Path, with_whole: bool = True) -> tuple[Path | None, Path]:
+    """The export in `parts` partitions and (`with_whole`) in one folder: the whole one is
+    concatenated in this process, about 2.5 GiB at a million deals."""
     from features.loading import write_export
     from features.partitions import PART
     from features.settings import settings_toml
@@ -79,10 +81,13 @@ def _make(n: int, parts: int, root: Path) -> tuple[Path, Path]:
             frame = getattr(g.tables, name).copy()
             frame["opportunity_id"] = f"P{k:03d}-" + frame["opportunity_id"].astype(str)
             renamed.append(frame)
-            frames[name].append(frame)
+            if with_whole:
+                frames[name].append(frame)
         write_export(Tables(*renamed), split / f"{PART}{k:05d}", fmt="parquet")
     config = settings_toml(g.stages, g.segments)
     (split / "oppscore.toml").write_text(config, encoding="utf-8")
+    if not with_whole:
+        return None, split
     write_export(Tables(*(pd.concat(frames[name], ignore_index=True) for name in TABLE_NAMES)), whole, fmt="parquet")
     (whole / "oppscore.toml").write_text(config, encoding="utf-8")
     return whole, split
@@ -130,7 +135,7 @@ def main() -> None:
     for n in args.sizes:
         root = Path(tempfile.mkdtemp(prefix=f"oppscore-scale-{n}-"))
         try:
-            whole, split = _make(n, args.partitions, root)
+            whole, split = _make(n, args.partitions, root, with_whole=not args.skip_one)
             env = {**os.environ, "OPPSCORE_HOME": str(root / ".oppscore"), "OPPSCORE_CHAMPION_DIR": str(root / "champion"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
             env.pop("MLFLOW_TRACKING_URI", None)
             if "score" in args.commands:

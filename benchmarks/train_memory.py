@@ -6,7 +6,7 @@ taken apart with; the next step toward 3M deals starts from its output.
     python benchmarks/train_memory.py [--deals 100000] [--partitions 16] [--engine dask] [--workers 2] [--memory-limit 2GiB] [--rise 30] [--data PARTITION_FOLDER]
 
 The client's memory is sampled every 20 ms by a thread of this process (which is the client);
-the workers' by `psutil` at each step. Without `--data`, the export is generated as
+the workers' by `psutil` at each step, and the whole process tree's every 0.2 s. Without `--data`, the export is generated as
 `benchmarks/scale.py` generates it, in a temporary folder removed afterwards.
 """
 
@@ -37,15 +37,19 @@ class Sampler:
         self.proc = psutil.Process()
         self.rise = rise_mib * 2**20
         self.start = time.perf_counter()
-        self.peak = self.level = 0
+        self.peak = self.level = self.tree_peak = 0
         self.main = threading.main_thread().ident
         self.rises: list[tuple[float, float, list[str]]] = []
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
+        ticks = 0
         while True:
             rss = self.proc.memory_info().rss
             self.peak = max(self.peak, rss)
+            ticks += 1
+            if ticks % 10 == 0:  # the whole tree (client, scheduler, workers) every 0.2 s, as benchmarks/scale.py does
+                self.tree_peak = max(self.tree_peak, rss + sum(_rss(c) for c in self.proc.children(recursive=True)))
             if rss > self.level + self.rise:
                 self.level = rss
                 frame = sys._current_frames().get(self.main)
@@ -59,6 +63,13 @@ class Sampler:
 
     def workers(self) -> list[float]:
         return sorted((c.memory_info().rss / GIB for c in self.proc.children(recursive=True) if _is_worker(c)), reverse=True)
+
+
+def _rss(proc: psutil.Process) -> int:
+    try:
+        return proc.memory_info().rss
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
 
 
 def _is_worker(proc: psutil.Process) -> bool:
@@ -84,7 +95,7 @@ def main() -> None:
             from benchmarks.scale import _make
 
             root = Path(tempfile.mkdtemp(prefix="oppscore-train-memory-"))
-            args.data = _make(args.deals, args.partitions, root)[1]
+            args.data = _make(args.deals, args.partitions, root, with_whole=False)[1]
         _measure(args)
     finally:
         if root is not None:
@@ -115,7 +126,7 @@ def _measure(args: argparse.Namespace) -> None:
         result = train(source, stages_of(settings), settings, progress=step)
         step("done")
     print(f"\n{result.counts['opportunities']:,} deals, {result.counts['snapshots']:,} snapshots; {args.engine} engine" + (f", {args.workers} workers of {args.memory_limit}" if args.engine == "dask" else ""))
-    print(f"client peak {sampler.peak / GIB:.2f} GiB\n")
+    print(f"client peak {sampler.peak / GIB:.2f} GiB; the process tree's peak {sampler.tree_peak / GIB:.2f} GiB; {sampler.elapsed():.0f} s\n")
     print("| seconds | step | client GiB | client peak so far | workers GiB |\n|---|---|---|---|---|")
     for at, message, rss, peak, workers in steps:
         counted = re.search(r"(\d+) of (\d+) partitions", message)
