@@ -13,9 +13,7 @@ the run-to-run spread of an AUC on about 15,000 rows (a few thousandths).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,17 +30,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--data", type=Path, help="a partition folder (`oppscore partition`) instead of a generated export")
     args = parser.parse_args()
-    root = None
-    try:
-        if args.data is None:
-            from benchmarks.scale import _make
+    from benchmarks.scale import partition_folder
 
-            root = Path(tempfile.mkdtemp(prefix="oppscore-booster-rows-"))
-            args.data = _make(args.deals, args.partitions, root, with_whole=False)[1]
-        _measure(args.data, args.rounds)
-    finally:
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
+    with partition_folder(args.data, args.deals, args.partitions, "oppscore-booster-rows-") as folder:
+        _measure(folder, args.rounds)
 
 
 def _measure(folder: Path, rounds: int) -> None:

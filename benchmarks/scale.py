@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -91,6 +93,20 @@ def _make(n: int, parts: int, root: Path, with_whole: bool = True) -> tuple[Path
     write_export(Tables(*(pd.concat(frames[name], ignore_index=True) for name in TABLE_NAMES)), whole, fmt="parquet")
     (whole / "oppscore.toml").write_text(config, encoding="utf-8")
     return whole, split
+
+
+@contextmanager
+def partition_folder(given: Path | None, deals: int, parts: int, prefix: str) -> Iterator[Path]:
+    """`given`, or an export of `deals` generated in `parts` partitions (as this benchmark
+    generates them) in a temporary folder removed afterwards."""
+    if given is not None:
+        yield given
+        return
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield _make(deals, parts, root, with_whole=False)[1]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _partition_seconds(split: Path) -> dict:

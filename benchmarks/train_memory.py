@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -89,20 +87,13 @@ def main() -> None:
     parser.add_argument("--rise", type=int, default=30, help="MiB of growth of the client's memory that prints the stack")
     parser.add_argument("--data", type=Path, help="a partition folder (`oppscore partition`) instead of a generated export")
     args = parser.parse_args()
-    root = None
-    try:
-        if args.data is None:
-            from benchmarks.scale import _make
+    from benchmarks.scale import partition_folder
 
-            root = Path(tempfile.mkdtemp(prefix="oppscore-train-memory-"))
-            args.data = _make(args.deals, args.partitions, root, with_whole=False)[1]
-        _measure(args)
-    finally:
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
+    with partition_folder(args.data, args.deals, args.partitions, "oppscore-train-memory-") as folder:
+        _measure(args, folder)
 
 
-def _measure(args: argparse.Namespace) -> None:
+def _measure(args: argparse.Namespace, folder: Path) -> None:
     from engines.runner import runner
     from engines.work import stages_of
     from features.settings import load_settings
@@ -119,10 +110,10 @@ def _measure(args: argparse.Namespace) -> None:
         steps.append((sampler.elapsed(), message, rss, sampler.peak / GIB, sampler.workers()))
         print(f"{sampler.elapsed():7.1f} s  client {rss:.2f} GiB (peak {sampler.peak / GIB:.2f})  workers {', '.join(f'{w:.2f}' for w in steps[-1][4]) or '–'}  | {message}", flush=True)
 
-    settings = load_settings(args.data / "oppscore.toml")
+    settings = load_settings(folder / "oppscore.toml")
     with runner(args.engine, None, args.workers, args.memory_limit, progress=step) as run:
         step("first pass")
-        source = PartitionedExport(run, args.data, settings, utc_now())
+        source = PartitionedExport(run, folder, settings, utc_now())
         result = train(source, stages_of(settings), settings, progress=step)
         step("done")
     print(f"\n{result.counts['opportunities']:,} deals, {result.counts['snapshots']:,} snapshots; {args.engine} engine" + (f", {args.workers} workers of {args.memory_limit}" if args.engine == "dask" else ""))
