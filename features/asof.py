@@ -92,8 +92,11 @@ class SortedRows:
         rank = np.empty(len(times), dtype=np.int64)
         rank[by_time] = np.cumsum(new) - 1
         packed = (keys << 32) | rank
-        self.order = np.argsort(packed, kind="stable")  # ties keep their original order
-        self.packed = packed[self.order]
+        order = np.argsort(packed, kind="stable")  # ties keep their original order
+        self.packed = packed[order]
+        # positions fit 32 bits below two billion rows: 4 bytes a row less (the statistics' steps
+        # are tens of millions of rows at a few million deals)
+        self.order = order.astype(np.int32) if len(order) < 2**31 else order
 
     def last_at_or_before(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Original index of each query's row (same key, time <= query time), -1 where none.

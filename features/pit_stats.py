@@ -65,13 +65,17 @@ class _Steps:
 
 
 def _indexed(frame: pd.DataFrame, by: str, cols: list[str]) -> dict[object, _Steps]:
-    """A step table's rows of each key (all rows under None when it has no key column)."""
+    """A step table's rows of each key (all rows under None when it has no key column). A fit
+    lays each key's rows out together in time order; their counts are then read in place (a
+    slice), not copied."""
     times = ns(frame["time"])
     order = np.argsort(times, kind="stable")
     keys, names = pd.factorize(frame["key"]) if "key" in frame.columns else (np.zeros(len(frame), dtype=np.int64), [None])
     out = {}
     for k, name in enumerate(names):
         rows = order[keys[order] == k]
+        if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)
         out[name] = _Steps(frame[by].iloc[rows], times[rows], {c: frame[c].to_numpy()[rows] for c in cols})
     return out
 
@@ -175,6 +179,16 @@ class PointInTimeStats:
         return np.where(got["n"] >= 5, typical, np.nan)  # fewer than five stays: not a typical yet
 
     # -- persistence (the bundle carries these) ------------------------------------------
+    def __getstate__(self) -> dict:
+        """Pickled (sent to every Dask worker) without the lookup index, which each side builds
+        again from the step tables: the index is as large as the tables."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_win", "_dwell", "_last_ns")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "win_steps_" in state:
+            self._index()
+
     def to_frames(self) -> dict[str, pd.DataFrame]:
         return {"win_steps": self.win_steps_, "dwell_steps": self.dwell_steps_}
 

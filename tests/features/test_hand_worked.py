@@ -80,3 +80,24 @@ def test_before_the_reopen_the_loss_counts(tiny: Tables) -> None:
     assert prior[0] == pytest.approx((1 + 1) / (2 + 2))  # y won, z lost
     rate = stats.win_rate("region", pd.Series(["south"]), when, prior)
     assert rate[0] == pytest.approx((0 + 2 * 0.5) / (1 + 2))
+
+
+def test_statistics_travel_without_their_index_and_answer_the_same(small) -> None:
+    """Sent to every Dask worker (pickled), the statistics carry their step tables only and
+    build the lookup index again on arrival: the same answers, at any time and for unseen values."""
+    import pickle
+
+    stages = StageOrder(small.stages)
+    spec = make_spec(small.tables, stages, small.segments)
+    stats = PointInTimeStats(spec.stat_keys).fit(small.tables, stages)
+    assert not {"_win", "_dwell"} & set(stats.__getstate__())
+    back = pickle.loads(pickle.dumps(stats))
+    opps = small.tables.opportunities
+    rng = np.random.default_rng(5)
+    at = opps["created_at"].iloc[rng.integers(0, len(opps), 400)].reset_index(drop=True) + pd.to_timedelta(rng.integers(-30, 400, 400), unit="D")
+    for key in spec.stat_keys:
+        values = np.append(opps[key].to_numpy(dtype=object)[rng.integers(0, len(opps), 399)], "never seen")
+        np.testing.assert_array_equal(back.win_rate(key, values, at), stats.win_rate(key, values, at))
+    stage = rng.choice(np.array([*stages.open, "not a stage"], dtype=object), 400)
+    np.testing.assert_array_equal(back.typical_dwell(stage, at), stats.typical_dwell(stage, at))
+    np.testing.assert_array_equal(back.global_rate(at), stats.global_rate(at))
