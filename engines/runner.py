@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from features.errors import ConfigInvalid
+from features.errors import ClusterShort, ConfigInvalid
 
 log = logging.getLogger(__name__)
 ENGINES = ("local", "dask")
@@ -153,7 +153,8 @@ def runner(engine: str, scheduler: str | None = None, workers: int = 2, memory_l
             raise ConfigInvalid(f"--scheduler {address}: no Dask scheduler answers there ({exc})") from None
         log.info("on the Dask cluster at %s (%d workers)", address, len(client.scheduler_info()["workers"]))
         try:
-            yield Runner("dask", client, progress)
+            with _losing_workers("its memory limit"):
+                yield Runner("dask", client, progress)
         finally:
             client.close()
         return
@@ -161,4 +162,22 @@ def runner(engine: str, scheduler: str | None = None, workers: int = 2, memory_l
     spawn = {"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD}  # the workers too: what they fit and gather is freed at once
     with dask.config.set(spawn), LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory_limit, processes=True, dashboard_address=":0") as cluster, Client(cluster) as client:
         log.info("on a local Dask cluster: %d workers, %s each, spilling to disk beyond", workers, memory_limit)
-        yield Runner("dask", client, progress)
+        with _losing_workers(f"--memory-limit {memory_limit}"):
+            yield Runner("dask", client, progress)
+
+
+@contextmanager
+def _losing_workers(limit: str) -> Iterator[None]:
+    """A worker that dies mid-run (its nanny restarts it past 95% of its memory limit) surfaces
+    in the client as a lost connection or a task killed with it: a page of Dask's traceback that
+    says nothing of what to change. Said here instead, with what was lost."""
+    from distributed import KilledWorker
+    from distributed.comm.core import CommClosedError
+
+    try:
+        yield
+    except (KilledWorker, CommClosedError) as exc:
+        raise ClusterShort(
+            f"a Dask worker was lost mid-run ({type(exc).__name__}: {exc}); most often it went past {limit} and was restarted. "
+            "Give each worker more memory (--memory-limit), split the export into more partitions (oppscore partition --partitions N), or run more workers (--workers)"
+        ) from exc

@@ -34,6 +34,11 @@ class NotEnoughData(OppscoreError, ValueError):
     """The export cannot support even the fallback; the message says what is missing."""
 
 
+class ClusterShort(OppscoreError, RuntimeError):
+    """A cluster's worker was lost mid-run, most often past its memory limit; the message says
+    what to change (more memory per worker, more partitions, more workers)."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One contract problem: where it is, what was found, what was expected."""
