@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import dask
+import distributed  # noqa: F401 - its config defaults loaded before one is overridden below (set first, leaving the block would drop them all)
 import numpy as np
 import pytest
 
