@@ -74,7 +74,7 @@ def _indexed(frame: pd.DataFrame, by: str, cols: list[str]) -> dict[object, _Ste
     out = {}
     for k, name in enumerate(names):
         rows = order[keys[order] == k]
-        if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
+        if len(rows) and (np.diff(rows) == 1).all():
             rows = slice(int(rows[0]), int(rows[-1]) + 1)
         out[name] = _Steps(frame[by].iloc[rows], times[rows], {c: frame[c].to_numpy()[rows] for c in cols})
     return out

@@ -28,6 +28,7 @@ from sklearn.naive_bayes import CategoricalNB
 from features.frame import FeatureSpec
 from features.stages import StageOrder
 from features.tables import Tables
+from features.times import NAT, ns
 from training import models as fit
 from training.censoring import CloseTimeModel, win_weights
 from training.metrics import bootstrap, metrics
@@ -170,8 +171,8 @@ class Outcomes:
         mine = deal >= 0  # rows of deals without a snapshot are not asked about
         state = stages.state(stages.index(history["stage"]))
         outcome = np.select([state == "won", state == "lost"], [self.WON, self.LOST], self.NEITHER).astype(np.int8)
-        entered = history["entered_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
-        entered = np.where(history["entered_at"].isna().to_numpy(), np.iinfo(np.int64).max, entered)  # never known
+        entered = ns(history["entered_at"])
+        entered = np.where(entered == NAT, np.iinfo(np.int64).max, entered)  # no time: never known
         order = np.argsort(deal[mine], kind="stable")  # a deal's rows keep the history's (time) order
         self.deal = deal[mine][order].astype(np.int32)
         self.entered = entered[mine][order]
