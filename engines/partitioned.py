@@ -1,6 +1,6 @@
 """Features, scores and stage weights of a partitioned export (or a whole one: one partition),
 on whichever engine the runner is: the first pass fits what needs every deal (from a few rows
-per deal: its closing events and completed stays), then each partition is computed alone."""
+per deal: the daily increments of its statistics), then each partition is computed alone."""
 
 from __future__ import annotations
 

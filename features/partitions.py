@@ -69,13 +69,13 @@ def shared_text(frame: pd.DataFrame) -> pd.DataFrame:
 @dataclass
 class Outline:
     """What the first pass keeps of one partition, or of all of them once combined, as known at
-    as_of: the opportunities, every deal's closing events and completed stays (what the
-    point-in-time statistics are made of: a few rows per deal), how often each activity type
+    as_of: the opportunities, the daily increments the point-in-time statistics are made of
+    (`PointInTimeStats.increments`: at most a few rows per deal), how often each activity type
     occurs, and — only for the stage weights, which read it whole — the stage history."""
 
     opportunities: pd.DataFrame
-    events: pd.DataFrame | None  # None once the statistics are fitted and these let go
-    completed: pd.DataFrame | None
+    wins: pd.DataFrame | None  # None once the statistics are fitted and these let go
+    dwell: pd.DataFrame | None
     activity_types: pd.Series  # counts by normalised type
     stage_history: pd.DataFrame | None = None
     end: pd.Timestamp | None = None  # the newest row of any table (Tables.end)
@@ -87,12 +87,12 @@ class Outline:
         known = tables.as_of(as_of, stages)
         opps = known.opportunities
         keys = [c for c in opps.columns if c not in NOT_KEYS and opps[c].dtype == object]  # every column a statistic may be keyed by
-        events, completed = PointInTimeStats(keys).events(known, stages)
+        wins, dwell = PointInTimeStats(keys).increments(known, stages)
         types = known.activities["type"].astype(str).str.strip().str.lower().value_counts()
         last = known.activities["occurred_at"].max() if len(known.activities) else None
         end = known.end if len(known.opportunities) else None
         history = shared_text(known.stage_history) if with_history else None
-        return cls(shared_text(opps), events, completed, types, history, end, last, (tables.fingerprint(),) if fingerprint else ())
+        return cls(shared_text(opps), wins, dwell, types, history, end, last, (tables.fingerprint(),) if fingerprint else ())
 
     @classmethod
     def combine(cls, outlines: list[Outline]) -> Outline:
@@ -102,8 +102,8 @@ class Outline:
         history = None if outlines[0].stage_history is None else together([o.stage_history for o in outlines])
         return cls(
             together([o.opportunities for o in outlines]),
-            together([o.events for o in outlines]),
-            together([o.completed for o in outlines]),
+            together([o.wins for o in outlines]),
+            together([o.dwell for o in outlines]),
             pd.concat([o.activity_types for o in outlines]).groupby(level=0).sum(),
             history,
             max((o.end for o in outlines if o.end is not None), default=None),
@@ -120,4 +120,4 @@ class Outline:
         return hashlib.sha256("".join(sorted(self.fingerprints)).encode()).hexdigest()[:32]
 
     def statistics(self, keys: list[str]) -> PointInTimeStats:
-        return PointInTimeStats(keys).fit_events(self.events, self.completed)
+        return PointInTimeStats(keys).fit_increments(self.wins, self.dwell)

@@ -1,9 +1,10 @@
 """Statistics learned from other opportunities, as step functions of time.
 
 A segment's win rate at t may use only deals closed at or before t. Rather than recompute it
-for every snapshot, we keep the running counts as a table of (key, time, won, closed) steps
-and look each query up with an as-of join: exact for any t, vectorised, and small enough to
-travel in the model bundle so that the API computes the same numbers as the batch.
+for every snapshot, we keep the running counts as a table of (key, time, won, closed) steps,
+one per key value and day its counts changed (a close counts from the end of its day), and
+look each query up with an as-of join: vectorised, and small enough to travel in the model
+bundle (and to every Dask worker) so that the API computes the same numbers as the batch.
 
 Closing is an event stream, not a flag: entering won or lost adds one, re-opening takes it
 back, so a deal lost and won back counts as lost only while it was lost.
@@ -15,13 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import union_categoricals
 
 from features import asof
 from features.stages import StageOrder
 from features.stays import stays
 from features.tables import Tables
-from features.times import ns
+from features.times import DAY_NS, ns
 
 GLOBAL = "__all__"
 MISSING = "(missing)"
@@ -32,6 +32,18 @@ def _key_values(values: pd.Series | np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=object)
     missing = pd.isna(values)
     return np.where(missing, MISSING, values.astype(str)).astype(object) if len(values) else values
+
+
+def day_end(times: np.ndarray) -> np.ndarray:
+    """The end of each time's UTC day (itself at midnight): when a change the statistics count
+    becomes visible. Training and backtest points fall on midnights, where this changes nothing
+    (a close at or before midnight d counts at d, as an exact step would); a score during a day
+    reads the statistics as they stood at its start."""
+    return -(-times // DAY_NS) * DAY_NS
+
+
+def _timestamps(times: np.ndarray) -> pd.Series:
+    return pd.Series(pd.DatetimeIndex(np.asarray(times, dtype=np.int64).view("datetime64[ns]"), tz="UTC"))
 
 
 def _as_ns(as_of: pd.Series | np.ndarray) -> np.ndarray:
@@ -88,59 +100,67 @@ class PointInTimeStats:
     shrinkage: float = 20.0
 
     def fit(self, tables: Tables, stages: StageOrder) -> PointInTimeStats:
-        return self.fit_events(*self.events(tables, stages))
+        return self.fit_increments(*self.increments(tables, stages))
 
-    def events(self, tables: Tables, stages: StageOrder) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """What the statistics are made of, per deal: its closing events (with the value of every
-        key) and its completed stays. Deals do not mix here, so a partitioned export's events
-        are its partitions' events put together (`fit_events` on their concatenation)."""
+    def increments(self, tables: Tables, stages: StageOrder) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """What the statistics are made of, summed per day: the change in wins and closes of each
+        key value (key, value, time, d_won, d_closed) and the completed stays of each stage
+        (stage, time, n, sum_log). `time` is the end of the day (int64 ns) the change counts
+        from. Deals do not mix here, so a partitioned export's increments are its partitions'
+        put together (`fit_increments` on their concatenation)."""
         hist = tables.stage_history
         idx = stages.index(hist["stage"])
-        same = hist["opportunity_id"].eq(hist["opportunity_id"].shift())
-        won = (idx == stages.won_index).astype(np.int64)
-        closed = ((idx == stages.won_index) | (idx < 0)).astype(np.int64)
-        prev_won = np.where(same, np.roll(won, 1), 0)
-        prev_closed = np.where(same, np.roll(closed, 1), 0)
-        events = pd.DataFrame(
-            {"opportunity_id": hist["opportunity_id"], "time": hist["entered_at"], "d_won": won - prev_won, "d_closed": closed - prev_closed}
-        )
-        events = events[(events["d_won"] != 0) | (events["d_closed"] != 0)]
+        same = hist["opportunity_id"].eq(hist["opportunity_id"].shift()).to_numpy()
+        won = (idx == stages.won_index).astype(np.int32)
+        closed = ((idx == stages.won_index) | (idx < 0)).astype(np.int32)
+        d_won = won - np.where(same, np.roll(won, 1), 0)
+        d_closed = closed - np.where(same, np.roll(closed, 1), 0)
+        changed = (d_won != 0) | (d_closed != 0)
+        base = pd.DataFrame({"time": day_end(ns(hist["entered_at"]))[changed], "d_won": d_won[changed], "d_closed": d_closed[changed]})
+        deals = hist["opportunity_id"].to_numpy()[changed]
         opps = tables.opportunities.set_index("opportunity_id")
-        for key in self.keys:
-            if key in opps.columns:
-                events[f"key:{key}"] = np.asarray(_key_values(events["opportunity_id"].map(opps[key])), dtype=object)
+        keys = [k for k in [GLOBAL, *self.keys] if k == GLOBAL or k in opps.columns]
+        pieces = []
+        for key in keys:
+            values = np.full(len(base), GLOBAL, dtype=object) if key == GLOBAL else _key_values(pd.Series(deals).map(opps[key]))
+            summed = base.assign(value=values).groupby(["time", "value"], sort=False)[["d_won", "d_closed"]].sum()
+            pieces.append(summed.reset_index())
+        wins = pd.concat(pieces, ignore_index=True)
+        wins.insert(0, "key", pd.Categorical.from_codes(np.repeat(np.arange(len(keys)), [len(p) for p in pieces]), categories=keys))
         # completed stays in open stages: known when the next stage is entered
         done = stays(hist, stages, tables.end)
         done = done[done["done"] & done["open_stage"]]
-        completed = pd.DataFrame({"stage": done["stage"].astype(str), "time": done["ended_at"], "log_days": np.log1p(done["days"].to_numpy())})
-        return events.drop(columns="opportunity_id").reset_index(drop=True), completed.reset_index(drop=True)
+        dwell = pd.DataFrame({"stage": done["stage"].astype(str).to_numpy(), "time": day_end(ns(done["ended_at"])), "n": 1, "sum_log": np.log1p(done["days"].to_numpy())})
+        dwell = dwell.groupby(["time", "stage"], sort=False).agg(n=("n", "sum"), sum_log=("sum_log", "sum")).reset_index()
+        return wins, dwell
 
-    def fit_events(self, events: pd.DataFrame, completed: pd.DataFrame) -> PointInTimeStats:
-        """Running counts from `events` (every deal's, in any order: at equal times a lookup
-        reads the count after all of them). Keys and values are held as categories, counts as
-        int32: one row per key and closing event, millions at a million deals."""
-        events = events.iloc[np.argsort(ns(events["time"]), kind="stable")].reset_index(drop=True)
-        keys = [k for k in [GLOBAL, *self.keys] if k == GLOBAL or f"key:{k}" in events.columns]
-        values, won, closed = [], [], []
-        for key in keys:
-            codes, uniques = (np.zeros(len(events), dtype=np.int64), [GLOBAL]) if key == GLOBAL else pd.factorize(events[f"key:{key}"])
-            grouped = events[["d_won", "d_closed"]].groupby(codes, sort=False)
-            values.append(pd.Categorical.from_codes(codes, categories=uniques))
-            won.append(grouped["d_won"].cumsum().to_numpy(dtype=np.int32))
-            closed.append(grouped["d_closed"].cumsum().to_numpy(dtype=np.int32))
+    def fit_increments(self, wins: pd.DataFrame, dwell: pd.DataFrame) -> PointInTimeStats:
+        """Running counts from daily increments (every deal's, in any order and any number of
+        pieces per day): one step per key value and day on which its counts changed, laid out
+        key by key in time order. At a million deals that is a few rows per deal for keys with
+        a value per few deals (accounts, owners) and a few thousand for the others, where one
+        step per closing event was millions for every key."""
+        present = set(pd.unique(wins["key"]))
+        keys = [k for k in [GLOBAL, *self.keys] if k in present]
+        wins = wins.assign(key=pd.Categorical(wins["key"], categories=keys)).dropna(subset=["key"])
+        summed = wins.groupby(["key", "time", "value"], sort=True, observed=True)[["d_won", "d_closed"]].sum().reset_index()
+        summed = summed[(summed["d_won"] != 0) | (summed["d_closed"] != 0)].reset_index(drop=True)
+        running = summed.groupby(["key", "value"], sort=False, observed=True)[["d_won", "d_closed"]].cumsum()
+        codes, uniques = pd.factorize(summed["value"])
         self.win_steps_ = pd.DataFrame(
             {
-                "key": pd.Categorical.from_codes(np.repeat(np.arange(len(keys)), len(events)), categories=keys),
-                "value": union_categoricals(values),
-                "time": pd.concat([events["time"]] * len(keys), ignore_index=True),
-                "won": np.concatenate(won),
-                "closed": np.concatenate(closed),
+                "key": summed["key"],
+                "value": pd.Categorical.from_codes(codes, categories=uniques),
+                "time": _timestamps(summed["time"].to_numpy()),
+                "won": running["d_won"].to_numpy(dtype=np.int32),
+                "closed": running["d_closed"].to_numpy(dtype=np.int32),
             }
         )
-        stays_ = completed.sort_values("time", kind="stable")
-        grouped = stays_.groupby("stage", sort=False)
-        stays_ = stays_.assign(n=grouped.cumcount() + 1, sum_log=grouped["log_days"].cumsum())
-        self.dwell_steps_ = stays_[["stage", "time", "n", "sum_log"]].reset_index(drop=True)
+        summed = dwell.groupby(["time", "stage"], sort=True)[["n", "sum_log"]].sum().reset_index()
+        running = summed.groupby("stage", sort=False)[["n", "sum_log"]].cumsum()
+        self.dwell_steps_ = pd.DataFrame(
+            {"stage": summed["stage"].astype(str), "time": _timestamps(summed["time"].to_numpy()), "n": running["n"].to_numpy(dtype=np.int64), "sum_log": running["sum_log"].to_numpy()}
+        )
         self._index()
         return self
 

@@ -56,15 +56,15 @@ class PartitionedExport:
         run.release_memory()  # the partitions' outlines, combined and freed
 
     def spec_and_stats(self, stages: StageOrder, settings: Settings) -> tuple[FeatureSpec, PointInTimeStats]:
-        """The statistics are fitted once per set of keys, and the closing events and completed
-        stays they are made of (a few rows of every deal) let go: another set of keys reads the
+        """The statistics are fitted once per set of keys, and the daily increments they are made
+        of (a few rows of every deal) let go: another set of keys reads the
         first pass again."""
         spec = make_spec(self.tables, stages, segment_columns(settings, self.tables), type_counts=self.outline.activity_types)
         keys = tuple(spec.stat_keys)
         if keys not in self._stats:
-            outline = self.outline if self.outline.events is not None else first_pass(self.run, self.folder, self.settings, self.now, self.now)
+            outline = self.outline if self.outline.wins is not None else first_pass(self.run, self.folder, self.settings, self.now, self.now)
             self._stats[keys] = outline.statistics(spec.stat_keys)
-            self.outline = replace(self.outline, events=None, completed=None)
+            self.outline = replace(self.outline, wins=None, dwell=None)
             release_memory()
         return spec, self._stats[keys]
 

@@ -149,7 +149,7 @@ def test_the_cli_trains_on_a_cluster_and_a_second_run_on_the_same_data_is_not_pr
 
 
 def test_statistics_are_fitted_once_and_read_again_for_other_keys(cut) -> None:
-    """The closing events behind the statistics are let go once these are fitted (every deal's:
+    """The daily increments behind the statistics are let go once these are fitted (every deal's:
     memory at a million deals); asked for other keys, the export is read again, and the
     statistics are those of the whole export."""
     from features.pit_stats import PointInTimeStats
@@ -158,7 +158,7 @@ def test_statistics_are_fitted_once_and_read_again_for_other_keys(cut) -> None:
     with runner("local") as run:
         source = PartitionedExport(run, cut["split"], settings, cut["now"])
         spec, stats = source.spec_and_stats(stages_of(settings), settings)
-        assert source.outline.events is None and source.outline.completed is None
+        assert source.outline.wins is None and source.outline.dwell is None
         assert source.spec_and_stats(stages_of(settings), settings)[1] is stats
         fewer = settings.model_copy(update={"segments": SegmentConfig(columns=settings.segments.columns[:1])})
         other_spec, other = source.spec_and_stats(stages_of(fewer), fewer)
