@@ -39,13 +39,27 @@ class Runner:
                 self.progress(f"{fn.__name__}: partition {k + 1} of {len(parts)}")
                 results.append(fn(part, out, **shared))
             return results
+        scattered = {k: self.client.scatter(v, broadcast=True) if _large(v) else v for k, v in shared.items()}
+        return self._fetched(fn.__name__, self.client.map(fn, parts, outs, **scattered, pure=False))
+
+    def _fetched(self, name: str, futures: list) -> list:
+        """The futures' results in their order, each fetched as it completes and let go on its
+        worker at once: gathered at the end, every partition's result (a first pass's outline,
+        tens of MiB at 3M deals) stayed on the workers until the last was done, beside what
+        they were still computing. Takes the list over (emptied: its futures are the caller's no more)."""
         from distributed import as_completed
 
-        scattered = {k: self.client.scatter(v, broadcast=True) if _large(v) else v for k, v in shared.items()}
-        futures = self.client.map(fn, parts, outs, **scattered, pure=False)
-        for done, _ in enumerate(as_completed(futures), start=1):
-            self.progress(f"{fn.__name__}: {done} of {len(parts)} partitions done")
-        return self.client.gather(futures)
+        n = len(futures)
+        where = {f.key: k for k, f in enumerate(futures)}
+        arriving = as_completed(futures, with_results=True)
+        futures.clear()
+        results: list = [None] * n
+        for done in range(1, n + 1):
+            future, result = next(arriving)  # not enumerate(): its reused tuple held the one before
+            results[where[future.key]] = result
+            del future, result
+            self.progress(f"{name}: {done} of {n} partitions done")
+        return results
 
     def release_memory(self) -> None:
         """Freed memory handed back here and, on a cluster, on every worker (what reading and
@@ -63,8 +77,6 @@ class Runner:
             return [p[0] for p in pairs], [p[1] for p in pairs]
         from operator import itemgetter
 
-        from distributed import as_completed
-
         scattered = {k: self.client.scatter(v, broadcast=True) if _large(v) else v for k, v in shared.items()}
         workers = sorted(self.client.scheduler_info()["workers"])
         # each partition computed, and its heavy part kept, on a fixed worker (its home): which
@@ -74,11 +86,8 @@ class Runner:
         pairs = [self.client.submit(fn, part, None, **scattered, **at) for part, at in zip(parts, where, strict=True)]
         heavy = [self.client.submit(itemgetter(1), pair, **at) for pair, at in zip(pairs, where, strict=True)]
         light = [self.client.submit(itemgetter(0), pair, **at) for pair, at in zip(pairs, where, strict=True)]
-        for done, _ in enumerate(as_completed(light), start=1):
-            self.progress(f"{fn.__name__}: {done} of {len(parts)} partitions done")
-        gathered = self.client.gather(light)
         del pairs  # the heavy parts alone stay on the workers
-        return gathered, heavy
+        return self._fetched(fn.__name__, light), heavy
 
 
 def home(workers: list[str], k: int) -> str:
