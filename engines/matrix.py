@@ -28,18 +28,36 @@ def _take(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return block[rows]
 
 
-def _gathered(rows: list[np.ndarray], *blocks: np.ndarray) -> pd.DataFrame:
-    """The given rows of this worker's (float32) blocks as one part. A frame, not an array:
-    LightGBM's Dask estimator concatenates a worker's parts (an array would be copied even
-    alone) and then reads the frame's values in place, so the worker holds its rows once
-    beside its blocks (named as LightGBM names an array's columns)."""
-    n_cols = blocks[0].shape[1] if blocks else 0
-    out = np.empty((sum(len(r) for r in rows), n_cols), dtype="float32")
+GATHER_BYTES = 256 * 2**20  # of blocks one task reads at once
+
+
+def _picked(rows: list[np.ndarray], *blocks: np.ndarray) -> np.ndarray:
+    """The given rows of a few of this worker's (float32) blocks, laid end to end."""
+    out = np.empty((sum(len(r) for r in rows), blocks[0].shape[1]), dtype="float32")
     at = 0
     for block, r in zip(blocks, rows, strict=True):
         out[at : at + len(r)] = block[r]
         at += len(r)
-    return pd.DataFrame(out, columns=_names(n_cols), copy=False)
+    return out
+
+
+def _joined(*pieces: np.ndarray) -> pd.DataFrame:
+    """A worker's picked rows as one part. A frame, not an array: LightGBM's Dask estimator
+    concatenates a worker's parts (an array would be copied even alone) and then reads the
+    frame's values in place (named as LightGBM names an array's columns)."""
+    out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    return pd.DataFrame(out, columns=_names(out.shape[1]), copy=False)
+
+
+def _groups(sizes: list[int], limit: int) -> list[slice]:
+    """Consecutive runs of blocks of at most `limit` bytes together (at least one block each)."""
+    runs, start, total = [], 0, 0
+    for k, size in enumerate(sizes):
+        if k > start and total + size > limit:
+            runs.append(slice(start, k))
+            start, total = k, 0
+        total += size
+    return [*runs, slice(start, len(sizes))] if sizes else runs
 
 
 def _names(n_cols: int) -> list[str]:
@@ -112,7 +130,7 @@ class PartitionedMatrix:
         """A booster of exactly `rounds` rounds on the given rows, trained by LightGBM's Dask
         estimator on the workers that hold them (data-parallel: each worker builds histograms of
         its rows, the trees are the same for all). Each worker's rows are gathered into one
-        float32 part where they are (no row travels)."""
+        float32 part where they are (no row travels), a few blocks at a time."""
         import dask.array as da
         import dask.dataframe as dd
         from lightgbm.dask import DaskLGBMClassifier
@@ -129,10 +147,18 @@ class PartitionedMatrix:
             built, held = home(workers, p), holders[self.blocks[p].key]
             by_worker.setdefault(built if built in held else sorted(held)[0], []).append(p)  # where it was built, unless it moved
         xs, ys, ws = [], [], []
+        block_bytes = np.diff(self.offsets) * self.n_cols * 4
         for worker, parts in by_worker.items():
             mine = [np.flatnonzero(part == p) for p in parts]
             picks = self.client.scatter([local[m] for m in mine], workers=[worker])  # beside the task, not inside its graph
-            rows = self.client.submit(_gathered, picks, *(self.blocks[p] for p in parts), workers=[worker], pure=False)
+            # a few blocks per task: a task's blocks are all in memory while it runs, and at 3M
+            # deals a worker's blocks (2.7 GiB, mostly spilled to disk) did not fit in one
+            pieces = [
+                self.client.submit(_picked, picks[run], *(self.blocks[p] for p in parts[run]), workers=[worker], pure=False)
+                for run in _groups([int(block_bytes[p]) for p in parts], GATHER_BYTES)
+            ]
+            rows = self.client.submit(_joined, *pieces, workers=[worker], pure=False)
+            del pieces  # held by the part they make up until it is made, then let go
             order = np.concatenate(mine)
             xs.append(rows)
             for out, values in ((ys, y[order]), (ws, w[order])):  # beside the rows, not inside the task graph

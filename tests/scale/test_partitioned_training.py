@@ -192,10 +192,13 @@ def test_each_partition_is_built_and_kept_on_its_own_worker(cut, dask_run) -> No
     assert [set(held[f.key]) for f in heavy] == [{home(workers, k)} for k in range(len(parts))]
 
 
-def test_a_booster_fitted_again_on_the_same_rows_is_the_same_model(cut, dask_run) -> None:
+def test_a_booster_fitted_again_on_the_same_rows_is_the_same_model(cut, dask_run, monkeypatch) -> None:
     """LightGBM's Dask estimator ranks its machines in the order the scheduler lists the parts,
     and the rank decides which rows set each feature's bins: the same rows gave one of two models
-    at random until the machine holding partition 0 was made rank 0 every time."""
+    at random until the machine holding partition 0 was made rank 0 every time. Gathering each
+    worker's rows a block per task (as at 3M deals, where its blocks do not fit in memory
+    together) gives the same model too."""
+    import engines.matrix
     from training.models import PARAMS
 
     source = PartitionedExport(dask_run, cut["split"], cut["settings"], cut["now"])
@@ -206,3 +209,14 @@ def test_a_booster_fitted_again_on_the_same_rows_is_the_same_model(cut, dask_run
     y = (x[:, 0] > np.nanmedian(x[:, 0])).astype(float)
     fitted = {snaps.x.fit_booster(rows, y, np.ones(len(rows)), PARAMS, 20, []).model_to_string().split("parameters:")[0] for _ in range(4)}
     assert len(fitted) == 1
+    monkeypatch.setattr(engines.matrix, "GATHER_BYTES", 1)
+    assert snaps.x.fit_booster(rows, y, np.ones(len(rows)), PARAMS, 20, []).model_to_string().split("parameters:")[0] in fitted
+
+
+def test_blocks_are_gathered_in_runs_of_at_most_the_limit() -> None:
+    from engines.matrix import _groups
+
+    assert _groups([100, 100, 100, 50], 250) == [slice(0, 2), slice(2, 4)]
+    assert _groups([300, 10], 250) == [slice(0, 1), slice(1, 2)]  # a block past the limit alone
+    assert _groups([1, 1, 1], 1) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert _groups([], 250) == []
