@@ -56,6 +56,8 @@ class Runner:
         results: list = [None] * n
         for done in range(1, n + 1):
             future, result = next(arriving)  # not enumerate(): its reused tuple held the one before
+            if future.cancelled():  # as_completed hands a cancelled one its exception as the result
+                raise result
             results[where[future.key]] = result
             del future, result
             self.progress(f"{name}: {done} of {n} partitions done")

@@ -4,7 +4,10 @@ as it has come back (a first pass's outlines at 3M deals were gigabytes held unt
 from __future__ import annotations
 
 import time
+from concurrent.futures import CancelledError
 from pathlib import Path
+
+import pytest
 
 from engines.runner import Runner
 
@@ -33,3 +36,11 @@ def test_results_come_back_in_partition_order_and_leave_the_workers_as_they_do(d
     run = Runner("dask", dask_run.client, progress)
     assert run.map(_part_result, parts, delay=0.2) == ["p0", "p1", "p2", "p3"]
     assert held_at_the_end == [0]
+
+
+def test_a_cancelled_partition_is_an_error_not_a_result(dask_run: Runner) -> None:
+    """as_completed hands a cancelled future its exception as if it were the result."""
+    slow = [dask_run.client.submit(time.sleep, 5, pure=False), dask_run.client.submit(time.sleep, 0, pure=False)]
+    slow[0].cancel()
+    with pytest.raises(CancelledError):
+        dask_run._fetched("sleep", slow)
