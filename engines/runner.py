@@ -51,15 +51,16 @@ class Runner:
 
         n = len(futures)
         where = {f.key: k for k, f in enumerate(futures)}
-        arriving = as_completed(futures, with_results=True)
+        arriving = as_completed(futures)
         futures.clear()
         results: list = [None] * n
         for done in range(1, n + 1):
-            future, result = next(arriving)  # not enumerate(): its reused tuple held the one before
-            if future.cancelled():  # as_completed hands a cancelled one its exception as the result
-                raise result
-            results[where[future.key]] = result
-            del future, result
+            future = next(arriving)  # not enumerate(): its reused tuple held the one before
+            # fetched by the future's own client: as_completed's results are fetched on the
+            # default client's event loop, and with a second client in the process (the CLI on
+            # an existing scheduler, in the tests) a later gather of that client hung
+            results[where[future.key]] = future.result()  # raises what the task raised, or its cancellation
+            del future
             self.progress(f"{name}: {done} of {n} partitions done")
         return results
 

@@ -39,7 +39,7 @@ def test_results_come_back_in_partition_order_and_leave_the_workers_as_they_do(d
 
 
 def test_a_cancelled_partition_is_an_error_not_a_result(dask_run: Runner) -> None:
-    """as_completed hands a cancelled future its exception as if it were the result."""
+    """A partition cancelled under the run ends it with the cancellation, not a result."""
     slow = [dask_run.client.submit(time.sleep, 5, pure=False), dask_run.client.submit(time.sleep, 0, pure=False)]
     slow[0].cancel()
     with pytest.raises(CancelledError):
