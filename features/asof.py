@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.times import NAT, ns
+from features.times import NAT, from_ns, ns
 
 
 def positions(
@@ -142,7 +142,7 @@ def take(frame: pd.DataFrame, cols: list[str], pos: np.ndarray) -> pd.DataFrame:
             out[col] = values.iloc[[]].reset_index(drop=True).reindex(range(n))
         elif isinstance(values.dtype, pd.DatetimeTZDtype):
             stamps = np.where(hit, ns(values)[np.where(hit, pos, 0)], NAT)  # NaT where missed
-            out[col] = pd.Series(pd.DatetimeIndex(stamps.view("datetime64[ns]")).tz_localize("UTC"))
+            out[col] = pd.Series(from_ns(stamps))
         elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
             out[col] = take_array(values.to_numpy(), pos)
         else:

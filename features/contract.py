@@ -38,7 +38,7 @@ from features.tables import (
     columns_of,
     empty,
 )
-from features.times import NAT
+from features.times import NAT, from_ns
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _rules(
             if col in columns and col not in NOT_CHECKED_FOR_FUTURE:
                 late = columns[col] > latest  # NaT is the smallest value, never late
                 if late.any():
-                    found = pd.Series(pd.DatetimeIndex(columns[col][late].view("datetime64[ns]")).tz_localize("UTC")).astype(str)
+                    found = pd.Series(from_ns(columns[col][late])).astype(str)
                     report(name, late, col, found, f"a time not after now ({now:%Y-%m-%d %H:%M} UTC)")
     opps, hist, acts = typed[OPPORTUNITIES], typed[STAGE_HISTORY], typed[ACTIVITIES]
     if hist is not None and stage_names:

@@ -22,7 +22,7 @@ from features.pit_stats import MISSING, PointInTimeStats
 from features.stages import StageOrder
 from features.table_index import group_cumsum
 from features.tables import NOT_SEGMENTS, TS_DTYPE, Tables
-from features.times import DAY_NS, NAT, ns, to_utc
+from features.times import DAY_NS, NAT, from_ns, ns, to_utc
 
 log = logging.getLogger(__name__)
 WINDOWS = (7, 30, 90)
@@ -219,7 +219,7 @@ def stage_state(tables: Tables, stages: StageOrder, points: pd.DataFrame) -> pd.
     """Per point: the stage the opportunity was in at as_of and its path so far."""
     state = state_arrays(tables, stages, Points.of(tables, points))
     frame = pd.DataFrame({col: state[col] for col in ["stage_now", *STATE_COLUMNS, "is_open"]}, index=range(len(points)))
-    frame.insert(0, "entered_at", pd.DatetimeIndex(state["entered_at"].view("datetime64[ns]")).tz_localize("UTC"))
+    frame.insert(0, "entered_at", from_ns(state["entered_at"]))
     return frame
 
 

@@ -21,7 +21,7 @@ from features import asof
 from features.stages import StageOrder
 from features.stays import stays
 from features.tables import Tables
-from features.times import DAY_NS, ns
+from features.times import DAY_NS, from_ns, ns
 
 GLOBAL = "__all__"
 MISSING = "(missing)"
@@ -40,10 +40,6 @@ def day_end(times: np.ndarray) -> np.ndarray:
     (a close at or before midnight d counts at d, as an exact step would); a score during a day
     reads the statistics as they stood at its start."""
     return -(-times // DAY_NS) * DAY_NS
-
-
-def _timestamps(times: np.ndarray) -> pd.Series:
-    return pd.Series(pd.DatetimeIndex(np.asarray(times, dtype=np.int64).view("datetime64[ns]"), tz="UTC"))
 
 
 def _as_ns(as_of: pd.Series | np.ndarray) -> np.ndarray:
@@ -151,7 +147,7 @@ class PointInTimeStats:
             {
                 "key": summed["key"],
                 "value": pd.Categorical.from_codes(codes, categories=uniques),
-                "time": _timestamps(summed["time"].to_numpy()),
+                "time": from_ns(summed["time"].to_numpy()),
                 "won": running["d_won"].to_numpy(dtype=np.int32),
                 "closed": running["d_closed"].to_numpy(dtype=np.int32),
             }
@@ -159,7 +155,7 @@ class PointInTimeStats:
         summed = dwell.groupby(["time", "stage"], sort=True)[["n", "sum_log"]].sum().reset_index()
         running = summed.groupby("stage", sort=False)[["n", "sum_log"]].cumsum()
         self.dwell_steps_ = pd.DataFrame(
-            {"stage": summed["stage"].astype(str), "time": _timestamps(summed["time"].to_numpy()), "n": running["n"].to_numpy(dtype=np.int64), "sum_log": running["sum_log"].to_numpy()}
+            {"stage": summed["stage"].astype(str), "time": from_ns(summed["time"].to_numpy()), "n": running["n"].to_numpy(dtype=np.int64), "sum_log": running["sum_log"].to_numpy()}
         )
         self._index()
         return self

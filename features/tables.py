@@ -16,7 +16,7 @@ import pandas as pd
 from features.stages import StageOrder
 from features.stays import final_states
 from features.table_index import TableIndex
-from features.times import NAT, to_utc
+from features.times import NAT, from_ns, to_utc
 from features.times import TS_NS as TS_DTYPE
 from features.times import ns as asof_ns
 
@@ -106,7 +106,7 @@ def columns_of(frame: pd.DataFrame, table: str) -> Columns:
 
 def _frame_of(columns: Columns, table: str) -> pd.DataFrame:
     data = {
-        col: pd.DatetimeIndex(values.view("datetime64[ns]")).tz_localize("UTC") if col in TIMESTAMPS[table]
+        col: from_ns(values) if col in TIMESTAMPS[table]
         else pd.Series(values, dtype="float64" if col == "amount" else object, copy=False)
         for col, values in columns.items()
     }

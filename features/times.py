@@ -37,3 +37,8 @@ def ns(times: pd.Series) -> np.ndarray:
     if not isinstance(series.dtype, pd.DatetimeTZDtype):
         series = pd.to_datetime(series, utc=True)
     return np.asarray(series.dt.as_unit("ns").array.asi8)
+
+
+def from_ns(values: np.ndarray) -> pd.DatetimeIndex:
+    """The inverse of `ns`: int64 nanoseconds (NAT: NaT) as UTC times, without Timestamp objects."""
+    return pd.DatetimeIndex(np.asarray(values, dtype=np.int64).view("datetime64[ns]")).tz_localize("UTC")

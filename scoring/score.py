@@ -10,7 +10,7 @@ import pandas as pd
 from features.frame import Points, feature_arrays, model_matrix, open_points, state_arrays
 from features.stages import LOST_INDEX
 from features.tables import Tables
-from features.times import ns, to_utc
+from features.times import from_ns, ns, to_utc
 from scoring.bundle import Bundle
 from scoring.explain import factor_contributions, top_factors, why_changed
 
@@ -67,7 +67,7 @@ def score_points(bundle: Bundle, tables: Tables, points: pd.DataFrame, with_fact
     frame = pd.DataFrame(
         {
             "opportunity_id": pd.Series(at.ids, dtype=object),
-            "as_of": pd.DatetimeIndex(at.time.view("datetime64[ns]")).tz_localize("UTC"),
+            "as_of": from_ns(at.time),
             "stage": pd.Series(scores.pop("stage"), dtype=object),
         }
     )

@@ -28,7 +28,7 @@ from sklearn.naive_bayes import CategoricalNB
 from features.frame import FeatureSpec
 from features.stages import StageOrder
 from features.tables import Tables
-from features.times import NAT, ns
+from features.times import NAT, from_ns, ns
 from training import models as fit
 from training.censoring import CloseTimeModel, win_weights
 from training.metrics import bootstrap, metrics
@@ -81,7 +81,7 @@ class Snapshots:
 
     def points(self, rows: np.ndarray) -> pd.DataFrame:
         """The (opportunity_id, as_of) of the given rows."""
-        return pd.DataFrame({"opportunity_id": self.ids[self.deal[rows]], "as_of": pd.DatetimeIndex(self.time[rows].view("datetime64[ns]")).tz_localize("UTC")})
+        return pd.DataFrame({"opportunity_id": self.ids[self.deal[rows]], "as_of": from_ns(self.time[rows])})
 
     def labelled(self, rows: np.ndarray, y: np.ndarray, w: np.ndarray) -> Labelled:
         return Labelled(rows, y, w, self.deal[rows], self.ids, self.hashes)
