@@ -23,7 +23,7 @@ from analytics.stage_weights import StageWeights
 from features.errors import InputInvalid
 from features.frame import open_points, stage_state
 from features.stages import StageOrder
-from features.stays import stays
+from features.stays import by_deals, stays
 from features.tables import Tables
 from features.times import to_utc
 
@@ -45,6 +45,18 @@ def parse_period(text: str, as_of: pd.Timestamp) -> tuple[pd.Timestamp, pd.Times
     return to_utc(p.start_time), to_utc((p + 1).start_time)
 
 
+def _won_stays(history: pd.DataFrame, stages: StageOrder, t: pd.Timestamp) -> pd.DataFrame:
+    """The finished stays in open stages, as known at t, of deals won by t, with the days from
+    entering the stage to the win. Per deal, so a history read piece by piece gives the same rows."""
+    hist = history[history["entered_at"] <= t]
+    s = stays(hist, stages, t)
+    won_at = hist[hist["stage"] == stages.config.won].groupby("opportunity_id")["entered_at"].last()
+    s = s[s["open_stage"] & s["done"]]
+    won = won_at.reindex(s["opportunity_id"]).set_axis(s.index)  # not .map: an empty Series (no win among these deals) maps to float
+    s = s.assign(to_win=(won - s["entered_at"]) / pd.Timedelta(days=1))
+    return s[s["to_win"].notna() & (s["to_win"] >= s["days"])]
+
+
 @dataclass
 class TimeToWin:
     """For deals won by the fit time: per stage and deal-size band, how long they stayed in the
@@ -56,13 +68,11 @@ class TimeToWin:
     min_pool: int = 20
 
     def fit(self, tables: Tables, stages: StageOrder, t: pd.Timestamp) -> TimeToWin:
-        known = tables.as_of(t, stages)
-        s = stays(known.stage_history, stages, t)
-        won_at = known.stage_history[known.stage_history["stage"] == stages.config.won].groupby("opportunity_id")["entered_at"].last()
-        s = s[s["open_stage"] & s["done"]]
-        s = s.assign(to_win=(s["opportunity_id"].map(won_at) - s["entered_at"]) / pd.Timedelta(days=1))
-        s = s[s["to_win"].notna() & (s["to_win"] >= s["days"])].sort_values(["days", "opportunity_id"], kind="stable")  # the rows' order decides which a draw picks: not the export's order
-        amount = s["opportunity_id"].map(known.opportunities.set_index("opportunity_id")["amount"]).to_numpy(dtype=float)
+        t = to_utc(t)
+        s = pd.concat([_won_stays(part, stages, t) for part in by_deals(tables.stage_history)], ignore_index=True)
+        s = s.sort_values(["days", "opportunity_id"], kind="stable")  # the rows' order decides which a draw picks: not the export's order
+        opps = tables.opportunities[tables.opportunities["created_at"] <= t]  # the deals known at t (Tables.as_of)
+        amount = s["opportunity_id"].map(opps.set_index("opportunity_id")["amount"]).to_numpy(dtype=float)
         self.edges_ = np.unique(np.quantile(amount, np.linspace(0, 1, self.bands + 1)[1:-1])) if len(s) else np.array([])
         s = s.assign(band=np.searchsorted(self.edges_, amount, side="right"))
         pools = {}

@@ -17,7 +17,7 @@ from scipy import stats
 from sklearn.isotonic import IsotonicRegression
 
 from features.stages import StageOrder
-from features.stays import final_states, stays
+from features.stays import by_deals, final_states, stays
 from features.tables import Tables
 from features.times import to_utc
 
@@ -32,6 +32,18 @@ def jeffreys(won: np.ndarray, n: np.ndarray, level: float = LEVEL) -> tuple[np.n
     return np.nan_to_num(lo), np.where(n > 0, hi, 1.0)
 
 
+def _reached(history: pd.DataFrame, stages: StageOrder, t: pd.Timestamp) -> pd.DataFrame:
+    """Per (open stage, deal closed at t that stayed in it): whether the deal was won and its
+    longest stay there in days. Per deal, so a history read piece by piece gives the same rows."""
+    hist = history[history["entered_at"] <= t]
+    state = final_states(hist, stages)["state"]
+    closed = state[state != "open"]
+    s = stays(hist, stages, t)
+    s = s[s["open_stage"] & s["opportunity_id"].isin(closed.index)]
+    s = s.assign(won=s["opportunity_id"].map(closed == "won").astype(float))
+    return s.groupby(["stage", "opportunity_id"], sort=False).agg(won=("won", "first"), days=("days", "max")).reset_index()
+
+
 class StageWeights:
     def __init__(self, segments: list[str] | None = None, shrinkage: float = 20.0, level: float = LEVEL) -> None:
         self.segments = segments or []
@@ -42,14 +54,7 @@ class StageWeights:
         """Learn from the deals closed at as_of; a deal counts for each open stage it stayed in
         (one created at a later stage, or that jumped ahead, never counts for stages it skipped)."""
         t = to_utc(as_of)
-        hist = tables.stage_history[tables.stage_history["entered_at"] <= t]
-        state = final_states(hist, stages)["state"]
-        closed = state[state != "open"]
-        won = closed == "won"
-        s = stays(hist, stages, t)
-        s = s[s["open_stage"] & s["opportunity_id"].isin(closed.index)]
-        s = s.assign(won=s["opportunity_id"].map(won).astype(float))
-        reached = s.groupby(["stage", "opportunity_id"], sort=False).agg(won=("won", "first"), days=("days", "max")).reset_index()
+        reached = pd.concat([_reached(part, stages, t) for part in by_deals(tables.stage_history)], ignore_index=True)
         configured = dict(zip(stages.open, stages.config.configured_weights or [None] * stages.n_open, strict=True))
         rows = []
         for i, name in enumerate(stages.open):

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from analytics.forecast import TimeToWin
 from analytics.funnel import funnel
 from analytics.stage_weights import StageWeights
 from features.settings import StageConfig
 from features.stages import StageOrder
+from features import stays as stays_module
 from features.tables import Tables
-from tests.features.test_point_in_time import PROFILE, _scenario, exports
+from tests.features.test_point_in_time import PROFILE, _scenario, _t, exports
 
 STAGES = StageOrder(StageConfig(open=["A", "B"], won="W", lost="L", configured_weights=[0.2, 0.6]))
 T = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
@@ -99,3 +102,23 @@ def test_a_deal_created_at_a_later_stage_counts_only_for_the_stages_it_was_in() 
     w = StageWeights().fit(Tables(opps, hist), STAGES, T("2025-04-01")).weights_.set_index("stage")
     assert (w.loc["A", "n"], w.loc["A", "won"]) == (1, 0)  # y only
     assert (w.loc["B", "n"], w.loc["B", "won"]) == (1, 1)  # u only
+
+
+@PROFILE
+@given(data=st.data(), g=exports())
+def test_weights_and_timing_read_piece_by_piece_equal_the_whole(data, g) -> None:
+    """The stays of millions of deals are reduced a few deals at a time (features.stays.by_deals):
+    any piece size gives the whole history's weights and timing, and no piece splits a deal."""
+    stages, t = StageOrder(g.stages), _t(data.draw, g.tables)
+    rows = data.draw(st.integers(1, 40))
+    history = g.tables.stage_history
+    pieces = list(stays_module.by_deals(history, rows))
+    pd.testing.assert_frame_equal(pd.concat(pieces), history)
+    assert sum(p["opportunity_id"].nunique() for p in pieces) == history["opportunity_id"].nunique()
+    whole_w, whole_t = StageWeights(g.segments).fit(g.tables, stages, t), TimeToWin().fit(g.tables, stages, t)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stays_module, "CHUNK_ROWS", rows)
+        piecewise_w, piecewise_t = StageWeights(g.segments).fit(g.tables, stages, t), TimeToWin().fit(g.tables, stages, t)
+    for name in ("weights_", "by_dwell_", "by_segment_"):
+        pd.testing.assert_frame_equal(getattr(whole_w, name), getattr(piecewise_w, name))
+    pd.testing.assert_frame_equal(whole_t.to_frame(), piecewise_t.to_frame())
