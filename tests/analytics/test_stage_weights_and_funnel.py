@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from analytics.forecast import TimeToWin
 from analytics.funnel import funnel
 from analytics.stage_weights import StageWeights
+from features import stays as stays_module
 from features.settings import StageConfig
 from features.stages import StageOrder
-from features import stays as stays_module
 from features.tables import Tables
 from tests.features.test_point_in_time import PROFILE, _scenario, _t, exports
 
