@@ -60,7 +60,7 @@ class Snapshots:
     x: Any  # the model matrix (float32): an array, or one held by partition on a cluster (indexed the same way)
     time: np.ndarray  # ns
     close: np.ndarray  # ns of the first close after the snapshot; NO_CLOSE: none by the end
-    stalled: np.ndarray  # 1/0; NaN where the horizon passes the export's end
+    stalled: np.ndarray  # 1/0; NaN where the horizon passes the export's end (float32)
     horizon_ns: int
 
     def __len__(self) -> int:
@@ -105,28 +105,35 @@ class Snapshots:
 
 
     @classmethod
-    def concat(cls, pieces: list[Snapshots]) -> Snapshots:
-        """Partitions' snapshots as one (their model matrices stay apart: `x` is set by the caller)."""
+    def concat(cls, pieces: list[Snapshots]) -> tuple[Snapshots, np.ndarray]:
+        """Partitions' snapshots as one, in the whole export's (opportunity_id, as_of) order, and
+        that order: for each row, its row among the pieces laid end to end (by which the caller
+        lays out the model matrices, kept apart). Laid out a column at a time, the pieces emptied
+        as they are read: at 30M rows, the pieces, their concatenation and its ordered copy all
+        alive at once were 1.8 GiB of the client's peak."""
+        names = list(pieces[0].frame.columns)
+        frames = {c: [p.frame[c] for p in pieces] for c in names}
+        arrays = {a: [getattr(p, a) for p in pieces] for a in ("time", "close", "stalled")}
+        horizon_ns = pieces[0].horizon_ns
+        for p in pieces:
+            p.frame = p.time = p.close = p.stalled = None
+        deal = _joined(frames["opportunity_id"])
+        time = np.concatenate(arrays.pop("time"))
+        order = np.lexsort((time, deal.cat.codes.to_numpy()))
         columns = {}
-        for col in pieces[0].frame.columns:  # per-partition vocabularies joined, still categorical (pd.concat would make them text)
-            parts = [p.frame[col] for p in pieces]
-            if all(isinstance(part.dtype, pd.CategoricalDtype) for part in parts):
-                columns[col] = pd.Series(union_categoricals(parts, sort_categories=True))
-            else:
-                columns[col] = pd.concat(parts, ignore_index=True)
-        return cls(
-            frame=pd.DataFrame(columns),
-            x=None,
-            time=np.concatenate([p.time for p in pieces]),
-            close=np.concatenate([p.close for p in pieces]),
-            stalled=np.concatenate([p.stalled for p in pieces]),
-            horizon_ns=pieces[0].horizon_ns,
-        )
+        for c in names:  # per-partition vocabularies joined, still categorical (pd.concat would make them text)
+            column = deal if c == "opportunity_id" else _joined(frames[c])
+            del frames[c]
+            columns[c] = column.iloc[order].reset_index(drop=True)
+            del column
+        laid = {a: np.concatenate(arrays.pop(a))[order] for a in ("close", "stalled")}
+        return cls(frame=pd.DataFrame(columns), x=None, time=time[order], horizon_ns=horizon_ns, **laid), order
 
-    def take(self, order: np.ndarray, x: Any) -> Snapshots:
-        """These snapshots in the given row order, with the model matrix `x` (already in it)."""
-        return Snapshots(self.frame.iloc[order].reset_index(drop=True), x, self.time[order], self.close[order], self.stalled[order], self.horizon_ns)
 
+def _joined(parts: list[pd.Series]) -> pd.Series:
+    if all(isinstance(part.dtype, pd.CategoricalDtype) for part in parts):
+        return pd.Series(union_categoricals(parts, sort_categories=True))
+    return pd.concat(parts, ignore_index=True)
 
 def row_index(mask: np.ndarray) -> np.ndarray:
     """The rows where `mask` holds, as int32 while the rows fit: a fold's training rows are most

@@ -79,12 +79,9 @@ class PartitionedExport:
             raise NotEnoughData(snapshots.no_snapshots(settings))
         step("snapshots: gathered")
         sizes = [len(p) for p in light]
-        laid = Snapshots.concat(light)
-        del light  # the pieces, their concatenation and the ordered copy need not all be alive at once
-        # the whole export's order, (opportunity_id, as_of), so both give the same rows
-        order = np.lexsort((laid.time, laid.deal))
-        snaps = laid.take(order, self._matrix(heavy, sizes, len(spec.columns), order))
-        del laid
+        snaps, order = Snapshots.concat(light)  # the whole export's order, so both give the same rows
+        del light
+        snaps.x = self._matrix(heavy, sizes, len(spec.columns), order)
         self.run.release_memory()
         return snaps
 

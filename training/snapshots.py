@@ -50,7 +50,7 @@ def build(
         x=x,
         time=ns(points["as_of"]).copy(),
         close=first_close(tables.stage_history, [stages.config.won, stages.config.lost], points, NO_CLOSE),
-        stalled=stalled_label(tables, stages, points, horizon, end),
+        stalled=stalled_label(tables, stages, points, horizon, end).astype(np.float32),  # 1/0/NaN
         horizon_ns=horizon * DAY_NS,
     )
 
