@@ -39,8 +39,12 @@ class Runner:
                 self.progress(f"{fn.__name__}: partition {k + 1} of {len(parts)}")
                 results.append(fn(part, out, **shared))
             return results
-        scattered = {k: self.client.scatter(v, broadcast=True) if _large(v) else v for k, v in shared.items()}
+        scattered = self._scattered(shared)
         return self._fetched(fn.__name__, self.client.map(fn, parts, outs, **scattered, pure=False))
+
+    def _scattered(self, shared: dict[str, Any]) -> dict[str, Any]:
+        """The shared arguments, each large one sent to every worker once (not inside each task)."""
+        return {k: self.client.scatter(v, broadcast=True) if _large(v) else v for k, v in shared.items()}
 
     def _fetched(self, name: str, futures: list) -> list:
         """The futures' results in their order, each fetched as it completes and let go on its
@@ -80,7 +84,7 @@ class Runner:
             return [p[0] for p in pairs], [p[1] for p in pairs]
         from operator import itemgetter
 
-        scattered = {k: self.client.scatter(v, broadcast=True) if _large(v) else v for k, v in shared.items()}
+        scattered = self._scattered(shared)
         workers = sorted(self.client.scheduler_info()["workers"])
         # each partition computed, and its heavy part kept, on a fixed worker (its home): which
         # rows a worker holds decides what a data-parallel fit on them gives, so it must not
