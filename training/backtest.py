@@ -438,7 +438,11 @@ def family_signal(bt: TargetBacktest, snaps: Snapshots, spec: FeatureSpec, famil
     if not models:
         return {}
     rng = np.random.default_rng(seed)
-    base = np.concatenate([_predict(m, snaps.x[bt.rows[bt.fold == k]]) for k, m in enumerate(models)])
+    # the evaluation rows read once: on a cluster every read of scattered rows visits every
+    # partition's (often spilled) block, and this read them once per fold and family
+    x_all = snaps.x[bt.rows]
+    x_of = [x_all[bt.fold == k] for k in range(len(models))]
+    base = np.concatenate([_predict(m, x) for m, x in zip(models, x_of, strict=True)])
     base_loss = fit.weighted_log_loss(bt.y, base, bt.w)
     out = {}
     for family, cols in families.items():
@@ -446,8 +450,8 @@ def family_signal(bt: TargetBacktest, snaps: Snapshots, spec: FeatureSpec, famil
         if not idx:
             continue
         shuffled = []
-        for k, m in enumerate(models):
-            x = snaps.x[bt.rows[bt.fold == k]].copy()
+        for m, x in zip(models, x_of, strict=True):
+            x = x.copy()
             perm = rng.permutation(len(x))
             x[:, idx] = x[perm][:, idx]
             shuffled.append(_predict(m, x))

@@ -142,3 +142,13 @@ def test_the_served_booster_is_refitted_on_a_capped_sample_of_whole_deals(medium
         kept = np.isin(every.deal, np.unique(rows.deal))
         np.testing.assert_array_equal(np.sort(every.index[kept]), np.sort(rows.index))  # every row of a sampled deal, none of the others
     assert any(s["candidate"] == "lightgbm" for s in result.bundle.metadata["served"].values())
+
+
+def test_shuffling_any_family_the_generator_gives_signal_raises_the_loss(trained) -> None:
+    """Permutation importance by family (training.backtest.family_signal, what the report says
+    carries signal): the generator puts win and stall signal in the stages, the activities and
+    the segments, so shuffling any of them across each fold's deals costs log loss."""
+    for target in ("win", "stall"):
+        gains = trained.report["signal_by_family"][target]
+        assert set(gains) == {"stage-dwell", "activity", "segment"}
+        assert min(gains.values()) > 0.01, (target, gains)
