@@ -23,7 +23,7 @@ from features.errors import NotEnoughData
 from features.frame import FeatureSpec
 from features.settings import Settings
 from features.stages import StageOrder
-from features.stays import final_states
+from features.stays import by_deals, final_states
 from features.tables import Tables
 from features.times import to_utc
 from scoring.bundle import Bundle, TargetModel
@@ -144,8 +144,8 @@ def train(
     spec, stats = data.spec_and_stats(stages, settings)
     step("snapshots and features")
     snaps = data.snapshots(stages, settings, spec, stats, step)
-    state = final_states(tables.stage_history, stages)["state"]
-    if not ((state == "won").any() or (state == "lost").any()) and not stages.config.configured_weights:
+    closed = any(final_states(part, stages)["state"].isin(["won", "lost"]).any() for part in by_deals(tables.stage_history))
+    if not closed and not stages.config.configured_weights:
         raise NotEnoughData("no deal has closed yet and the config has no configured_weights: nothing to learn a win probability from")
 
     targets = {"win": bt_.win_target(tables, stages, snaps, end), "stall": bt_.stall_target(snaps, end)}

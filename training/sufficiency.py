@@ -13,7 +13,7 @@ import pandas as pd
 
 from features.frame import FeatureSpec
 from features.stages import StageOrder
-from features.stays import final_states
+from features.stays import by_deals, final_states
 from features.tables import Tables
 from training.models import MIN_DEALS
 
@@ -27,6 +27,19 @@ def families(spec: FeatureSpec) -> dict[str, list[str]]:
     segment = [*spec.segment_columns, "log_amount", "amount_change", *[f"win_rate_{k}" for k in spec.stat_keys]]
     activity = [c for c in spec.columns if c not in stage and c not in segment]
     return {"stage-dwell": stage, "activity": activity, "segment": segment}
+
+
+def _history_counts(history: pd.DataFrame, stages: StageOrder) -> tuple[pd.Series, pd.DataFrame, int, int]:
+    """Of some deals' stage history (whole deals, `features.stays.by_deals`): each deal's final
+    state; per open stage, the closed deals that were in it and how many of them won; how many
+    deals began past the first stage, and of how many."""
+    state = final_states(history, stages)["state"]
+    closed = state[state != "open"]
+    in_stage = history[history["stage"].isin(stages.open) & history["opportunity_id"].isin(closed.index)].drop_duplicates(["opportunity_id", "stage"])
+    counts = pd.DataFrame({"stage": in_stage["stage"].to_numpy(), "won": (in_stage["opportunity_id"].map(closed) == "won").to_numpy()})
+    per_stage = counts.groupby("stage")["won"].agg(deals="size", won="sum").reindex(stages.open, fill_value=0)
+    first = history.groupby("opportunity_id", sort=False)["stage"].first()
+    return state, per_stage, int((first != stages.open[0]).sum()), len(first)
 
 
 def beyond_stage(pooled: dict) -> bool:
@@ -49,16 +62,13 @@ def report(
     """The report as data (for MLflow and /v1/model) with its sentences under "said".
     `activities` (how many, the last one's time) and `end` stand in for tables without their
     activities (a partitioned export's first pass)."""
-    state = final_states(tables.stage_history, stages)["state"]
+    pieces = [_history_counts(part, stages) for part in by_deals(tables.stage_history)]
+    state = pd.concat([p[0] for p in pieces])
+    in_stage = sum(p[1] for p in pieces).astype(int)
     won, lost = int((state == "won").sum()), int((state == "lost").sum())
     opps = tables.opportunities.set_index("opportunity_id")
     closed = state[state != "open"]
-    by_stage = []
-    hist = tables.stage_history
-    in_stage = hist[hist["stage"].isin(stages.open) & hist["opportunity_id"].isin(closed.index)].drop_duplicates(["opportunity_id", "stage"])
-    for name in stages.open:
-        ids = in_stage.loc[in_stage["stage"] == name, "opportunity_id"]
-        by_stage.append({"stage": name, "closed deals that were in it": int(len(ids)), "won": int((closed.reindex(ids) == "won").sum())})
+    by_stage = [{"stage": name, "closed deals that were in it": int(in_stage.loc[name, "deals"]), "won": int(in_stage.loc[name, "won"])} for name in stages.open]
     by_segment = {}
     for col in spec.segment_columns:
         if col in opps.columns:
@@ -66,8 +76,8 @@ def report(
             counts = pd.crosstab(values, closed.to_numpy())
             by_segment[col] = {str(v): {k: int(n) for k, n in row.items()} for v, row in counts.head(30).iterrows()}
     said = [f"{won} won and {lost} lost deals closed, {int((state == 'open').sum())} open."]
-    first_stage = hist.groupby("opportunity_id", sort=False)["stage"].first()
-    late = float((first_stage != stages.open[0]).mean()) if len(first_stage) else 0.0
+    with_history = sum(p[3] for p in pieces)
+    late = sum(p[2] for p in pieces) / with_history if with_history else 0.0
     if late > 0.5:
         said.append(
             f"{late:.0%} of deals were created past the first stage ({stages.open[0]}): they were logged after the fact. "
