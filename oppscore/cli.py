@@ -545,7 +545,9 @@ def _forecast_inputs(data: Path, settings: Settings, bundle, engine: str, schedu
         methods = methods_for(stages, bundle)
         if bundle is not None:
             methods["model"] = partitioned.model_method(run, data, settings, now, bundle)
-        yield outline.tables(), stages, outline.end, methods
+        tables, end = outline.tables(), outline.end
+        del outline  # its stage history, unsorted: the tables hold a sorted copy
+        yield tables, stages, end, methods
 
 
 def _reconcile(settings: Settings) -> None:

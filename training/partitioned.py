@@ -51,6 +51,8 @@ class PartitionedExport:
         if self.outline.end is None:
             raise NotEnoughData(f"{folder}: no opportunity in any partition")
         self.tables = self.outline.tables()
+        # the tables sort the combined stage history (a copy): the outline's own is let go
+        self.outline = replace(self.outline, opportunities=self.tables.opportunities, stage_history=None)
         self.end = self.outline.end
         self._stats: dict[tuple[str, ...], PointInTimeStats] = {}
         run.release_memory()  # the partitions' outlines, combined and freed
