@@ -71,3 +71,14 @@ def test_outcomes_as_known_at_a_date_are_the_last_stage_entered_by_then(rows, da
     at = T("2025-01-01") + pd.Timedelta(days=day)
     points = pd.DataFrame({"opportunity_id": asked, "as_of": T("2024-12-01")})
     np.testing.assert_array_equal(Outcomes(tables.stage_history, STAGES, asked).known_at(at), won_label(tables, STAGES, points, at))
+
+
+@given(values=st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=30), known=st.sets(st.sampled_from(["a", "b", "c", "d"])))
+def test_codes_looked_up_by_run_are_every_rows_code(values: list[str], known: set[str]) -> None:
+    """Outcomes look a deal up once per run of its rows; runs in any order, ids not among the
+    snapshots' (-1), and a deal in two runs all give each row its own code."""
+    from training.backtest import _codes_by_run
+
+    categories = np.array(sorted(known), dtype=object)
+    got = _codes_by_run(np.array(values, dtype=object), categories)
+    np.testing.assert_array_equal(got, pd.Categorical(np.array(values, dtype=object), categories=categories).codes)
