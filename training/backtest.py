@@ -103,7 +103,6 @@ class Snapshots:
     def labelled(self, rows: np.ndarray, y: np.ndarray, w: np.ndarray) -> Labelled:
         return Labelled(rows, y, w, self.deal[rows], self.ids, self.hashes)
 
-
     @classmethod
     def concat(cls, pieces: list[Snapshots]) -> tuple[Snapshots, np.ndarray]:
         """Partitions' snapshots as one, in the whole export's (opportunity_id, as_of) order, and
@@ -134,6 +133,7 @@ def _joined(parts: list[pd.Series]) -> pd.Series:
     if all(isinstance(part.dtype, pd.CategoricalDtype) for part in parts):
         return pd.Series(union_categoricals(parts, sort_categories=True))
     return pd.concat(parts, ignore_index=True)
+
 
 def row_index(mask: np.ndarray) -> np.ndarray:
     """The rows where `mask` holds, as int32 while the rows fit: a fold's training rows are most
@@ -244,7 +244,7 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
             fitted = rows[_by_hash(snaps.hashes[snaps.deal[rows]], CENSORING_ROWS / len(rows))]
         model = CloseTimeModel().fit(snaps.time[fitted], snaps.close[fitted], known_at)
         grid, slot = snaps.slots
-        per_date = win_weights(model, grid, known_at, True).astype(np.float32)  # a row's weight depends on its date only
+        per_date = win_weights(model, grid, known_at).astype(np.float32)  # a row's weight depends on its date only
         per_deal_y = (outcome == 1).astype(np.int8)
         per_deal_w = np.where(np.isnan(outcome), np.float32(0), np.float32(1))
         deal = snaps.deal[rows]

@@ -48,8 +48,8 @@ def first_close(history: pd.DataFrame, closed_stages: list[str], points: pd.Data
     return np.where(close.isna().to_numpy(), none, ns(close.fillna(pd.Timestamp(0, tz="UTC"))))
 
 
-def win_weights(model: CloseTimeModel, as_of: np.ndarray, known_at: pd.Timestamp, labelled: np.ndarray, min_prob: float = MIN_CLOSE_PROB) -> np.ndarray:
-    """IPC weights for labelled snapshots (`as_of` in ns); 0 for unlabelled or too-short follow-up."""
+def win_weights(model: CloseTimeModel, as_of: np.ndarray, known_at: pd.Timestamp, min_prob: float = MIN_CLOSE_PROB) -> np.ndarray:
+    """IPC weights of snapshots taken at `as_of` (ns) whose outcome is known at `known_at`; 0 where
+    their follow-up was too short."""
     p = model.close_prob((known_at.value - as_of) / DAY_NS)
-    w = np.where(p >= min_prob, 1.0 / np.maximum(p, min_prob), 0.0)
-    return np.where(labelled, w, 0.0)
+    return np.where(p >= min_prob, 1.0 / np.maximum(p, min_prob), 0.0)
