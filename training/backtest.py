@@ -116,12 +116,12 @@ class Snapshots:
         horizon_ns = pieces[0].horizon_ns
         for p in pieces:
             p.frame = p.time = p.close = p.stalled = None
-        deal = _joined(frames["opportunity_id"])
+        deal = _concatenated(frames["opportunity_id"])
         time = np.concatenate(arrays.pop("time"))
         order = np.lexsort((time, deal.cat.codes.to_numpy()))
         columns = {}
-        for c in names:  # per-partition vocabularies joined, still categorical (pd.concat would make them text)
-            column = deal if c == "opportunity_id" else _joined(frames[c])
+        for c in names:
+            column = deal if c == "opportunity_id" else _concatenated(frames[c])
             del frames[c]
             columns[c] = column.iloc[order].reset_index(drop=True)
             del column
@@ -129,7 +129,9 @@ class Snapshots:
         return cls(frame=pd.DataFrame(columns), x=None, time=time[order], horizon_ns=horizon_ns, **laid), order
 
 
-def _joined(parts: list[pd.Series]) -> pd.Series:
+def _concatenated(parts: list[pd.Series]) -> pd.Series:
+    """One column of the partitions' snapshots: categorical ones keep their codes (their
+    vocabularies joined, sorted), where pd.concat would turn them into text."""
     if all(isinstance(part.dtype, pd.CategoricalDtype) for part in parts):
         return pd.Series(union_categoricals(parts, sort_categories=True))
     return pd.concat(parts, ignore_index=True)
