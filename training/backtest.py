@@ -116,17 +116,17 @@ class Snapshots:
         horizon_ns = pieces[0].horizon_ns
         for p in pieces:
             p.frame = p.time = p.close = p.stalled = None
-        deal = _concatenated(frames["opportunity_id"])
+        deal = _concatenated(frames.pop("opportunity_id"))
         time = np.concatenate(arrays.pop("time"))
         order = np.lexsort((time, deal.cat.codes.to_numpy()))
-        columns = {}
-        for c in names:
-            column = deal if c == "opportunity_id" else _concatenated(frames[c])
-            del frames[c]
+        columns = {"opportunity_id": deal.iloc[order].reset_index(drop=True)}
+        del deal
+        for c in list(frames):
+            column = _concatenated(frames.pop(c))
             columns[c] = column.iloc[order].reset_index(drop=True)
             del column
         laid = {a: np.concatenate(arrays.pop(a))[order] for a in ("close", "stalled")}
-        return cls(frame=pd.DataFrame(columns), x=None, time=time[order], horizon_ns=horizon_ns, **laid), order
+        return cls(frame=pd.DataFrame({c: columns[c] for c in names}), x=None, time=time[order], horizon_ns=horizon_ns, **laid), order
 
 
 def _concatenated(parts: list[pd.Series]) -> pd.Series:
