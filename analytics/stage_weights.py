@@ -44,6 +44,25 @@ def _reached(history: pd.DataFrame, stages: StageOrder, t: pd.Timestamp) -> pd.D
     return s.groupby(["stage", "opportunity_id"], sort=False).agg(won=("won", "first"), days=("days", "max")).reset_index()
 
 
+def _tally(reached: pd.DataFrame, opps: pd.DataFrame, segments: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The counts the weights are made of, from some deals' `_reached` rows: per stage (deals, wins,
+    and both among stays of at least each dwell bucket) and per (stage, segment value). Sums,
+    so the pieces of a history add up to the whole, and the per-deal rows of millions of deals
+    are never all held at once."""
+    won = reached["won"]
+    columns = {"n": np.ones(len(reached), dtype=np.int64), "won": won}
+    for d in DWELL_BUCKETS:
+        stayed = reached["days"] >= d
+        columns[f"n_{d}"] = stayed.astype(np.int64)
+        columns[f"won_{d}"] = won.where(stayed, 0.0)
+    per_stage = pd.DataFrame(columns, index=reached.index).groupby(reached["stage"]).sum()
+    per_value = {}
+    for col in segments:
+        value = reached["opportunity_id"].map(opps[col]).fillna("(missing)").astype(str)
+        per_value[col] = reached.assign(value=value).groupby(["stage", "value"]).agg(n=("won", "size"), won=("won", "sum"))
+    return per_stage, per_value
+
+
 class StageWeights:
     def __init__(self, segments: list[str] | None = None, shrinkage: float = 20.0, level: float = LEVEL) -> None:
         self.segments = segments or []
@@ -54,21 +73,25 @@ class StageWeights:
         """Learn from the deals closed at as_of; a deal counts for each open stage it stayed in
         (one created at a later stage, or that jumped ahead, never counts for stages it skipped)."""
         t = to_utc(as_of)
-        reached = pd.concat([_reached(part, stages, t) for part in by_deals(tables.stage_history)], ignore_index=True)
+        opps = tables.opportunities.drop_duplicates("opportunity_id").set_index("opportunity_id")
+        segments = [c for c in self.segments if c in opps.columns]
+        tallies = [_tally(_reached(part, stages, t), opps, segments) for part in by_deals(tables.stage_history)]
+        per_stage = pd.concat([stage for stage, _ in tallies]).groupby(level=0).sum()
+        per_value = {col: pd.concat([values[col] for _, values in tallies]).groupby(["stage", "value"]).sum() for col in segments}
+        del tallies
         configured = dict(zip(stages.open, stages.config.configured_weights or [None] * stages.n_open, strict=True))
+        counts = per_stage.reindex(list(stages.open), fill_value=0)
         rows = []
         for i, name in enumerate(stages.open):
-            part = reached[reached["stage"] == name]
-            n, k = len(part), float(part["won"].sum())
+            n, k = int(counts.at[name, "n"]), float(counts.at[name, "won"])
             lo, hi = jeffreys(np.array([k]), np.array([n]), self.level)
             rows.append({"stage": name, "index": i, "n": n, "won": int(k), "weight": k / n if n else np.nan,
                          "low": float(lo[0]), "high": float(hi[0]), "configured": configured[name]})
         self.weights_ = pd.DataFrame(rows)
         dwell = []
         for name in stages.open:
-            part = reached[reached["stage"] == name]
-            ns = np.array([(part["days"] >= d).sum() for d in DWELL_BUCKETS], dtype=float)
-            ks = np.array([part.loc[part["days"] >= d, "won"].sum() for d in DWELL_BUCKETS], dtype=float)
+            ns = np.array([counts.at[name, f"n_{d}"] for d in DWELL_BUCKETS], dtype=float)
+            ks = np.array([counts.at[name, f"won_{d}"] for d in DWELL_BUCKETS], dtype=float)
             raw = np.divide(ks, ns, out=np.full(len(ns), np.nan), where=ns > 0)
             ok = ns > 0
             mono = raw.copy()
@@ -79,13 +102,9 @@ class StageWeights:
                 dwell.append({"stage": name, "min_days": d, "n": int(n), "observed": r, "weight": m, "low": a, "high": b})
         self.by_dwell_ = pd.DataFrame(dwell)
         seg_rows = []
-        opps = tables.opportunities.drop_duplicates("opportunity_id").set_index("opportunity_id")
         base = self.weights_.set_index("stage")["weight"]
-        for col in self.segments:
-            if col not in opps.columns:
-                continue
-            part = reached.assign(value=reached["opportunity_id"].map(opps[col]).fillna("(missing)").astype(str))
-            g = part.groupby(["stage", "value"]).agg(n=("won", "size"), won=("won", "sum")).reset_index()
+        for col in segments:
+            g = per_value[col].reset_index()
             prior = g["stage"].map(base).fillna(0.5).to_numpy()
             g["weight"] = (g["won"] + self.shrinkage * prior) / (g["n"] + self.shrinkage)
             lo, hi = jeffreys(g["won"].to_numpy(), g["n"].to_numpy(), self.level)
