@@ -54,7 +54,7 @@ def _won_stays(history: pd.DataFrame, stages: StageOrder, t: pd.Timestamp) -> pd
     s = s[s["open_stage"] & s["done"]]
     won = won_at.reindex(s["opportunity_id"]).set_axis(s.index)  # not .map: an empty Series (no win among these deals) maps to float
     s = s.assign(to_win=(won - s["entered_at"]) / pd.Timedelta(days=1))
-    return s[s["to_win"].notna() & (s["to_win"] >= s["days"])]
+    return s.loc[s["to_win"].notna() & (s["to_win"] >= s["days"]), ["opportunity_id", "stage", "days", "to_win"]]  # what the pools read: at 3M deals, every won stay is held at once
 
 
 @dataclass
@@ -71,7 +71,7 @@ class TimeToWin:
         t = to_utc(t)
         s = pd.concat([_won_stays(part, stages, t) for part in by_deals(tables.stage_history)], ignore_index=True)
         s = s.sort_values(["days", "opportunity_id"], kind="stable")  # the rows' order decides which a draw picks: not the export's order
-        opps = tables.opportunities[tables.opportunities["created_at"] <= t]  # the deals known at t (Tables.as_of)
+        opps = tables.opportunities.loc[tables.opportunities["created_at"] <= t, ["opportunity_id", "amount"]]  # the deals known at t (Tables.as_of); only the column read
         amount = s["opportunity_id"].map(opps.set_index("opportunity_id")["amount"]).to_numpy(dtype=float)
         self.edges_ = np.unique(np.quantile(amount, np.linspace(0, 1, self.bands + 1)[1:-1])) if len(s) else np.array([])
         s = s.assign(band=np.searchsorted(self.edges_, amount, side="right"))

@@ -73,8 +73,8 @@ class StageWeights:
         """Learn from the deals closed at as_of; a deal counts for each open stage it stayed in
         (one created at a later stage, or that jumped ahead, never counts for stages it skipped)."""
         t = to_utc(as_of)
-        opps = tables.opportunities.drop_duplicates("opportunity_id").set_index("opportunity_id")
-        segments = [c for c in self.segments if c in opps.columns]
+        segments = [c for c in self.segments if c in tables.opportunities.columns]
+        opps = tables.opportunities[["opportunity_id", *segments]].drop_duplicates("opportunity_id").set_index("opportunity_id")  # only the columns read: a copy of millions of rows
         tallies = [_tally(_reached(part, stages, t), opps, segments) for part in by_deals(tables.stage_history)]
         per_stage = pd.concat([stage for stage, _ in tallies]).groupby(level=0).sum()
         per_value = {col: pd.concat([values[col] for _, values in tallies]).groupby(["stage", "value"]).sum() for col in segments}

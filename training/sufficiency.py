@@ -8,6 +8,8 @@ instead of a booster, and what to change in how it uses its CRM.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -29,17 +31,46 @@ def families(spec: FeatureSpec) -> dict[str, list[str]]:
     return {"stage-dwell": stage, "activity": activity, "segment": segment}
 
 
-def _history_counts(history: pd.DataFrame, stages: StageOrder) -> tuple[pd.Series, pd.DataFrame, int, int]:
-    """Of some deals' stage history (whole deals, `features.stays.by_deals`): each deal's final
-    state; per open stage, the closed deals that were in it and how many of them won; how many
-    deals began past the first stage, and of how many."""
-    state = final_states(history, stages)["state"]
-    closed = state[state != "open"]
-    in_stage = history[history["stage"].isin(stages.open) & history["opportunity_id"].isin(closed.index)].drop_duplicates(["opportunity_id", "stage"])
-    counts = pd.DataFrame({"stage": in_stage["stage"].to_numpy(), "won": (in_stage["opportunity_id"].map(closed) == "won").to_numpy()})
-    per_stage = counts.groupby("stage")["won"].agg(deals="size", won="sum").reindex(stages.open, fill_value=0)
-    first = history.groupby("opportunity_id", sort=False)["stage"].first()
-    return state, per_stage, int((first != stages.open[0]).sum()), len(first)
+@dataclass
+class _Counts:
+    """What the report counts of some deals' stage history (whole deals, `features.stays.by_deals`):
+    sums, so the pieces of a history add up to the whole, and no per-deal table of millions
+    of deals is held to count them."""
+
+    states: pd.Series  # deals by final state
+    per_stage: pd.DataFrame  # per open stage: closed deals that were in it, and how many won
+    by_segment: dict[str, pd.DataFrame]  # per segment column: closed deals by value × final state
+    late: int  # deals that began past the first stage
+    with_history: int
+
+    @classmethod
+    def of(cls, history: pd.DataFrame, stages: StageOrder, opps: pd.DataFrame, segments: list[str]) -> _Counts:
+        state = final_states(history, stages)["state"]
+        closed = state[state != "open"]
+        in_stage = history[history["stage"].isin(stages.open) & history["opportunity_id"].isin(closed.index)].drop_duplicates(["opportunity_id", "stage"])
+        counts = pd.DataFrame({"stage": in_stage["stage"].to_numpy(), "won": (in_stage["opportunity_id"].map(closed) == "won").to_numpy()})
+        per_stage = counts.groupby("stage")["won"].agg(deals="size", won="sum").reindex(stages.open, fill_value=0)
+        by_segment = {col: pd.crosstab(opps[col].reindex(closed.index).fillna("(missing)").astype(str), closed.to_numpy()) for col in segments}
+        first = history.groupby("opportunity_id", sort=False)["stage"].first()
+        return cls(state.value_counts(), per_stage, by_segment, int((first != stages.open[0]).sum()), len(first))
+
+    @classmethod
+    def summed(cls, pieces: list[_Counts]) -> _Counts:
+        """`pieces`: at least one (`by_deals` yields an empty history whole)."""
+
+        def table(frames: list[pd.DataFrame]) -> pd.DataFrame:  # a value or state missing from a piece counts 0 there
+            return pd.concat(frames).fillna(0).groupby(level=0).sum().sort_index(axis=1).astype(int)
+
+        return cls(
+            pd.concat([p.states for p in pieces]).groupby(level=0).sum(),
+            sum(p.per_stage for p in pieces).astype(int),
+            {col: table([p.by_segment[col] for p in pieces]) for col in pieces[0].by_segment},
+            sum(p.late for p in pieces),
+            sum(p.with_history for p in pieces),
+        )
+
+    def count(self, state: str) -> int:
+        return int(self.states.get(state, 0))
 
 
 def beyond_stage(pooled: dict) -> bool:
@@ -62,22 +93,15 @@ def report(
     """The report as data (for MLflow and /v1/model) with its sentences under "said".
     `activities` (how many, the last one's time) and `end` stand in for tables without their
     activities (a partitioned export's first pass)."""
-    pieces = [_history_counts(part, stages) for part in by_deals(tables.stage_history)]
-    state = pd.concat([p[0] for p in pieces])
-    in_stage = sum(p[1] for p in pieces).astype(int)
-    won, lost = int((state == "won").sum()), int((state == "lost").sum())
-    opps = tables.opportunities.set_index("opportunity_id")
-    closed = state[state != "open"]
+    segments = [col for col in spec.segment_columns if col in tables.opportunities.columns]
+    opps = tables.opportunities[["opportunity_id", *segments]].set_index("opportunity_id")  # only the columns read: a copy of millions of rows
+    counted = _Counts.summed([_Counts.of(part, stages, opps, segments) for part in by_deals(tables.stage_history)])
+    won, lost, still_open = counted.count("won"), counted.count("lost"), counted.count("open")
+    in_stage = counted.per_stage
     by_stage = [{"stage": name, "closed deals that were in it": int(in_stage.loc[name, "deals"]), "won": int(in_stage.loc[name, "won"])} for name in stages.open]
-    by_segment = {}
-    for col in spec.segment_columns:
-        if col in opps.columns:
-            values = opps[col].reindex(closed.index).fillna("(missing)").astype(str)
-            counts = pd.crosstab(values, closed.to_numpy())
-            by_segment[col] = {str(v): {k: int(n) for k, n in row.items()} for v, row in counts.head(30).iterrows()}
-    said = [f"{won} won and {lost} lost deals closed, {int((state == 'open').sum())} open."]
-    with_history = sum(p[3] for p in pieces)
-    late = sum(p[2] for p in pieces) / with_history if with_history else 0.0
+    by_segment = {col: {str(v): {k: int(n) for k, n in row.items()} for v, row in counts.head(30).iterrows()} for col, counts in counted.by_segment.items()}
+    said = [f"{won} won and {lost} lost deals closed, {still_open} open."]
+    late = counted.late / counted.with_history if counted.with_history else 0.0
     if late > 0.5:
         said.append(
             f"{late:.0%} of deals were created past the first stage ({stages.open[0]}): they were logged after the fact. "
@@ -110,7 +134,7 @@ def report(
         if not beyond_stage(bt["pooled"]):
             said.append(f"{target}: the data show no signal beyond the stage (the served model's AUC interval does not clear the stage rate's); no better-than-stage score is claimed.")
     return {
-        "closed": {"won": won, "lost": lost, "open": int((state == "open").sum())},
+        "closed": {"won": won, "lost": lost, "open": still_open},
         "by_stage": by_stage,
         "by_segment": by_segment,
         "created_past_first_stage": round(late, 3),
