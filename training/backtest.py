@@ -27,6 +27,7 @@ from sklearn.naive_bayes import CategoricalNB
 
 from features.frame import FeatureSpec
 from features.stages import LOST_INDEX, StageOrder
+from features.stays import by_deals
 from features.tables import Tables
 from features.times import NAT, from_ns, ns
 from training import models as fit
@@ -204,17 +205,26 @@ class Outcomes:
     NEITHER, WON, LOST = 0, 1, 2
 
     def __init__(self, history: pd.DataFrame, stages: StageOrder, ids: np.ndarray) -> None:
+        pieces = [self._coded(part, stages, ids) for part in by_deals(history)]  # a few deals at a time: the text and its temporaries of 13M rows never at once
+        deal, entered, outcome = (np.concatenate([p[k] for p in pieces]) for k in range(3))
+        del pieces
+        if len(deal) > 1 and (deal[1:] < deal[:-1]).any():  # `ids` sorted as the history is: in order already
+            order = np.argsort(deal, kind="stable")  # a deal's rows keep the history's (time) order
+            deal, entered, outcome = deal[order], entered[order], outcome[order]
+        self.deal, self.entered, self.outcome = deal, entered, outcome
+        self.n_deals = len(ids)
+
+    @classmethod
+    def _coded(cls, history: pd.DataFrame, stages: StageOrder, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Some deals' rows as (deal code, entered ns, outcome), without the rows of deals that
+        have no snapshot (never asked about)."""
         deal = _codes_by_run(history["opportunity_id"].to_numpy(dtype=object), ids)
-        mine = deal >= 0  # rows of deals without a snapshot are not asked about
-        index = stages.index(history["stage"])  # numbers, not the text states of 13M rows (3M deals)
-        outcome = np.select([index == stages.won_index, index == LOST_INDEX], [self.WON, self.LOST], self.NEITHER).astype(np.int8)
+        mine = deal >= 0
+        index = stages.index(history["stage"])  # numbers, not text states
+        outcome = np.select([index == stages.won_index, index == LOST_INDEX], [cls.WON, cls.LOST], cls.NEITHER).astype(np.int8)
         entered = ns(history["entered_at"])
         entered = np.where(entered == NAT, np.iinfo(np.int64).max, entered)  # no time: never known
-        order = np.argsort(deal[mine], kind="stable")  # a deal's rows keep the history's (time) order
-        self.deal = deal[mine][order].astype(np.int32)
-        self.entered = entered[mine][order]
-        self.outcome = outcome[mine][order]
-        self.n_deals = len(ids)
+        return deal[mine].astype(np.int32), entered[mine], outcome[mine]
 
     def known_at(self, at: pd.Timestamp) -> np.ndarray:
         """Per deal: 1.0 won, 0.0 lost, NaN neither, as its last stage entered by `at` says."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,11 +57,13 @@ def test_stall_horizon_past_the_cutoff_is_unlabelled() -> None:
 @given(
     st.lists(st.tuples(st.sampled_from("pqrst"), st.sampled_from(["A", "B", "C", "W", "L", "?"]), st.integers(0, 60)), min_size=1, max_size=40),
     st.integers(-5, 65),
+    st.integers(1, 12),
 )
-def test_outcomes_as_known_at_a_date_are_the_last_stage_entered_by_then(rows, day) -> None:
-    """What the backtest's labels read (integers, built once) says what the contract's label
-    says: won or lost as the deal's last stage entered by the date has it, reopened deals and
-    unknown stage names unlabelled, deals never seen unlabelled."""
+def test_outcomes_as_known_at_a_date_are_the_last_stage_entered_by_then(rows, day, piece) -> None:
+    """What the backtest's labels read (integers, built once, a few deals at a time: any piece
+    size) says what the contract's label says: won or lost as the deal's last stage entered by
+    the date has it, reopened deals and unknown stage names unlabelled, deals never seen unlabelled."""
+    from features import stays as stays_module
     from training.backtest import Outcomes
 
     ids, stages, days = zip(*rows, strict=True)
@@ -70,7 +73,10 @@ def test_outcomes_as_known_at_a_date_are_the_last_stage_entered_by_then(rows, da
     asked = np.array(["p", "q", "r", "s", "t", "u"], dtype=object)  # u: no history at all
     at = T("2025-01-01") + pd.Timedelta(days=day)
     points = pd.DataFrame({"opportunity_id": asked, "as_of": T("2024-12-01")})
-    np.testing.assert_array_equal(Outcomes(tables.stage_history, STAGES, asked).known_at(at), won_label(tables, STAGES, points, at))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stays_module, "CHUNK_ROWS", piece)
+        outcomes = Outcomes(tables.stage_history, STAGES, asked)
+    np.testing.assert_array_equal(outcomes.known_at(at), won_label(tables, STAGES, points, at))
 
 
 @given(values=st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=30), known=st.sets(st.sampled_from(["a", "b", "c", "d"])))
