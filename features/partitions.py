@@ -52,16 +52,23 @@ def split_export(tables: Tables, out: Path, n: int, fmt: str = "parquet") -> lis
     return folders
 
 
-def shared_text(frame: pd.DataFrame) -> pd.DataFrame:
+def shared_text(frame: pd.DataFrame, like: pd.DataFrame | None = None) -> pd.DataFrame:
     """The frame with each text value held once per column: a file reader gives every cell its
     own string object (about 50 bytes), and the first pass keeps millions of cells of a few
-    thousand values (stage names, segments, each deal's id on every stage row). Still object
+    thousand values (stage names, segments, each deal's id on every stage row). Values that a
+    column of the same name in `like` holds are its objects (a deal's id in the stage history
+    is the opportunities' string: 3M ids of about 70 bytes each at 3M deals). Still object
     text, as `Tables` holds it."""
     fixes = {}
     for col, dtype in frame.dtypes.items():
         if dtype == np.dtype(object):
             codes, uniques = pd.factorize(frame[col], use_na_sentinel=True)
-            values = np.append(np.asarray(uniques, dtype=object), None)  # code -1 (missing) reads the last: None
+            uniques = np.asarray(uniques, dtype=object)
+            theirs = pd.unique(like[col].dropna().to_numpy(dtype=object)) if like is not None and col in like.columns else []
+            if len(theirs) and len(uniques):
+                at = pd.Index(theirs).get_indexer(uniques)
+                uniques = np.where(at >= 0, theirs[at], uniques)
+            values = np.append(uniques, None)  # code -1 (missing) reads the last: None
             fixes[col] = pd.Series(values[codes], index=frame.index, dtype=object)
     return frame.assign(**fixes) if fixes else frame
 
@@ -91,8 +98,9 @@ class Outline:
         types = known.activities["type"].astype(str).str.strip().str.lower().value_counts()
         last = known.activities["occurred_at"].max() if len(known.activities) else None
         end = known.end if len(known.opportunities) else None
-        history = shared_text(known.stage_history) if with_history else None
-        return cls(shared_text(opps), wins, dwell, types, history, end, last, (tables.fingerprint(),) if fingerprint else ())
+        opps = shared_text(opps)
+        history = shared_text(known.stage_history, like=opps) if with_history else None
+        return cls(opps, wins, dwell, types, history, end, last, (tables.fingerprint(),) if fingerprint else ())
 
     @classmethod
     def combine(cls, outlines: list[Outline]) -> Outline:

@@ -183,3 +183,7 @@ def test_shared_text_keeps_every_value_and_holds_each_once(values) -> None:
     by_value = {}
     for v in got["stage"]:
         assert v is None or by_value.setdefault(v, v) is v
+    other = pd.DataFrame({"stage": pd.Series([None if v is None else "".join(v) for v in values[::-1]] + ["other"], dtype=object)})
+    shared = shared_text(other, like=got)  # another table's column of the same name: its objects where the values agree
+    assert shared["stage"].tolist() == other["stage"].tolist()
+    assert all(by_value[v] is v for v in shared["stage"] if v in by_value)
