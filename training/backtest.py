@@ -75,6 +75,15 @@ class Snapshots:
     def ids(self) -> np.ndarray:
         return self.frame["opportunity_id"].cat.categories.to_numpy(dtype=object)
 
+    def share_ids(self, known: pd.Series) -> None:
+        """Hold `ids` as the objects of `known` (the opportunities' ids, each once), not as new
+        strings made from the categories: at 3M deals, 3M strings of about 70 bytes that the
+        opportunities table already holds. Left as they are when a deal is not among them."""
+        known = pd.Index(known.to_numpy(dtype=object), dtype=object)  # not inferred as str: its values would be new strings
+        at = known.get_indexer(self.frame["opportunity_id"].cat.categories)
+        if len(at) and (at >= 0).all():
+            self.__dict__["ids"] = known.to_numpy()[at]  # what the cached property returns from now on
+
     @cached_property
     def slots(self) -> tuple[np.ndarray, np.ndarray]:
         """The distinct snapshot times (ascending) and each row's place among them. Snapshots
@@ -94,8 +103,11 @@ class Snapshots:
 
     @cached_property
     def hashes(self) -> np.ndarray:
-        """A stable hash of each deal's id (what samples whole deals the same on every engine)."""
-        return pd.util.hash_pandas_object(pd.Series(self.ids, dtype=object).astype(str), index=False).to_numpy()
+        """A stable hash of each deal's id (what samples whole deals the same on every engine).
+        Hashed as they are (the same values as hashing them as `str`), neither copied into
+        another string column nor factorized: the ids are distinct, and at 3M deals either
+        copy raised the client's peak."""
+        return pd.util.hash_pandas_object(pd.Series(self.ids, dtype=object), index=False, categorize=False).to_numpy()
 
     def points(self, rows: np.ndarray) -> pd.DataFrame:
         """The (opportunity_id, as_of) of the given rows."""
@@ -119,7 +131,7 @@ class Snapshots:
             p.frame = p.time = p.close = p.stalled = None
         deal = _concatenated(frames.pop("opportunity_id"))
         time = np.concatenate(arrays.pop("time"))
-        order = np.lexsort((time, deal.cat.codes.to_numpy()))
+        order = narrow(np.lexsort((time, deal.cat.codes.to_numpy())), len(time))  # the matrix keeps it
         columns = {"opportunity_id": deal.iloc[order].reset_index(drop=True)}
         del deal
         for c in list(frames):
@@ -138,11 +150,28 @@ def _concatenated(parts: list[pd.Series]) -> pd.Series:
     return pd.concat(parts, ignore_index=True)
 
 
+def narrow(rows: np.ndarray, n: int) -> np.ndarray:
+    """Row numbers of an n-row table as int32 while they fit: row numbers of every snapshot (30M
+    at 3M deals) are kept, a fold's training rows with their labels until sampled, the layout's
+    order by the model matrix."""
+    return rows.astype(np.int32) if n < np.iinfo(np.int32).max else rows
+
+
+ROW_INDEX_STEP = 1 << 22  # mask entries turned into row numbers at a time
+
+
 def row_index(mask: np.ndarray) -> np.ndarray:
-    """The rows where `mask` holds, as int32 while the rows fit: a fold's training rows are most
-    of the snapshots (30M at 3M deals), and they are kept with their labels until sampled."""
-    rows = np.flatnonzero(mask)
-    return rows.astype(np.int32) if len(mask) < np.iinfo(np.int32).max else rows
+    """The rows where `mask` holds (`narrow`), found a piece of the mask at a time: whole, the
+    int64 row numbers of 30M snapshots (240 MB) were made before their int32 copy."""
+    if len(mask) >= np.iinfo(np.int32).max:
+        return np.flatnonzero(mask)
+    out = np.empty(int(np.count_nonzero(mask)), dtype=np.int32)
+    at = 0
+    for start in range(0, len(mask), ROW_INDEX_STEP):
+        rows = np.flatnonzero(mask[start : start + ROW_INDEX_STEP])
+        out[at : at + len(rows)] = rows + start
+        at += len(rows)
+    return out
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,7 @@ def train(
     spec, stats = data.spec_and_stats(stages, settings)
     step("snapshots and features")
     snaps = data.snapshots(stages, settings, spec, stats, step)
+    snaps.share_ids(tables.opportunities["opportunity_id"])
     closed = any(final_states(part, stages)["state"].isin(["won", "lost"]).any() for part in by_deals(tables.stage_history))
     if not closed and not stages.config.configured_weights:
         raise NotEnoughData("no deal has closed yet and the config has no configured_weights: nothing to learn a win probability from")

@@ -88,3 +88,37 @@ def test_codes_looked_up_by_run_are_every_rows_code(values: list[str], known: se
     categories = np.array(sorted(known), dtype=object)
     got = _codes_by_run(np.array(values, dtype=object), categories)
     np.testing.assert_array_equal(got, pd.Categorical(np.array(values, dtype=object), categories=categories).codes)
+
+
+def test_snapshot_ids_can_be_the_opportunities_own_strings_and_hash_as_text() -> None:
+    """At 3M deals the snapshots' ids, made from their categories, are 3M new strings the
+    opportunities table already holds: shared, they are its objects, in the same order; a deal
+    the table lacks leaves them as they were."""
+    from training.backtest import Snapshots
+
+    ids = ["b-2", "a-1", "c-3"]
+    frame = pd.DataFrame({"opportunity_id": pd.Categorical(["a-1", "a-1", "b-2", "c-3"])})
+    snaps = Snapshots(frame, None, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), 0)
+    opportunities = pd.Series(["".join(i) for i in ids + ["d-4"]], dtype=object)  # new objects, not the literals
+    snaps.share_ids(opportunities)
+    assert snaps.ids.tolist() == ["a-1", "b-2", "c-3"]
+    assert all(any(v is o for o in opportunities) for v in snaps.ids)
+    other = Snapshots(frame, None, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), 0)
+    other.share_ids(opportunities[opportunities != "c-3"])
+    assert other.ids.tolist() == ["a-1", "b-2", "c-3"]
+    # the samples of whole deals hash the ids as they are: the same values as hashing them as text
+    text = pd.util.hash_pandas_object(pd.Series(other.ids, dtype=object).astype(str), index=False).to_numpy()
+    np.testing.assert_array_equal(other.hashes, text)
+
+
+@given(mask=st.lists(st.booleans(), max_size=60), step=st.integers(1, 9))
+def test_row_index_read_piece_by_piece_is_every_row_where_the_mask_holds(mask, step) -> None:
+    """The rows of a fold are found a piece of the mask at a time and held as int32: any piece
+    size gives the rows `np.flatnonzero` gives."""
+    from training import backtest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backtest, "ROW_INDEX_STEP", step)
+        rows = backtest.row_index(np.array(mask, dtype=bool))
+    assert rows.dtype == np.int32
+    np.testing.assert_array_equal(rows, np.flatnonzero(mask))
