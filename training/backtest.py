@@ -198,12 +198,20 @@ class Labelled:
         return self.ids[self.deal]
 
     def deals_of_each_outcome(self) -> int:
-        return fit.Rows(np.zeros((len(self.y), 0)), self.y, self.w, self.deal).deals_of_each_outcome()  # deals by code: integers, not strings
+        """As `fit.Rows.deals_of_each_outcome`, counted by marking deal codes, not by sorting
+        the rows' deals (a fold's 25M rows at 3M deals)."""
+        used = self.w > 0
+        seen = [np.zeros(len(self.ids), dtype=bool) for _ in range(2)]
+        for outcome, marks in enumerate(seen):
+            marks[self.deal[used & (self.y == outcome)]] = True
+        return min(int(np.count_nonzero(marks)) for marks in seen)
 
     def sample(self, limit: int) -> Labelled:
         """At most about `limit` labelled rows, whole deals kept or dropped together (a stable hash)."""
-        rows = self.used()
-        return rows if len(rows.y) <= limit else rows.where(_by_hash(rows.hashes, limit / len(rows.y))[rows.deal])
+        used = self.w > 0
+        n = int(np.count_nonzero(used))
+        # one selection, not the used rows and then their sample: at 3M deals a copy of 25M rows
+        return self.where(used if n <= limit else used & _by_hash(self.hashes, limit / n)[self.deal])
 
     def rows(self, x: Any) -> fit.Rows:
         return fit.Rows(x[self.index], self.y.astype(np.float64), self.w.astype(np.float64), self.deal_ids())

@@ -122,3 +122,15 @@ def test_row_index_read_piece_by_piece_is_every_row_where_the_mask_holds(mask, s
         rows = backtest.row_index(np.array(mask, dtype=bool))
     assert rows.dtype == np.int32
     np.testing.assert_array_equal(rows, np.flatnonzero(mask))
+
+
+@given(rows=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 1), st.sampled_from([0.0, 0.5, 1.0])), max_size=40))
+def test_labelled_rows_count_deals_of_each_outcome_as_fitted_rows_do(rows) -> None:
+    """The backtest decides whether a fold date teaches by deals of each outcome, counted by
+    marking deal codes: the same count as the fitted rows' own (distinct deals, used rows only)."""
+    from training.backtest import Labelled
+    from training.models import Rows
+
+    deal, y, w = (np.array(v) for v in zip(*rows, strict=True)) if rows else (np.zeros(0, int), np.zeros(0, int), np.zeros(0))
+    labelled = Labelled(np.arange(len(rows), dtype=np.int32), y.astype(np.int8), w.astype(np.float32), deal.astype(np.int32), np.array(list("abcdef"), dtype=object), np.zeros(6, dtype=np.uint64))
+    assert labelled.deals_of_each_outcome() == Rows(np.zeros((len(rows), 0)), y.astype(float), w, deal).deals_of_each_outcome()
