@@ -104,16 +104,22 @@ class Outline:
 
     @classmethod
     def combine(cls, outlines: list[Outline]) -> Outline:
-        def together(frames: list[pd.DataFrame]) -> pd.DataFrame:
-            return pd.concat(frames, ignore_index=True)
+        """The partitions' outlines as one. Takes them over: each table's pieces are let go as
+        soon as they are joined, so at most one table is held twice (at 3M deals, every table
+        joined beside all the pieces was a gigabyte more at the client's peak)."""
 
-        history = None if outlines[0].stage_history is None else together([o.stage_history for o in outlines])
+        def together(name: str) -> pd.DataFrame | None:
+            frames = [getattr(o, name) for o in outlines]
+            for o in outlines:
+                setattr(o, name, None)
+            return None if frames[0] is None else pd.concat(frames, ignore_index=True)
+
         return cls(
-            together([o.opportunities for o in outlines]),
-            together([o.wins for o in outlines]),
-            together([o.dwell for o in outlines]),
+            together("opportunities"),
+            together("wins"),
+            together("dwell"),
             pd.concat([o.activity_types for o in outlines]).groupby(level=0).sum(),
-            history,
+            together("stage_history"),
             max((o.end for o in outlines if o.end is not None), default=None),
             max((o.last_activity for o in outlines if o.last_activity is not None), default=None),
             tuple(f for o in outlines for f in o.fingerprints),
