@@ -28,6 +28,10 @@ from features.tables import Tables
 from features.times import to_utc
 
 SIMS = 4000
+# won stays kept per (stage, size band) pool: a quantile of days to a win needs a few thousand,
+# and every won stay of a 3M-deal export (millions, each kept twice) was held at the fit and
+# carried by every bundle and loaded by the service
+MAX_POOL = 5000
 Method = Callable[[Tables, pd.DataFrame, pd.Timestamp], np.ndarray]  # (tables at t, open deals, t) → P(win)
 
 
@@ -57,6 +61,26 @@ def _won_stays(history: pd.DataFrame, stages: StageOrder, t: pd.Timestamp) -> pd
     return s.loc[s["to_win"].notna() & (s["to_win"] >= s["days"]), ["opportunity_id", "stage", "days", "to_win"]]  # what the pools read: at 3M deals, every won stay is held at once
 
 
+def _thinned(days: np.ndarray, to_win: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most `limit` of a pool's won stays (sorted by length): evenly spaced along the sorted
+    stays, the shortest and the longest kept, so the lengths' distribution and its tail stay."""
+    if len(days) <= limit:
+        return days, to_win
+    keep = np.unique(np.linspace(0, len(days) - 1, limit).round().astype(np.int64))
+    return days[keep], to_win[keep]
+
+
+def _every_stage(pools: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The pool of last resort: every stage's pool together, by length (what a bundle's timing
+    frame gives back, so a fitted and a loaded timing draw alike)."""
+    every = [pool for (_, band), pool in sorted(pools.items(), key=lambda kv: str(kv[0][0])) if band is None]
+    if not every:
+        return np.array([0.0]), np.array([30.0])
+    days, to_win = np.concatenate([p[0] for p in every]), np.concatenate([p[1] for p in every])
+    order = np.argsort(days, kind="stable")
+    return days[order], to_win[order]
+
+
 @dataclass
 class TimeToWin:
     """For deals won by the fit time: per stage and deal-size band, how long they stayed in the
@@ -66,6 +90,7 @@ class TimeToWin:
 
     bands: int = 3
     min_pool: int = 20
+    max_pool: int = MAX_POOL
 
     def fit(self, tables: Tables, stages: StageOrder, t: pd.Timestamp) -> TimeToWin:
         t = to_utc(t)
@@ -77,11 +102,11 @@ class TimeToWin:
         s = s.assign(band=np.searchsorted(self.edges_, amount, side="right"))
         pools = {}
         for (stage, band), g in s.groupby(["stage", "band"]):
-            pools[(stage, band)] = (g["days"].to_numpy(), g["to_win"].to_numpy())
+            pools[(stage, band)] = _thinned(g["days"].to_numpy(), g["to_win"].to_numpy(), self.max_pool)
         for stage, g in s.groupby("stage"):
-            pools[(stage, None)] = (g["days"].to_numpy(), g["to_win"].to_numpy())
+            pools[(stage, None)] = _thinned(g["days"].to_numpy(), g["to_win"].to_numpy(), self.max_pool)
         self.pools_ = pools
-        self.all_ = (s["days"].to_numpy(), s["to_win"].to_numpy()) if len(s) else (np.array([0.0]), np.array([30.0]))
+        self.all_ = _every_stage(pools)
         return self
 
     def to_frame(self) -> pd.DataFrame:
@@ -94,8 +119,7 @@ class TimeToWin:
         ttw = cls()
         ttw.edges_ = np.array(json.loads(frame["edges"].iloc[0])) if len(frame) else np.array([])
         ttw.pools_ = {(stage, None if band == -1 else int(band)): (g["days"].to_numpy(), g["to_win"].to_numpy()) for (stage, band), g in frame.groupby(["stage", "band"])}
-        every = frame[frame["band"] == -1].sort_values("days", kind="stable")
-        ttw.all_ = (every["days"].to_numpy(), every["to_win"].to_numpy()) if len(every) else (np.array([0.0]), np.array([30.0]))
+        ttw.all_ = _every_stage(ttw.pools_)
         return ttw
 
     def _pool(self, stage: str, band: int) -> tuple[np.ndarray, np.ndarray]:

@@ -503,7 +503,11 @@ def family_signal(bt: TargetBacktest, snaps: Snapshots, spec: FeatureSpec, famil
     # the evaluation rows read once: on a cluster every read of scattered rows visits every
     # partition's (often spilled) block, and this read them once per fold and family
     x_all = snaps.x[bt.rows]
-    x_of = [x_all[bt.fold == k] for k in range(len(models))]
+    if np.all(bt.fold[1:] >= bt.fold[:-1]):  # folds pooled in order (run): each fold's rows a view, not a copy
+        bounds = np.searchsorted(bt.fold, np.arange(len(models) + 1))
+        x_of = [x_all[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    else:
+        x_of = [x_all[bt.fold == k] for k in range(len(models))]
     base = np.concatenate([_predict(m, x) for m, x in zip(models, x_of, strict=True)])
     base_loss = fit.weighted_log_loss(bt.y, base, bt.w)
     out = {}
@@ -515,7 +519,7 @@ def family_signal(bt: TargetBacktest, snaps: Snapshots, spec: FeatureSpec, famil
         for m, x in zip(models, x_of, strict=True):
             x = x.copy()
             perm = rng.permutation(len(x))
-            x[:, idx] = x[perm][:, idx]
+            x[:, idx] = x[np.ix_(perm, idx)]  # only the family's columns are read shuffled
             shuffled.append(_predict(m, x))
         out[family] = round(fit.weighted_log_loss(bt.y, np.concatenate(shuffled), bt.w) - base_loss, 4)
     return out

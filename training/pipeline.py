@@ -78,8 +78,7 @@ def _reference(snaps: bt_.Snapshots, win: bt_.Labelled, spec: FeatureSpec) -> di
     """Per stage, the median of each number among snapshots of deals that were won (a sample of
     whole deals when there are more than a backtest fold fits on)."""
     numeric = [c for c in spec.columns if c not in spec.categorical]
-    won = win.used()
-    won = won.where(won.y == 1).sample(bt_.LARGE_ROWS)
+    won = win.where((win.w > 0) & (win.y == 1)).sample(bt_.LARGE_ROWS)  # one selection of every labelled row
     x = snaps.x[won.index]
     frame = pd.DataFrame(x[:, [spec.columns.index(c) for c in numeric]].astype(np.float64), columns=numeric)
     frame["stage"] = snaps.frame["stage"].iloc[won.index].to_numpy(dtype=object)  # the rows first: text of every snapshot would be millions of strings

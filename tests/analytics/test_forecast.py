@@ -56,3 +56,38 @@ def test_a_forecast_is_the_same_in_every_process() -> None:
     )
     runs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": h}, capture_output=True, text=True, check=True).stdout for h in ("1", "2", "3")}
     assert len(runs) == 1 and "expected" in runs.pop()
+
+
+def test_timing_pools_are_bounded_and_a_loaded_timing_draws_as_the_fitted_one() -> None:
+    """Past `max_pool` won stays a pool keeps evenly spaced ones along its sorted lengths (the
+    shortest and the longest among them), so a bundle's timing does not grow with the export;
+    the pools and the pool of last resort read back from the bundle's frame are the fitted ones,
+    and both draw the same days to a win."""
+    import numpy as np
+
+    from analytics.forecast import TimeToWin
+    from features.synthetic import generate
+
+    g = generate(800, seed=3)
+    stages = StageOrder(g.stages)
+    whole = TimeToWin().fit(g.tables, stages, g.tables.end)
+    small = TimeToWin(max_pool=25).fit(g.tables, stages, g.tables.end)
+    assert max(len(p[0]) for p in whole.pools_.values()) > 25, "the export has pools to thin"
+    for key, (days, to_win) in small.pools_.items():
+        full_days, full_to_win = whole.pools_[key]
+        assert len(days) == min(25, len(full_days))
+        assert days[0] == full_days[0] and days[-1] == full_days[-1] and (np.diff(days) >= 0).all()
+        pairs = set(zip(full_days.tolist(), full_to_win.tolist(), strict=True))
+        assert all(pair in pairs for pair in zip(days.tolist(), to_win.tolist(), strict=True))  # stays as they were, never mixed
+    for fitted in (whole, small):
+        loaded = TimeToWin.from_frame(fitted.to_frame())
+        assert loaded.pools_.keys() == fitted.pools_.keys()
+        for key in fitted.pools_:
+            for a, b in zip(loaded.pools_[key], fitted.pools_[key], strict=True):
+                np.testing.assert_array_equal(a, b)
+        for a, b in zip(loaded.all_, fitted.all_, strict=True):
+            np.testing.assert_array_equal(a, b)
+        stage = np.array([stages.open[0]] * 3 + ["(unseen)"])
+        dwell, amount = np.array([0.0, 5.0, 40.0, 3.0]), np.array([1e3, 5e4, 2e5, 1e4])
+        drawn = [t.sample(stage, dwell, amount, np.random.default_rng(0), 50) for t in (fitted, loaded)]
+        np.testing.assert_array_equal(*drawn)
