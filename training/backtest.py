@@ -59,13 +59,40 @@ class Snapshots:
 
     frame: pd.DataFrame  # opportunity_id, the stage and the segment columns (text ones categorical)
     x: Any  # the model matrix (float32): an array, or one held by partition on a cluster (indexed the same way)
-    time: np.ndarray  # ns
+    grid: np.ndarray  # the distinct snapshot times, ns ascending
+    slot: np.ndarray  # each row's time, as its place in `grid` (int32)
     close: np.ndarray  # ns of the first close after the snapshot; NO_CLOSE: none by the end
     stalled: np.ndarray  # 1/0; NaN where the horizon passes the export's end (float32)
     horizon_ns: int
 
+    @classmethod
+    def at_times(cls, frame: pd.DataFrame, x: Any, time: np.ndarray, close: np.ndarray, stalled: np.ndarray, horizon_ns: int) -> Snapshots:
+        """Snapshots taken at `time` (ns, one per row). Snapshots fall on a grid of dates, so a
+        row's time is held as its date's place on the grid: what depends on a row only through
+        its time (the censoring weights, the rows up to or at a fold date) is computed per date
+        and read by row, and 30M rows hold 4 bytes each, not 8."""
+        codes, grid = pd.factorize(time, sort=True)
+        return cls(frame, x, np.asarray(grid, dtype=np.int64), codes.astype(np.int32), close, stalled, horizon_ns)
+
     def __len__(self) -> int:
-        return len(self.time)
+        return len(self.slot)
+
+    @property
+    def time(self) -> np.ndarray:
+        """Every row's time (ns), made on demand (240 MB at 3M deals): what reads every row
+        asks `until` or `on`, what reads a few `times`."""
+        return self.grid[self.slot]
+
+    def times(self, rows: np.ndarray) -> np.ndarray:
+        return self.grid[self.slot[rows]]
+
+    def until(self, t_ns: int) -> np.ndarray:
+        """Which rows were taken at or before `t_ns`."""
+        return self.slot < np.searchsorted(self.grid, t_ns, side="right")
+
+    def on(self, t: pd.Timestamp) -> np.ndarray:
+        """Which rows were taken at `t`."""
+        return self.at_time(slice(None), t)
 
     @cached_property
     def deal(self) -> np.ndarray:
@@ -84,22 +111,17 @@ class Snapshots:
         if len(at) and (at >= 0).all():
             self.__dict__["ids"] = known.to_numpy()[at]  # what the cached property returns from now on
 
-    @cached_property
+    @property
     def slots(self) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct snapshot times (ascending) and each row's place among them. Snapshots
-        fall on a grid of dates, so what depends on a row only through its time (the censoring
-        weights, the rows of one fold date) is computed per date and read by row: at 30M rows,
-        one int32 gather instead of several float64 arrays."""
-        codes, grid = pd.factorize(self.time, sort=True)
-        return np.asarray(grid, dtype=np.int64), codes.astype(np.int32)
+        """The distinct snapshot times (ascending) and each row's place among them."""
+        return self.grid, self.slot
 
-    def at_time(self, rows: np.ndarray, t: pd.Timestamp) -> np.ndarray:
+    def at_time(self, rows: np.ndarray | slice, t: pd.Timestamp) -> np.ndarray:
         """Which of `rows` are snapshots taken at `t`."""
-        grid, slot = self.slots
-        k = int(np.searchsorted(grid, t.value))
-        if k == len(grid) or grid[k] != t.value:
-            return np.zeros(len(rows), dtype=bool)
-        return slot[rows] == k
+        k = int(np.searchsorted(self.grid, t.value))
+        if k == len(self.grid) or self.grid[k] != t.value:
+            return np.zeros(len(self.slot[rows]), dtype=bool)
+        return self.slot[rows] == k
 
     @cached_property
     def hashes(self) -> np.ndarray:
@@ -111,7 +133,7 @@ class Snapshots:
 
     def points(self, rows: np.ndarray) -> pd.DataFrame:
         """The (opportunity_id, as_of) of the given rows."""
-        return pd.DataFrame({"opportunity_id": self.ids[self.deal[rows]], "as_of": from_ns(self.time[rows])})
+        return pd.DataFrame({"opportunity_id": self.ids[self.deal[rows]], "as_of": from_ns(self.times(rows))})
 
     def labelled(self, rows: np.ndarray, y: np.ndarray, w: np.ndarray) -> Labelled:
         return Labelled(rows, y, w, self.deal[rows], self.ids, self.hashes)
@@ -125,13 +147,14 @@ class Snapshots:
         alive at once were 1.8 GiB of the client's peak."""
         names = list(pieces[0].frame.columns)
         frames = {c: [p.frame[c] for p in pieces] for c in names}
-        arrays = {a: [getattr(p, a) for p in pieces] for a in ("time", "close", "stalled")}
+        arrays = {a: [getattr(p, a) for p in pieces] for a in ("close", "stalled")}
+        grid = np.unique(np.concatenate([p.grid for p in pieces]))
+        slot = np.concatenate([np.searchsorted(grid, p.grid).astype(np.int32)[p.slot] for p in pieces])  # each piece's dates on the joint grid
         horizon_ns = pieces[0].horizon_ns
         for p in pieces:
-            p.frame = p.time = p.close = p.stalled = None
+            p.frame = p.slot = p.close = p.stalled = None
         deal = _concatenated(frames.pop("opportunity_id"))
-        time = np.concatenate(arrays.pop("time"))
-        order = narrow(np.lexsort((time, deal.cat.codes.to_numpy())), len(time))  # the matrix keeps it
+        order = narrow(np.lexsort((slot, deal.cat.codes.to_numpy())), len(slot))  # by deal, then time; the matrix keeps it
         columns = {"opportunity_id": deal.iloc[order].reset_index(drop=True)}
         del deal
         for c in list(frames):
@@ -139,7 +162,7 @@ class Snapshots:
             columns[c] = column.iloc[order].reset_index(drop=True)
             del column
         laid = {a: np.concatenate(arrays.pop(a))[order] for a in ("close", "stalled")}
-        return cls(frame=pd.DataFrame({c: columns[c] for c in names}), x=None, time=time[order], horizon_ns=horizon_ns, **laid), order
+        return cls(frame=pd.DataFrame({c: columns[c] for c in names}), x=None, grid=grid, slot=slot[order], horizon_ns=horizon_ns, **laid), order
 
 
 def _concatenated(parts: list[pd.Series]) -> pd.Series:
@@ -293,7 +316,7 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
         fitted = rows
         if len(rows) > CENSORING_ROWS:  # how long deals take is a distribution: a sample of whole deals learns it
             fitted = rows[_by_hash(snaps.hashes, CENSORING_ROWS / len(rows))[snaps.deal[rows]]]
-        model = CloseTimeModel().fit(snaps.time[fitted], snaps.close[fitted], known_at)
+        model = CloseTimeModel().fit(snaps.times(fitted), snaps.close[fitted], known_at)
         grid, slot = snaps.slots
         per_date = win_weights(model, grid, known_at).astype(np.float32)  # a row's weight depends on its date only
         per_deal_y = (outcome == 1).astype(np.int8)
@@ -302,14 +325,14 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
         return per_deal_y[deal], per_date[slot[rows]] * per_deal_w[deal]
 
     def train(at: pd.Timestamp) -> Labelled:
-        rows = row_index(snaps.time <= at.value)
+        rows = row_index(snaps.until(at.value))
         return snaps.labelled(rows, *labels(at, rows))
 
     @cache
     def at_end() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every snapshot's label as known at the end: the same for every fold date (and asked
         for every grid date while the fold dates are chosen), so computed once."""
-        rows = row_index(snaps.time <= end.value)
+        rows = row_index(snaps.until(end.value))
         return (rows, *labels(end, rows))
 
     def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -329,14 +352,14 @@ def stall_target(snaps: Snapshots, end: pd.Timestamp) -> Target:
     y_all = (snaps.stalled == 1).astype(np.int8)
 
     def rows_until(at: pd.Timestamp) -> np.ndarray:
-        return row_index(labelled & (snaps.time <= at.value - snaps.horizon_ns))
+        return row_index(labelled & snaps.until(at.value - snaps.horizon_ns))
 
     def train(at: pd.Timestamp) -> Labelled:
         rows = rows_until(at)
         return snaps.labelled(rows, y_all[rows], np.ones(len(rows), dtype=np.float32))
 
     def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = np.flatnonzero(labelled & (snaps.time == at.value)) if at.value + snaps.horizon_ns <= end.value else np.zeros(0, dtype=np.int64)
+        rows = np.flatnonzero(labelled & snaps.on(at)) if at.value + snaps.horizon_ns <= end.value else np.zeros(0, dtype=np.int64)
         return rows, y_all[rows].astype(np.float64), np.ones(len(rows))
 
     def final() -> Labelled:
@@ -348,7 +371,7 @@ def stall_target(snaps: Snapshots, end: pd.Timestamp) -> Target:
 def fold_dates(target: Target, snaps: Snapshots) -> list[pd.Timestamp]:
     """From the latest date with enough labelled open deals, every four weeks back, while the
     date's training rows hold closed deals of both outcomes; oldest first."""
-    grid = np.unique(snaps.time)
+    grid = snaps.grid
     chosen: list[pd.Timestamp] = []
     for t in grid[::-1]:
         at = pd.Timestamp(int(t), tz="UTC")

@@ -45,10 +45,10 @@ def build(
     # float32: LightGBM bins the values anyway, and the matrix is most of a training run's memory
     x = model_matrix({c: frame[c].to_numpy(dtype=object if c in spec.categorical else "float64") for c in spec.columns}, spec).astype(np.float32)
     kept = frame[["opportunity_id", "stage", *spec.segment_columns]].astype({c: "category" for c in ["opportunity_id", "stage", *spec.segment_columns]})
-    return Snapshots(
+    return Snapshots.at_times(
         frame=kept,
         x=x,
-        time=ns(points["as_of"]).copy(),
+        time=ns(points["as_of"]),
         close=first_close(tables.stage_history, [stages.config.won, stages.config.lost], points, NO_CLOSE),
         stalled=stalled_label(tables, stages, points, horizon, end).astype(np.float32),  # 1/0/NaN
         horizon_ns=horizon * DAY_NS,

@@ -98,12 +98,12 @@ def test_snapshot_ids_can_be_the_opportunities_own_strings_and_hash_as_text() ->
 
     ids = ["b-2", "a-1", "c-3"]
     frame = pd.DataFrame({"opportunity_id": pd.Categorical(["a-1", "a-1", "b-2", "c-3"])})
-    snaps = Snapshots(frame, None, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), 0)
+    snaps = Snapshots.at_times(frame, None, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), 0)
     opportunities = pd.Series(["".join(i) for i in ids + ["d-4"]], dtype=object)  # new objects, not the literals
     snaps.share_ids(opportunities)
     assert snaps.ids.tolist() == ["a-1", "b-2", "c-3"]
     assert all(any(v is o for o in opportunities) for v in snaps.ids)
-    other = Snapshots(frame, None, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), 0)
+    other = Snapshots.at_times(frame, None, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), 0)
     other.share_ids(opportunities[opportunities != "c-3"])
     assert other.ids.tolist() == ["a-1", "b-2", "c-3"]
     # the samples of whole deals hash the ids as they are: the same values as hashing them as text
