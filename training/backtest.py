@@ -111,11 +111,6 @@ class Snapshots:
         if len(at) and (at >= 0).all():
             self.__dict__["ids"] = known.to_numpy()[at]  # what the cached property returns from now on
 
-    @property
-    def slots(self) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct snapshot times (ascending) and each row's place among them."""
-        return self.grid, self.slot
-
     def at_time(self, rows: np.ndarray | slice, t: pd.Timestamp) -> np.ndarray:
         """Which of `rows` are snapshots taken at `t`."""
         k = int(np.searchsorted(self.grid, t.value))
@@ -265,7 +260,8 @@ class Outcomes:
     NEITHER, WON, LOST = 0, 1, 2
 
     def __init__(self, history: pd.DataFrame, stages: StageOrder, ids: np.ndarray) -> None:
-        pieces = [self._coded(part, stages, ids) for part in by_deals(history)]  # a few deals at a time: the text and its temporaries of 13M rows never at once
+        known = pd.Index(ids, dtype=object)  # one lookup table for every piece (not inferred as str: a copy of every id)
+        pieces = [self._coded(part, stages, known) for part in by_deals(history)]  # a few deals at a time: the text and its temporaries of 13M rows never at once
         deal, entered, outcome = (np.concatenate([p[k] for p in pieces]) for k in range(3))
         del pieces
         if len(deal) > 1 and (deal[1:] < deal[:-1]).any():  # `ids` sorted as the history is: in order already
@@ -275,7 +271,7 @@ class Outcomes:
         self.n_deals = len(ids)
 
     @classmethod
-    def _coded(cls, history: pd.DataFrame, stages: StageOrder, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _coded(cls, history: pd.DataFrame, stages: StageOrder, ids: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Some deals' rows as (deal code, entered ns, outcome), without the rows of deals that
         have no snapshot (never asked about)."""
         deal = _codes_by_run(history["opportunity_id"].to_numpy(dtype=object), ids)
@@ -296,7 +292,7 @@ class Outcomes:
         return out
 
 
-def _codes_by_run(values: np.ndarray, categories: np.ndarray) -> np.ndarray:
+def _codes_by_run(values: np.ndarray, categories: np.ndarray | pd.Index) -> np.ndarray:
     """Each value's code among `categories` (-1: not there), looked up once per run of equal
     values: a deal's stage-history rows are together, so 13M rows (3M deals) are 3M lookups,
     and the lookup's own arrays a quarter of the size."""
@@ -317,7 +313,7 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
         if len(rows) > CENSORING_ROWS:  # how long deals take is a distribution: a sample of whole deals learns it
             fitted = rows[_by_hash(snaps.hashes, CENSORING_ROWS / len(rows))[snaps.deal[rows]]]
         model = CloseTimeModel().fit(snaps.times(fitted), snaps.close[fitted], known_at)
-        grid, slot = snaps.slots
+        grid, slot = snaps.grid, snaps.slot
         per_date = win_weights(model, grid, known_at).astype(np.float32)  # a row's weight depends on its date only
         per_deal_y = (outcome == 1).astype(np.int8)
         per_deal_w = np.where(np.isnan(outcome), np.float32(0), np.float32(1))
