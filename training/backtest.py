@@ -209,9 +209,6 @@ class Labelled:
     def where(self, keep: np.ndarray) -> Labelled:
         return Labelled(self.index[keep], self.y[keep], self.w[keep], self.deal[keep], self.ids, self.hashes)
 
-    def used(self) -> Labelled:
-        return self.where(self.w > 0)
-
     def deal_ids(self) -> np.ndarray:
         return self.ids[self.deal]
 

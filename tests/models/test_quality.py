@@ -129,7 +129,7 @@ def test_the_served_booster_is_refitted_on_a_capped_sample_of_whole_deals(medium
         return refit(name, bt, labelled, *args)
 
     def spy(self, rows, *args):
-        fitted.append((offered[-1].used(), rows))
+        fitted.append((offered[-1].where(offered[-1].w > 0), rows))
         return fit_booster(self, rows, *args)
 
     monkeypatch.setattr(pipeline, "_refit_candidate", offer)
