@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from analytics.forecast import backtest, backtest_summary, forecast, methods_for, parse_period
 from features.stages import StageOrder
@@ -91,3 +93,22 @@ def test_timing_pools_are_bounded_and_a_loaded_timing_draws_as_the_fitted_one() 
         dwell, amount = np.array([0.0, 5.0, 40.0, 3.0]), np.array([1e3, 5e4, 2e5, 1e4])
         drawn = [t.sample(stage, dwell, amount, np.random.default_rng(0), 50) for t in (fitted, loaded)]
         np.testing.assert_array_equal(*drawn)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    known=st.dictionaries(st.text(min_size=1, max_size=4), st.floats(allow_nan=True, allow_infinity=False, width=32), max_size=30),
+    asked=st.lists(st.text(min_size=1, max_size=4), max_size=30),
+)
+def test_the_timing_finds_each_deals_amount_as_a_lookup_by_id_would(known, asked) -> None:
+    """The timing looks won stays' amounts up by binary search in the opportunities sorted once
+    (no hash table of millions of ids): any order of the opportunities, ids it lacks (NaN) and
+    ids asked for again give what a lookup by id gives."""
+    import numpy as np
+
+    from analytics.forecast import _Amounts
+
+    opps = pd.DataFrame({"opportunity_id": list(known)[::-1], "amount": list(known.values())[::-1]}, dtype=object).astype({"amount": float})
+    asked = np.array(asked + list(known)[:3], dtype=object)
+    expected = pd.Series(asked, dtype=object).map(opps.set_index("opportunity_id")["amount"]).to_numpy(dtype=float)
+    np.testing.assert_array_equal(_Amounts(opps)(asked), expected)
