@@ -52,6 +52,11 @@ class Sampler:
                 self.level = rss
                 frame = sys._current_frames().get(self.main)
                 stack = [f"{Path(f.filename).relative_to(ROOT)}:{f.lineno} {f.name}" for f in traceback.extract_stack(frame) if f.filename.startswith(str(ROOT)) and "/.venv/" not in f.filename] if frame else []
+                # the frame let go at once: held until the next rise, it kept the locals of the
+                # function running then, and of every caller, alive after they returned (at 3M
+                # deals, the unsorted stage history and its sort order: part of what this
+                # benchmark measured was its own)
+                del frame
                 self.rises.append((self.elapsed(), rss / GIB, stack[-6:]))
                 print(f"  rise {self.elapsed():7.1f} s  {rss / GIB:.2f} GiB  " + " <- ".join(reversed(stack[-6:])), flush=True)
             time.sleep(0.02)
