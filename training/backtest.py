@@ -25,6 +25,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 from sklearn.naive_bayes import CategoricalNB
 
+from features.asof import positions
 from features.frame import FeatureSpec
 from features.stages import LOST_INDEX, StageOrder
 from features.stays import by_deals
@@ -61,18 +62,17 @@ class Snapshots:
     x: Any  # the model matrix (float32): an array, or one held by partition on a cluster (indexed the same way)
     grid: np.ndarray  # the distinct snapshot times, ns ascending
     slot: np.ndarray  # each row's time, as its place in `grid` (int32)
-    close: np.ndarray  # ns of the first close after the snapshot; NO_CLOSE: none by the end
     stalled: np.ndarray  # 1/0; NaN where the horizon passes the export's end (float32)
     horizon_ns: int
 
     @classmethod
-    def at_times(cls, frame: pd.DataFrame, x: Any, time: np.ndarray, close: np.ndarray, stalled: np.ndarray, horizon_ns: int) -> Snapshots:
+    def at_times(cls, frame: pd.DataFrame, x: Any, time: np.ndarray, stalled: np.ndarray, horizon_ns: int) -> Snapshots:
         """Snapshots taken at `time` (ns, one per row). Snapshots fall on a grid of dates, so a
         row's time is held as its date's place on the grid: what depends on a row only through
         its time (the censoring weights, the rows up to or at a fold date) is computed per date
         and read by row, and 30M rows hold 4 bytes each, not 8."""
         codes, grid = pd.factorize(time, sort=True)
-        return cls(frame, x, np.asarray(grid, dtype=np.int64), codes.astype(np.int32), close, stalled, horizon_ns)
+        return cls(frame, x, np.asarray(grid, dtype=np.int64), codes.astype(np.int32), stalled, horizon_ns)
 
     def __len__(self) -> int:
         return len(self.slot)
@@ -142,12 +142,12 @@ class Snapshots:
         alive at once were 1.8 GiB of the client's peak."""
         names = list(pieces[0].frame.columns)
         frames = {c: [p.frame[c] for p in pieces] for c in names}
-        arrays = {a: [getattr(p, a) for p in pieces] for a in ("close", "stalled")}
+        stalled = [p.stalled for p in pieces]
         grid = np.unique(np.concatenate([p.grid for p in pieces]))
         slot = np.concatenate([np.searchsorted(grid, p.grid).astype(np.int32)[p.slot] for p in pieces])  # each piece's dates on the joint grid
         horizon_ns = pieces[0].horizon_ns
         for p in pieces:
-            p.frame = p.slot = p.close = p.stalled = None
+            p.frame = p.slot = p.stalled = None
         deal = _concatenated(frames.pop("opportunity_id"))
         order = narrow(np.lexsort((slot, deal.cat.codes.to_numpy())), len(slot))  # by deal, then time; the matrix keeps it
         columns = {"opportunity_id": deal.iloc[order].reset_index(drop=True)}
@@ -156,8 +156,7 @@ class Snapshots:
             column = _concatenated(frames.pop(c))
             columns[c] = column.iloc[order].reset_index(drop=True)
             del column
-        laid = {a: np.concatenate(arrays.pop(a))[order] for a in ("close", "stalled")}
-        return cls(frame=pd.DataFrame({c: columns[c] for c in names}), x=None, grid=grid, slot=slot[order], horizon_ns=horizon_ns, **laid), order
+        return cls(frame=pd.DataFrame({c: columns[c] for c in names}), x=None, grid=grid, slot=slot[order], stalled=np.concatenate(stalled)[order], horizon_ns=horizon_ns), order
 
 
 def _concatenated(parts: list[pd.Series]) -> pd.Series:
@@ -270,14 +269,19 @@ class Outcomes:
     @classmethod
     def _coded(cls, history: pd.DataFrame, stages: StageOrder, ids: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Some deals' rows as (deal code, entered ns, outcome), without the rows of deals that
-        have no snapshot (never asked about)."""
+        have no snapshot (never asked about), and of a deal's consecutive rows with the same
+        outcome only the first: a deal's rows are in time order, so the last row entered by a
+        date has the outcome of the last kept one (most deals: open stages, then one close; at
+        3M deals, 13M rows held through the whole run become about 6M)."""
         deal = _codes_by_run(history["opportunity_id"].to_numpy(dtype=object), ids)
-        mine = deal >= 0
         index = stages.index(history["stage"])  # numbers, not text states
         outcome = np.select([index == stages.won_index, index == LOST_INDEX], [cls.WON, cls.LOST], cls.NEITHER).astype(np.int8)
-        entered = ns(history["entered_at"])
+        changed = np.ones(len(deal), dtype=bool)
+        changed[1:] = (deal[1:] != deal[:-1]) | (outcome[1:] != outcome[:-1])
+        keep = changed & (deal >= 0)
+        entered = ns(history["entered_at"])[keep]
         entered = np.where(entered == NAT, np.iinfo(np.int64).max, entered)  # no time: never known
-        return deal[mine].astype(np.int32), entered[mine], outcome[mine]
+        return deal[keep].astype(np.int32), entered, outcome[keep]
 
     def known_at(self, at: pd.Timestamp) -> np.ndarray:
         """Per deal: 1.0 won, 0.0 lost, NaN neither, as its last stage entered by `at` says."""
@@ -287,6 +291,30 @@ class Outcomes:
         out = np.full(self.n_deals, np.nan)
         out[deal[last]] = np.array([np.nan, 1.0, 0.0])[outcome[last]]
         return out
+
+
+class Closes:
+    """Each deal's closes (a won or lost stage entered), by its code in the snapshots: what the
+    censoring model reads of the rows it samples (each one's first close after it), found for
+    those rows when asked rather than kept for every snapshot (30M int64 at 3M deals: 240 MB of
+    the client's, gathered from every partition)."""
+
+    def __init__(self, history: pd.DataFrame, stages: StageOrder, ids: np.ndarray) -> None:
+        known = pd.Index(ids, dtype=object)  # not inferred as str: a copy of every id
+        closed = [stages.config.won, stages.config.lost]
+        pieces = []
+        for part in by_deals(history):
+            part = part[part["stage"].isin(closed)]
+            deal = _codes_by_run(part["opportunity_id"].to_numpy(dtype=object), known)
+            pieces.append((deal[deal >= 0], ns(part["entered_at"])[deal >= 0]))  # deals with no snapshot: never asked about
+        self.deal = np.concatenate([p[0] for p in pieces])
+        self.entered = np.concatenate([p[1] for p in pieces])
+
+    def first_after(self, deal: np.ndarray, time: np.ndarray) -> np.ndarray:
+        """ns of each (deal, time)'s first close strictly after `time`; NO_CLOSE where none."""
+        pos = positions(self.deal, self.entered, deal, time, direction="forward", exact=False)
+        close = self.entered[np.maximum(pos, 0)] if len(self.entered) else np.full(len(pos), NAT)
+        return np.where((pos >= 0) & (close != NAT), close, NO_CLOSE)
 
 
 def _codes_by_run(values: np.ndarray, categories: np.ndarray | pd.Index) -> np.ndarray:
@@ -302,39 +330,46 @@ def _codes_by_run(values: np.ndarray, categories: np.ndarray | pd.Index) -> np.n
 
 def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Timestamp) -> Target:
     """Won labels as known at each date, weighted against censoring (training.censoring)."""
-    outcomes = Outcomes(tables.stage_history, stages, snaps.ids)
+    outcomes, closes = Outcomes(tables.stage_history, stages, snaps.ids), Closes(tables.stage_history, stages, snaps.ids)
 
-    def labels(known_at: pd.Timestamp, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def known(known_at: pd.Timestamp, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per deal, its label and whether it is known (1/0) at `known_at`; per snapshot date,
+        its weight against censoring, learned from how long the deals of `rows` took to close.
+        A row's label is its deal's, its weight its date's times its deal's."""
         outcome = outcomes.known_at(known_at)  # per deal: 1, 0, NaN
         fitted = rows
         if len(rows) > CENSORING_ROWS:  # how long deals take is a distribution: a sample of whole deals learns it
             fitted = rows[_by_hash(snaps.hashes, CENSORING_ROWS / len(rows))[snaps.deal[rows]]]
-        model = CloseTimeModel().fit(snaps.times(fitted), snaps.close[fitted], known_at)
-        grid, slot = snaps.grid, snaps.slot
-        per_date = win_weights(model, grid, known_at).astype(np.float32)  # a row's weight depends on its date only
-        per_deal_y = (outcome == 1).astype(np.int8)
-        per_deal_w = np.where(np.isnan(outcome), np.float32(0), np.float32(1))
+        time = snaps.times(fitted)
+        model = CloseTimeModel().fit(time, closes.first_after(snaps.deal[fitted], time), known_at)
+        per_date = win_weights(model, snaps.grid, known_at).astype(np.float32)  # a row's weight depends on its date only
+        return (outcome == 1).astype(np.int8), np.where(np.isnan(outcome), np.float32(0), np.float32(1)), per_date
+
+    def labels(per: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        per_deal_y, per_deal_w, per_date = per
         deal = snaps.deal[rows]
-        return per_deal_y[deal], per_date[slot[rows]] * per_deal_w[deal]
+        return per_deal_y[deal], per_date[snaps.slot[rows]] * per_deal_w[deal]
 
     def train(at: pd.Timestamp) -> Labelled:
         rows = row_index(snaps.until(at.value))
-        return snaps.labelled(rows, *labels(at, rows))
+        return snaps.labelled(rows, *labels(known(at, rows), rows))
 
     @cache
     def at_end() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every snapshot's label as known at the end: the same for every fold date (and asked
-        for every grid date while the fold dates are chosen), so computed once."""
-        rows = row_index(snaps.until(end.value))
-        return (rows, *labels(end, rows))
+        """What every snapshot's label as known at the end is made of: the same for every fold
+        date (and asked for every grid date while the fold dates are chosen), so learned once
+        and kept per deal and per date; rows' labels are read from them when asked (at 3M deals,
+        30M rows' labels kept for the whole run were 270 MB of the client's)."""
+        return known(end, row_index(snaps.until(end.value)))
 
     def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, y, w = at_end()
-        here = snaps.at_time(rows, at)
-        return rows[here], y[here].astype(np.float64), w[here].astype(np.float64)
+        rows = row_index(snaps.until(end.value) & snaps.on(at))
+        y, w = labels(at_end(), rows)
+        return rows, y.astype(np.float64), w.astype(np.float64)
 
     def final() -> Labelled:
-        return snaps.labelled(*at_end())
+        rows = row_index(snaps.until(end.value))
+        return snaps.labelled(rows, *labels(at_end(), rows))
 
     return Target("win", train, evaluate, final)
 

@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from features.frame import asof_join
-from features.times import DAY_NS, ns
+from features.times import DAY_NS
 
 MIN_CLOSE_PROB = 0.6
 
@@ -39,13 +38,6 @@ class CloseTimeModel:
     def close_prob(self, days: np.ndarray) -> np.ndarray:
         """P(a deal that closes has closed within `days` of a snapshot)."""
         return self.cdf_.evaluate(np.maximum(days, 0.0)) / max(self.ever_, 1e-12)
-
-
-def first_close(history: pd.DataFrame, closed_stages: list[str], points: pd.DataFrame, none: int) -> np.ndarray:
-    """For each point, the first time (ns) after as_of that its opportunity entered a closed stage; `none` where it never did."""
-    rows = history[history["stage"].isin(closed_stages)][["opportunity_id", "entered_at"]]
-    close = asof_join(points, rows, "entered_at", [], direction="forward", exact=False)["entered_at"]
-    return np.where(close.isna().to_numpy(), none, ns(close.fillna(pd.Timestamp(0, tz="UTC"))))
 
 
 def win_weights(model: CloseTimeModel, as_of: np.ndarray, known_at: pd.Timestamp, min_prob: float = MIN_CLOSE_PROB) -> np.ndarray:

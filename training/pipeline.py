@@ -193,6 +193,8 @@ def train(
     graded = win_bt.served_predictions() if win_bt is not None and len(win_bt.y) else models["win"].predict(snaps.x[np.arange(len(snaps))])
     grades = [float(q) for q in np.quantile(graded, [0.75, 0.5, 0.25])] if len(graded) else [0.75, 0.5, 0.25]
     win_rows = targets["win"].final()
+    reference, win_labelled = _reference(snaps, win_rows, spec), int((win_rows.w > 0).sum())
+    del win_rows  # every snapshot's label (30M rows at 3M deals): not held through the timing's fit
     counts = {
         "opportunities": int(len(tables.opportunities)),
         "snapshots": int(len(snaps)),
@@ -200,7 +202,7 @@ def train(
         "lost": report["closed"]["lost"],
         **{f"{n}_folds": len(bt.folds) if bt is not None else 0 for n, bt in backtests.items()},
         **{f"{n}_evaluated_rows": int((bt.w > 0).sum()) if bt is not None else 0 for n, bt in backtests.items()},
-        "win_labelled_snapshots": int((win_rows.w > 0).sum()),
+        "win_labelled_snapshots": win_labelled,
     }
     metadata = {
         "trained_at": str(pd.Timestamp.now(tz="UTC")),
@@ -219,7 +221,7 @@ def train(
         "stages": stages.config.model_dump(),
     }
     timing = TimeToWin().fit(tables, stages, end).to_frame()
-    bundle = Bundle(spec, stats, models, weights.to_dict(), _reference(snaps, win_rows, spec), grades, metadata, timing)
+    bundle = Bundle(spec, stats, models, weights.to_dict(), reference, grades, metadata, timing)
     held = _held_out(snaps, backtests)
     params = {**fit.PARAMS, "horizon_days": settings.stall.horizon_days, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage, "logistic_C": fit.LOGISTIC_C, "pooling": fit.POOLING}
     return TrainResult(bundle, results, per_fold, slices, counts, plot_files, held, report, params)

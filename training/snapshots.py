@@ -17,8 +17,7 @@ from features.snapshots import snapshot_points
 from features.stages import StageOrder
 from features.tables import Tables
 from features.times import DAY_NS, ns
-from training.backtest import NO_CLOSE, Snapshots
-from training.censoring import first_close
+from training.backtest import Snapshots
 from training.labels import stalled_label
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,6 @@ def build(
         frame=kept,
         x=x,
         time=ns(points["as_of"]),
-        close=first_close(tables.stage_history, [stages.config.won, stages.config.lost], points, NO_CLOSE),
         stalled=stalled_label(tables, stages, points, horizon, end).astype(np.float32),  # 1/0/NaN
         horizon_ns=horizon * DAY_NS,
     )

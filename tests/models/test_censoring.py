@@ -6,18 +6,62 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from features.frame import make_spec
 from features.pit_stats import PointInTimeStats
-from features.settings import SegmentConfig, Settings
+from features.settings import SegmentConfig, Settings, StageConfig
 from features.stages import StageOrder
 from features.times import DAY_NS
-from training.backtest import win_target
+from training.backtest import NO_CLOSE, Closes, win_target
 from training.censoring import MIN_CLOSE_PROB, CloseTimeModel, win_weights
 from training.labels import won_label
 from training.snapshots import of_export
 
 KNOWN_AT = pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def _first_close(history: pd.DataFrame, stages: StageOrder, points: pd.DataFrame) -> np.ndarray:
+    """What DESIGN.md's censoring reads, by pandas alone: each point's first won or lost stage
+    entered strictly after its as_of (ns), NO_CLOSE where none."""
+    closes = history[history["stage"].isin([stages.config.won, stages.config.lost])].sort_values("entered_at").astype({"opportunity_id": object, "entered_at": "datetime64[ns, UTC]"})
+    queries = points.reset_index(drop=True).rename_axis("row").reset_index().sort_values("as_of").astype({"opportunity_id": object, "as_of": "datetime64[ns, UTC]"})
+    found = pd.merge_asof(queries, closes.rename(columns={"entered_at": "close"}), left_on="as_of", right_on="close", by="opportunity_id", direction="forward", allow_exact_matches=False)
+    close = found.sort_values("row")["close"]
+    return np.where(close.isna(), NO_CLOSE, close.fillna(pd.Timestamp(0, tz="UTC")).to_numpy(dtype="datetime64[ns]").view(np.int64))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.sampled_from("pqrs"), st.sampled_from(["A", "B", "W", "L"]), st.integers(0, 40)), max_size=30),
+    asked=st.lists(st.tuples(st.sampled_from("pqrst"), st.integers(-2, 42)), min_size=1, max_size=20),
+    piece=st.integers(1, 12),
+)
+@example([("p", "W", 5), ("p", "L", 5), ("q", "W", 9)], [("p", 5), ("p", 4), ("q", 9), ("t", 0)], 1)  # a close at the snapshot's own time is not after it
+def test_each_snapshots_first_close_is_found_when_asked_as_the_history_says(rows, asked, piece) -> None:
+    """The censoring model reads the first close after each sampled snapshot, found then from
+    each deal's closes (read a few deals at a time: any piece size) rather than kept for every
+    snapshot: strictly after the snapshot, won or lost alike, NO_CLOSE for a deal that has none
+    or no history at all (t)."""
+    from features import stays as stays_module
+    from features.tables import Tables
+
+    stages = StageOrder(StageConfig(open=["A", "B"], won="W", lost="L"))
+    ids, names, days = zip(*rows, strict=True) if rows else ((), (), ())
+    day = lambda d: pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(days=d)  # noqa: E731
+    hist = pd.DataFrame({"opportunity_id": pd.Series(ids, dtype=object), "stage": pd.Series(names, dtype=object), "entered_at": pd.Series([day(d) for d in days], dtype="datetime64[ns, UTC]")})
+    opps = pd.DataFrame({"opportunity_id": list("pqrst"), "created_at": day(-30), "amount": 1.0})
+    tables = Tables(opps, hist)
+    snapshot_ids = np.array(sorted({a for a, _ in asked}), dtype=object)
+    points = pd.DataFrame({"opportunity_id": pd.Series([a for a, _ in asked], dtype=object), "as_of": [day(d) for _, d in asked]})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stays_module, "CHUNK_ROWS", piece)
+        closes = Closes(tables.stage_history, stages, snapshot_ids)
+    deal = pd.Index(snapshot_ids).get_indexer(points["opportunity_id"]).astype(np.int32)
+    got = closes.first_after(deal, points["as_of"].to_numpy(dtype="datetime64[ns]").view(np.int64))
+    np.testing.assert_array_equal(got, _first_close(tables.stage_history, stages, points))
 
 
 def test_the_close_time_curve_survives_censoring(seed: int) -> None:
@@ -59,7 +103,7 @@ def test_a_rows_weight_is_its_snapshot_dates_weight(small) -> None:
         rows = target.train(at)
         assert rows.y.dtype == np.int8 and rows.w.dtype == np.float32
         y = won_label(small.tables, stages, snaps.points(rows.index), at)
-        model = CloseTimeModel().fit(snaps.time[rows.index], snaps.close[rows.index], at)
+        model = CloseTimeModel().fit(snaps.time[rows.index], _first_close(small.tables.stage_history, stages, snaps.points(rows.index)), at)
         expected = np.where(np.isnan(y), 0.0, win_weights(model, snaps.time[rows.index], at))
         np.testing.assert_allclose(rows.w, expected, rtol=1e-6)
         np.testing.assert_array_equal(rows.y, np.nan_to_num(y))

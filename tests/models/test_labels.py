@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from features.settings import StageConfig
@@ -59,6 +59,7 @@ def test_stall_horizon_past_the_cutoff_is_unlabelled() -> None:
     st.integers(-5, 65),
     st.integers(1, 12),
 )
+@example([("p", "W", 0), ("q", "W", 1), ("q", "A", 5)], 3, 12)  # a deal's rows start with the outcome the previous deal's end with
 def test_outcomes_as_known_at_a_date_are_the_last_stage_entered_by_then(rows, day, piece) -> None:
     """What the backtest's labels read (integers, built once, a few deals at a time: any piece
     size) says what the contract's label says: won or lost as the deal's last stage entered by
@@ -98,12 +99,12 @@ def test_snapshot_ids_can_be_the_opportunities_own_strings_and_hash_as_text() ->
 
     ids = ["b-2", "a-1", "c-3"]
     frame = pd.DataFrame({"opportunity_id": pd.Categorical(["a-1", "a-1", "b-2", "c-3"])})
-    snaps = Snapshots.at_times(frame, None, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), 0)
+    snaps = Snapshots.at_times(frame, None, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), 0)
     opportunities = pd.Series(["".join(i) for i in ids + ["d-4"]], dtype=object)  # new objects, not the literals
     snaps.share_ids(opportunities)
     assert snaps.ids.tolist() == ["a-1", "b-2", "c-3"]
     assert all(any(v is o for o in opportunities) for v in snaps.ids)
-    other = Snapshots.at_times(frame, None, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), 0)
+    other = Snapshots.at_times(frame, None, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.float32), 0)
     other.share_ids(opportunities[opportunities != "c-3"])
     assert other.ids.tolist() == ["a-1", "b-2", "c-3"]
     # the samples of whole deals hash the ids as they are: the same values as hashing them as text
