@@ -409,10 +409,12 @@ def fold_dates(target: Target, snaps: Snapshots) -> list[pd.Timestamp]:
         if (w > 0).sum() < MIN_EVAL_ROWS:
             continue
         rows = target.train(at)
-        if rows.deals_of_each_outcome() < MIN_TRAIN_DEALS:
+        deals, large = rows.deals_of_each_outcome(), (rows.w > 0).sum() > LARGE_ROWS
+        del rows  # one date's rows at a time: at 3M deals, the next date's 25M built beside these were the client's peak
+        if deals < MIN_TRAIN_DEALS:
             break  # earlier dates know even less
         chosen.append(at)
-        if len(chosen) >= (4 if (rows.w > 0).sum() > LARGE_ROWS else MAX_FOLDS):
+        if len(chosen) >= (4 if large else MAX_FOLDS):
             break
     return chosen[::-1]
 
