@@ -162,6 +162,8 @@ def train(
         backtests[name] = bt
         step(f"{name}: refit")
         rows = target.final()
+        if name == "win":  # read while every snapshot's final label is here anyway, not built again at the end
+            reference, win_labelled = _reference(snaps, rows, spec), int((rows.w > 0).sum())
         if bt is None:
             chosen, kind = "pooled rates", "identity"
             why = "no backtest was possible, so no learned model can be shown to help: pooled rates from every labelled snapshot"
@@ -169,6 +171,7 @@ def train(
             chosen, (kind, _) = bt.chosen, bt.calibrated[bt.chosen]
             why = f"lowest pooled backtest log loss of {', '.join(n for n in bt.calibrated)}"
         estimator, short = _refit_candidate(chosen, bt, rows, cands, spec, end, data, snaps)
+        del rows  # every snapshot's label (30M rows at 3M deals): not beside the next target's backtest
         if short:
             why = f"{why}; refit on all data fell back to pooled rates: {short}"
             chosen, kind = "pooled rates", "identity"
@@ -192,9 +195,6 @@ def train(
     win_bt = backtests["win"]
     graded = win_bt.served_predictions() if win_bt is not None and len(win_bt.y) else models["win"].predict(snaps.x[np.arange(len(snaps))])
     grades = [float(q) for q in np.quantile(graded, [0.75, 0.5, 0.25])] if len(graded) else [0.75, 0.5, 0.25]
-    win_rows = targets["win"].final()
-    reference, win_labelled = _reference(snaps, win_rows, spec), int((win_rows.w > 0).sum())
-    del win_rows  # every snapshot's label (30M rows at 3M deals): not held through the timing's fit
     counts = {
         "opportunities": int(len(tables.opportunities)),
         "snapshots": int(len(snaps)),
