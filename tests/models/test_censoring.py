@@ -50,7 +50,10 @@ def test_each_snapshots_first_close_is_found_when_asked_as_the_history_says(rows
 
     stages = StageOrder(StageConfig(open=["A", "B"], won="W", lost="L"))
     ids, names, days = zip(*rows, strict=True) if rows else ((), (), ())
-    day = lambda d: pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(days=d)  # noqa: E731
+
+    def day(d: int) -> pd.Timestamp:
+        return pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(days=d)
+
     hist = pd.DataFrame({"opportunity_id": pd.Series(ids, dtype=object), "stage": pd.Series(names, dtype=object), "entered_at": pd.Series([day(d) for d in days], dtype="datetime64[ns, UTC]")})
     opps = pd.DataFrame({"opportunity_id": list("pqrst"), "created_at": day(-30), "amount": 1.0})
     tables = Tables(opps, hist)
