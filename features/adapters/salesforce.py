@@ -57,6 +57,28 @@ class Imported:
     notes: list[str] = field(default_factory=list)
 
 
+# What is read of each object (API names; found by exact name first, see `reading.read_csv`):
+# every other column is left unread, custom fields (`…__c`) of Opportunity aside.
+FIELDS = {
+    "Opportunity": ["Id", "IsDeleted", "AccountId", "StageName", "Amount", "Probability", "CloseDate", "Type", "LeadSource", "IsClosed", "IsWon",
+                    "OwnerId", "CreatedDate", "CurrencyIsoCode", "StageSortOrder"],
+    "OpportunityHistory": ["OpportunityId", "CreatedDate", "StageName", "Amount", "CloseDate", "Probability", "ForecastCategory", "IsDeleted"],
+    "OpportunityStage": ["MasterLabel", "IsClosed", "IsWon", "SortOrder", "DefaultProbability", "IsDeleted"],
+    "OpportunityFieldHistory": ["OpportunityId", "Field", "CreatedDate", "NewValue", "IsDeleted"],
+    "CurrencyType": ["IsoCode", "ConversionRate", "IsCorporate", "IsDeleted"],
+    "DatedConversionRate": ["IsoCode", "ConversionRate", "StartDate", "NextStartDate", "IsDeleted"],
+    "User": ["Id", "UserRoleId", "IsDeleted"],
+    "UserRole": ["Id", "Name", "IsDeleted"],
+    "Account": ["Id", "Type", "Industry", "BillingCountry", "IsDeleted"],
+    "Task": ["WhatId", "WhoId", "OwnerId", "Status", "IsClosed", "ActivityDate", "CompletedDateTime", "TaskSubtype", "Type", "CallType", "IsDeleted"],
+    "Event": ["WhatId", "WhoId", "OwnerId", "StartDateTime", "ActivityDateTime", "EventSubtype", "Type", "CallType", "IsDeleted"],
+}
+
+
+def _custom(name: str) -> bool:
+    return name.endswith("__c")
+
+
 class _Source:
     """One export folder: each object's rows, deleted rows dropped, counts kept for the report."""
 
@@ -68,26 +90,35 @@ class _Source:
             raise InputInvalid(f"{folder}: not a Salesforce export, missing {', '.join(missing)} (file names in any case)")
         self.folder = folder
         self.read: dict[str, dict[str, int]] = {}
+        self.control: dict[str, int] = {}  # "file: column" → values whose control bytes were dropped
 
     def table(self, name: str, required: list[str] | None = None) -> pd.DataFrame | None:
         path = find(self.folder, f"{name}.csv")
         if path is None:
             return None
-        frame = read_csv(path)
+        frame = read_csv(path, FIELDS[name], keep=_custom if name == "Opportunity" else lambda _c: False, line_column="_line")
         lacking = [c for c in required or [] if key(c) not in frame.columns]
         if lacking:
             raise ExportInvalid([Problem(path.name, "line 1", c, "no such column", f"a column named {c!r} (required)") for c in lacking])
-        frame = frame.assign(_line=np.arange(len(frame)) + 2, _file=path.name)
+        self.control.update({f"{path.name}: {col}": n for col, n in frame.attrs["control bytes dropped"].items()})
+        frame = frame.assign(_file=path.name)
         deleted = frame["isdeleted"].fillna("0").str.lower().isin(TRUE) if "isdeleted" in frame.columns else pd.Series(False, index=frame.index)
         self.read[name] = {"rows read": len(frame), "deleted rows dropped": int(deleted.sum())}
         return frame[~deleted].reset_index(drop=True)
 
 
+def _written(values: pd.Series) -> pd.Series:
+    """Ids as the export writes them (15 or 18 characters), so scores join back to the CRM as
+    they are; the null id and blanks are missing."""
+    text = values.astype(object).where(values.notna(), None).str.strip()
+    return text.where(~text.isin(["", NULL_ID]) & text.notna(), None).astype(object)
+
+
 def _id(values: pd.Series) -> pd.Series:
-    """15-character ids (an 18-character id is its 15-character id and a checksum); the null id
-    and blanks are missing."""
-    text = values.astype(object).where(values.notna(), None)
-    return text.map(lambda v: None if v is None or v.strip() in ("", NULL_ID) else v.strip()[:15])
+    """Ids as join keys: the 15-character id (an 18-character id is its 15-character id and a
+    checksum, and one file of an export may write 15 where another writes 18)."""
+    written = _written(values)
+    return written.str[:15].where(written.notna(), None).astype(object)
 
 
 def _times(frame: pd.DataFrame, col: str, problems: list[Problem], required: bool = False) -> pd.Series:
@@ -217,6 +248,7 @@ def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Impor
     hist = src.table("OpportunityHistory", ["OpportunityId", "StageName", "CreatedDate"])
     opps = opps.assign(id_=_id(opps["id"]))
     opps = opps[opps["id_"].notna()].drop_duplicates("id_").reset_index(drop=True)
+    as_written = pd.Series(_written(opps["id"]).to_numpy(), index=opps["id_"].to_numpy())  # join key → the id as the export writes it
     created = _times(opps, "createddate", problems, required=True)
     close = _times(opps, "closedate", problems)
     amount_raw = _numbers(opps, "amount", problems)
@@ -252,6 +284,7 @@ def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Impor
     roles = src.table("UserRole", ["Id", "Name"])
     accounts = src.table("Account", ["Id"])
     owner = _id(opps["ownerid"]) if "ownerid" in opps else pd.Series(None, index=opps.index, dtype=object)
+    no_id = pd.Series(None, index=opps.index, dtype=object)
     team = pd.Series(None, index=opps.index, dtype=object)
     if users is not None and roles is not None and "userroleid" in users:
         role_of = pd.Series(_id(users["userroleid"]).to_numpy(), index=_id(users["id"]))
@@ -271,8 +304,8 @@ def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Impor
         "amount_missing": np.where(amount_raw.isna(), "yes", None).astype(object),
         "amount_original": amount_raw.to_numpy(),
         "currency": _text(opps, "currencyisocode").to_numpy(),
-        "account_id": account.to_numpy(),
-        "owner_id": owner.to_numpy(),
+        "account_id": (_written(opps["accountid"]) if "accountid" in opps else no_id).to_numpy(),
+        "owner_id": (_written(opps["ownerid"]) if "ownerid" in opps else no_id).to_numpy(),
         "team": team.to_numpy(),
         "industry": account.map(acc["industry"]).to_numpy() if "industry" in acc else None,
         "country": account.map(acc["country"]).to_numpy() if "country" in acc else None,
@@ -282,14 +315,13 @@ def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Impor
         "expected_close_date": close.to_numpy(),
     })
     custom = {}
-    for raw_col in read_csv_columns(src, "Opportunity"):
-        if raw_col.endswith("__c"):
-            values = opps[key(raw_col)]
-            distinct = values.nunique()
-            if 2 <= distinct <= 50:
-                name = raw_col.removesuffix("__c").lower()
-                canonical[name] = _text(opps, key(raw_col)).to_numpy()
-                custom[name] = int(distinct)
+    for raw_col in [c for c in opps.columns if _custom(c)]:  # each under its own name: Budget_Confirmed__c is not BudgetConfirmed__c
+        distinct = opps[raw_col].nunique()
+        if 2 <= distinct <= 50:
+            name = raw_col.removesuffix("__c").lower()
+            name = name if name not in canonical.columns else raw_col.lower()  # never over a standard column (Team__c beside the role's team)
+            canonical[name] = _text(opps, raw_col).to_numpy()
+            custom[name] = int(distinct)
     report["custom fields kept as columns (opt in through [segments] columns)"] = custom
     report["deals without an amount (amount 0, amount_missing = yes)"] = int(amount_raw.isna().sum())
 
@@ -298,6 +330,11 @@ def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Impor
     if problems:
         raise ExportInvalid(problems)
     stage_history = entries.rename(columns={"at": "entered_at"})[["opportunity_id", "stage", "entered_at"]]
+    for table in (canonical, stage_history, activities, fields):  # joined by 15-character keys, written back as the export has them
+        if table is not None:
+            table["opportunity_id"] = table["opportunity_id"].map(as_written)
+    if src.control:
+        report["control bytes dropped from columns oppscore does not read (values)"] = dict(src.control)
     state = stage_history.groupby("opportunity_id")["stage"].last()
     report["won"] = int((state == config.won).sum())
     report["lost"] = int((state == config.lost).sum())
@@ -308,14 +345,6 @@ def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Impor
     header = "Written by `oppscore import salesforce` from " + str(src.folder) + "\n" + "\n".join(said)
     segments = [s for s in SEGMENTS if canonical[s].notna().any() and canonical[s].nunique() >= 2]
     return Imported(Tables(canonical, stage_history, activities, fields), config, segments, report, header, said)
-
-
-def read_csv_columns(src: _Source, name: str) -> list[str]:
-    """The column names of an object's file as the CRM wrote them (custom fields end in __c)."""
-    path = find(src.folder, f"{name}.csv")
-    with path.open("rb") as handle:
-        first = handle.readline().decode("utf-8-sig", errors="oppscore_cp1252")
-    return [c.strip().strip('"') for c in first.rstrip("\r\n").split(",")]
 
 
 def _field_history(src: _Source, hist: pd.DataFrame, opps: pd.DataFrame, rate: pd.Series, problems: list[Problem]) -> pd.DataFrame:
@@ -382,8 +411,8 @@ def _activities(src, opp_ids, account, opps, report, problems, attach_account_ta
         direction = _text(frame, "calltype").str.lower().where(lambda d: d.isin(["inbound", "outbound"]), None)
         keep = on_opp & when.notna()
         out.append(pd.DataFrame({"opportunity_id": what[keep], "occurred_at": when[keep], "type": subtype[keep].str.strip().str.lower(),
-                                 "direction": direction[keep], "owner_id": _id(frame["ownerid"])[keep] if "ownerid" in frame else None,
-                                 "contact_id": _id(frame["whoid"])[keep] if "whoid" in frame else None}))
+                                 "direction": direction[keep], "owner_id": _written(frame["ownerid"])[keep] if "ownerid" in frame else None,
+                                 "contact_id": _written(frame["whoid"])[keep] if "whoid" in frame else None}))
         if attach_account_tasks and on_account.any():
             open_deals = pd.DataFrame({"opportunity_id": list(opp_ids)}).assign(account=lambda d: d["opportunity_id"].map(pd.Series(account.to_numpy(), index=opps["id_"])))
             acc_rows = pd.DataFrame({"account": what[on_account & when.notna()], "occurred_at": when[on_account & when.notna()], "type": subtype[on_account & when.notna()].str.lower()})

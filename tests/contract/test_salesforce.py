@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from features.adapters.salesforce import import_salesforce
@@ -32,9 +34,10 @@ def _write(folder: Path, name: str, header: list[str], rows: list[list[str]], en
     (folder / name).write_bytes(("\r\n".join(lines) + "\r\n").encode(encoding))
 
 
-def _export(folder: Path) -> Path:
+def _export(folder: Path, extra: list[tuple[str, str]] = ()) -> Path:
     """Four deals: O1 won in EUR via a same-stage amount edit; O2 created at a late stage and
-    lost; O3 deleted; O4 open with no amount. Stage names in Latin-1 and UTF-8 in one file."""
+    lost; O3 deleted; O4 open with no amount. Stage names in Latin-1 and UTF-8 in one file.
+    `extra`: more Opportunity columns (name, every row's value)."""
     stage_header = ["Id", "MasterLabel", "IsActive", "SortOrder", "IsClosed", "IsWon", "DefaultProbability"]
     stage_rows = [
         ["01J1", "Prospecting", "1", "1", "0", "0", "10"],
@@ -49,12 +52,20 @@ def _export(folder: Path) -> Path:
     latin += "\r\n".join(",".join(f'"{v}"' for v in r) for r in stage_rows[3:]).encode("cp1252") + b"\r\n"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "OpportunityStage.csv").write_bytes(latin)
+    # what real orgs' exports hold beside the standard fields: a rich-text field with NUL bytes and
+    # lines in its HTML, custom fields whose names differ only by underscores, a name twice
+    # (a custom field labelled like a standard one), and a snake_case copy of a standard field
+    names, values = [n for n, _ in extra], [v for _, v in extra]
     _write(folder, "opportunity.CSV", ["Id", "IsDeleted", "AccountId", "Name", "StageName", "Amount", "Probability", "CloseDate", "Type", "LeadSource",
-                                       "IsClosed", "IsWon", "OwnerId", "CreatedDate", "CurrencyIsoCode", "Region__c"], [
-        [O1, "0", ACC, "Uno", "Closed Won", "1000.50", "100", "2024-03-01", "New Customer", "Web", "1", "1", USER, "2024-01-10 09:00:00", "EUR", "Norte"],
-        [O2, "0", ACC, "Dos", "Closed Lost", "2000", "0", "2024-04-01", "New Customer", "Partner", "1", "0", USER, "2024-02-01T10:00:00.000Z", "USD", "Sur"],
-        [O3, "1", ACC, "Tres", "Prospecting", "5", "10", "2024-04-01", "", "", "0", "0", USER, "2024-02-02 10:00:00", "USD", "Norte"],
-        [O4, "0", "000000000000000AAA", "Cuatro", "Diseño Propuesta", "", "40", "2024-05-01", "", "Web", "0", "0", USER, "2024-02-05 08:00:00+0000", "USD", "Sur"],
+                                       "IsClosed", "IsWon", "OwnerId", "CreatedDate", "CurrencyIsoCode", "Region__c", "Notes_Html__c",
+                                       "Budget_Confirmed__c", "BudgetConfirmed__c", "Name", "Stage_Name", *names], [
+        [O1, "0", ACC, "Uno", "Closed Won", "1000.50", "100", "2024-03-01", "New Customer", "Web", "1", "1", USER, "2024-01-10 09:00:00", "EUR", "Norte",
+         "<p>Firmado\x00</p>\n<p>ok</p>", "Sí", "Yes", "Uno", "Ganado", *values],
+        [O2, "0", ACC, "Dos", "Closed Lost", "2000", "0", "2024-04-01", "New Customer", "Partner", "1", "0", USER, "2024-02-01T10:00:00.000Z", "USD", "Sur",
+         "<p>\x00\x00</p>", "No", "No", "Dos", "Perdido", *values],
+        [O3, "1", ACC, "Tres", "Prospecting", "5", "10", "2024-04-01", "", "", "0", "0", USER, "2024-02-02 10:00:00", "USD", "Norte", "", "", "", "Tres", "", *values],
+        [O4, "0", "000000000000000AAA", "Cuatro", "Diseño Propuesta", "", "40", "2024-05-01", "", "Web", "0", "0", USER, "2024-02-05 08:00:00+0000", "USD", "Sur",
+         "", "No", "Yes", "Cuatro", "Propuesta", *values],
     ])
     _write(folder, "OpportunityHistory.csv", ["Id", "OpportunityId", "CreatedDate", "StageName", "Amount", "CloseDate", "Probability", "ForecastCategory", "IsDeleted"], [
         ["008A1", O1, "2024-01-10 09:00:00", "Prospecting", "900", "2024-02-15", "10", "Pipeline", "0"],
@@ -86,31 +97,33 @@ def test_each_quirk_gives_the_exact_canonical_rows(tmp_path: Path) -> None:
     assert (got.stages.won, got.stages.lost) == ("Closed Won", "Closed Lost")
     assert got.stages.configured_weights == [0.1, 0.4, 0.7]
     opps = t.opportunities.set_index("opportunity_id")
-    assert list(opps.index) == [O1[:15], O2[:15], O4[:15]]  # O3 deleted
-    assert opps.loc[O1[:15], "amount"] == pytest.approx(2001.0)  # 1000.50 EUR at 0.5 EUR per USD
-    assert (opps.loc[O1[:15], "amount_original"], opps.loc[O1[:15], "currency"]) == (1000.5, "EUR")
-    assert opps.loc[O4[:15], "amount"] == 0.0 and opps.loc[O4[:15], "amount_missing"] == "yes"
-    assert opps.loc[O4[:15], "account_id"] is None  # the null id
-    assert opps.loc[O1[:15], "team"] == "Ventas Iberia" and opps.loc[O1[:15], "industry"] == "Energía" and opps.loc[O1[:15], "country"] == "España"
-    assert opps.loc[O2[:15], "created_at"] == pd.Timestamp("2024-02-01T10:00:00Z")
-    assert opps.loc[O4[:15], "created_at"] == pd.Timestamp("2024-02-05T08:00:00Z")  # +0000
-    assert opps.loc[O1[:15], "region"] == "Norte"  # a custom field with two values
+    assert list(opps.index) == [O1, O2, O4]  # O3 deleted
+    assert opps.loc[O1, "amount"] == pytest.approx(2001.0)  # 1000.50 EUR at 0.5 EUR per USD
+    assert (opps.loc[O1, "amount_original"], opps.loc[O1, "currency"]) == (1000.5, "EUR")
+    assert opps.loc[O4, "amount"] == 0.0 and opps.loc[O4, "amount_missing"] == "yes"
+    assert opps.loc[O4, "account_id"] is None  # the null id
+    assert opps.loc[O1, "team"] == "Ventas Iberia" and opps.loc[O1, "industry"] == "Energía" and opps.loc[O1, "country"] == "España"
+    assert opps.loc[O2, "created_at"] == pd.Timestamp("2024-02-01T10:00:00Z")
+    assert opps.loc[O4, "created_at"] == pd.Timestamp("2024-02-05T08:00:00Z")  # +0000
+    assert opps.loc[O1, "region"] == "Norte"  # a custom field with two values
+    assert (opps.loc[O1, "budget_confirmed"], opps.loc[O1, "budgetconfirmed"]) == ("Sí", "Yes")  # names apart by an underscore: two columns
+    assert (opps.loc[O4, "budget_confirmed"], opps.loc[O4, "budgetconfirmed"]) == ("No", "Yes")
     hist = t.stage_history
     assert hist.assign(entered_at=hist["entered_at"].astype(str)).values.tolist() == [
-        [O1[:15], "Prospecting", "2024-01-10 09:00:00+00:00"],
-        [O1[:15], "Diseño Propuesta", "2024-01-20 09:00:00+00:00"],
-        [O1[:15], "Closed Won", "2024-03-01 12:00:00+00:00"],
-        [O2[:15], "Negociación", "2024-02-01 10:00:00+00:00"],
-        [O2[:15], "Closed Lost", "2024-03-20 10:00:00+00:00"],
-        [O4[:15], "Diseño Propuesta", "2024-02-05 08:00:00+00:00"],
+        [O1, "Prospecting", "2024-01-10 09:00:00+00:00"],
+        [O1, "Diseño Propuesta", "2024-01-20 09:00:00+00:00"],
+        [O1, "Closed Won", "2024-03-01 12:00:00+00:00"],
+        [O2, "Negociación", "2024-02-01 10:00:00+00:00"],
+        [O2, "Closed Lost", "2024-03-20 10:00:00+00:00"],
+        [O4, "Diseño Propuesta", "2024-02-05 08:00:00+00:00"],
     ]
     fields = t.field_history
-    o1_amounts = fields[(fields["opportunity_id"] == O1[:15]) & (fields["field"] == "amount")]
+    o1_amounts = fields[(fields["opportunity_id"] == O1) & (fields["field"] == "amount")]
     assert o1_amounts["value"].astype(float).tolist() == [1800.0, 2001.0]  # converted, each change once
-    o1_close = fields[(fields["opportunity_id"] == O1[:15]) & (fields["field"] == "expected_close_date")]
+    o1_close = fields[(fields["opportunity_id"] == O1) & (fields["field"] == "expected_close_date")]
     assert o1_close["value"].tolist() == ["2024-02-15T00:00:00Z", "2024-03-01T00:00:00Z"]
     acts = t.activities
-    assert acts[["opportunity_id", "type", "direction"]].values.tolist() == [[O1[:15], "call", "inbound"], [O2[:15], "meeting", None]]
+    assert acts[["opportunity_id", "type", "direction"]].values.tolist() == [[O1, "call", "inbound"], [O2, "meeting", None]]
     assert acts["occurred_at"].astype(str).tolist() == ["2024-01-15 14:00:00+00:00", "2024-02-10 15:00:00+00:00"]
     report = got.report
     assert report["Opportunity.csv"]["deleted rows dropped"] == 1
@@ -119,6 +132,7 @@ def test_each_quirk_gives_the_exact_canonical_rows(tmp_path: Path) -> None:
     assert report["activities by what they are linked to"]["Task: on an account only"] == 1
     assert report["currencies"] == {"USD": 2, "EUR": 1}
     assert (report["won"], report["lost"], report["open"]) == (1, 1, 1)
+    assert report["control bytes dropped from columns oppscore does not read (values)"] == {"opportunity.CSV: Notes_Html__c": 2}
 
 
 def test_the_import_validates_trains_and_scores(tmp_path: Path, monkeypatch) -> None:
@@ -139,7 +153,7 @@ def test_the_import_validates_trains_and_scores(tmp_path: Path, monkeypatch) -> 
     scored = runner.invoke(app, ["score", "--data", str(out), "--out", "scores.csv", "--as-of", "2024-03-10"])
     assert scored.exit_code == 0, scored.output
     scores = pd.read_csv(tmp_path / "scores.csv")
-    assert set(scores["opportunity_id"]) == {O2[:15], O4[:15]}  # open on March 10; O1 was won on March 1
+    assert set(scores["opportunity_id"]) == {O2, O4}  # open on March 10; O1 was won on March 1
     assert scores["win_probability"].between(0, 1).all()
 
 
@@ -160,6 +174,10 @@ def test_the_developer_org_sample_imports_with_a_report(tmp_path: Path) -> None:
         (lambda f: (f / "opportunity.CSV").unlink(), "missing Opportunity.csv"),
         (lambda f: (f / "OpportunityHistory.csv").write_text('"Id","OpportunityId","StageName"\n"1","2","x"\n'), "OpportunityHistory.csv line 1, column CreatedDate: found no such column"),
         (lambda f: (f / "Task.csv").write_bytes(b'"Id","WhatId"\r\n"00T1","006\x00\x01"\r\n'), "Task.csv line 2, column WhatId: found"),
+        # a NUL in a field oppscore reads is an error; line 4: the rich text before it spans two lines
+        (lambda f: (f / "opportunity.CSV").write_bytes((f / "opportunity.CSV").read_bytes().replace(b'"Closed Lost"', b'"Closed\x00Lost"')), "opportunity.CSV line 4, column StageName: found"),
+        (lambda f: (f / "OpportunityHistory.csv").write_text('"Id","OpportunityId","CreatedDate","stage_name","STAGENAME"\n"1","006A00000000001AAA","2024-01-10","x","y"\n'),
+         "OpportunityHistory.csv line 1, column stage_name and STAGENAME: found 2 columns that read as StageName, expected one column named StageName"),
         (lambda f: (f / "CurrencyType.csv").write_text('"Id","IsoCode","ConversionRate","IsCorporate"\n"1","USD","1.0","1"\n'), "column CurrencyIsoCode: found 'EUR', expected a currency listed in CurrencyType.csv"),
         (lambda f: (f / "Event.csv").write_text('"Id","WhatId","StartDateTime"\n"1","006A00000000002AAA","next tuesday"\n'), "Event.csv line 2, column StartDateTime: found 'next tuesday'"),
     ],
@@ -178,3 +196,23 @@ def test_problems_are_collected_not_the_first_only(tmp_path: Path) -> None:
     with pytest.raises(ExportInvalid) as caught:
         import_salesforce(folder)
     assert len(caught.value.problems) == 2
+
+
+HEADER_NAMES = ["Name", "StageName", "Stage_Name", "stagename", "Amount", "amount", "Id", "Budget_Confirmed__c", "BudgetConfirmed__c",
+                "budget_confirmed__c", "Team__c", "Notes__c", "CreatedDate", "Created_Date", "IsWon", "Region__c", ""]
+
+
+@given(extra=st.lists(st.tuples(st.sampled_from(HEADER_NAMES), st.sampled_from(["", "x", "a\x00b", "2024-01-01", "<p>\n</p>", "1"])), max_size=6))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_whatever_the_header_an_import_succeeds_or_names_the_problem(tmp_path_factory, extra) -> None:
+    """Repeated names, names equal but for case or underscores, NUL bytes anywhere: never a
+    traceback. A column read twice over resolves to the exact name; control bytes in a column
+    oppscore reads are a problem with its line."""
+    folder = _export(tmp_path_factory.mktemp("sf"), extra)
+    try:
+        got = import_salesforce(folder)
+    except ExportInvalid as e:
+        assert all(p.table == "opportunity.CSV" for p in e.problems), str(e)
+        return
+    assert list(got.tables.opportunities["opportunity_id"]) == [O1, O2, O4]
+    assert got.report["won"] == 1 and got.report["lost"] == 1
