@@ -1,9 +1,9 @@
 """Forecast of won amount in a period, with a P10–P90 range, by three methods side by side.
 
 Each open deal is simulated: does it win (with the method's probability) and, if so, when? The
-"when" is drawn from how long deals that were won took from the same stage, among those that
-had already spent at least as long there as this deal has (point-in-time: deals won by the
-forecast time only). Summing the simulated wins that land inside the period gives the range.
+"when" is drawn from how long deals won by the forecast time took to their win from dates at
+which they were open in the same stage, with about as many days there as this deal has
+(`TimeToWin`). Summing the simulated wins that land inside the period gives the range.
 
 Methods: the CRM's configured stage weights (when the config has them), the data-driven stage
 weights (lowered by dwell), and the model's win probability. A backtest replays past periods
@@ -20,17 +20,16 @@ import numpy as np
 import pandas as pd
 
 from analytics.stage_weights import StageWeights
+from features.asof import positions
 from features.errors import InputInvalid
 from features.frame import open_points, stage_state
 from features.stages import StageOrder
-from features.stays import by_deals, stays
 from features.tables import Tables
-from features.times import to_utc
+from features.times import DAY_NS, ns, to_utc
 
 SIMS = 4000
-# won stays kept per (stage, size band) pool: a quantile of days to a win needs a few thousand,
-# and every won stay of a 3M-deal export (millions, each kept twice) was held at the fit and
-# carried by every bundle and loaded by the service
+# snapshots kept per (stage, size band) pool: a quantile of days to a win needs a few thousand,
+# and the bundle carries the pools to the service
 MAX_POOL = 5000
 Method = Callable[[Tables, pd.DataFrame, pd.Timestamp], np.ndarray]  # (tables at t, open deals, t) → P(win)
 
@@ -49,21 +48,9 @@ def parse_period(text: str, as_of: pd.Timestamp) -> tuple[pd.Timestamp, pd.Times
     return to_utc(p.start_time), to_utc((p + 1).start_time)
 
 
-def _won_stays(history: pd.DataFrame, stages: StageOrder, t: pd.Timestamp) -> pd.DataFrame:
-    """The finished stays in open stages, as known at t, of deals won by t, with the days from
-    entering the stage to the win. Per deal, so a history read piece by piece gives the same rows."""
-    hist = history[history["entered_at"] <= t]
-    s = stays(hist, stages, t)
-    won_at = hist[hist["stage"] == stages.config.won].groupby("opportunity_id")["entered_at"].last()
-    s = s[s["open_stage"] & s["done"]]
-    won = won_at.reindex(s["opportunity_id"]).set_axis(s.index)  # not .map: an empty Series (no win among these deals) maps to float
-    s = s.assign(to_win=(won - s["entered_at"]) / pd.Timedelta(days=1))
-    return s.loc[s["to_win"].notna() & (s["to_win"] >= s["days"]), ["opportunity_id", "stage", "days", "to_win"]]  # what the pools read: at 3M deals, every won stay is held at once
-
-
 def _thinned(days: np.ndarray, to_win: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most `limit` of a pool's won stays (sorted by length): evenly spaced along the sorted
-    stays, the shortest and the longest kept, so the lengths' distribution and its tail stay."""
+    """At most `limit` of a pool's entries (sorted by days in stage): evenly spaced along them,
+    the first and the last kept, so the distribution and its tail stay."""
     if len(days) <= limit:
         return days, to_win
     keep = np.unique(np.linspace(0, len(days) - 1, limit).round().astype(np.int64))
@@ -71,8 +58,8 @@ def _thinned(days: np.ndarray, to_win: np.ndarray, limit: int) -> tuple[np.ndarr
 
 
 def _every_stage(pools: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The pool of last resort: every stage's pool together, by length (what a bundle's timing
-    frame gives back, so a fitted and a loaded timing draw alike)."""
+    """The pool of last resort: every stage's pool together, by days in stage (what a bundle's
+    timing frame gives back, so a fitted and a loaded timing draw alike)."""
     every = [pool for (_, band), pool in sorted(pools.items(), key=lambda kv: str(kv[0][0])) if band is None]
     if not every:
         return np.array([0.0]), np.array([30.0])
@@ -81,57 +68,79 @@ def _every_stage(pools: dict) -> tuple[np.ndarray, np.ndarray]:
     return days[order], to_win[order]
 
 
-class _Amounts:
-    """Each deal's amount by its id, from the opportunities sorted by id once: a lookup of a
-    few deals at a time by binary search, with no hash table of every deal (3M ids at 3M
-    deals). A deal missing from the opportunities has no amount (NaN)."""
+def _won_snapshots(tables: Tables, stages: StageOrder, t: pd.Timestamp, every_days: int, max_won: int) -> pd.DataFrame:
+    """The weekly snapshots, as known at t, of deals won by t (at most `max_won` of them, whole
+    deals by a stable hash), with the stage each was in, its days there, its amount and the days
+    to the deal's first win after the snapshot."""
+    from features.snapshots import snapshot_points
 
-    def __init__(self, opps: pd.DataFrame) -> None:
-        ids = opps["opportunity_id"].to_numpy(dtype=object)
-        order = np.argsort(ids, kind="stable")
-        self.ids, self.amounts = ids[order], opps["amount"].to_numpy(dtype=float)[order]
-
-    def __call__(self, ids: np.ndarray) -> np.ndarray:
-        if not len(self.ids):
-            return np.full(len(ids), np.nan)
-        at = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
-        return np.where(self.ids[at] == ids, self.amounts[at], np.nan)
+    opps = tables.opportunities.loc[tables.opportunities["created_at"] <= t, ["opportunity_id", "created_at", "amount"]]
+    hist = tables.stage_history
+    wins = hist.loc[(hist["stage"] == stages.config.won) & (hist["entered_at"] <= t), ["opportunity_id", "entered_at"]]
+    won_ids = pd.unique(wins["opportunity_id"].to_numpy(dtype=object))
+    if len(won_ids) > max_won:  # a distribution of days: tens of thousands of deals learn it
+        hashes = pd.util.hash_pandas_object(pd.Series(won_ids, dtype=object), index=False).to_numpy()
+        won_ids = won_ids[(hashes % 10_000) < max_won / len(won_ids) * 10_000]
+    mine = pd.Index(won_ids, dtype=object)
+    sub = Tables(opps[opps["opportunity_id"].isin(mine)].reset_index(drop=True),
+                 hist[hist["opportunity_id"].isin(mine) & (hist["entered_at"] <= t)].reset_index(drop=True))
+    points = snapshot_points(sub, stages, every_days=every_days, until=t)
+    if points.empty:
+        return pd.DataFrame(columns=["stage", "days", "to_win", "amount", "as_of"])
+    state = stage_state(sub, stages, points)
+    wins = wins[wins["opportunity_id"].isin(mine)]
+    won_ns = ns(wins["entered_at"])
+    at = positions(wins["opportunity_id"].to_numpy(dtype=object), won_ns, points["opportunity_id"].to_numpy(dtype=object), ns(points["as_of"]), direction="forward", exact=False)
+    to_win = np.where(at >= 0, (won_ns[np.maximum(at, 0)] - ns(points["as_of"])) / DAY_NS, np.nan) if len(won_ns) else np.full(len(points), np.nan)
+    frame = pd.DataFrame({
+        "stage": state["stage_now"].to_numpy(dtype=object),
+        "days": ((points["as_of"] - state["entered_at"]) / pd.Timedelta(days=1)).to_numpy(dtype=float),
+        "to_win": to_win,
+        "amount": points["opportunity_id"].map(sub.opportunities.set_index("opportunity_id")["amount"]).to_numpy(dtype=float),
+        "as_of": points["as_of"].to_numpy(),
+    })
+    return frame[np.isfinite(frame["to_win"]) & frame["stage"].isin(stages.open)].reset_index(drop=True)
 
 
 @dataclass
 class TimeToWin:
-    """For deals won by the fit time: per stage and deal-size band, how long they stayed in the
-    stage and how long from entering it to the win. A deal that has sat d days in a stage is
-    compared with won deals of its size whose stay there lasted at least d days (not with deals
-    that took d days in total); big deals take longer everywhere, so size is not left out."""
+    """When a deal that will be won is won: from the weekly snapshots of deals won by the fit
+    time, how many days each took to its win from a date at which it was open, by the stage it
+    was in then, its days in that stage (nearest first) and its size band (big deals take
+    longer everywhere). Snapshots, not stages' stays: a deal open at a date is one of those
+    open at dates, and where wins are entered at their last stage days before they close
+    (after the fact), won stays are mostly those days, while the deals that are open at a date
+    and win later take weeks.
+
+    With `horizon_days` H (the model's win label: won within H days), the snapshots followed for
+    H at least, and their wins within H: the days to a win given a win within H, which nothing
+    after the fit time can shorten (a snapshot's deal that wins later than its follow-up is not
+    among the won yet, so a young export's newest snapshots hold only fast wins). Without, the
+    snapshots followed FOLLOW_DAYS at least, when there are enough."""
 
     bands: int = 3
     min_pool: int = 20
     max_pool: int = MAX_POOL
+    every_days: int = 7
+    near: int = 40  # snapshots nearest in days in stage that a deal draws from
+    max_won: int = 50_000
+    basis: str = "snapshots"  # "stays": a bundle's timing fitted before snapshots were (read back only)
 
-    def fit(self, tables: Tables, stages: StageOrder, t: pd.Timestamp) -> TimeToWin:
+    def fit(self, tables: Tables, stages: StageOrder, t: pd.Timestamp, horizon_days: int | None = None) -> TimeToWin:
         t = to_utc(t)
-        opps = tables.opportunities.loc[tables.opportunities["created_at"] <= t, ["opportunity_id", "amount"]]  # the deals known at t (Tables.as_of)
-        amount_of = _Amounts(opps)
-        # each stage's won stays as plain arrays, read a few deals at a time: at 3M deals, every
-        # stay in one frame with its deal's id, an id lookup of every deal and a grouping of
-        # millions of rows took the client 0.9 GiB up, its peak of the whole training run
-        stays_of: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        for part in by_deals(tables.stage_history):
-            s = _won_stays(part, stages, t)
-            days, to_win, amount = s["days"].to_numpy(dtype=float), s["to_win"].to_numpy(dtype=float), amount_of(s["opportunity_id"].to_numpy(dtype=object))
-            for stage, rows in s.groupby("stage", sort=False).indices.items():
-                stays_of.setdefault(stage, []).append((days[rows], to_win[rows], amount[rows]))
-        amounts = [a for pieces in stays_of.values() for _, _, a in pieces]
-        self.edges_ = np.unique(np.quantile(np.concatenate(amounts), np.linspace(0, 1, self.bands + 1)[1:-1])) if amounts else np.array([])
+        won = _won_snapshots(tables, stages, t, self.every_days, self.max_won)
+        followed = won["as_of"] <= t - pd.Timedelta(days=horizon_days or FOLLOW_DAYS)
+        if horizon_days is not None:
+            followed &= won["to_win"] <= horizon_days
+        if followed.sum() >= (self.min_pool if horizon_days is not None else MIN_FOLLOWED):
+            won = won[followed]
+        amounts = won["amount"].to_numpy(dtype=float)
+        self.edges_ = np.unique(np.quantile(amounts, np.linspace(0, 1, self.bands + 1)[1:-1])) if len(amounts) else np.array([])
         banded, whole = {}, {}
-        for stage in sorted(stays_of):
-            days, to_win, amount = (np.concatenate(column) for column in zip(*stays_of.pop(stage), strict=True))
-            # the rows' order decides which a draw picks: by length, then deal (not the
-            # export's order). The pieces come in deal order, as `Tables` keeps the history,
-            # so a stable sort by length alone gives it, with no sort of millions of id strings
-            order = np.argsort(days, kind="stable")
-            days, to_win, band = days[order], to_win[order], np.searchsorted(self.edges_, amount[order], side="right")
+        for stage, part in sorted(won.groupby("stage", sort=False), key=lambda kv: str(kv[0])):
+            part = part.sort_values(["days", "to_win"], kind="stable")
+            days, to_win = part["days"].to_numpy(dtype=float), part["to_win"].to_numpy(dtype=float)
+            band = np.searchsorted(self.edges_, part["amount"].to_numpy(dtype=float), side="right")
             for b in np.unique(band):
                 banded[(stage, int(b))] = _thinned(days[band == b], to_win[band == b], self.max_pool)
             whole[(stage, None)] = _thinned(days, to_win, self.max_pool)
@@ -142,11 +151,11 @@ class TimeToWin:
     def to_frame(self) -> pd.DataFrame:
         rows = [pd.DataFrame({"stage": k[0], "band": -1 if k[1] is None else k[1], "days": v[0], "to_win": v[1]}) for k, v in self.pools_.items()]
         frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["stage", "band", "days", "to_win"])
-        return frame.assign(edges=json.dumps(self.edges_.tolist()))
+        return frame.assign(edges=json.dumps(self.edges_.tolist()), basis=self.basis)
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> TimeToWin:
-        ttw = cls()
+        ttw = cls(basis=str(frame["basis"].iloc[0]) if "basis" in frame.columns and len(frame) else "stays")
         ttw.edges_ = np.array(json.loads(frame["edges"].iloc[0])) if len(frame) else np.array([])
         ttw.pools_ = {(stage, None if band == -1 else int(band)): (g["days"].to_numpy(), g["to_win"].to_numpy()) for (stage, band), g in frame.groupby(["stage", "band"])}
         ttw.all_ = _every_stage(ttw.pools_)
@@ -161,22 +170,29 @@ class TimeToWin:
 
     def sample(self, stage: np.ndarray, dwell: np.ndarray, amount: np.ndarray, rng: np.random.Generator, sims: int) -> np.ndarray:
         """Remaining days to a win, per deal and simulation (deals × sims): each deal draws from
-        the comparable won deals whose stay lasted at least as long as its own so far (at least
-        the five longest stays, when it has outlasted nearly all of them)."""
+        the `near` snapshots of comparable won deals nearest to it in days in stage."""
         out = np.empty((len(stage), sims))
         band = np.searchsorted(self.edges_, amount, side="right")
         # groups in a fixed order: each consumes draws from rng, and a set's order changes with
         # PYTHONHASHSEED from one process to the next
         for name, b in sorted({(str(n), int(k)) for n, k in zip(stage, band, strict=True)}):
             rows = np.flatnonzero((stage == name) & (band == b))
-            stay, to_win = self._pool(name, b)
-            first = np.minimum(np.searchsorted(stay, dwell[rows]), max(len(stay) - 5, 0))
-            span = len(stay) - first
-            pick = first[:, None] + (rng.random((len(rows), sims)) * span[:, None]).astype(np.int64)
-            # from now: the comparable deal's time to win less the part of its stay already behind
-            # this one (all of its stay, when this deal has outlasted it)
-            out[rows] = to_win[pick] - np.minimum(stay[pick], dwell[rows, None])
+            days, to_win = self._pool(name, b)
+            if self.basis == "stays":  # won stays at least as long as this deal's, less what is behind it
+                first = np.minimum(np.searchsorted(days, dwell[rows]), max(len(days) - 5, 0))
+                span = len(days) - first
+                pick = first[:, None] + (rng.random((len(rows), sims)) * span[:, None]).astype(np.int64)
+                out[rows] = to_win[pick] - np.minimum(days[pick], dwell[rows, None])
+                continue
+            width = min(self.near, len(days))
+            first = np.clip(np.searchsorted(days, dwell[rows]) - width // 2, 0, len(days) - width)
+            pick = first[:, None] + (rng.random((len(rows), sims)) * width).astype(np.int64)
+            out[rows] = to_win[pick]
         return np.maximum(out, 0.0)
+
+
+FOLLOW_DAYS = 90
+MIN_FOLLOWED = 200
 
 
 @dataclass
@@ -216,12 +232,17 @@ def forecast(
     stage = state["stage_now"].to_numpy(dtype=object)
     dwell = ((t - state["entered_at"]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
     rng = np.random.default_rng(seed)
-    timing = timing if timing is not None else TimeToWin().fit(tables, stages, t)
+    horizon = next((h for h in (getattr(m, "horizon_days", None) for m in methods.values()) if h is not None), None)
+    timing = timing if timing is not None else TimeToWin().fit(tables, stages, t, horizon)
     remaining = timing.sample(stage, dwell, amount, rng, sims)
     start_d, end_d = (start - t) / pd.Timedelta(days=1), (end - t) / pd.Timedelta(days=1)
     rows = []
     for name, method in methods.items():
         p = np.clip(np.nan_to_num(method(known, points, t), nan=0.0), 0, 1)
+        horizon = getattr(method, "horizon_days", None)
+        if horizon is not None:  # P(won within H): as a chance to win at all, by the share of the deal's timing draws within H
+            within = np.maximum((remaining <= horizon).mean(axis=1), MIN_WITHIN)
+            p = np.clip(p / within, 0, 1)
         totals = simulate(amount, p, remaining, start_d, end_d, np.random.default_rng(seed + 1))
         rows.append({"method": name, "expected": float(totals.mean()), "p10": float(np.quantile(totals, 0.1)),
                      "p50": float(np.quantile(totals, 0.5)), "p90": float(np.quantile(totals, 0.9))})
@@ -256,14 +277,32 @@ def stage_weight_method(stages: StageOrder) -> Method:
     return method
 
 
+MIN_WITHIN = 0.5  # the share of a deal's timing draws within the label's horizon, at least (it covers most wins by construction)
+
+
+@dataclass(frozen=True)
+class ModelMethod:
+    """The model's calibrated win probability (the champion bundle's own statistics): a chance to
+    be won within `horizon_days` of the date, which the forecast spreads over time with the same
+    timing as the weights (`forecast`)."""
+
+    bundle: object
+    horizon_days: int | None
+
+    def __call__(self, tables: Tables, points: pd.DataFrame, t: pd.Timestamp) -> np.ndarray:
+        from scoring.score import score_points
+
+        return score_points(self.bundle, tables, points, with_factors=False)["win_probability"].to_numpy()
+
+
 def model_method(bundle) -> Method:
-    """The model's calibrated win probability (the champion bundle's own statistics)."""
-    from scoring.score import score_points
+    return ModelMethod(bundle, win_horizon_days(bundle))
 
-    def method(tables: Tables, points: pd.DataFrame, t: pd.Timestamp) -> np.ndarray:
-        return score_points(bundle, tables, points, with_factors=False)["win_probability"].to_numpy()
 
-    return method
+def win_horizon_days(bundle) -> int | None:
+    """The days within which the bundle's win probability counts a win (None: a bundle trained
+    before the label had a horizon, whose probability is of a win at all)."""
+    return (bundle.metadata.get("win_label") or {}).get("horizon_days")
 
 
 def fitted_weight_method(stages: StageOrder, weights: StageWeights) -> Method:
@@ -319,13 +358,45 @@ def backtest(
 
 
 def backtest_summary(bt: pd.DataFrame) -> pd.DataFrame:
-    g = bt.groupby("method")
-    return pd.DataFrame(
+    """Each method's record over the replayed periods, best first (the lowest mean absolute error)."""
+    g = bt.groupby("method", sort=False)
+    summary = pd.DataFrame(
         {
             "periods": g.size(),
             "mean_abs_error": g["error"].apply(lambda e: e.abs().mean()),
             "mean_abs_pct_error": g.apply(lambda d: (d["error"].abs() / d["actual"].where(d["actual"] > 0)).mean(), include_groups=False),
             "bias": g["error"].mean(),
+            "expected_over_actual": g["expected"].mean() / g["actual"].mean().where(g["actual"].mean() > 0),
             "p10_p90_coverage": g["inside"].mean(),
         }
     ).reset_index()
+    return summary.sort_values("mean_abs_error", kind="stable").reset_index(drop=True)
+
+
+FAR = 2.0  # a method whose replayed forecasts were, on average, this many times what was won (or 1/this) missed by far
+MIN_PERIODS = 3  # periods replayed before a method's record is said
+
+
+def verdict(summary: pd.DataFrame) -> list[str]:
+    """What the backtest says in words: the method that did best, and each one whose own record
+    shows it missing by far, so that nobody plans on a range that never held."""
+    said: list[str] = []
+    if summary.empty or summary["periods"].max() < MIN_PERIODS:
+        return said
+    best = summary.iloc[0]
+    said.append(f"best on the last {int(best['periods'])} periods: {best['method']} (off by {best['mean_abs_error']:,.0f} on average; "
+                f"its P10–P90 held the won amount in {best['p10_p90_coverage']:.0%} of them)")
+    for row in summary.itertuples():
+        ratio = row.expected_over_actual
+        if row.periods >= MIN_PERIODS and pd.notna(ratio) and (ratio > FAR or ratio < 1 / FAR):
+            said.append(f"{row.method} missed by far in its own backtest: it forecast {ratio:.1f}× what was won on average over {int(row.periods)} periods "
+                        f"(P10–P90 held the won amount in {row.p10_p90_coverage:.0%}); do not plan on it here")
+    return said
+
+
+def in_order(methods: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The forecast's methods, the backtest's best first (as given when there is no backtest)."""
+    if summary.empty:
+        return methods
+    rank = {m: k for k, m in enumerate(summary["method"])}
+    return methods.assign(_rank=methods["method"].map(rank).fillna(len(rank))).sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)

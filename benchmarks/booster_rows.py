@@ -52,12 +52,12 @@ def _measure(folder: Path, rounds: int) -> None:
         source = PartitionedExport(run, folder, settings, utc_now())
         spec, stats = source.spec_and_stats(stages, settings)
         snaps = source.snapshots(stages, settings, spec, stats, lambda _m: None)
-    targets = {"win": bt_.win_target(source.tables, stages, snaps, source.end), "stall": bt_.stall_target(snaps, source.end)}
+    targets = {"win": bt_.win_target(source.tables, stages, snaps, source.end, settings.snapshots.every_days, settings.win.horizon_days)[0], "stall": bt_.stall_target(snaps, source.end)}
     print(f"{len(source.tables.opportunities):,} deals, {len(snaps):,} snapshots, {rounds} rounds\n")
     print("| target | fold date | training rows | AUC | log loss | seconds |\n|---|---|---|---|---|---|")
     for name, target in targets.items():
         at = bt_.fold_dates(target, snaps)[-1]
-        every = target.train(at).used()
+        every = target.train(at).sample(len(snaps))  # every used row
         rows, y, w = target.evaluate(at)
         held = snaps.x[rows]
         for limit in [s for s in SIZES if s < len(every.y)] + [len(every.y)]:

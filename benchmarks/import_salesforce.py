@@ -5,7 +5,8 @@
 A generated pipeline (`features.synthetic`) written as Salesforce writes it: Opportunity.csv,
 OpportunityHistory.csv (a row per stage change, plus close-date and amount edits of the same
 stage), Task.csv (completed tasks on the opportunities), OpportunityStage.csv, with Salesforce's
-quoting and timestamp forms. Target (issue 12, 2 cores): 100k opportunities (≈ 1M history rows,
+quoting and timestamp forms, and what real orgs add: a rich-text custom field with NUL bytes and
+line breaks in one deal of 50, two custom fields whose names differ only by an underscore. Target (issue 12, 2 cores): 100k opportunities (≈ 1M history rows,
 ≈ 1M tasks) in ≤ 60 s and ≤ 4 GiB.
 """
 
@@ -41,7 +42,14 @@ def write_export(n: int, folder: Path) -> dict[str, int]:
         Id=opp_ids, IsDeleted="0", StageName=t.opportunities["opportunity_id"].map(last), Amount=t.opportunities["amount"].map("{:.2f}".format),
         CloseDate=t.opportunities["expected_close_date"].dt.strftime("%Y-%m-%d"), CreatedDate=stamp(t.opportunities["created_at"]),
         OwnerId=sfid("005", t.opportunities["owner_id"].str.removeprefix("rep-").astype(int)), LeadSource=t.opportunities["source"], Type=t.opportunities["industry"],
-    )[["Id", "IsDeleted", "StageName", "Amount", "CloseDate", "CreatedDate", "OwnerId", "LeadSource", "Type"]]
+    )
+    # what real orgs add (issue 28): a rich-text field whose HTML spans lines and holds NUL bytes
+    # in one deal of 50, and two custom fields whose names differ only by an underscore
+    every = np.arange(len(opps)) % 50 == 0
+    opps["Notes_Html__c"] = np.where(every, "<p>Call\x00 notes</p>\n<p>next steps</p>", "")
+    opps["Budget_Confirmed__c"] = np.where(np.arange(len(opps)) % 3 == 0, "Yes", "No")
+    opps["BudgetConfirmed__c"] = np.where(np.arange(len(opps)) % 4 == 0, "Yes", "No")
+    opps = opps[["Id", "IsDeleted", "StageName", "Amount", "CloseDate", "CreatedDate", "OwnerId", "LeadSource", "Type", "Notes_Html__c", "Budget_Confirmed__c", "BudgetConfirmed__c"]]
     hist = t.stage_history.assign(OpportunityId=t.stage_history["opportunity_id"].map(code).map(lambda i: opp_ids[i]))
     hist = hist.assign(Id=sfid("008", np.arange(len(hist))), CreatedDate=stamp(hist["entered_at"]), StageName=hist["stage"], Amount="1000.00", CloseDate="2026-12-31", IsDeleted="0")
     edits = hist.sample(frac=1.0, random_state=0).assign(Amount="1200.00", CloseDate="2027-01-31")  # same-stage rows: amount and close-date edits

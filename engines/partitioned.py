@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analytics.forecast import win_horizon_days
 from analytics.stage_weights import StageWeights
 from engines import work
 from engines.runner import Runner
@@ -93,4 +94,5 @@ def model_method(run: Runner, folder: Path, settings: Settings, now: pd.Timestam
     def method(known, points: pd.DataFrame, t: pd.Timestamp):
         return score_points(run, folder, settings, now, bundle, points, known_at=t)["win_probability"].to_numpy(dtype=float)
 
+    method.horizon_days = win_horizon_days(bundle)  # what the probability counts (analytics.forecast.ModelMethod)
     return method

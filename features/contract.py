@@ -338,3 +338,34 @@ def summary(validated: Validated) -> dict[str, object]:
         "stages": " > ".join(order.open) + f" | won: {order.config.won} | lost: {order.config.lost}",
         "stage counts": t.stage_history["stage"].value_counts().to_dict(),
     }
+
+
+CLEAN_UP = 10  # deals closed lost on one day, from which a day is a clean-up
+
+
+def recording_warnings(tables: Tables, stages: StageOrder, end: pd.Timestamp | None = None) -> list[str]:
+    """What an export says of how its CRM is kept, where that misleads a naive reading: no loss
+    recorded at all, losses recorded in bulk clean-ups, and open deals older than any deal was
+    when it was won (most likely lost, not yet recorded). Closed deals then look mostly won."""
+    state = final_states(tables.stage_history, stages)
+    won, lost, open_ = (int((state["state"] == k).sum()) for k in ("won", "lost", "open"))
+    said = []
+    if lost == 0 and won + open_ > 0:
+        said.append(f"no deal is recorded lost ({won} won, {open_} open): closed deals look like wins. Win probabilities here need no loss record "
+                    "(a deal not won within the label's horizon counts as not won), but stage weights and the funnel read recorded losses.")
+    closes = tables.stage_history[tables.stage_history["stage"] == stages.config.lost]
+    per_day = closes["entered_at"].dt.floor("D").value_counts()
+    bulk = per_day[per_day >= CLEAN_UP]
+    if lost and bulk.sum() >= 0.2 * lost:
+        days = ", ".join(f"{d:%Y-%m-%d} ({n})" for d, n in bulk.sort_index().items())
+        said.append(f"{int(bulk.sum())} of {lost} losses were recorded in clean-ups of {CLEAN_UP} or more on one day ({days}): losses are recorded late, "
+                    "so at any past date closed deals looked more won than they were.")
+    created = tables.opportunities.set_index("opportunity_id")["created_at"]
+    won_age = (state.loc[state["state"] == "won", "entered_at"] - created.reindex(state.index[state["state"] == "won"])).dt.days
+    if won >= 5 and open_:
+        oldest = int(won_age.max())
+        age_now = ((end if end is not None else tables.end) - created.reindex(state.index[state["state"] == "open"])).dt.days
+        stale = int((age_now > oldest).sum())
+        if stale >= max(5, 0.2 * open_):
+            said.append(f"{stale} of the {open_} open deals are older than any deal was when it was won ({oldest} days): most likely lost and not recorded yet.")
+    return said

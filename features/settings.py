@@ -69,6 +69,13 @@ class StallConfig(_Section):
     horizon_days: int = Field(default=30, ge=1, le=365)
 
 
+class WinConfig(_Section):
+    horizon_days: int | None = Field(
+        default=None, ge=7, le=730,
+        description="a win probability is the chance of a win within this many days of the date scored; default: from the data (the time from snapshot to win that covers 90 % of wins)",
+    )
+
+
 class SegmentConfig(_Section):
     columns: list[str] = Field(default_factory=list)
 
@@ -92,6 +99,7 @@ class Settings(BaseSettings):
     project: ProjectConfig = ProjectConfig()
     stages: StageConfig | None = None  # None: infer the order from the data, and say so
     stall: StallConfig = StallConfig()
+    win: WinConfig = WinConfig()
     segments: SegmentConfig = SegmentConfig()
     snapshots: SnapshotConfig = SnapshotConfig()
     serving: ServingConfig = ServingConfig()

@@ -70,12 +70,16 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-LOGGING = ("live", "after-the-fact")
+LOGGING = ("live", "after-the-fact", "late-losses")
 
 
-def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp = DEFAULT_END, logging: str = "live") -> Generated:
-    """A pipeline of n deals; `logging` "after-the-fact" records it as real teams often do (see
-    `_after_the_fact`), "live" as it happened."""
+def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp = DEFAULT_END, logging: str = "live", span_days: int = SPAN_DAYS) -> Generated:
+    """A pipeline of n deals created over `span_days` before `end`; `logging` "live" records it
+    as it happened, "after-the-fact" as real teams often do (`_after_the_fact`: wins entered at
+    their last stage days before), "late-losses" that and losses recorded weeks to months late,
+    many in bulk clean-ups (`_late_losses`): the deals open at any date are then mostly dead."""
+    if span_days < 1:
+        raise InputInvalid(f"span_days must be at least 1, got {span_days}")
     if logging not in LOGGING:
         raise InputInvalid(f"unknown logging {logging!r}, expected one of {', '.join(LOGGING)}")
     if stages not in STAGE_SETS:
@@ -88,7 +92,7 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
     day = np.timedelta64(1, "D").astype("timedelta64[s]").astype(np.int64)
     end_s = int(end.value // 1_000_000_000)
 
-    created = end_s - (rng.random(n) ** 0.8 * SPAN_DAYS * day).astype(np.int64)
+    created = end_s - (rng.random(n) ** 0.8 * span_days * day).astype(np.int64)
     industry, e_ind = _pick(rng, _INDUSTRY, n)
     region, e_reg = _pick(rng, _REGION, n)
     source, e_src = _pick(rng, _SOURCE, n)
@@ -186,6 +190,9 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
     n_contacts = 1 + rng.poisson(np.exp(0.35 * quality))
     contact = rng.integers(0, 1_000_000, act_opp.size) % n_contacts[act_opp]
 
+    if logging == "late-losses":
+        entered = _late_losses(opp_of, stage_idx, entered, created.min(), end_s, np.random.default_rng(seed + 3))
+
     # --- truncate everything at the export time -----------------------------------------
     keep_h = entered <= end_s
     keep_a = act_t <= end_s
@@ -230,8 +237,9 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
     fields = _field_history(ids, created, expected_close, amount, final_t, won_at >= 0, lost_at >= 0, end_s, np.random.default_rng(seed + 2))
     opportunities["expected_close_date"] = fields[fields["field"] == "expected_close_date"].groupby("opportunity_id")["value"].last().reindex(ids).pipe(
         lambda v: pd.to_datetime(v, utc=True).astype(TS_DTYPE)).to_numpy()
-    if logging == "after-the-fact":
-        opportunities, history, activities, fields = _after_the_fact(opportunities, history, activities, fields, config, np.random.default_rng(seed + 1))
+    if logging in ("after-the-fact", "late-losses"):
+        quick = 0.8 if logging == "after-the-fact" else 0.5  # where losses wait, so do some wins
+        opportunities, history, activities, fields = _after_the_fact(opportunities, history, activities, fields, config, np.random.default_rng(seed + 1), quick)
     return Generated(Tables(opportunities, history, activities, fields), config, list(SEGMENTS))
 
 
@@ -264,8 +272,32 @@ def _field_history(ids, created, expected_close, amount, final_t, won, lost, end
     return frame[frame["changed_at"] <= pd.Timestamp(end_s, unit="s", tz="UTC")].reset_index(drop=True)
 
 
+def _late_losses(opp_of: np.ndarray, stage_idx: np.ndarray, entered: np.ndarray, start_s: int, end_s: int, rng: np.random.Generator) -> np.ndarray:
+    """When each deal's final loss is recorded, as a real org records it (measured: a third of
+    losses entered in clean-ups of 10-22 deals on one day, the median loss closed 76 days after
+    creation, two losses recorded for every win while the pipeline aged): a tenth within days,
+    half one by one weeks to months late, the rest in org-wide clean-ups (the first months in,
+    then every 30-90 days, each sweeping about half of the losses waiting since at least a week). A loss recorded
+    after the export's end is not in it: the deal looks open, though it is dead."""
+    day = 86_400
+    last = np.full(opp_of.max() + 1 if len(opp_of) else 0, -1, dtype=np.int64)
+    np.maximum.at(last, opp_of, entered)
+    final_loss = np.flatnonzero((stage_idx == -1) & (entered == last[opp_of]))
+    k = len(final_loss)
+    u = rng.random(k)
+    delay = np.where(u < 0.1, rng.uniform(0, 5, k), rng.uniform(21, 270, k)) * day
+    # the first clean-up comes once the pipeline has aged (months in), then every 30-90 days
+    clean_ups = start_s + rng.uniform(120, 200) * day + np.cumsum(rng.uniform(30, 90, int((end_s - start_s) / (30 * day)) + 8) * day)
+    first = np.searchsorted(clean_ups, entered[final_loss] + 7 * day)
+    at = first + rng.geometric(0.5, k) - 1  # each sweep catches about half of what waits
+    swept = (u >= 0.6) & (at < len(clean_ups))
+    out = entered.copy()
+    out[final_loss] = np.where(swept, clean_ups[np.minimum(at, len(clean_ups) - 1)] + rng.uniform(0, 3600, k), entered[final_loss] + delay).astype(np.int64)
+    return out
+
+
 def _after_the_fact(
-    opps: pd.DataFrame, hist: pd.DataFrame, acts: pd.DataFrame, fields: pd.DataFrame, config: StageConfig, rng: np.random.Generator
+    opps: pd.DataFrame, hist: pd.DataFrame, acts: pd.DataFrame, fields: pd.DataFrame, config: StageConfig, rng: np.random.Generator, quick: float = 0.8
 ) -> tuple[pd.DataFrame, ...]:
     """The pipeline as a team that logs after the fact records it (measured on a real org): most
     won deals are entered at their last stage within a week of the win (many within the hour),
@@ -277,7 +309,7 @@ def _after_the_fact(
     last = hist.groupby("opportunity_id", sort=False).tail(1).set_index("opportunity_id")
     won = last["stage"].reindex(ids).eq(config.won).to_numpy()
     n = len(ids)
-    quick_win = won & (rng.random(n) < 0.8)
+    quick_win = won & (rng.random(n) < quick)
     late_entry = ~quick_win & (rng.random(n) < 0.9)
     # quick wins: the last open stage entered shortly before the win, the rest never recorded
     win_at = last["entered_at"].reindex(ids).to_numpy()

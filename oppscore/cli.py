@@ -6,6 +6,7 @@ those) become a message and exit code 1, in one place (`_Commands.invoke`).
 
 from __future__ import annotations
 
+import html
 import logging
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,9 +15,10 @@ from typing import Annotated
 
 import pandas as pd
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
-from features.contract import load_export, summary
+from features.contract import load_export, recording_warnings, summary
 from features.errors import InputInvalid, ModelNotFound, NotEnoughData, OppscoreError
 from features.settings import Settings, load_settings, project_name, settings_toml
 from features.times import to_utc, utc_now
@@ -73,7 +75,8 @@ def generate(
     seed: int = 0,
     stages: Annotated[str, typer.Option(help="stage names: en or zh")] = "en",
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
-    logging_style: Annotated[str, typer.Option("--logging", help="live, or after-the-fact (deals created at late stages, won within days, lost ones lingering)")] = "live",
+    logging_style: Annotated[str, typer.Option("--logging", help="live; after-the-fact (deals created at late stages, won within days, lost ones lingering); or late-losses (after-the-fact, and losses recorded weeks to months late, many in bulk clean-ups)")] = "live",
+    span_days: Annotated[int, typer.Option("--span-days", min=1, help="days over which the deals are created, up to the export's end")] = 730,
 ) -> None:
     """Write a synthetic CRM export with known signal, and its oppscore.toml."""
     from features.loading import write_export
@@ -83,7 +86,7 @@ def generate(
         raise InputInvalid(f"--stages: found {stages!r}, expected en or zh")
     with steps("generate") as step:
         step("simulating pipelines")
-        made = make(n=n, seed=seed, stages=stages, logging=logging_style)
+        made = make(n=n, seed=seed, stages=stages, logging=logging_style, span_days=span_days)
         step("writing")
         write_export(made.tables, out_dir, fmt)
         (out_dir / "oppscore.toml").write_text(settings_toml(made.stages, made.segments), encoding="utf-8")
@@ -167,6 +170,8 @@ def validate(data: DataOpt, config: ConfigOpt = None) -> None:
     counts = info.pop("stage counts")
     show_table([{"": k, "value": v} for k, v in info.items()], title=f"{data}: valid")
     show_table([{"stage": k, "rows": v} for k, v in counts.items()])
+    for said in recording_warnings(validated.tables, validated.stages):
+        out.print(f"[yellow]warning:[/yellow] {escape(said)}")
 
 
 @app.command()
@@ -493,7 +498,7 @@ def forecast(
     """Expected won amount in a period with a P10–P90 range, by configured weights, data-driven
     weights and the model, and how each did on past periods."""
     from analytics import report
-    from analytics.forecast import backtest, backtest_summary, parse_period
+    from analytics.forecast import backtest, backtest_summary, in_order, parse_period, verdict
     from analytics.forecast import forecast as run_forecast
     from oppscore import output
     from scoring.store import load_champion
@@ -512,14 +517,18 @@ def forecast(
         step("backtest")
         bt = backtest(tables, stages, methods, periods=backtest_periods, end=end) if backtest_periods else pd.DataFrame()
     summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
-    results = {"forecast": f.methods, "backtest": bt, "backtest_summary": summary}
+    methods = in_order(f.methods, summary)
+    said = verdict(summary)
+    if bundle is not None and len(bt):
+        said.append(f"the model's replayed periods fall within its training data (up to {pd.Timestamp(bundle.metadata['data_end']):%Y-%m-%d}): its record there is better than it will be")
+    results = {"forecast": methods, "backtest": bt, "backtest_summary": summary}
     title = f"Forecast {period}: {f.open_deals} open deals as of {f.as_of:%Y-%m-%d}, pipeline {f.pipeline_amount:,.0f}"
     output.write(title, results, out_file, lambda: [
-        ("Forecast", report.forecast_plot(f.methods, period) + report._table(f.methods)),
+        ("Forecast", report.forecast_plot(methods, period) + report._table(methods) + "".join(f"<p>{html.escape(line)}</p>" for line in said)),
         ("Backtest", (report.backtest_plot(bt) + report._table(summary) + report._table(bt, 60)) if len(bt) else "no backtest asked for"),
     ], command=f"oppscore forecast --data {data} --period {period}")
-    if bundle is not None and len(bt):
-        log.info("the model's backtest periods before its held-out start (%s) were in its training data", bundle.metadata.get("split", {}).get("test_start"))
+    for line in said:
+        out.print(escape(line))
 
 
 @contextmanager

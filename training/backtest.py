@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from features.frame import FeatureSpec
 from features.stages import LOST_INDEX, StageOrder
 from features.stays import by_deals
 from features.tables import Tables
-from features.times import NAT, from_ns, ns
+from features.times import DAY_NS, NAT, from_ns, ns
 from training import models as fit
 from training.censoring import CloseTimeModel, win_weights
 from training.metrics import bootstrap, metrics
@@ -42,12 +42,16 @@ MAX_FOLDS = 8
 MIN_EVAL_ROWS = 5  # labelled open deals at a fold date, or the date teaches nothing
 MIN_TRAIN_DEALS = 3  # closed deals of each outcome known at a fold date
 LARGE_ROWS = 150_000  # fold training rows past which fewer folds are enough (and are sampled)
-SIMPLEST_FIRST = ("configured weights", "pooled rates", "logistic regression", "lightgbm")
+SIMPLEST_FIRST = ("configured weights", "pooled rates", "logistic regression", "lightgbm", "logistic regression on recorded outcomes", "lightgbm on recorded outcomes")
 CHOICE_TOLERANCE = 0.002  # pooled log loss within which the simpler candidate serves
 
 
-NO_CLOSE = np.iinfo(np.int64).max  # a snapshot whose deal had not closed by the export's end
+NO_WIN = np.iinfo(np.int64).max  # a snapshot whose deal was not won after it by the export's end
 CENSORING_ROWS = 1_000_000  # (as_of, close) pairs the censoring model is fitted on, at most (whole deals, a stable hash)
+HORIZON_ROWS = 1_000_000  # snapshots the win horizon is learned from, at most (whole deals, a stable hash)
+WIN_COVERAGE = 0.9  # the share of the won snapshots whose win the win label's horizon covers
+MIN_WIN_HORIZON = 14
+DEFAULT_WIN_HORIZON = 90  # days, when no snapshot's deal was won later
 
 
 @dataclass
@@ -211,14 +215,18 @@ class Labelled:
     def deal_ids(self) -> np.ndarray:
         return self.ids[self.deal]
 
-    def deals_of_each_outcome(self) -> int:
-        """As `fit.Rows.deals_of_each_outcome`, counted by marking deal codes, not by sorting
-        the rows' deals (a fold's 25M rows at 3M deals)."""
+    def deals_by_outcome(self) -> tuple[int, int]:
+        """Deals with a used positive row, and with a used negative row: counted by marking deal
+        codes, not by sorting the rows' deals (a fold's 25M rows at 3M deals)."""
         used = self.w > 0
         seen = [np.zeros(len(self.ids), dtype=bool) for _ in range(2)]
         for outcome, marks in enumerate(seen):
             marks[self.deal[used & (self.y == outcome)]] = True
-        return min(int(np.count_nonzero(marks)) for marks in seen)
+        return int(np.count_nonzero(seen[1])), int(np.count_nonzero(seen[0]))
+
+    def deals_of_each_outcome(self) -> int:
+        """As `fit.Rows.deals_of_each_outcome`."""
+        return min(self.deals_by_outcome())
 
     def sample(self, limit: int) -> Labelled:
         """At most about `limit` labelled rows, whole deals kept or dropped together (a stable hash)."""
@@ -245,6 +253,7 @@ class Target:
     train: Callable[[pd.Timestamp], Labelled]
     evaluate: Callable[[pd.Timestamp], tuple[np.ndarray, np.ndarray, np.ndarray]]  # rows, y, w at the end
     final: Callable[[], Labelled]  # every labelled row as known at the end
+    recorded: Callable[[pd.Timestamp], Labelled] | None = None  # another label candidates may learn from (`Candidate.labels`)
 
 
 class Outcomes:
@@ -293,28 +302,30 @@ class Outcomes:
         return out
 
 
-class Closes:
-    """Each deal's closes (a won or lost stage entered), by its code in the snapshots: what the
-    censoring model reads of the rows it samples (each one's first close after it), found for
-    those rows when asked rather than kept for every snapshot (30M int64 at 3M deals: 240 MB of
-    the client's, gathered from every partition)."""
+class Entries:
+    """Each deal's entries into some stages (its wins; its closes), by its code in the
+    snapshots: what a row's label reads (its first entry after it), found for a few rows at a
+    time rather than kept for every snapshot (30M int64 at 3M deals: 240 MB of the client's)."""
 
-    def __init__(self, history: pd.DataFrame, stages: StageOrder, ids: np.ndarray) -> None:
+    def __init__(self, history: pd.DataFrame, ids: np.ndarray, names: list[str]) -> None:
         known = pd.Index(ids, dtype=object)  # not inferred as str: a copy of every id
-        closed = [stages.config.won, stages.config.lost]
         pieces = []
         for part in by_deals(history):
-            part = part[part["stage"].isin(closed)]
+            part = part[part["stage"].isin(names)]
             deal = _codes_by_run(part["opportunity_id"].to_numpy(dtype=object), known)
             pieces.append((deal[deal >= 0], ns(part["entered_at"])[deal >= 0]))  # deals with no snapshot: never asked about
         self.deal = np.concatenate([p[0] for p in pieces])
         self.entered = np.concatenate([p[1] for p in pieces])
 
     def first_after(self, deal: np.ndarray, time: np.ndarray) -> np.ndarray:
-        """ns of each (deal, time)'s first close strictly after `time`; NO_CLOSE where none."""
+        """ns of each (deal, time)'s first entry strictly after `time`; NO_WIN where none."""
         pos = positions(self.deal, self.entered, deal, time, direction="forward", exact=False)
-        close = self.entered[np.maximum(pos, 0)] if len(self.entered) else np.full(len(pos), NAT)
-        return np.where((pos >= 0) & (close != NAT), close, NO_CLOSE)
+        found = self.entered[np.maximum(pos, 0)] if len(self.entered) else np.full(len(pos), NAT)
+        return np.where((pos >= 0) & (found != NAT), found, NO_WIN)
+
+
+def Wins(history: pd.DataFrame, stages: StageOrder, ids: np.ndarray) -> Entries:  # noqa: N802 - a kind of Entries
+    return Entries(history, ids, [stages.config.won])
 
 
 def _codes_by_run(values: np.ndarray, categories: np.ndarray | pd.Index) -> np.ndarray:
@@ -328,72 +339,133 @@ def _codes_by_run(values: np.ndarray, categories: np.ndarray | pd.Index) -> np.n
     return np.repeat(codes, np.diff(np.append(starts, len(values))))
 
 
-def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Timestamp) -> Target:
-    """Won labels as known at each date, weighted against censoring (training.censoring)."""
-    outcomes, closes = Outcomes(tables.stage_history, stages, snaps.ids), Closes(tables.stage_history, stages, snaps.ids)
+LABEL_STEP = 1 << 20  # rows whose first win is looked up at a time
 
-    def known(known_at: pd.Timestamp, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per deal, its label and whether it is known (1/0) at `known_at`; per snapshot date,
-        its weight against censoring, learned from how long the deals of `rows` took to close.
-        A row's label is its deal's, its weight its date's times its deal's."""
-        outcome = outcomes.known_at(known_at)  # per deal: 1, 0, NaN
-        fitted = rows
-        if len(rows) > CENSORING_ROWS:  # how long deals take is a distribution: a sample of whole deals learns it
-            fitted = rows[_by_hash(snaps.hashes, CENSORING_ROWS / len(rows))[snaps.deal[rows]]]
-        time = snaps.times(fitted)
-        model = CloseTimeModel().fit(time, closes.first_after(snaps.deal[fitted], time), known_at)
-        per_date = win_weights(model, snaps.grid, known_at).astype(np.float32)  # a row's weight depends on its date only
-        return (outcome == 1).astype(np.int8), np.where(np.isnan(outcome), np.float32(0), np.float32(1)), per_date
 
-    def labels(per: tuple[np.ndarray, np.ndarray, np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        per_deal_y, per_deal_w, per_date = per
-        deal = snaps.deal[rows]
-        return per_deal_y[deal], per_date[snaps.slot[rows]] * per_deal_w[deal]
+def days_to_win(snaps: Snapshots, wins: Entries, rows: np.ndarray) -> np.ndarray:
+    """Days from each row's snapshot to its deal's first win after it (inf: none by the end)."""
+    time = snaps.times(rows)
+    won = wins.first_after(snaps.deal[rows], time)
+    return np.where(won == NO_WIN, np.inf, (won - time) / DAY_NS)
+
+
+NEVER = np.iinfo(np.uint16).max  # no win after the snapshot by the export's end (or past 179 years)
+
+
+def to_win_days(snaps: Snapshots, wins: Entries) -> np.ndarray:
+    """Per snapshot, whole days (rounded up) to its deal's first win after it, NEVER without one:
+    2 bytes a row, what a row's label and its weight at any date are read from, found a few
+    rows at a time (at 3M deals the float days of 30M rows at once were 240 MB)."""
+    out = np.empty(len(snaps), dtype=np.uint16)
+    for start in range(0, len(snaps), LABEL_STEP):
+        days = days_to_win(snaps, wins, np.arange(start, min(start + LABEL_STEP, len(snaps))))
+        out[start : start + LABEL_STEP] = np.where(np.isfinite(days), np.minimum(np.ceil(days), NEVER - 1), NEVER)
+    return out
+
+
+def win_horizon(snaps: Snapshots, wins: Entries, end: pd.Timestamp, every_days: int) -> WinHorizon:
+    """The win label's horizon H, from the org's own time from snapshot to win: the days within
+    which WIN_COVERAGE of the snapshots of deals won later saw their win, in whole snapshot
+    intervals, at least MIN_WIN_HORIZON days, and at most half of the snapshots' span (so that
+    half of the dates can be labelled, in a young export too)."""
+    rows = row_index(snaps.until(end.value))
+    if len(rows) > HORIZON_ROWS:  # a distribution: a sample of whole deals learns it
+        rows = rows[_by_hash(snaps.hashes, HORIZON_ROWS / len(rows))[snaps.deal[rows]]]
+    days = days_to_win(snaps, wins, rows)
+    won = days[np.isfinite(days)]
+    span = (end.value - snaps.grid[0]) / DAY_NS if len(snaps.grid) else 0.0
+    cap = max(MIN_WIN_HORIZON, int(span / 2 // every_days * every_days))
+    if len(won) == 0:
+        return WinHorizon(min(DEFAULT_WIN_HORIZON, cap), float("nan"), 0, "no snapshot of a deal won later: the default")
+    wanted = float(np.quantile(won, WIN_COVERAGE))
+    days_h = int(np.clip(np.ceil(wanted / every_days) * every_days, MIN_WIN_HORIZON, cap))
+    covered = float(np.mean(won <= days_h))
+    why = f"{covered:.0%} of the snapshots of deals won later saw the win within {days_h} days"
+    if days_h < wanted:
+        why += f" (the export spans {span:.0f} days of snapshots: H is at most half of them)"
+    return WinHorizon(days_h, covered, len(won), why)
+
+
+@dataclass(frozen=True)
+class WinHorizon:
+    """What a win probability means: won within `days` of the date it is made for."""
+
+    days: int
+    coverage: float  # share of the won snapshots whose win came within `days`
+    won_snapshots: int
+    why: str
+
+    def to_dict(self) -> dict:
+        return {"horizon_days": self.days, "coverage": None if np.isnan(self.coverage) else round(self.coverage, 3), "won_snapshots": self.won_snapshots,
+                "said": f"won within {self.days} days of the date scored", "why": self.why}
+
+
+def _fixed_horizon(name: str, snaps: Snapshots, y: np.ndarray, horizon_ns: int, end: pd.Timestamp) -> Target:
+    """A label about the `horizon_ns` after each snapshot (`y`, int8 per row): known at a date
+    for the snapshots at least a horizon older; evaluated at a date whose horizon has passed by
+    the export's end. It needs no record of a loss: what did not happen within the horizon is
+    known once the horizon has passed, however late a CRM records its losses."""
 
     def train(at: pd.Timestamp) -> Labelled:
-        rows = row_index(snaps.until(at.value))
-        return snaps.labelled(rows, *labels(known(at, rows), rows))
-
-    @cache
-    def at_end() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What every snapshot's label as known at the end is made of: the same for every fold
-        date (and asked for every grid date while the fold dates are chosen), so learned once
-        and kept per deal and per date; rows' labels are read from them when asked (at 3M deals,
-        30M rows' labels kept for the whole run were 270 MB of the client's)."""
-        return known(end, row_index(snaps.until(end.value)))
+        rows = row_index(snaps.until(at.value - horizon_ns))
+        return snaps.labelled(rows, y[rows], np.ones(len(rows), dtype=np.float32))
 
     def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = row_index(snaps.until(end.value) & snaps.on(at))
-        y, w = labels(at_end(), rows)
-        return rows, y.astype(np.float64), w.astype(np.float64)
-
-    def final() -> Labelled:
-        rows = row_index(snaps.until(end.value))
-        return snaps.labelled(rows, *labels(at_end(), rows))
-
-    return Target("win", train, evaluate, final)
-
-
-def stall_target(snaps: Snapshots, end: pd.Timestamp) -> Target:
-    """Stall labels need the whole horizon after the snapshot to be known."""
-    labelled = ~np.isnan(snaps.stalled)
-    y_all = (snaps.stalled == 1).astype(np.int8)
-
-    def rows_until(at: pd.Timestamp) -> np.ndarray:
-        return row_index(labelled & snaps.until(at.value - snaps.horizon_ns))
-
-    def train(at: pd.Timestamp) -> Labelled:
-        rows = rows_until(at)
-        return snaps.labelled(rows, y_all[rows], np.ones(len(rows), dtype=np.float32))
-
-    def evaluate(at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows = np.flatnonzero(labelled & snaps.on(at)) if at.value + snaps.horizon_ns <= end.value else np.zeros(0, dtype=np.int64)
-        return rows, y_all[rows].astype(np.float64), np.ones(len(rows))
+        rows = np.flatnonzero(snaps.on(at)) if at.value + horizon_ns <= end.value else np.zeros(0, dtype=np.int64)
+        return rows, y[rows].astype(np.float64), np.ones(len(rows))
 
     def final() -> Labelled:
         return train(end)
 
-    return Target("stall", train, evaluate, final)
+    return Target(name, train, evaluate, final)
+
+
+def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Timestamp, every_days: int = 7, horizon_days: int | None = None) -> tuple[Target, WinHorizon]:
+    """Won within H days of the snapshot (H: `horizon_days`, else `win_horizon`): wins are
+    recorded when they happen, losses often months late and in bulk, so a label that waits for
+    a loss record calls every open deal a future win; this one waits only for H to pass.
+
+    Learned from the snapshots H days old at least, never from younger ones with the wins they
+    have shown so far, weighted for what they could not show yet: a learned model reads the
+    date in the features (the point-in-time win rates, the pipeline's age), and the newest
+    dates, where only wins are known, would teach it that the present is a time of wins.
+
+    Where H is long (deals take months), that leaves a fold little and old data; candidates may
+    learn instead from the outcome as recorded by the date (`Target.recorded`), and the backtest
+    says, on this label, whether that served them."""
+    wins = Wins(tables.stage_history, stages, snaps.ids)
+    horizon = win_horizon(snaps, wins, end, every_days) if horizon_days is None else WinHorizon(horizon_days, float("nan"), 0, "set in oppscore.toml ([win] horizon_days)")
+    y = (to_win_days(snaps, wins) <= horizon.days).astype(np.int8)
+    del wins
+    target = _fixed_horizon("win", snaps, y, horizon.days * DAY_NS, end)
+    target.recorded = _recorded(tables, stages, snaps)
+    return target, horizon
+
+
+def _recorded(tables: Tables, stages: StageOrder, snaps: Snapshots) -> Callable[[pd.Timestamp], Labelled]:
+    """The outcome as recorded by a date: won 1, lost 0, still open unknown; each row weighted
+    against censoring (training.censoring): a snapshot shortly before the date is labelled only
+    if its deal closed fast. Unbiased only where losses are recorded when they happen."""
+    outcomes, closes = Outcomes(tables.stage_history, stages, snaps.ids), Entries(tables.stage_history, snaps.ids, [stages.config.won, stages.config.lost])
+
+    def labelled(at: pd.Timestamp) -> Labelled:
+        rows = row_index(snaps.until(at.value))
+        outcome = outcomes.known_at(at)  # per deal: 1, 0, NaN
+        fitted = rows
+        if len(rows) > CENSORING_ROWS:  # how long deals take is a distribution: a sample of whole deals learns it
+            fitted = rows[_by_hash(snaps.hashes, CENSORING_ROWS / len(rows))[snaps.deal[fitted]]]
+        time = snaps.times(fitted)
+        model = CloseTimeModel().fit(time, closes.first_after(snaps.deal[fitted], time), at)
+        per_date = win_weights(model, snaps.grid, at).astype(np.float32)  # a row's weight depends on its date only
+        deal = snaps.deal[rows]
+        return snaps.labelled(rows, (outcome == 1).astype(np.int8)[deal], per_date[snaps.slot[rows]] * np.where(np.isnan(outcome), np.float32(0), np.float32(1))[deal])
+
+    return labelled
+
+
+def stall_target(snaps: Snapshots, end: pd.Timestamp) -> Target:
+    """Stall labels need the whole horizon after the snapshot to be known."""
+    return _fixed_horizon("stall", snaps, (snaps.stalled == 1).astype(np.int8), snaps.horizon_ns, end)
 
 
 def fold_dates(target: Target, snaps: Snapshots) -> list[pd.Timestamp]:
@@ -442,6 +514,7 @@ class Candidate:
     min_deals: int  # closed deals of each outcome it needs; below, the pooled rates stand in
     fit: Callable[[fit.Rows, pd.Timestamp], object]  # (rows known at a date, the date) → an estimator (scoring.models) or a predict function
     serves: bool = True
+    labels: str = "target"  # what it learns from: the target's label, or "recorded" (`Target.recorded`); it is judged on the target's
 
 
 @dataclass
@@ -458,7 +531,7 @@ class TargetBacktest:
     predictions: dict[str, np.ndarray]  # candidate or baseline → out-of-fold probability
     calibrated: dict[str, tuple[str, np.ndarray]]  # serving candidate → (calibrator kind, cross-fitted predictions)
     stood_in: dict[str, int]  # candidate → folds where the rates stood in (too few deals)
-    rounds: list[int] = field(default_factory=list)  # the booster's rounds per fold
+    rounds: dict[str, list[int]] = field(default_factory=dict)  # per booster candidate, its rounds per fold
     fold_models: dict[str, list] = field(default_factory=dict)  # candidate → estimator per fold
 
     @cached_property
@@ -510,28 +583,31 @@ def run(
     stood_in = dict.fromkeys(names, 0)
     fold_models: dict[str, list] = {n: [] for n in names}
     rows_all, fold_all, y_all, w_all = [], [], [], []
-    rounds: list[int] = []
+    rounds: dict[str, list[int]] = {n: [] for n in names}
     for k, at in enumerate(folds):
         step(f"{target.name} backtest: fold {k + 1} of {len(folds)} ({at:%Y-%m-%d})")
-        train = target.train(at).sample(LARGE_ROWS).rows(snaps.x)
+        train = {"target": target.train(at).sample(LARGE_ROWS).rows(snaps.x)}
+        if target.recorded is not None and any(c.labels == "recorded" for c in candidates):
+            train["recorded"] = target.recorded(at).sample(LARGE_ROWS).rows(snaps.x)
         rows, y, w = target.evaluate(at)
         x_eval = snaps.x[rows]
-        deals = train.deals_of_each_outcome()
+        deals = {kind: r.deals_of_each_outcome() for kind, r in train.items()}
         fallback = None
         for cand in candidates:
-            if deals < cand.min_deals:
+            if cand.labels not in train or deals[cand.labels] < cand.min_deals:
                 if fallback is None:
-                    fallback = next(c for c in candidates if c.name == "pooled rates").fit(train, at)
+                    fallback = next(c for c in candidates if c.name == "pooled rates").fit(train["target"], at)
                 model = fallback
                 stood_in[cand.name] += 1
             else:
-                model = cand.fit(train, at)
+                model = cand.fit(train[cand.labels], at)
             if isinstance(model, tuple):  # a booster and its rounds
                 model, n_rounds = model
-                rounds.append(n_rounds)
+                rounds[cand.name].append(n_rounds)
             fold_models[cand.name].append(model)
             preds[cand.name].append(_predict(model, x_eval))
         rows_all.append(rows), fold_all.append(np.full(len(rows), k)), y_all.append(y), w_all.append(w)
+        del train
     rows = np.concatenate(rows_all)
     y, w, fold_of = np.concatenate(y_all), np.concatenate(w_all), np.concatenate(fold_all)
     pooled = {n: np.concatenate(p) for n, p in preds.items()}

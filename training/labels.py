@@ -1,9 +1,15 @@
 """The two labels of DESIGN.md, from what was known at a given time; unknown is NaN, never a guess.
 
-- won: the opportunity's outcome as known at `known_at` is the won stage (1) or the lost stage
-  (0); still open at `known_at`: no label.
+Both are about a fixed horizon after the snapshot, so neither waits for a loss to be recorded
+(real CRMs record losses weeks or months late, in bulk):
+- won within H: the opportunity entered the won stage within H days after the snapshot (1), or
+  H days passed without a win (0); a win after `known_at`, or a horizon that ends after it: no
+  label. H is the org's own (`training.backtest.win_horizon`).
 - stalled: in the H days after the snapshot it neither entered a later stage nor was won (1),
   or it did (0); a horizon that ends after `known_at`: no label.
+
+These are the definitions, in pandas; the backtest computes the same on arrays
+(`training.backtest.win_target`), and the tests hold the two together.
 """
 
 from __future__ import annotations
@@ -13,15 +19,20 @@ import pandas as pd
 
 from features.frame import stage_state
 from features.stages import StageOrder
-from features.stays import final_states
 from features.tables import Tables
 
 
-def won_label(tables: Tables, stages: StageOrder, points: pd.DataFrame, known_at: pd.Timestamp) -> np.ndarray:
-    known = tables.stage_history[tables.stage_history["entered_at"] <= known_at]
-    outcome = points["opportunity_id"].map(final_states(known, stages)["state"])
-    won = np.where(outcome == "won", 1.0, np.where(outcome == "lost", 0.0, np.nan))
-    return np.where((points["as_of"] <= known_at).to_numpy(), won, np.nan)
+def won_within_label(tables: Tables, stages: StageOrder, points: pd.DataFrame, horizon_days: int, known_at: pd.Timestamp) -> np.ndarray:
+    horizon = pd.Timedelta(days=horizon_days)
+    hist = tables.stage_history
+    wins = hist.loc[(hist["stage"] == stages.config.won) & (hist["entered_at"] <= known_at), ["opportunity_id", "entered_at"]]
+    pts = pd.DataFrame({"_row": np.arange(len(points)), "opportunity_id": points["opportunity_id"].to_numpy(dtype=object), "as_of": points["as_of"].reset_index(drop=True)})
+    pairs = pts.merge(wins, on="opportunity_id", how="inner")
+    hit = (pairs["entered_at"] > pairs["as_of"]) & (pairs["entered_at"] <= pairs["as_of"] + horizon)
+    won = np.zeros(len(points), dtype=bool)
+    won[pairs.loc[hit, "_row"].to_numpy()] = True
+    complete = (pts["as_of"] + horizon <= known_at).to_numpy()
+    return np.where(won, 1.0, np.where(complete, 0.0, np.nan))
 
 
 def stalled_label(tables: Tables, stages: StageOrder, points: pd.DataFrame, horizon_days: int, known_at: pd.Timestamp) -> np.ndarray:

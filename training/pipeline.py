@@ -43,7 +43,9 @@ REFIT_ROWS = 1_000_000  # labelled rows the served linear model or rates are ref
 # rows"): AUC rose 0.0013 from 1M rows to 2.5M, 0.0002 from 2M; the memory of the final fit
 # grows with every row (the tree's peak at a million deals)
 BOOSTER_ROWS = 4_000_000
-NAMES = {"lightgbm": "LightGBM", "logistic regression": "logistic regression", "pooled rates": "pooled stage × segment rates", "configured weights": "the configured stage weights"}
+SERVING = ("lightgbm", "logistic regression", "pooled rates", "lightgbm on recorded outcomes", "logistic regression on recorded outcomes")  # not plotted beside "model", which is one of them
+NAMES = {"lightgbm": "LightGBM", "logistic regression": "logistic regression", "pooled rates": "pooled stage × segment rates", "configured weights": "the configured stage weights",
+         "lightgbm on recorded outcomes": "LightGBM on recorded outcomes", "logistic regression on recorded outcomes": "logistic regression on recorded outcomes"}
 
 
 @dataclass
@@ -86,27 +88,32 @@ def _reference(snaps: bt_.Snapshots, win: bt_.Labelled, spec: FeatureSpec) -> di
     return {str(stage): {k: float(v) for k, v in row.items() if pd.notna(v)} for stage, row in med.iterrows()}
 
 
-def _stage_prior(tables: Tables, stages: StageOrder, spec: FeatureSpec, at: pd.Timestamp) -> np.ndarray:
-    """What a stage is worth before any snapshot evidence: the configured weight when the config
-    has one, else the win rate every deal closed by `at` earned there (never a constant 0.5)."""
-    levels = spec.categories["stage"]
-    if stages.config.configured_weights:
-        conf = dict(zip(stages.open, stages.config.configured_weights, strict=True))
-        return np.array([conf.get(s, np.nan) for s in levels], dtype=float)
-    weights = StageWeights().fit(tables, stages, at).weights_.set_index("stage")["weight"]
-    return np.array([weights.get(s, np.nan) for s in levels], dtype=float)
+def _configured(stages: StageOrder, spec: FeatureSpec) -> np.ndarray | None:
+    """The CRM's configured weight of each stage level, when the config has them."""
+    if not stages.config.configured_weights:
+        return None
+    conf = dict(zip(stages.open, stages.config.configured_weights, strict=True))
+    return np.array([conf.get(s, np.nan) for s in spec.categories["stage"]], dtype=float)
 
 
-def _candidates(target: str, tables: Tables, stages: StageOrder, spec: FeatureSpec, min_class: int) -> list[bt_.Candidate]:
+def _candidates(target: str, stages: StageOrder, spec: FeatureSpec, min_class: int) -> list[bt_.Candidate]:
+    """The rates pool toward what the rows themselves say (the overall rate): the configured
+    weights say what a deal is worth in the end as the CRM's admins guessed it, not within the
+    label's horizon; they compete as a candidate of their own, calibrated by the backtest, so
+    they count only as far as the evidence shows them right."""
     stage_col = spec.columns.index("stage")
-    prior = (lambda at: _stage_prior(tables, stages, spec, at)) if target == "win" else (lambda at: None)
+    conf = _configured(stages, spec)  # the rates' prior only when no row is labelled yet: all there is then
     out = [
         bt_.Candidate("lightgbm", min_class, lambda rows, at: fit.fit_booster(rows, spec)),
         bt_.Candidate("logistic regression", fit.MIN_DEALS["linear"], lambda rows, at: fit.fit_linear(rows, spec)),
-        bt_.Candidate("pooled rates", 0, lambda rows, at: fit.fit_rates(rows, spec, prior(at))),
+        bt_.Candidate("pooled rates", 0, lambda rows, at: fit.fit_rates(rows, spec, conf if not (rows.w > 0).any() else None)),
     ]
-    if target == "win" and stages.config.configured_weights:
-        conf = _stage_prior(tables, stages, spec, tables.end)
+    if target == "win":  # the outcome as recorded: more and fresher rows where deals take months; biased where losses are recorded late
+        out += [
+            bt_.Candidate("lightgbm on recorded outcomes", min_class, lambda rows, at: fit.fit_booster(rows, spec), labels="recorded"),
+            bt_.Candidate("logistic regression on recorded outcomes", fit.MIN_DEALS["linear"], lambda rows, at: fit.fit_linear(rows, spec), labels="recorded"),
+        ]
+    if target == "win" and conf is not None:
         fixed = RateModel(stage_col, np.nan_to_num(conf, nan=0.5).tolist(), float(np.nanmean(conf)), {})
         out.append(bt_.Candidate("configured weights", 0, lambda rows, at: fixed))
     out.append(bt_.Candidate("stage rate", 0, lambda rows, at: fit.fit_rates(rows, spec, None, segments=False), serves=False))
@@ -144,24 +151,28 @@ def train(
     step("snapshots and features")
     snaps = data.snapshots(stages, settings, spec, stats, step)
     snaps.share_ids(tables.opportunities["opportunity_id"])
-    closed = any(final_states(part, stages)["state"].isin(["won", "lost"]).any() for part in by_deals(tables.stage_history))
-    if not closed and not stages.config.configured_weights:
-        raise NotEnoughData("no deal has closed yet and the config has no configured_weights: nothing to learn a win probability from")
+    won = any(final_states(part, stages)["state"].eq("won").any() for part in by_deals(tables.stage_history))
+    if not won and not stages.config.configured_weights:
+        raise NotEnoughData("no deal has been won yet and the config has no configured_weights: nothing to learn a win probability from")
 
-    targets = {"win": bt_.win_target(tables, stages, snaps, end), "stall": bt_.stall_target(snaps, end)}
+    win, horizon = bt_.win_target(tables, stages, snaps, end, settings.snapshots.every_days, settings.win.horizon_days)
+    step(f"win label: won within {horizon.days} days of the date scored ({horizon.why})")
+    targets = {"win": win, "stall": bt_.stall_target(snaps, end)}
     models: dict[str, TargetModel] = {}
     results: dict[str, dict[str, dict]] = {}
     per_fold: dict[str, list[dict]] = {}
     served: dict[str, dict] = {}
     backtests: dict[str, bt_.TargetBacktest | None] = {}
+    labelled: dict[str, tuple[int, int]] = {}
     for name, target in targets.items():
-        cands = _candidates(name, tables, stages, spec, min_class)
+        cands = _candidates(name, stages, spec, min_class)
         if cutoff is not None:
             target = _from(target, to_utc(cutoff))
         bt = bt_.run(target, snaps, spec, cands, progress=step)
         backtests[name] = bt
         step(f"{name}: refit")
         rows = target.final()
+        labelled[name] = rows.deals_by_outcome()
         if name == "win":  # read while every snapshot's final label is here anyway, not built again at the end
             reference, win_labelled = _reference(snaps, rows, spec), int((rows.w > 0).sum())
         if bt is None:
@@ -170,14 +181,15 @@ def train(
         else:
             chosen, (kind, _) = bt.chosen, bt.calibrated[bt.chosen]
             why = f"lowest pooled backtest log loss of {', '.join(n for n in bt.calibrated)}"
-        estimator, short = _refit_candidate(chosen, bt, rows, cands, spec, end, data, snaps)
+        estimator, short = _refit_candidate(chosen, bt, target, rows, cands, spec, end, data, snaps)
         del rows  # every snapshot's label (30M rows at 3M deals): not beside the next target's backtest
         if short:
             why = f"{why}; refit on all data fell back to pooled rates: {short}"
             chosen, kind = "pooled rates", "identity"
         calibrator = fit.CALIBRATORS[kind](bt.predictions[chosen], bt.y, bt.w) if bt is not None and kind != "identity" else fit.CALIBRATORS["identity"](None, None, None)
         models[name] = TargetModel(estimator, calibrator, f"{NAMES[chosen]}: {why}")
-        served[name] = {"model": NAMES[chosen], "candidate": chosen, "kind": estimator.kind, "calibrator": calibrator.kind, "why": why}
+        served[name] = {"model": NAMES[chosen], "candidate": chosen, "kind": estimator.kind, "calibrator": calibrator.kind, "why": why,
+                        "horizon_days": horizon.days if name == "win" else settings.stall.horizon_days}
         if bt is not None:
             results[name] = bt.pooled()
             per_fold[name] = bt.per_fold()
@@ -187,7 +199,7 @@ def train(
     step("reports and plots")
     signal = {name: bt_.family_signal(bt, snaps, spec, sufficiency.families(spec)) for name, bt in backtests.items() if bt is not None}
     bt_docs = {name: (None if bt is None else {"folds": [str(f.date()) for f in bt.folds], "pooled": results[name], "evaluated_deals": int(len(np.unique(bt.deal[bt.w > 0])))}) for name, bt in backtests.items()}
-    report = sufficiency.report(tables, stages, spec, served, bt_docs, signal, data.activities(), end)
+    report = sufficiency.report(tables, stages, spec, served, bt_docs, signal, data.activities(), end, labelled)
     slices, plot_files = _slices_and_plots(backtests, snaps, spec, models, workdir)
 
     step("stage weights")
@@ -209,7 +221,8 @@ def train(
         "data_start": str(tables.opportunities["created_at"].min()),
         "data_end": str(end),
         "data_fingerprint": data.fingerprint(),
-        "evaluation": "rolling-origin backtest: at each fold date, trained on what was known then, scored on the deals open then against outcomes known at the data's end",
+        "evaluation": "rolling-origin backtest: at each fold date, trained on what was known then, scored on the deals open then against what happened within each label's horizon",
+        "win_label": horizon.to_dict(),
         "backtest": {n: ({"folds": d["folds"], "evaluated_deals": d["evaluated_deals"], "per_fold": per_fold[n]} if d else None) for n, d in bt_docs.items()},
         "held_out": results,
         "served": served,
@@ -220,7 +233,7 @@ def train(
         "horizon_days": settings.stall.horizon_days,
         "stages": stages.config.model_dump(),
     }
-    timing = TimeToWin().fit(tables, stages, end).to_frame()
+    timing = TimeToWin().fit(tables, stages, end, horizon.days).to_frame()
     bundle = Bundle(spec, stats, models, weights.to_dict(), reference, grades, metadata, timing)
     held = _held_out(snaps, backtests)
     params = {**fit.PARAMS, "horizon_days": settings.stall.horizon_days, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage, "logistic_C": fit.LOGISTIC_C, "pooling": fit.POOLING}
@@ -237,17 +250,19 @@ def _from(target: bt_.Target, cutoff: pd.Timestamp) -> bt_.Target:
     return bt_.Target(target.name, target.train, evaluate, target.final)
 
 
-def _refit_candidate(name, bt, labelled: bt_.Labelled, cands, spec, end, data: TrainingData, snaps: bt_.Snapshots):
-    """The chosen candidate on every labelled row; the booster where the data are (on an
-    engine's workers for a partitioned export), with the backtest's median number of rounds."""
+def _refit_candidate(name, bt, target: bt_.Target, labelled: bt_.Labelled, cands, spec, end, data: TrainingData, snaps: bt_.Snapshots):
+    """The chosen candidate on every labelled row (of its own label); the booster where the data
+    are (on an engine's workers for a partitioned export), with the backtest's median number of rounds."""
     by_name = {c.name: c for c in cands}
+    if by_name[name].labels == "recorded":
+        labelled = target.recorded(end)
     need = by_name[name].min_deals
     deals = labelled.deals_of_each_outcome()
     sample = labelled.sample(REFIT_ROWS)  # a linear model or rates learn nothing more past a million rows
     if deals < need:
         return by_name["pooled rates"].fit(sample.rows(snaps.x), end), f"{deals} deals of the rarer outcome, {need} needed for {NAMES[name]}"
-    if name == "lightgbm":
-        rounds = int(np.median(bt.rounds)) if bt is not None and bt.rounds else None
+    if name.startswith("lightgbm"):
+        rounds = int(np.median(bt.rounds[name])) if bt is not None and bt.rounds.get(name) else None
         return data.fit_booster(labelled.sample(BOOSTER_ROWS), snaps, spec, rounds), None
     return by_name[name].fit(sample.rows(snaps.x), end), None
 
@@ -264,7 +279,7 @@ def _slices_and_plots(backtests, snaps, spec, models, workdir):
             slices[f"{name}_by_{col}"] = sliced(bt.y, p, bt.w, frame[col])
         if workdir is not None and (bt.w > 0).sum() >= 20:
             workdir.mkdir(parents=True, exist_ok=True)
-            shown = {"model": p, **{k: v for k, v in bt.predictions.items() if k not in ("lightgbm", "logistic regression", "pooled rates")}}
+            shown = {"model": p, **{k: v for k, v in bt.predictions.items() if k not in SERVING}}
             files.append(plots.calibration(name, bt.y, shown, bt.w, workdir / f"{name}_calibration.png"))
             files.append(plots.gain(name, bt.y, shown, bt.w, workdir / f"{name}_gain.png"))
         booster = models[name].booster
@@ -296,7 +311,7 @@ def backtest_points(tables: Tables, stages: StageOrder, settings: Settings, cuto
     data = WholeExport(tables)
     spec, stats = data.spec_and_stats(stages, settings)
     snaps = data.snapshots(stages, settings, spec, stats, None)
-    target = bt_.win_target(tables, stages, snaps, tables.end)
+    target, _ = bt_.win_target(tables, stages, snaps, tables.end, settings.snapshots.every_days, settings.win.horizon_days)
     folds = bt_.fold_dates(target, snaps)
     rows, ys, ws = [], [], []
     for at in folds:

@@ -85,10 +85,10 @@ def _beats_baselines(result: TrainResult) -> tuple[bool, str]:
     """The served model against the stage rate and the configured weights, pooled backtest."""
     win = result.metrics.get("win", {})
     if "model" not in win:
-        return True, "no backtest, no baseline to beat"
+        return True, "had no backtest to set against the baselines"
     ours = win["model"]["log_loss"]
     behind = [name for name in ("stage rate", "configured weights") if name in win and win[name]["log_loss"] < ours - TOLERANCE]
-    return (not behind), ("beats the baselines" if not behind else f"behind {', '.join(behind)} on win log loss")
+    return (not behind), ("beats the baselines" if not behind else f"is behind {', '.join(behind)} on win log loss")
 
 
 def gate(result: TrainResult, tables: Tables | TrainingData, settings: Settings) -> tuple[bool, str, dict | None]:
@@ -96,8 +96,8 @@ def gate(result: TrainResult, tables: Tables | TrainingData, settings: Settings)
     from, and the baselines; never across a change of data shape."""
     current = champion_version(settings)
     ok_baselines, baseline_words = _beats_baselines(result)
-    if current is None:
-        return True, f"no champion yet ({baseline_words})", None
+    if current is None:  # the rule for a first version: something must serve, and this is what the evidence chose
+        return True, f"the first version becomes champion, whatever its backtest; it {baseline_words}", None
     champion = load_version(settings, current)
     if shape_of(champion) != shape_of(result.bundle):
         changed = [k for k, v in shape_of(result.bundle).items() if shape_of(champion)[k] != v]
@@ -123,8 +123,8 @@ def gate(result: TrainResult, tables: Tables | TrainingData, settings: Settings)
     words = ", ".join(f"{t} log loss {ours[t]['log_loss']:.4f} vs champion v{current} {theirs[t]['log_loss']:.4f}" for t in targets)
     words += f" on {int((rows.w['win'] > 0).sum())} deal-dates after {end:%Y-%m-%d}"
     if better and not ok_baselines:
-        return False, f"not promoted: beats the champion but is {baseline_words}: {words}", theirs
-    return better, ("beats the champion: " if better else "does not beat the champion: ") + words + f" ({baseline_words})", theirs
+        return False, f"not promoted: beats the champion but {baseline_words}: {words}", theirs
+    return better, ("beats the champion: " if better else "does not beat the champion: ") + words + f" (it {baseline_words})", theirs
 
 
 def log_and_register(result: TrainResult, tables: Tables | TrainingData, settings: Settings, data_label: str) -> Registered:

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.contract import recording_warnings
 from features.frame import FeatureSpec
 from features.stages import StageOrder
 from features.stays import by_deals, final_states
 from features.tables import Tables
 from training.models import MIN_DEALS
 
+LABEL_WORDS = {"win": ("won within {days} days of a snapshot", "not"), "stall": ("without progress for {days} days after a snapshot", "never")}
 FAMILIES_OF = {"stage-dwell": "stage", "activity": "activity", "segment": "segment"}
 
 
@@ -89,8 +91,10 @@ def report(
     signal: dict[str, dict[str, float]],
     activities: tuple[int, pd.Timestamp | None] | None = None,
     end: pd.Timestamp | None = None,
+    labelled: dict[str, tuple[int, int]] | None = None,
 ) -> dict:
     """The report as data (for MLflow and /v1/model) with its sentences under "said".
+    `labelled`: per target, the deals with a positive and with a negative labelled snapshot.
     `activities` (how many, the last one's time) and `end` stand in for tables without their
     activities (a partitioned export's first pass)."""
     segments = [col for col in spec.segment_columns if col in tables.opportunities.columns]
@@ -100,7 +104,8 @@ def report(
     in_stage = counted.per_stage
     by_stage = [{"stage": name, "closed deals that were in it": int(in_stage.loc[name, "deals"]), "won": int(in_stage.loc[name, "won"])} for name in stages.open]
     by_segment = {col: {str(v): {k: int(n) for k, n in row.items()} for v, row in counts.head(30).iterrows()} for col, counts in counted.by_segment.items()}
-    said = [f"{won} won and {lost} lost deals closed, {still_open} open."]
+    end = end if end is not None else tables.end
+    said = [f"{won} won and {lost} lost deals closed, {still_open} open.", *recording_warnings(tables, stages, end)]
     late = counted.late / counted.with_history if counted.with_history else 0.0
     if late > 0.5:
         said.append(
@@ -108,19 +113,22 @@ def report(
             "A deal counts toward a stage's weight only for the stages it was in; recording stage changes as they happen would help most."
         )
     need = MIN_DEALS["lightgbm"]
+    short = []
     for target, info in served.items():
         said.append(f"{target}: serving {info['model']}" + (f" ({info['why']})" if info.get("why") else "") + ".")
-        if info["model"] != "lightgbm" and min(won, lost) < need:
-            said.append(f"A gradient-boosted model is tried once {need} won and {need} lost deals have closed (now {won} and {lost}).")
+        yes, no = (labelled or {}).get(target, (need, need))
+        if not str(info.get("candidate", "")).startswith("lightgbm") and min(yes, no) < need:
+            short.append(f"{target}: {yes} deals {LABEL_WORDS[target][0].format(days=info.get('horizon_days', '?'))} and {no} {LABEL_WORDS[target][1]}")
+    if short:
+        said.append(f"A gradient-boosted model is tried once {need} deals of each outcome are labelled (now {'; '.join(short)}).")
     n_acts, last = activities if activities is not None else (len(tables.activities), tables.activities["occurred_at"].max() if len(tables.activities) else None)
-    end = end if end is not None else tables.end
     if n_acts == 0:
         said.append("No activities are logged: log calls, e-mails and meetings against opportunities, the activity features need them.")
     elif end - last > pd.Timedelta(days=30):
         said.append(f"No activities logged since {last:%Y-%m-%d} (the export ends {end:%Y-%m-%d}).")
     for target, bt in backtests.items():
         if bt is None:
-            said.append(f"{target}: no backtest was possible (no past date had closed deals of both outcomes and open deals whose outcome is known); no figure can be claimed.")
+            said.append(f"{target}: no backtest was possible (no past date had snapshots of both outcomes known then, and open deals whose outcome was known by the export's end); no figure can be claimed.")
             continue
         model = bt["pooled"].get("model", {})
         interval = model.get("interval_90", {}).get("auc")

@@ -19,7 +19,7 @@ import pandas as pd
 from fastapi import HTTPException, Query, Request
 
 from analytics import report
-from analytics.forecast import backtest, backtest_summary, forecast, methods_for
+from analytics.forecast import backtest, backtest_summary, forecast, in_order, methods_for, verdict
 from analytics.funnel import funnel
 from analytics.stage_weights import StageWeights
 from features.contract import load_export
@@ -128,18 +128,19 @@ def _panels(v: View, loaded, settings: Settings) -> dict:
     sw = StageWeights(segment_columns(settings, tables)).fit(tables, stages, v.as_of)
     month = pd.Period(v.as_of.tz_localize(None), freq="M")
     methods = methods_for(stages, loaded.bundle)
+    bt = backtest(tables, stages, methods, periods=4)
+    summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
     periods = {}
     for name, p in (("this period", month), ("next period", month + 1)):
         start, end = pd.Timestamp(p.start_time, tz="UTC"), pd.Timestamp((p + 1).start_time, tz="UTC")
-        done = forecast(tables, stages, (max(start, v.as_of), end), methods, as_of=v.as_of)
-        periods[name] = {"period": str(p), "methods": _records(done.methods), "chart": report.forecast_plot(done.methods, f"{name}: {p}", uri=True)}
-    bt = backtest(tables, stages, methods, periods=4)
+        done = in_order(forecast(tables, stages, (max(start, v.as_of), end), methods, as_of=v.as_of).methods, summary)  # the best on the backtest first
+        periods[name] = {"period": str(p), "methods": _records(done), "chart": report.forecast_plot(done, f"{name}: {p}", uri=True)}
     return {
         "as_of": v.as_of.isoformat(),
         "funnel": {"conversion": _records(f.conversion), "dwell": _records(f.dwell),
                    "chart": report.funnel_plot(f.conversion, uri=True), "dwell_chart": report.dwell_quantiles_plot(f.dwell, uri=True)},
         "stage_weights": {"rows": _records(sw.weights_), "chart": report.stage_weights_plot(sw.weights_, uri=True)},
-        "forecast": {**periods, "backtest": {"summary": _records(backtest_summary(bt)) if len(bt) else [], "chart": report.backtest_plot(bt, uri=True) if len(bt) else None}},
+        "forecast": {**periods, "backtest": {"summary": _records(summary), "said": verdict(summary), "chart": report.backtest_plot(bt, uri=True) if len(bt) else None}},
     }
 
 

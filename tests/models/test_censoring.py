@@ -1,6 +1,6 @@
-"""Weights that undo the censoring of win labels (training.censoring): the close-time curve
-learned from censored follow-up, the weights it gives, and that a fold's rows carry the
-weight of their snapshot date."""
+"""Weights that undo the censoring of the recorded outcome (training.censoring), what the
+candidates trained on recorded outcomes learn from: the close-time curve learned from censored
+follow-up, the weights it gives, and that a fold's rows carry the weight of their snapshot date."""
 
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ from features.pit_stats import PointInTimeStats
 from features.settings import SegmentConfig, Settings, StageConfig
 from features.stages import StageOrder
 from features.times import DAY_NS
-from training.backtest import NO_CLOSE, Closes, win_target
+from training.backtest import NO_WIN, Entries, win_target
 from training.censoring import MIN_CLOSE_PROB, CloseTimeModel, win_weights
-from training.labels import won_label
 from training.snapshots import of_export
 
 KNOWN_AT = pd.Timestamp("2026-01-01", tz="UTC")
@@ -25,12 +24,12 @@ KNOWN_AT = pd.Timestamp("2026-01-01", tz="UTC")
 
 def _first_close(history: pd.DataFrame, stages: StageOrder, points: pd.DataFrame) -> np.ndarray:
     """What DESIGN.md's censoring reads, by pandas alone: each point's first won or lost stage
-    entered strictly after its as_of (ns), NO_CLOSE where none."""
+    entered strictly after its as_of (ns), NO_WIN where none."""
     closes = history[history["stage"].isin([stages.config.won, stages.config.lost])].sort_values("entered_at").astype({"opportunity_id": object, "entered_at": "datetime64[ns, UTC]"})
     queries = points.reset_index(drop=True).rename_axis("row").reset_index().sort_values("as_of").astype({"opportunity_id": object, "as_of": "datetime64[ns, UTC]"})
     found = pd.merge_asof(queries, closes.rename(columns={"entered_at": "close"}), left_on="as_of", right_on="close", by="opportunity_id", direction="forward", allow_exact_matches=False)
     close = found.sort_values("row")["close"]
-    return np.where(close.isna(), NO_CLOSE, close.fillna(pd.Timestamp(0, tz="UTC")).to_numpy(dtype="datetime64[ns]").view(np.int64))
+    return np.where(close.isna(), NO_WIN, close.fillna(pd.Timestamp(0, tz="UTC")).to_numpy(dtype="datetime64[ns]").view(np.int64))
 
 
 @settings(max_examples=80, deadline=None)
@@ -43,7 +42,7 @@ def _first_close(history: pd.DataFrame, stages: StageOrder, points: pd.DataFrame
 def test_each_snapshots_first_close_is_found_when_asked_as_the_history_says(rows, asked, piece) -> None:
     """The censoring model reads the first close after each sampled snapshot, found then from
     each deal's closes (read a few deals at a time: any piece size) rather than kept for every
-    snapshot: strictly after the snapshot, won or lost alike, NO_CLOSE for a deal that has none
+    snapshot: strictly after the snapshot, won or lost alike, NO_WIN for a deal that has none
     or no history at all (t)."""
     from features import stays as stays_module
     from features.tables import Tables
@@ -61,7 +60,7 @@ def test_each_snapshots_first_close_is_found_when_asked_as_the_history_says(rows
     points = pd.DataFrame({"opportunity_id": pd.Series([a for a, _ in asked], dtype=object), "as_of": [day(d) for _, d in asked]})
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(stays_module, "CHUNK_ROWS", piece)
-        closes = Closes(tables.stage_history, stages, snapshot_ids)
+        closes = Entries(tables.stage_history, snapshot_ids, [stages.config.won, stages.config.lost])
     deal = pd.Index(snapshot_ids).get_indexer(points["opportunity_id"]).astype(np.int32)
     got = closes.first_after(deal, points["as_of"].to_numpy(dtype="datetime64[ns]").view(np.int64))
     np.testing.assert_array_equal(got, _first_close(tables.stage_history, stages, points))
@@ -92,20 +91,29 @@ def test_weights_undo_the_close_probability_and_drop_short_follow_up() -> None:
     assert (w[p < MIN_CLOSE_PROB] == 0).all() and w[-1] == 1.0
 
 
+def _won_label(tables, stages: StageOrder, points: pd.DataFrame, known_at: pd.Timestamp) -> np.ndarray:
+    """The recorded outcome by pandas alone: won 1, lost 0 as the deal's last stage entered by
+    `known_at` says, anything else unknown."""
+    from features.stays import final_states
+
+    outcome = points["opportunity_id"].map(final_states(tables.stage_history[tables.stage_history["entered_at"] <= known_at], stages)["state"])
+    return np.where(outcome == "won", 1.0, np.where(outcome == "lost", 0.0, np.nan))
+
+
 def test_a_rows_weight_is_its_snapshot_dates_weight(small) -> None:
-    """Labels are computed per deal and weights per snapshot date, then read by row: the same as
-    weighing every row, labelled as DESIGN.md says (won/lost as known at the date)."""
+    """Recorded outcomes are computed per deal and weights per snapshot date, then read by row:
+    the same as weighing every row, labelled won/lost as known at the date."""
     stages = StageOrder(small.stages)
     settings = Settings(segments=SegmentConfig(columns=small.segments))
     spec = make_spec(small.tables, stages, small.segments)
     snaps = of_export(small.tables, stages, settings, spec, PointInTimeStats(spec.stat_keys).fit(small.tables, stages))
-    target = win_target(small.tables, stages, snaps, small.tables.end)
+    target, _ = win_target(small.tables, stages, snaps, small.tables.end)
     grid = np.unique(snaps.time)
     for t in grid[[len(grid) // 2, -1]]:
         at = pd.Timestamp(int(t), tz="UTC")
-        rows = target.train(at)
+        rows = target.recorded(at)
         assert rows.y.dtype == np.int8 and rows.w.dtype == np.float32
-        y = won_label(small.tables, stages, snaps.points(rows.index), at)
+        y = _won_label(small.tables, stages, snaps.points(rows.index), at)
         model = CloseTimeModel().fit(snaps.time[rows.index], _first_close(small.tables.stage_history, stages, snaps.points(rows.index)), at)
         expected = np.where(np.isnan(y), 0.0, win_weights(model, snaps.time[rows.index], at))
         np.testing.assert_allclose(rows.w, expected, rtol=1e-6)

@@ -11,6 +11,7 @@ from features.settings import SegmentConfig, Settings
 from features.stages import StageOrder
 from scoring.score import score_open
 from training.pipeline import train
+from training.snapshots import of_export as _snapshots
 
 
 def test_win_model_beats_stage_rate_and_configured_weights(trained) -> None:
@@ -36,28 +37,32 @@ def test_calibration_error_is_small(trained) -> None:
 
 
 def test_the_backtest_trains_only_on_what_was_known_at_each_fold_date(trained, medium) -> None:
-    """No random split: at a fold date the training rows are snapshots up to that date, labelled
-    as known then (a deal that closed later is unlabelled there), and the evaluation rows are
-    the deals open at that date."""
+    """No random split: at a fold date the training rows are snapshots at least the label's
+    horizon older than the date, labelled by what had happened by then (a win after the date is
+    never a label there); the rows of the recorded outcome are the deals closed by the date;
+    the evaluation rows are the deals open at that date."""
     from features.stays import final_states
     from training import backtest
-    from training.snapshots import of_export as _snapshots
 
     bundle = trained.bundle
     folds = [pd.Timestamp(f, tz="UTC") for f in bundle.metadata["backtest"]["win"]["folds"]]
     assert len(folds) >= 4 and folds == sorted(folds)
     stages = StageOrder(medium.stages)
     snaps = _snapshots(medium.tables, stages, Settings(segments=SegmentConfig(columns=medium.segments)), bundle.spec, bundle.stats, lambda _m: None)
-    target = backtest.win_target(medium.tables, stages, snaps, medium.tables.end)
+    h = bundle.metadata["win_label"]["horizon_days"]
+    target, _ = backtest.win_target(medium.tables, stages, snaps, medium.tables.end, horizon_days=h)
     at = folds[len(folds) // 2]
     rows = target.train(at)
-    times = snaps.time[np.isin(np.arange(len(snaps)), np.flatnonzero(snaps.time <= at.value))]
-    assert len(rows.y) == len(times) and (times <= at.value).all()
-    state_then = final_states(medium.tables.stage_history[medium.tables.stage_history["entered_at"] <= at], stages)["state"]
-    labelled = pd.Series(rows.deal_ids()[rows.w > 0]).map(state_then)
-    assert labelled.isin(["won", "lost"]).all()  # never a label from after the fold date
+    times = snaps.times(rows.index)
+    assert (rows.w > 0).all() and (times + pd.Timedelta(days=h).value <= at.value).all()
+    hist = medium.tables.stage_history
+    won_then = set(hist.loc[(hist["stage"] == stages.config.won) & (hist["entered_at"] <= at), "opportunity_id"])
+    assert set(rows.deal_ids()[rows.y == 1]) <= won_then  # never a win from after the fold date
+    recorded = target.recorded(at)
+    state_then = final_states(hist[hist["entered_at"] <= at], stages)["state"]
+    assert pd.Series(recorded.deal_ids()[recorded.w > 0]).map(state_then).isin(["won", "lost"]).all()
     evaluated, _, _ = target.evaluate(at)
-    assert (snaps.time[evaluated] == at.value).all()
+    assert (snaps.times(evaluated) == at.value).all()
     stall_folds = [pd.Timestamp(f, tz="UTC") for f in bundle.metadata["backtest"]["stall"]["folds"]]
     held = trained.held_out
     assert set(held.points["as_of"][held.w["win"] > 0]) <= set(folds)  # each target evaluated at its own fold dates
