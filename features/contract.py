@@ -340,7 +340,7 @@ def summary(validated: Validated) -> dict[str, object]:
     }
 
 
-CLEAN_UP = 10  # deals closed lost on one day, from which a day is a clean-up
+CLEAN_UP, CLEAN_UP_TIMES = 10, 4  # deals closed lost on one day, and times a usual day's, from which a day is a clean-up
 
 
 def recording_warnings(tables: Tables, stages: StageOrder, end: pd.Timestamp | None = None) -> list[str]:
@@ -355,10 +355,10 @@ def recording_warnings(tables: Tables, stages: StageOrder, end: pd.Timestamp | N
                     "(a deal not won within the label's horizon counts as not won), but stage weights and the funnel read recorded losses.")
     closes = tables.stage_history[tables.stage_history["stage"] == stages.config.lost]
     per_day = closes["entered_at"].dt.floor("D").value_counts()
-    bulk = per_day[per_day >= CLEAN_UP]
+    bulk = per_day[per_day >= max(CLEAN_UP, CLEAN_UP_TIMES * per_day.median())] if len(per_day) else per_day  # far above a usual day's losses
     if lost and bulk.sum() >= 0.2 * lost:
-        days = ", ".join(f"{d:%Y-%m-%d} ({n})" for d, n in bulk.sort_index().items())
-        said.append(f"{int(bulk.sum())} of {lost} losses were recorded in clean-ups of {CLEAN_UP} or more on one day ({days}): losses are recorded late, "
+        days = ", ".join(f"{d:%Y-%m-%d} ({n})" for d, n in bulk.sort_index().head(5).items()) + (f" and {len(bulk) - 5} more days" if len(bulk) > 5 else "")
+        said.append(f"{int(bulk.sum())} of {lost} losses were recorded in clean-ups ({days}): losses are recorded late, "
                     "so at any past date closed deals looked more won than they were.")
     created = tables.opportunities.set_index("opportunity_id")["created_at"]
     won_age = (state.loc[state["state"] == "won", "entered_at"] - created.reindex(state.index[state["state"] == "won"])).dt.days

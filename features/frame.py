@@ -45,6 +45,7 @@ class FeatureSpec:
     categories: dict[str, list[str]] = field(default_factory=dict)
     shrinkage: float = 20.0
     field_history: bool = False  # the close-date and amount features (specs made before them: False)
+    filled_at_close: list[str] = field(default_factory=list)  # columns the CRM fills when a deal closes: never read (`filled_at_close`)
 
     @cached_property
     def stages(self) -> StageOrder:
@@ -58,7 +59,7 @@ class FeatureSpec:
 
     @property
     def stat_keys(self) -> list[str]:
-        return [*self.segment_columns, "owner_id", "account_id"]
+        return [*self.segment_columns, *(k for k in ("owner_id", "account_id") if k not in self.filled_at_close)]
 
     @cached_property
     def columns(self) -> list[str]:
@@ -91,7 +92,8 @@ def make_spec(tables: Tables, stages: StageOrder, segment_columns: list[str], ty
     """Learn the vocabulary (activity types, category levels) from the training tables;
     `type_counts`: the activity types' counts when the activities are not in `tables` (a
     partitioned export's first pass). The most frequent types, ties by name."""
-    present = [c for c in segment_columns if c in tables.opportunities.columns]
+    leaky = filled_at_close(tables, stages, [*segment_columns, "owner_id", "account_id"])
+    present = [c for c in segment_columns if c in tables.opportunities.columns and c not in leaky]
     if type_counts is None:
         type_counts = tables.activities["type"].astype(str).str.strip().str.lower().value_counts()
     activity_types = [t for t in _most_frequent(type_counts, MAX_ACTIVITY_TYPES) if t and t != OTHER]
@@ -99,7 +101,34 @@ def make_spec(tables: Tables, stages: StageOrder, segment_columns: list[str], ty
     for col in present:
         levels = tables.opportunities[col].dropna().astype(str).value_counts()
         categories[col] = sorted(_most_frequent(levels, 200)) + [MISSING]
-    return FeatureSpec(stages.config.model_dump(), present, activity_types, categories, field_history=True)
+    return FeatureSpec(stages.config.model_dump(), present, activity_types, categories, field_history=True, filled_at_close=leaky)
+
+
+FILLED_OPEN, FILLED_CLOSED, FILLED_MIN_OPEN = 0.5, 0.05, 20
+
+
+def filled_at_close(tables: Tables, stages: StageOrder, columns: list[str]) -> list[str]:
+    """The columns a CRM fills in when a deal closes (Maven's account, Salesforce's loss-reason
+    fields): empty for most deals open at the export's end, filled for nearly every closed one.
+    The export holds today's values, so such a column tells which deals were still open at the
+    end: a model learning from it would be judged on what it could not have known, and learn to
+    call every deal without one dead. Found from the export (at least FILLED_MIN_OPEN open
+    deals, more than FILLED_OPEN of them empty, at most FILLED_CLOSED of the closed ones) and
+    never read; training says which."""
+    from features.stays import final_states
+
+    opps = tables.opportunities.drop_duplicates("opportunity_id").set_index("opportunity_id")
+    state = final_states(tables.stage_history, stages)["state"].reindex(opps.index)
+    still_open, closed = (state == "open").to_numpy(), state.isin(["won", "lost"]).to_numpy()
+    if still_open.sum() < FILLED_MIN_OPEN or not closed.any():
+        return []
+    found = []
+    for col in columns:
+        if col in opps.columns:
+            empty = opps[col].isna().to_numpy()
+            if empty[still_open].mean() > FILLED_OPEN and empty[closed].mean() <= FILLED_CLOSED:
+                found.append(col)
+    return found
 
 
 def segment_columns(settings, tables: Tables) -> list[str]:

@@ -43,7 +43,8 @@ MIN_EVAL_ROWS = 5  # labelled open deals at a fold date, or the date teaches not
 MIN_TRAIN_DEALS = 3  # closed deals of each outcome known at a fold date
 LARGE_ROWS = 150_000  # fold training rows past which fewer folds are enough (and are sampled)
 SIMPLEST_FIRST = ("configured weights", "pooled rates", "logistic regression", "lightgbm", "logistic regression on recorded outcomes", "lightgbm on recorded outcomes")
-CHOICE_TOLERANCE = 0.002  # pooled log loss within which the simpler candidate serves
+DEFAULT_ORDER = ("lightgbm", "logistic regression", "pooled rates")  # the first the labelled rows support serves, unless a backtest shows better
+CAPABLE = {"configured weights": 0, "pooled rates": 0, "logistic regression": 1, "logistic regression on recorded outcomes": 1, "lightgbm": 2, "lightgbm on recorded outcomes": 2}
 
 
 NO_WIN = np.iinfo(np.int64).max  # a snapshot whose deal was not won after it by the export's end
@@ -517,6 +518,27 @@ class Candidate:
     labels: str = "target"  # what it learns from: the target's label, or "recorded" (`Target.recorded`); it is judged on the target's
 
 
+def _better(y: np.ndarray, p: np.ndarray, than: np.ndarray, w: np.ndarray, deal: np.ndarray, reps: int = 200, seed: int = 0) -> bool:
+    """Whether `p`'s log loss is lower than `than`'s beyond doubt: the 90 % interval of their
+    difference, over resamples of deals (a deal's rows move together), lies below zero.
+    Resampled one repetition at a time (Poisson weights per deal), so the evaluation points of
+    a large export are never repeated 200 times in memory."""
+    keep = w > 0
+    if not keep.any():
+        return False
+    y, w, codes = y[keep], w[keep], pd.factorize(deal[keep])[0]
+    loss = lambda q: -(y * np.log(np.clip(q, 1e-6, 1 - 1e-6)) + (1 - y) * np.log(np.clip(1 - q, 1e-6, 1 - 1e-6)))  # noqa: E731
+    gap = np.bincount(codes, weights=w * (loss(p[keep]) - loss(than[keep])))
+    mass = np.bincount(codes, weights=w)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(reps):
+        k = rng.poisson(1.0, len(mass))
+        if (k * mass).sum() > 0:
+            draws.append((k * gap).sum() / (k * mass).sum())
+    return bool(draws) and float(np.quantile(draws, 0.95)) < 0
+
+
 @dataclass
 class TargetBacktest:
     """The backtest of one target: folds, pooled out-of-fold predictions, the choice."""
@@ -533,19 +555,42 @@ class TargetBacktest:
     stood_in: dict[str, int]  # candidate → folds where the rates stood in (too few deals)
     rounds: dict[str, list[int]] = field(default_factory=dict)  # per booster candidate, its rounds per fold
     fold_models: dict[str, list] = field(default_factory=dict)  # candidate → estimator per fold
+    supported: list[str] | None = None  # the serving candidates every labelled row supports (set before the choice is read; None: all)
+
+    @property
+    def chosen(self) -> str:
+        return self._choice[0]
+
+    @property
+    def why(self) -> str:
+        """Why the chosen candidate serves, in words."""
+        return self._choice[1]
 
     @cached_property
-    def chosen(self) -> str:
-        """The serving candidate with the lowest pooled log loss, with two guards a ranking
-        product needs: a learned model that ranks deals worse than the stage alone is not served
-        (a better log loss can come from the base rate only), and among candidates within
-        CHOICE_TOLERANCE of the best, the simplest serves."""
+    def _choice(self) -> tuple[str, str]:
+        """The most capable candidate every labelled row supports (`DEFAULT_ORDER`, `supported`)
+        serves, unless the backtest shows another at least as capable (`CAPABLE`) better beyond
+        doubt (`_better`); the best of those then. A fold learns from the snapshots a label's
+        horizon before its date, far fewer than the final fit, and a learned model gains more
+        from the difference than a rate does: measured against what happened later
+        (benchmarks/after_the_fact.py), the refitted learned model was the better one where small
+        folds had preferred a rate or the configured weights. One guard a ranking product needs: a
+        learned model that ranks deals worse than the stage alone is not served (a better log
+        loss can come from the base rate only), and the next most capable is the default then."""
         scores = {name: fit.weighted_log_loss(self.y, p, self.w) for name, (_, p) in self.calibrated.items()}
         floor = metrics(self.y, self.predictions["stage rate"], self.w)["auc"] if "stage rate" in self.predictions else float("nan")
         ranks = {name: metrics(self.y, self.predictions[name], self.w)["auc"] for name in self.calibrated}  # before calibration, which moves folds apart
         eligible = [n for n in scores if n in ("pooled rates", "configured weights") or not ranks[n] < floor - 0.01]
-        best = min(scores[n] for n in eligible)
-        return min((n for n in eligible if scores[n] <= best + CHOICE_TOLERANCE), key=SIMPLEST_FIRST.index)
+        supported = self.supported if self.supported is not None else list(scores)
+        default = next((n for n in DEFAULT_ORDER if n in eligible and n in supported), "pooled rates")
+        skipped = [n for n in DEFAULT_ORDER[: DEFAULT_ORDER.index(default)] if n in supported]
+        why = "the most capable model the labelled data support" + (f" that ranks deals no worse than the stage ({', '.join(skipped)} did)" if skipped else "")
+        rivals = [n for n in eligible if n != default and CAPABLE[n] >= CAPABLE[default]]  # a rate never displaces a learned model the data support
+        better = [n for n in rivals if _better(self.y, self.calibrated[n][1], self.calibrated[default][1], self.w, self.deal)]
+        if not better:
+            return default, f"{why}; no candidate did better beyond doubt in the backtest"
+        best = min(better, key=lambda n: (scores[n], SIMPLEST_FIRST.index(n)))
+        return best, f"better beyond doubt in the backtest than {default} ({why}): pooled log loss {scores[best]:.4f} against {scores[default]:.4f}"
 
     def served_predictions(self) -> np.ndarray:
         return self.calibrated[self.chosen][1]

@@ -179,8 +179,10 @@ def train(
             chosen, kind = "pooled rates", "identity"
             why = "no backtest was possible, so no learned model can be shown to help: pooled rates from every labelled snapshot"
         else:
+            final_deals = rows.deals_of_each_outcome()
+            bt.supported = [c.name for c in cands if c.serves and (c.labels != "target" or final_deals >= c.min_deals)]
             chosen, (kind, _) = bt.chosen, bt.calibrated[bt.chosen]
-            why = f"lowest pooled backtest log loss of {', '.join(n for n in bt.calibrated)}"
+            why = bt.why
         estimator, short = _refit_candidate(chosen, bt, target, rows, cands, spec, end, data, snaps)
         del rows  # every snapshot's label (30M rows at 3M deals): not beside the next target's backtest
         if short:
@@ -199,7 +201,8 @@ def train(
     step("reports and plots")
     signal = {name: bt_.family_signal(bt, snaps, spec, sufficiency.families(spec)) for name, bt in backtests.items() if bt is not None}
     bt_docs = {name: (None if bt is None else {"folds": [str(f.date()) for f in bt.folds], "pooled": results[name], "evaluated_deals": int(len(np.unique(bt.deal[bt.w > 0])))}) for name, bt in backtests.items()}
-    report = sufficiency.report(tables, stages, spec, served, bt_docs, signal, data.activities(), end, labelled)
+    who = _who_wins(backtests["win"], snaps, tables, stages) if backtests["win"] is not None else None
+    report = sufficiency.report(tables, stages, spec, served, bt_docs, signal, data.activities(), end, labelled, who)
     slices, plot_files = _slices_and_plots(backtests, snaps, spec, models, workdir)
 
     step("stage weights")
@@ -238,6 +241,21 @@ def train(
     held = _held_out(snaps, backtests)
     params = {**fit.PARAMS, "horizon_days": settings.stall.horizon_days, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage, "logistic_C": fit.LOGISTIC_C, "pooling": fit.POOLING}
     return TrainResult(bundle, results, per_fold, slices, counts, plot_files, held, report, params)
+
+
+def _who_wins(bt: bt_.TargetBacktest, snaps: bt_.Snapshots, tables: Tables, stages: StageOrder) -> dict:
+    """Among the backtest's deals that closed by the export's end, how well the served win
+    probability told the won from the lost: a label within H days also rewards knowing *when*
+    deals close (a deal near its usual close date), and this says whether it knows *which* win."""
+    from training.metrics import bootstrap, metrics
+
+    state = pd.concat([final_states(part, stages)["state"] for part in by_deals(tables.stage_history)])
+    outcome = pd.Series(snaps.ids[bt.deal], dtype=object).map(state).to_numpy()
+    keep = (bt.w > 0) & np.isin(outcome, ["won", "lost"])
+    y, p = (outcome[keep] == "won").astype(float), bt.served_predictions()[keep]
+    if len(np.unique(y)) < 2:
+        return {}
+    return {"auc": metrics(y, p)["auc"], "interval_90": bootstrap(y, p, np.ones(len(y)), bt.deal[keep]).get("auc"), "points": int(keep.sum())}
 
 
 def _from(target: bt_.Target, cutoff: pd.Timestamp) -> bt_.Target:

@@ -92,9 +92,12 @@ def report(
     activities: tuple[int, pd.Timestamp | None] | None = None,
     end: pd.Timestamp | None = None,
     labelled: dict[str, tuple[int, int]] | None = None,
+    who_wins: dict | None = None,
 ) -> dict:
     """The report as data (for MLflow and /v1/model) with its sentences under "said".
-    `labelled`: per target, the deals with a positive and with a negative labelled snapshot.
+    `labelled`: per target, the deals with a positive and with a negative labelled snapshot;
+    `who_wins`: how well the served win probability told won from lost among the backtest's
+    deals that closed (`training.pipeline._who_wins`).
     `activities` (how many, the last one's time) and `end` stand in for tables without their
     activities (a partitioned export's first pass)."""
     segments = [col for col in spec.segment_columns if col in tables.opportunities.columns]
@@ -106,6 +109,9 @@ def report(
     by_segment = {col: {str(v): {k: int(n) for k, n in row.items()} for v, row in counts.head(30).iterrows()} for col, counts in counted.by_segment.items()}
     end = end if end is not None else tables.end
     said = [f"{won} won and {lost} lost deals closed, {still_open} open.", *recording_warnings(tables, stages, end)]
+    if spec.filled_at_close:
+        said.append(f"Not read: {', '.join(spec.filled_at_close)} — empty for most deals open at the export's end and filled for the closed ones, "
+                    "so filled when a deal closes; today's values would tell the model which deals were still open.")
     late = counted.late / counted.with_history if counted.with_history else 0.0
     if late > 0.5:
         said.append(
@@ -141,12 +147,18 @@ def report(
             said.append(f"{target}: families carrying signal in the backtest: {', '.join(carrying) if carrying else 'none beyond chance'}.")
         if not beyond_stage(bt["pooled"]):
             said.append(f"{target}: the data show no signal beyond the stage (the served model's AUC interval does not clear the stage rate's); no better-than-stage score is claimed.")
+        if target == "win" and who_wins and who_wins.get("interval_90"):
+            low, high = who_wins["interval_90"]
+            said.append(f"win: among the backtest's deals that closed, the win probability told the won from the lost with AUC {who_wins['auc']:.3f} (90 % interval {low:.3f}–{high:.3f})"
+                        + (": it knows when deals close more than which ones win." if high < 0.6 and model.get("auc", 0) >= 0.6 else "."))
     return {
         "closed": {"won": won, "lost": lost, "open": still_open},
         "by_stage": by_stage,
         "by_segment": by_segment,
         "created_past_first_stage": round(late, 3),
         "signal_by_family": signal,
+        "who_wins": who_wins or {},
+        "filled_at_close": list(spec.filled_at_close),
         "served": served,
         "said": said,
     }

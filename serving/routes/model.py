@@ -21,7 +21,8 @@ def model(loaded: LoadedDep, holder: HolderDep, settings: SettingsDep) -> dict[s
         "source": loaded.source,
         "note": holder.status.message or None,
         "registry_reachable": holder.status.registry_reachable,
-        "training_period": {"from": meta.get("data_start"), "to": meta.get("data_end"), "split": meta.get("split")},
+        "training_period": {"from": meta.get("data_start"), "to": meta.get("data_end")},
+        "win_probability": _meaning(meta),
         "evaluation": meta.get("evaluation"),
         "held_out": meta.get("held_out"),
         "backtest": meta.get("backtest"),
@@ -34,6 +35,14 @@ def model(loaded: LoadedDep, holder: HolderDep, settings: SettingsDep) -> dict[s
         "counts": meta.get("counts"),
         "max_batch": settings.serving.max_batch,
     }
+
+
+def _meaning(meta: dict) -> dict[str, Any]:
+    """What the served win probability is the chance of (DESIGN.md: labels in real exports)."""
+    label = meta.get("win_label")
+    if label is None:  # a bundle trained before the label had a horizon
+        return {"means": "the chance that the deal is won at all (outcome as recorded)", "horizon_days": None}
+    return {"means": f"the chance that the deal is won within {label['horizon_days']} days of the date scored", **label}
 
 
 @router.get("/stage-weights", summary="data-driven stage weights, with intervals, by dwell, optionally per segment", responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}})

@@ -81,9 +81,13 @@ def test_no_past_date_to_backtest_still_serves_stage_rates_and_says_so() -> None
 
 
 @pytest.mark.slow
-def test_maven_claims_no_signal_beyond_the_stage(tmp_path) -> None:
+def test_maven_claims_no_signal_of_who_wins(tmp_path) -> None:
     """The Maven export has no activities and no win signal in its columns: a model must not
-    claim one (its backtest AUC stays near chance, and the report says so)."""
+    claim one. Its account (and the account's sector and size) is empty for the deals still open
+    and filled for every closed one: filled at close, so never read. What is left is when deals
+    close (a deal near its usual close date wins within H more often, won or lost alike): the
+    served probability tells won from lost no better than chance among the deals that closed,
+    and the report says that it knows when, not which."""
     from tests.conftest import MAVEN
 
     if not MAVEN.exists():
@@ -92,8 +96,12 @@ def test_maven_claims_no_signal_beyond_the_stage(tmp_path) -> None:
 
     imported = import_maven(MAVEN)
     result = train(imported.tables, StageOrder(imported.stages), Settings(segments=SegmentConfig(columns=imported.segments)))
+    assert result.bundle.spec.filled_at_close == ["sector", "company_size", "account_id"]
+    who = result.report["who_wins"]
+    assert who["auc"] < 0.56 and who["interval_90"][1] < 0.6
     win = result.metrics["win"]
-    assert win["model"]["auc"] < 0.6 and win["model"]["interval_90"]["auc"][0] < win["stage rate"]["auc"] + 0.02
+    assert win["model"]["auc"] < 0.65  # timing only
     served = result.bundle.metadata["served"]["win"]["candidate"]
     assert win[served]["auc"] >= win["stage rate"]["auc"] - 0.01  # never a model that ranks deals worse than the stage
-    assert any(line.startswith("win: the data show no signal beyond the stage") for line in result.report["said"])
+    said = " ".join(result.report["said"])
+    assert "it knows when deals close more than which ones win" in said and "Not read: sector, company_size, account_id" in said
