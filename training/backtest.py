@@ -364,41 +364,68 @@ def to_win_days(snaps: Snapshots, wins: Entries) -> np.ndarray:
     return out
 
 
-def win_horizon(snaps: Snapshots, wins: Entries, end: pd.Timestamp, every_days: int) -> WinHorizon:
+def win_horizon(snaps: Snapshots, wins: Entries, end: pd.Timestamp, every_days: int, horizon_days: int | None = None) -> WinHorizon:
     """The win label's horizon H, from the org's own time from snapshot to win: the days within
     which WIN_COVERAGE of the snapshots of deals won later saw their win, in whole snapshot
     intervals, at least MIN_WIN_HORIZON days, and at most half of the snapshots' span (so that
-    half of the dates can be labelled, in a young export too)."""
+    half of the dates can be labelled, in a young export too); `horizon_days` when set.
+
+    With it, per stage, the share of the snapshots not won within H that were won in the H
+    days after (those followed 2 H days at least; shrunk toward the overall share by
+    LATER_PRIOR snapshots): what turns a chance of a win within H into a chance of a win at all
+    (`scoring.bundle.TargetModel`), where deals take longer than H to win."""
     rows = row_index(snaps.until(end.value))
     if len(rows) > HORIZON_ROWS:  # a distribution: a sample of whole deals learns it
         rows = rows[_by_hash(snaps.hashes, HORIZON_ROWS / len(rows))[snaps.deal[rows]]]
     days = days_to_win(snaps, wins, rows)
-    won = days[np.isfinite(days)]
+    won = np.isfinite(days)
     span = (end.value - snaps.grid[0]) / DAY_NS if len(snaps.grid) else 0.0
     cap = max(MIN_WIN_HORIZON, int(span / 2 // every_days * every_days))
-    if len(won) == 0:
-        return WinHorizon(min(DEFAULT_WIN_HORIZON, cap), float("nan"), 0, "no snapshot of a deal won later: the default")
-    wanted = float(np.quantile(won, WIN_COVERAGE))
-    days_h = int(np.clip(np.ceil(wanted / every_days) * every_days, MIN_WIN_HORIZON, cap))
-    covered = float(np.mean(won <= days_h))
-    why = f"{covered:.0%} of the snapshots of deals won later saw the win within {days_h} days"
-    if days_h < wanted:
-        why += f" (the export spans {span:.0f} days of snapshots: H is at most half of them)"
-    return WinHorizon(days_h, covered, len(won), why)
+    if horizon_days is not None:
+        days_h, why, wanted = horizon_days, "set in oppscore.toml ([win] horizon_days)", horizon_days
+    elif not won.any():
+        return WinHorizon(min(DEFAULT_WIN_HORIZON, cap), float("nan"), 0, "no snapshot of a deal won later: the default", {})
+    else:
+        wanted = float(np.quantile(days[won], WIN_COVERAGE))
+        days_h = int(np.clip(np.ceil(wanted / every_days) * every_days, MIN_WIN_HORIZON, cap))
+        why = ""
+    followed = won & (snaps.times(rows) + days_h * DAY_NS <= end.value)
+    covered = float(np.mean(days[followed] <= days_h)) if followed.any() else float("nan")
+    if horizon_days is None:
+        why = f"{covered:.0%} of the snapshots of deals won later saw the win within {days_h} days"
+        if days_h < wanted:
+            why += f" (the export spans {span:.0f} days of snapshots: H is at most half of them)"
+    missed = (snaps.times(rows) + 2 * days_h * DAY_NS <= end.value) & ~(days <= days_h)  # not won within H, and followed H more
+    stage = snaps.frame["stage"].cat.codes.to_numpy()[rows]
+    names = snaps.frame["stage"].cat.categories
+    later = {}
+    if missed.any():
+        late = (days[missed] <= 2 * days_h).astype(float)
+        overall = float(late.mean())
+        hit = np.bincount(stage[missed], weights=late, minlength=len(names))
+        seen = np.bincount(stage[missed], minlength=len(names)).astype(float)
+        later = {str(name): round(float(v), 4) for name, v in zip(names, (hit + LATER_PRIOR * overall) / (seen + LATER_PRIOR), strict=True)}
+    return WinHorizon(days_h, covered, int(won.sum()), why, later)
+
+
+LATER_PRIOR = 20  # snapshots' worth of the overall share in a stage's share of later wins
 
 
 @dataclass(frozen=True)
 class WinHorizon:
-    """What a win probability means: won within `days` of the date it is made for."""
+    """What a win probability is learned from: a win within `days` of the date it is made for;
+    and per stage the share of the deals not won by then that were won in the `days` after
+    (`later`), which turns it into the chance of a win at all."""
 
     days: int
-    coverage: float  # share of the won snapshots whose win came within `days`
+    coverage: float  # share of the (followed) won snapshots whose win came within `days`
     won_snapshots: int
     why: str
+    later: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"horizon_days": self.days, "coverage": None if np.isnan(self.coverage) else round(self.coverage, 3), "won_snapshots": self.won_snapshots,
-                "said": f"won within {self.days} days of the date scored", "why": self.why}
+                "later_by_stage": self.later, "said": f"won within {self.days} days of the date scored", "why": self.why}
 
 
 def _fixed_horizon(name: str, snaps: Snapshots, y: np.ndarray, horizon_ns: int, end: pd.Timestamp) -> Target:
@@ -435,7 +462,7 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
     learn instead from the outcome as recorded by the date (`Target.recorded`), and the backtest
     says, on this label, whether that served them."""
     wins = Wins(tables.stage_history, stages, snaps.ids)
-    horizon = win_horizon(snaps, wins, end, every_days) if horizon_days is None else WinHorizon(horizon_days, float("nan"), 0, "set in oppscore.toml ([win] horizon_days)")
+    horizon = win_horizon(snaps, wins, end, every_days, horizon_days)
     y = (to_win_days(snaps, wins) <= horizon.days).astype(np.int8)
     del wins
     target = _fixed_horizon("win", snaps, y, horizon.days * DAY_NS, end)
@@ -552,7 +579,7 @@ class TargetBacktest:
     deal: np.ndarray  # each evaluation point's deal (a code into the snapshots' ids)
     predictions: dict[str, np.ndarray]  # candidate or baseline → out-of-fold probability
     calibrated: dict[str, tuple[str, np.ndarray]]  # serving candidate → (calibrator kind, cross-fitted predictions)
-    stood_in: dict[str, int]  # candidate → folds where the rates stood in (too few deals)
+    stood_in: dict[str, list[int]]  # candidate → the folds where the rates stood in for it (too few deals)
     rounds: dict[str, list[int]] = field(default_factory=dict)  # per booster candidate, its rounds per fold
     fold_models: dict[str, list] = field(default_factory=dict)  # candidate → estimator per fold
     supported: list[str] | None = None  # the serving candidates every labelled row supports (set before the choice is read; None: all)
@@ -560,6 +587,18 @@ class TargetBacktest:
     @property
     def chosen(self) -> str:
         return self._choice[0]
+
+    def tried(self, name: str) -> bool:
+        """Whether the backtest says anything of the candidate itself: fitted (not stood in
+        for by the rates) at the last fold and at half the folds at least. One never fitted
+        would serve with a calibrator learned on the rates' predictions."""
+        missed = self.stood_in.get(name, [])
+        return len(self.folds) - 1 not in missed and len(missed) <= len(self.folds) // 2
+
+    def own_folds(self, name: str) -> np.ndarray:
+        """The evaluation points of the folds where the candidate was itself fitted: what its
+        served calibrator is fitted on."""
+        return ~np.isin(self.fold, self.stood_in.get(name, []))
 
     @property
     def why(self) -> str:
@@ -569,8 +608,9 @@ class TargetBacktest:
     @cached_property
     def _choice(self) -> tuple[str, str]:
         """The most capable candidate every labelled row supports (`DEFAULT_ORDER`, `supported`)
-        serves, unless the backtest shows another at least as capable (`CAPABLE`) better beyond
-        doubt (`_better`); the best of those then. A fold learns from the snapshots a label's
+        serves, learning from wins within the horizon or from the outcomes as recorded, whichever
+        had the lower backtest log loss; unless the backtest shows a more capable one (`CAPABLE`)
+        better beyond doubt (`_better`); the best of those then. A fold learns from the snapshots a label's
         horizon before its date, far fewer than the final fit, and a learned model gains more
         from the difference than a rate does: measured against what happened later
         (benchmarks/after_the_fact.py), the refitted learned model was the better one where small
@@ -580,12 +620,15 @@ class TargetBacktest:
         scores = {name: fit.weighted_log_loss(self.y, p, self.w) for name, (_, p) in self.calibrated.items()}
         floor = metrics(self.y, self.predictions["stage rate"], self.w)["auc"] if "stage rate" in self.predictions else float("nan")
         ranks = {name: metrics(self.y, self.predictions[name], self.w)["auc"] for name in self.calibrated}  # before calibration, which moves folds apart
-        eligible = [n for n in scores if n in ("pooled rates", "configured weights") or not ranks[n] < floor - 0.01]
+        eligible = [n for n in scores if n in ("pooled rates", "configured weights") or (not ranks[n] < floor - 0.01 and self.tried(n))]
         supported = self.supported if self.supported is not None else list(scores)
         default = next((n for n in DEFAULT_ORDER if n in eligible and n in supported), "pooled rates")
         skipped = [n for n in DEFAULT_ORDER[: DEFAULT_ORDER.index(default)] if n in supported]
-        why = "the most capable model the labelled data support" + (f" that ranks deals no worse than the stage ({', '.join(skipped)} did)" if skipped else "")
-        rivals = [n for n in eligible if n != default and CAPABLE[n] >= CAPABLE[default]]  # a rate never displaces a learned model the data support
+        why = "the most capable model the labelled data support" + (f" that the backtest tried and that ranks deals no worse than the stage ({', '.join(skipped)}: not)" if skipped else "")
+        twin = f"{default} on recorded outcomes"  # the same model learning from more, and fresher, rows where losses are recorded in time
+        if twin in eligible and scores[twin] < scores[default]:
+            default, why = twin, f"{why}, learning from the outcomes as recorded (a lower backtest log loss than from wins within the horizon)"
+        rivals = [n for n in eligible if n != default and (CAPABLE[n] > CAPABLE[default] or CAPABLE[default] == 0)]  # a rate never displaces a learned model the data support
         better = [n for n in rivals if _better(self.y, self.calibrated[n][1], self.calibrated[default][1], self.w, self.deal)]
         if not better:
             return default, f"{why}; no candidate did better beyond doubt in the backtest"
@@ -625,7 +668,7 @@ def run(
         return None
     names = [c.name for c in candidates]
     preds: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    stood_in = dict.fromkeys(names, 0)
+    stood_in: dict[str, list[int]] = {n: [] for n in names}
     fold_models: dict[str, list] = {n: [] for n in names}
     rows_all, fold_all, y_all, w_all = [], [], [], []
     rounds: dict[str, list[int]] = {n: [] for n in names}
@@ -643,7 +686,7 @@ def run(
                 if fallback is None:
                     fallback = next(c for c in candidates if c.name == "pooled rates").fit(train["target"], at)
                 model = fallback
-                stood_in[cand.name] += 1
+                stood_in[cand.name].append(k)
             else:
                 model = cand.fit(train[cand.labels], at)
             if isinstance(model, tuple):  # a booster and its rounds
@@ -656,14 +699,19 @@ def run(
     rows = np.concatenate(rows_all)
     y, w, fold_of = np.concatenate(y_all), np.concatenate(w_all), np.concatenate(fold_all)
     pooled = {n: np.concatenate(p) for n, p in preds.items()}
+    deal_of = snaps.deal[rows]
     calibrated = {}
     for cand in candidates:
         if not cand.serves:
             continue
         options = {kind: fit.cross_fitted(pooled[cand.name], y, w, fold_of, kind) for kind in fit.calibrator_kinds(y[w > 0])}
-        kind = min(options, key=lambda kd: fit.weighted_log_loss(y, options[kd], w))
+        # a calibrator learned on the folds' models, which learned from less, is applied to the
+        # refitted one: only where it helps beyond doubt (the rates and the linear model come
+        # calibrated; the recorded outcomes' models need one)
+        better = [kd for kd in options if kd != "identity" and _better(y, options[kd], options["identity"], w, deal_of)]
+        kind = min(better, key=lambda kd: fit.weighted_log_loss(y, options[kd], w)) if better else "identity"
         calibrated[cand.name] = (kind, options[kind])
-    return TargetBacktest(target.name, folds, rows, fold_of, y, w, snaps.deal[rows], pooled, calibrated, stood_in, rounds, fold_models)
+    return TargetBacktest(target.name, folds, rows, fold_of, y, w, deal_of, pooled, calibrated, stood_in, rounds, fold_models)
 
 
 def family_signal(bt: TargetBacktest, snaps: Snapshots, spec: FeatureSpec, families: dict[str, list[str]], seed: int = 0) -> dict[str, float]:

@@ -188,15 +188,17 @@ def train(
         if short:
             why = f"{why}; refit on all data fell back to pooled rates: {short}"
             chosen, kind = "pooled rates", "identity"
-        calibrator = fit.CALIBRATORS[kind](bt.predictions[chosen], bt.y, bt.w) if bt is not None and kind != "identity" else fit.CALIBRATORS["identity"](None, None, None)
-        models[name] = TargetModel(estimator, calibrator, f"{NAMES[chosen]}: {why}")
+        own = bt.own_folds(chosen) if bt is not None else None  # not the folds where the rates stood in for it
+        calibrator = fit.CALIBRATORS[kind](bt.predictions[chosen][own], bt.y[own], bt.w[own]) if bt is not None and kind != "identity" else fit.CALIBRATORS["identity"](None, None, None)
+        later = [horizon.later.get(level, 0.0) for level in spec.categories["stage"]] if name == "win" and horizon.later else None
+        models[name] = TargetModel(estimator, calibrator, f"{NAMES[chosen]}: {why}", later, spec.columns.index("stage") if later else None)
         served[name] = {"model": NAMES[chosen], "candidate": chosen, "kind": estimator.kind, "calibrator": calibrator.kind, "why": why,
                         "horizon_days": horizon.days if name == "win" else settings.stall.horizon_days}
         if bt is not None:
             results[name] = bt.pooled()
             per_fold[name] = bt.per_fold()
         if bt is not None and bt.stood_in.get("lightgbm"):
-            log.info("%s: too few closed deals for LightGBM at %d of %d fold dates; the pooled rates stood in there", name, bt.stood_in["lightgbm"], len(bt.folds))
+            log.info("%s: too few labelled deals for LightGBM at %d of %d fold dates; the pooled rates stood in there", name, len(bt.stood_in["lightgbm"]), len(bt.folds))
 
     step("reports and plots")
     signal = {name: bt_.family_signal(bt, snaps, spec, sufficiency.families(spec)) for name, bt in backtests.items() if bt is not None}
@@ -208,7 +210,11 @@ def train(
     step("stage weights")
     weights = StageWeights(spec.segment_columns).fit(tables, stages, end)
     win_bt = backtests["win"]
-    graded = win_bt.served_predictions() if win_bt is not None and len(win_bt.y) else models["win"].predict(snaps.x[np.arange(len(snaps))])
+    if win_bt is not None and len(win_bt.y):  # served as a chance of a win at all (`TargetModel.later`)
+        within, later = win_bt.served_predictions(), models["win"].later_share(snaps.x[win_bt.rows])
+        graded = within + (1 - within) * later
+    else:
+        graded = models["win"].predict(snaps.x[np.arange(len(snaps))])
     grades = [float(q) for q in np.quantile(graded, [0.75, 0.5, 0.25])] if len(graded) else [0.75, 0.5, 0.25]
     counts = {
         "opportunities": int(len(tables.opportunities)),
@@ -218,6 +224,7 @@ def train(
         **{f"{n}_folds": len(bt.folds) if bt is not None else 0 for n, bt in backtests.items()},
         **{f"{n}_evaluated_rows": int((bt.w > 0).sum()) if bt is not None else 0 for n, bt in backtests.items()},
         "win_labelled_snapshots": win_labelled,
+        **{f"{n}_labelled_deals_{side}": labelled[n][k] for n in labelled for k, side in enumerate(("positive", "negative"))},
     }
     metadata = {
         "trained_at": str(pd.Timestamp.now(tz="UTC")),
@@ -350,7 +357,7 @@ def evaluate_on(bundle: Bundle, source: Tables | TrainingData, held: HeldOut) ->
 
     data = WholeExport(source) if isinstance(source, Tables) else source
     scored = data.score(bundle, held.points)
-    return {
-        "win": metrics(held.y["win"], scored["win_probability"].to_numpy(), held.w["win"]),
+    return {  # the win probability as the points' label reads it: a win within the horizon
+        "win": metrics(held.y["win"], bundle.win_within_horizon(scored["stage"].to_numpy(dtype=object), scored["win_probability"].to_numpy()), held.w["win"]),
         "stall": metrics(held.y["stall"], scored["stall_risk"].to_numpy(), held.w["stall"]),
     }

@@ -5,6 +5,7 @@ configured weights and the stage rate; where the data hold no signal (Maven), no
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from features.settings import SegmentConfig, Settings
@@ -18,20 +19,58 @@ def _train(g):
     return train(g.tables, StageOrder(g.stages), Settings(segments=SegmentConfig(columns=g.segments)))
 
 
+def _judged_later(g, days_before_end: tuple[int, ...]):
+    """At each of some past dates, the model trained on the export as known then, and two
+    baselines from the same cut (each stage's rate of the model's label among the snapshots it
+    learned from, the configured weights), on the deals open then against what happened after
+    (won within the model's horizon), pooled; and the last date's training result."""
+    from features.frame import open_points, stage_state
+    from features.snapshots import snapshot_points
+    from training.labels import won_within_label
+
+    stages = StageOrder(g.stages)
+    got = {"y": [], "model": [], "stage rate": [], "configured weights": []}
+    for days in days_before_end:
+        cut = g.tables.end - pd.Timedelta(days=days)
+        known = g.tables.as_of(cut, stages)
+        result = train(known, stages, Settings(segments=SegmentConfig(columns=g.segments)))
+        h = result.bundle.metadata["win_label"]["horizon_days"]
+        points = open_points(known, stages, cut)
+        got["y"].append(won_within_label(g.tables, stages, points, h, g.tables.end))
+        scored = score_open(result.bundle, known, cut).set_index("opportunity_id").reindex(points["opportunity_id"])
+        got["model"].append(result.bundle.win_within_horizon(scored["stage"].to_numpy(dtype=object), scored["win_probability"].to_numpy()))  # what the label reads
+        learned = snapshot_points(known, stages, until=cut - pd.Timedelta(days=h))
+        rate = pd.Series(won_within_label(known, stages, learned, h, cut)).groupby(stage_state(known, stages, learned)["stage_now"].to_numpy()).mean()
+        stage_now = stage_state(known, stages, points)["stage_now"]
+        got["stage rate"].append(stage_now.map(rate).to_numpy(dtype=float))
+        got["configured weights"].append(stage_now.map(dict(zip(stages.open, g.stages.configured_weights, strict=True))).to_numpy(dtype=float))
+    got = {k: np.concatenate(v) for k, v in got.items()}
+    known_later = ~np.isnan(got["y"])  # a horizon that passes the export's end: not judged
+    return {k: v[known_later] for k, v in got.items()}, result
+
+
 @pytest.mark.parametrize("logging", ["live", "after-the-fact"])
 def test_six_hundred_deals_give_a_model_that_beats_the_stage_weights(logging, seed) -> None:
+    """Trained on the export as known at four past dates, the served model is judged on the
+    deals open then against what happened after (won within its horizon): better than each
+    stage's rate of that label among the snapshots it learned from, and than the configured
+    weights. Its own backtest (whose folds learn from far less than the served model) is near
+    the stage rate or better, and shows its interval."""
+    from training.metrics import metrics
+
     g = generate(n=600, seed=40 + seed, logging=logging)
-    result = _train(g)
+    later, result = _judged_later(g, (300, 250, 200, 150))
+    ours = metrics(later["y"], later["model"])
+    for name in ("stage rate", "configured weights"):
+        theirs = metrics(later["y"], later[name])
+        assert ours["log_loss"] <= theirs["log_loss"] - 0.01 and ours["auc"] >= theirs["auc"] + 0.02, (name, ours, theirs)
+    assert ours["ece"] < 0.08
     win = result.metrics["win"]
-    assert result.counts["win_folds"] >= 4
-    assert win["model"]["log_loss"] <= win["stage rate"]["log_loss"] - 0.03
-    assert win["model"]["log_loss"] <= win["configured weights"]["log_loss"] - 0.03
-    assert win["model"]["auc"] >= win["stage rate"]["auc"] + 0.03
-    assert win["model"]["ece"] < 0.08
+    assert result.counts["win_folds"] >= 3
+    assert win["model"]["log_loss"] <= win["stage rate"]["log_loss"] + 0.015 and win["model"]["log_loss"] <= win["configured weights"]["log_loss"] - 0.03
     lo, hi = win["model"]["interval_90"]["auc"]
     assert lo < win["model"]["auc"] < hi  # the interval is there, and around the figure
-    scored = score_open(result.bundle, g.tables, g.tables.end)
-    assert scored["win_probability"].nunique() > 5
+    assert pd.Series(later["model"]).nunique() > 5
 
 
 def test_after_the_fact_logging_is_learned_open_deals_are_less_likely_to_win() -> None:

@@ -39,7 +39,7 @@ def _tables(rows) -> Tables:
 def _snapshots(points: list[tuple[str, int]]) -> Snapshots:
     """Snapshots at the given (deal, day) points, in (deal, day) order as training keeps them."""
     points = sorted(set(points))
-    frame = pd.DataFrame({"opportunity_id": pd.Categorical([p for p, _ in points])})
+    frame = pd.DataFrame({"opportunity_id": pd.Categorical([p for p, _ in points]), "stage": pd.Categorical(["A"] * len(points), categories=["A", "B"])})
     time = np.array([day(d).value for _, d in points], dtype=np.int64)
     return Snapshots.at_times(frame, None, time, np.zeros(len(points), dtype=np.float32), 0)
 
@@ -126,3 +126,47 @@ def test_the_horizon_covers_most_wins_in_whole_weeks_and_half_the_span_at_most()
     assert h.days % 7 == 0 and np.mean(days <= h.days) >= 0.9 and np.mean(days <= h.days - 7) < 0.9
     young = win_horizon(snaps, wins, day(290), every_days=7)
     assert young.days == 140 and "at most half" in young.why  # 290 days of snapshots from day 0: 145, in whole weeks
+
+
+def test_the_chance_of_a_later_win_is_learned_per_stage_from_deals_followed_twice_the_horizon() -> None:
+    """Of the snapshots at A not won within H = 14 days and followed 28, those won in days 15-28
+    are the later share; snapshots too young to have been followed 28 days do not count."""
+    rows, points = [], []
+    for k in range(60):  # deal k snapshotted on day 0: won on day 5 (k < 15), on day 20 (15 <= k < 30), never (k >= 30)
+        deal = f"d{k:02d}"
+        points.append((deal, 0))
+        if k < 30:
+            rows.append((deal, "W", 5 if k < 15 else 20))
+    for k in range(20):  # snapshotted on day 63, 14 days before the end: never followed 28 days
+        points.append((f"y{k:02d}", 63))
+    opps = pd.DataFrame({"opportunity_id": sorted({p for p, _ in points}), "created_at": day(-1), "amount": 1.0})
+    tables = Tables(opps, _history(rows))
+    snaps = _snapshots(points)
+    h = win_horizon(snaps, Wins(tables.stage_history, STAGES, snaps.ids), day(77), every_days=7, horizon_days=14)
+    assert h.later["A"] == pytest.approx(15 / 45, abs=1e-4)  # 45 not won within 14 days (30 never, 15 on day 20): 15 of them won by day 28
+    assert h.later["B"] == pytest.approx(15 / 45, abs=1e-4)  # no snapshot at B: the overall share
+
+
+@settings(max_examples=100, deadline=None)
+@given(within=st.lists(st.floats(0, 1), min_size=1, max_size=20), later=st.floats(0, 0.95), stage=st.sampled_from([0.0, 1.0, np.nan]))
+def test_a_chance_of_a_win_at_all_goes_back_to_the_chance_within_the_horizon(within, later, stage) -> None:
+    """The served win probability is the chance within H plus a later win of the rest, by the
+    deal's stage (none for an unknown stage): never above 1, never below the chance within H;
+    and `Bundle.win_within_horizon` gives back what the model learned, what a backtest judges."""
+    from scoring.bundle import Bundle, Calibrator, TargetModel
+    from scoring.models import RateModel
+
+    p = np.array(within)
+    model = TargetModel(RateModel(0, [0.5, 0.5], 0.5, {}), Calibrator("identity", {}), None, [later, 0.0], 0)
+    model.within = lambda x: p  # what the model learned, as given
+    x = np.full((len(p), 1), stage)
+    served = model.predict(x)
+    assert ((served >= p - 1e-12) & (served <= 1 + 1e-12)).all()
+    expected = p + (1 - p) * (later if stage == 0.0 else 0.0)
+    np.testing.assert_allclose(served, expected)
+    from features.frame import FeatureSpec
+
+    spec = FeatureSpec({"open": ["A", "B"], "won": "W", "lost": "L"}, [], [], {"stage": ["A", "B"]})
+    bundle = Bundle(spec, None, {"win": model}, {}, {}, [0.7, 0.5, 0.3])
+    names = np.array(["A" if stage == 0.0 else ("B" if stage == 1.0 else None)] * len(p), dtype=object)
+    np.testing.assert_allclose(bundle.win_within_horizon(names, served), p, atol=1e-9)
