@@ -15,7 +15,7 @@ from engines.work import stages_of
 from features.contract import load_export
 from features.loading import write_export
 from features.partitions import split_export
-from features.settings import SegmentConfig, Settings, settings_toml
+from features.settings import SegmentConfig, Settings, WinConfig, settings_toml
 from features.stages import StageOrder
 from features.times import utc_now
 from training.partitioned import PartitionedExport
@@ -27,7 +27,8 @@ def cut(medium, tmp_path_factory):
     """The medium export as it stood 120 days before its end, whole and in 3 partitions, and
     the backtest points after that date with the outcomes known at the full export's end."""
     stages = StageOrder(medium.stages)
-    settings = Settings(stages=medium.stages, segments=SegmentConfig(columns=medium.segments))
+    # a win label of 60 days (the medium export's own is longer): backtest points after the cut whose outcome is known by the end
+    settings = Settings(stages=medium.stages, segments=SegmentConfig(columns=medium.segments), win=WinConfig(horizon_days=60))
     at = medium.tables.end - pd.Timedelta(days=120)
     then = medium.tables.as_of(at, stages)
     root = tmp_path_factory.mktemp("cut")
