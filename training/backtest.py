@@ -590,10 +590,9 @@ class TargetBacktest:
 
     def tried(self, name: str) -> bool:
         """Whether the backtest says anything of the candidate itself: fitted (not stood in
-        for by the rates) at the last fold and at half the folds at least. One never fitted
+        for by the rates) at the last fold, the one nearest the final fit. One never fitted
         would serve with a calibrator learned on the rates' predictions."""
-        missed = self.stood_in.get(name, [])
-        return len(self.folds) - 1 not in missed and len(missed) <= len(self.folds) // 2
+        return len(self.folds) - 1 not in self.stood_in.get(name, [])
 
     def own_folds(self, name: str) -> np.ndarray:
         """The evaluation points of the folds where the candidate was itself fitted: what its
@@ -707,9 +706,12 @@ def run(
         options = {kind: fit.cross_fitted(pooled[cand.name], y, w, fold_of, kind) for kind in fit.calibrator_kinds(y[w > 0])}
         # a calibrator learned on the folds' models, which learned from less, is applied to the
         # refitted one: only where it helps beyond doubt (the rates and the linear model come
-        # calibrated; the recorded outcomes' models need one)
-        better = [kd for kd in options if kd != "identity" and _better(y, options[kd], options["identity"], w, deal_of)]
-        kind = min(better, key=lambda kd: fit.weighted_log_loss(y, options[kd], w)) if better else "identity"
+        # calibrated), and always to the models of recorded outcomes (another label's levels)
+        if cand.labels != "target" and len(options) > 1:  # learned from another label: its levels are that label's, and always need mapping
+            kind = min((kd for kd in options if kd != "identity"), key=lambda kd: fit.weighted_log_loss(y, options[kd], w))
+        else:
+            better = [kd for kd in options if kd != "identity" and _better(y, options[kd], options["identity"], w, deal_of)]
+            kind = min(better, key=lambda kd: fit.weighted_log_loss(y, options[kd], w)) if better else "identity"
         calibrated[cand.name] = (kind, options[kind])
     return TargetBacktest(target.name, folds, rows, fold_of, y, w, deal_of, pooled, calibrated, stood_in, rounds, fold_models)
 

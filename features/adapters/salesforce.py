@@ -5,11 +5,11 @@ Field mapping (API names; snake_case copies such as Fivetran's are read the same
 
 | canonical | Salesforce |
 |---|---|
-| opportunities.opportunity_id | Opportunity.Id (15-character prefix of 15- or 18-character ids) |
+| opportunities.opportunity_id | Opportunity.Id as written (15 or 18 characters), matched across files by its 15-character prefix |
 | opportunities.created_at | Opportunity.CreatedDate (or the first OpportunityHistory row, when earlier) |
 | opportunities.amount | Opportunity.Amount ÷ the rate of Opportunity.CurrencyIsoCode (DatedConversionRate at CloseDate, else CurrencyType); none: 0, flagged in `amount_missing` |
 | opportunities.amount_original, currency | Opportunity.Amount, CurrencyIsoCode, as given |
-| opportunities.account_id, owner_id | AccountId, OwnerId |
+| opportunities.account_id, owner_id | AccountId, OwnerId, as written |
 | opportunities.team | the owner's role: User.UserRoleId → UserRole.Name |
 | opportunities.industry, country, account_type | Account.Industry, BillingCountry, Type |
 | opportunities.lead_source, type | LeadSource, Type |
@@ -23,7 +23,9 @@ Won and lost come from IsWon / IsClosed (OpportunityStage, else the deals), neve
 names; several closed-won (or closed-lost) stages become one, said in the report. Stage order
 from OpportunityStage.SortOrder, else Opportunity.StageSortOrder, else inferred;
 `configured_weights` from DefaultProbability, else the most common Probability per stage.
-Rows with IsDeleted = 1 are dropped; the null id 000000000000000AAA is missing.
+Rows with IsDeleted = 1 are dropped; the null id 000000000000000AAA is missing. Only the fields
+in FIELDS (and Opportunity's custom fields) are read: a NUL or control byte in any other column
+is dropped and counted, in one of these it is an error naming file, line and column.
 """
 
 from __future__ import annotations
