@@ -34,17 +34,24 @@ MAX_POOL = 5000
 Method = Callable[[Tables, pd.DataFrame, pd.Timestamp], np.ndarray]  # (tables at t, open deals, t) → P(win)
 
 
+FIRST_YEAR, LAST_YEAR, MAX_DAYS = 1970, 2200, 3660  # times are nanoseconds: periods stay where any two of them can be subtracted
+
+
 def parse_period(text: str, as_of: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
     """'2026-10' (a month), '2026Q4' (a quarter), '2026' (a year) or 'next-30d' (from as_of)."""
     text = text.strip()
     if text.startswith("next-") and text.endswith("d") and text[5:-1].isdigit():
-        start = to_utc(as_of)
-        return start, start + pd.Timedelta(days=int(text[5:-1]))
+        start, days = to_utc(as_of), int(text[5:-1])
+        if not 0 < days <= MAX_DAYS or (start + pd.Timedelta(days=min(days, MAX_DAYS))).year >= LAST_YEAR:
+            raise InputInvalid(f"--period: found {text!r}, expected next-Nd with N from 1 to {MAX_DAYS}, ending before {LAST_YEAR}")
+        return start, start + pd.Timedelta(days=days)
     try:
         freq = "Q" if "Q" in text.upper() else ("Y" if len(text) == 4 else "M")
         p = pd.Period(text.upper(), freq=freq)
     except (ValueError, TypeError) as exc:
         raise InputInvalid(f"--period: found {text!r}, expected a month (2026-10), a quarter (2026Q4), a year (2026) or next-30d") from exc
+    if not (FIRST_YEAR <= p.year and (p + 1).year <= LAST_YEAR):
+        raise InputInvalid(f"--period: found {text!r}, expected a period from {FIRST_YEAR} to {LAST_YEAR - 1}")
     return to_utc(p.start_time), to_utc((p + 1).start_time)
 
 

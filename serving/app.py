@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from features.contract import ExportInvalid
 from features.settings import Settings
+from serving.deps import MISSING_KEY, has_key
 from serving.holder import ModelHolder
 from serving.routes import forecast, health, model, pipeline, score
 
@@ -64,16 +65,22 @@ def _unprocessable(problems: list[dict], total: int) -> JSONResponse:
 class BodyLimit:
     """Answers 413 when a body is larger than the limit, before it is parsed or held whole."""
 
-    def __init__(self, app, limit: int) -> None:
+    def __init__(self, app, limit: int, keys: list[str]) -> None:
         self.app = app
         self.limit = limit
+        self.keys = keys
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
+            if scope.get("path", "").startswith("/v1") and not has_key(headers.get(b"authorization", b"").decode("latin-1"), self.keys):
+                # the key is answered first, whatever the body: a stranger learns nothing of the limits
+                await JSONResponse({"detail": MISSING_KEY}, status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
             await JSONResponse({"detail": f"request body of {int(length)} bytes; at most {self.limit}"}, status_code=413)(scope, receive, send)
             return
         seen = 0
@@ -206,6 +213,6 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
             raise HTTPException(404, detail="no such asset")
         return FileResponse(DATATABLES / f"dt_bundle.{kind}", media_type="text/javascript" if kind == "js" else "text/css")
 
-    app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes, keys=app.state.api_keys)
     app.add_middleware(PagePolicy)
     return app

@@ -34,20 +34,23 @@ async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder
 
 
-def check_key(request: Request) -> None:
-    """401 unless the request carries one of the keys. Every key is compared in constant time,
-    and all of them, so timing tells nothing."""
-    keys: list[str] = request.app.state.api_keys
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+MISSING_KEY = "missing or invalid API key: send Authorization: Bearer <key>"
+
+
+def has_key(authorization: str, keys: list[str]) -> bool:
+    """Whether an Authorization header carries one of the keys. Every key is compared in
+    constant time, and all of them, so timing tells nothing."""
+    scheme, _, given = authorization.partition(" ")
     ok = False
     for key in keys:
         ok |= secrets.compare_digest(given.strip().encode(), key.encode())
-    if scheme.lower() != "bearer" or not given.strip() or not ok:
-        raise HTTPException(
-            status_code=status.HTTP_401_UNAUTHORIZED,
-            detail="missing or invalid API key: send Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    return scheme.lower() == "bearer" and bool(given.strip()) and ok
+
+
+def check_key(request: Request) -> None:
+    """401 unless the request carries one of the keys."""
+    if not has_key(request.headers.get("authorization", ""), request.app.state.api_keys):
+        raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail=MISSING_KEY, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
@@ -84,10 +87,11 @@ async def _count_first(request: Request) -> None:
     body = await request.body()
     try:
         parsed = json.loads(body, parse_constant=_no_constant) if body else None
-    except ValueError as exc:
-        if "is not JSON" in str(exc):
-            raise RequestValidationError([{"loc": ["body"], "msg": f"{exc}: send numbers as numbers and missing values as null", "type": "json_invalid"}]) from None
-        return  # malformed JSON: FastAPI answers it with its own 422
+    except RecursionError:
+        raise RequestValidationError([{"loc": ["body"], "msg": "JSON nested too deep to read: an opportunity is an object of fields, lists one level down", "type": "json_invalid"}]) from None
+    except ValueError as exc:  # not UTF-8, an integer of thousands of digits, a NaN, malformed
+        said = f"{exc}: send numbers as numbers and missing values as null" if "is not JSON" in str(exc) else f"not JSON that can be read: {str(exc)[:200]}"
+        raise RequestValidationError([{"loc": ["body"], "msg": said, "type": "json_invalid"}]) from None
     request._json = parsed  # read by FastAPI instead of parsing again
     limit = request.app.state.settings.serving.max_batch
     items = parsed.get("opportunities") if isinstance(parsed, dict) else None

@@ -8,6 +8,7 @@ has to reconcile a half-scored batch (it fixes the rows named and sends the batc
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -36,12 +37,18 @@ EXAMPLE_OPPORTUNITY = {
 }
 
 Scalar = str | int | float | bool | None
-# Times are computed in nanoseconds, which cannot represent years outside these; the bounds are
-# checked by pydantic-core itself (a Python validator per timestamp cost half of parsing a batch)
-_EARLIEST, _LATEST = datetime(1678, 1, 1, tzinfo=UTC), datetime(2261, 12, 31, tzinfo=UTC)
+# Times are computed in nanoseconds: any two of a request's must lie within 292 years of each
+# other, and every one within 1678-2262; a CRM's dates lie within these. The bounds are checked
+# by pydantic-core itself (a Python validator per timestamp cost half of parsing a batch)
+_EARLIEST, _LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2199, 12, 31, tzinfo=UTC)
+MAX_AMOUNT = 1e15  # past any deal: sums of a batch stay finite
+_EPOCH = re.compile(r"\s*[+-]?\d+(\.\d*)?\s*")
+
+
 def _text_only(value: object) -> object:
-    """Times as ISO 8601 text: a bare number could be seconds or milliseconds, and is refused."""
-    if isinstance(value, (int, float)):
+    """Times as ISO 8601 text: a bare number could be seconds or milliseconds, and is refused,
+    in a string too ("1775000000")."""
+    if isinstance(value, (int, float)) or (isinstance(value, str) and _EPOCH.fullmatch(value)):
         raise ValueError("a timestamp as ISO 8601 text (2026-09-30T12:00:00Z), not a number")
     return value
 
@@ -79,7 +86,7 @@ class Opportunity(BaseModel):
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_OPPORTUNITY]})
     opportunity_id: str = Field(min_length=1, max_length=200)
     created_at: Timestamp
-    amount: Annotated[float, Strict()] = Field(ge=0, allow_inf_nan=False, description="expected deal value, ≥ 0 (a number: not text, not a boolean)")
+    amount: Annotated[float, Strict()] = Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="expected deal value, ≥ 0 and ≤ 10^15 (a number: not text, not a boolean)")
     account_id: str | None = None
     owner_id: str | None = None
     team: str | None = None
@@ -97,16 +104,18 @@ class Opportunity(BaseModel):
         for j, change in enumerate(self.field_history):
             if change.field == "amount":
                 try:
-                    ok = math.isfinite(float(change.value)) and float(change.value) >= 0
+                    ok = math.isfinite(float(change.value)) and 0 <= float(change.value) <= MAX_AMOUNT
                 except ValueError:
                     ok = False
                 if not ok:
-                    raise ValueError(f"field_history[{j}].value: found {change.value!r}, expected a number ≥ 0 (the new amount)")
+                    raise ValueError(f"field_history[{j}].value: found {change.value!r}, expected a number from 0 to 10^15 (the new amount)")
             elif change.field == "expected_close_date":
                 try:
-                    datetime.fromisoformat(change.value.replace("Z", "+00:00"))
+                    ok = _EARLIEST <= _utc(datetime.fromisoformat(change.value.replace("Z", "+00:00"))) <= _LATEST
                 except ValueError:
-                    raise ValueError(f"field_history[{j}].value: found {change.value!r}, expected an ISO 8601 date (the new close date)") from None
+                    ok = False
+                if not ok:
+                    raise ValueError(f"field_history[{j}].value: found {change.value!r}, expected an ISO 8601 date from {_EARLIEST:%Y-%m-%d} to {_LATEST:%Y-%m-%d} (the new close date)")
         times = [e.entered_at for e in self.stage_history]
         for j in range(1, len(times)):
             try:

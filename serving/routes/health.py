@@ -18,9 +18,10 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="a model is loaded", responses={503: {"description": "no model to serve"}})
 def readyz(holder: HolderDep) -> JSONResponse:
     status = holder.status
-    if status.loaded is None:
-        return JSONResponse({"status": "not ready", "detail": status.message}, status_code=503)
+    if status.loaded is None:  # open to anyone: says what, not where (the log and GET /v1/model say where)
+        said = "loading the champion" if status.message == "not loaded yet" else "no model to serve yet: train one with `oppscore train`; the service picks the champion up without a restart"
+        return JSONResponse({"status": "not ready", "detail": said}, status_code=503)
     body = {"status": "ready", "model_version": status.loaded.version, "source": status.loaded.source}
     if status.loaded.source == "export":
-        body["detail"] = status.message or "serving the exported bundle"
+        body["detail"] = "model registry unreachable or without a champion: serving the exported bundle"
     return JSONResponse(body)
