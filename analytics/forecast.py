@@ -289,9 +289,8 @@ MIN_WITHIN = 0.5  # the share of a deal's timing draws within the label's horizo
 
 @dataclass(frozen=True)
 class ModelMethod:
-    """The model's calibrated chance of a win within `horizon_days` of the date (what it learned,
-    before it is made a chance of a win at all: `Bundle.win_within_horizon`), which the forecast
-    spreads over time with a timing of wins within that horizon (`forecast`)."""
+    """The model's calibrated chance of a win within `horizon_days` of the date, which the
+    forecast spreads over time with a timing of wins within that horizon (`forecast`)."""
 
     bundle: object
     horizon_days: int | None
@@ -299,8 +298,7 @@ class ModelMethod:
     def __call__(self, tables: Tables, points: pd.DataFrame, t: pd.Timestamp) -> np.ndarray:
         from scoring.score import score_points
 
-        scored = score_points(self.bundle, tables, points, with_factors=False)
-        return self.bundle.win_within_horizon(scored["stage"].to_numpy(dtype=object), scored["win_probability"].to_numpy())
+        return score_points(self.bundle, tables, points, with_factors=False)["win_probability"].to_numpy()
 
 
 def model_method(bundle) -> Method:

@@ -92,8 +92,7 @@ def model_method(run: Runner, folder: Path, settings: Settings, now: pd.Timestam
     deals open at t scored partition by partition, each partition as it stood at t."""
 
     def method(known, points: pd.DataFrame, t: pd.Timestamp):
-        scored = score_points(run, folder, settings, now, bundle, points, known_at=t)
-        return bundle.win_within_horizon(scored["stage"].to_numpy(dtype=object), scored["win_probability"].to_numpy(dtype=float))
+        return score_points(run, folder, settings, now, bundle, points, known_at=t)["win_probability"].to_numpy(dtype=float)
 
     method.horizon_days = win_horizon_days(bundle)  # what the probability counts (analytics.forecast.ModelMethod)
     return method

@@ -52,18 +52,11 @@ class Calibrator:
 @dataclass
 class TargetModel:
     """One target: the model the backtest chose (a booster, a linear model or pooled rates) and
-    the calibrator fitted on its out-of-fold predictions; `note` says why this one serves.
-
-    `later` (the win target): per stage level, the share of deals not won within the label's
-    horizon that were won in the horizon after. The model learns the chance of a win within the
-    horizon, which needs no loss record; with the chance of a later win it is the chance of a
-    win at all, what a win probability means to the people who read it (DESIGN.md)."""
+    the calibrator fitted on its out-of-fold predictions; `note` says why this one serves."""
 
     estimator: Estimator
     calibrator: Calibrator
     note: str | None = None
-    later: list[float] | None = None
-    stage_col: int | None = None  # the model matrix's stage column, which `later` is read by
 
     @property
     def kind(self) -> str:
@@ -74,23 +67,8 @@ class TargetModel:
         return self.estimator.booster if isinstance(self.estimator, BoosterModel) else None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of a model matrix (`features.frame.model_matrix`); of a win at
-        all where the model learned a win within a horizon (`later`)."""
-        within = self.within(x)
-        later = self.later_share(x)
-        return within + (1.0 - within) * later
-
-    def within(self, x: np.ndarray) -> np.ndarray:
-        """What the model learned: calibrated, before `later`."""
+        """Calibrated probabilities of a model matrix (`features.frame.model_matrix`)."""
         return self.calibrator(self.estimator.probability(x))
-
-    def later_share(self, x: np.ndarray) -> np.ndarray:
-        """Each row's stage's share of later wins (0 where the stage is unknown, or none is kept)."""
-        if self.later is None or self.stage_col is None:
-            return np.zeros(len(x))
-        codes = x[:, self.stage_col]
-        known = np.isfinite(codes) & (codes >= 0) & (codes < len(self.later))
-        return np.where(known, np.asarray(self.later, dtype=float)[np.where(known, codes, 0).astype(np.int64)], 0.0)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """Per-feature-column contributions in log-odds, before calibration."""
@@ -112,17 +90,6 @@ class Bundle:
     def version(self) -> str:
         return str(self.metadata.get("version", "unregistered"))
 
-    def win_within_horizon(self, stage: np.ndarray, win_probability: np.ndarray) -> np.ndarray:
-        """Served win probabilities (of a win at all) back to what the model learned, the chance
-        of a win within its horizon: what a backtest judges and a forecast spreads over time."""
-        model = self.models["win"]
-        p = np.asarray(win_probability, dtype=float)
-        if model.later is None:
-            return p
-        share = dict(zip(self.spec.categories.get("stage", []), model.later, strict=False))
-        later = pd.Series(stage, dtype=object).map(share).fillna(0.0).to_numpy(dtype=float)
-        return np.clip((p - later) / np.maximum(1.0 - later, 1e-9), 0.0, 1.0)
-
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "spec.json").write_text(self.spec.to_json(), encoding="utf-8")
@@ -134,8 +101,7 @@ class Bundle:
         for target, model in self.models.items():
             if model.booster is not None:
                 model.booster.save_model(str(folder / f"{target}.lgb.txt"))
-            models[target] = {"calibrator": model.calibrator.to_dict(), "estimator": estimator_to_dict(model.estimator), "note": model.note,
-                              **({"later": model.later, "stage_col": model.stage_col} if model.later is not None else {})}
+            models[target] = {"calibrator": model.calibrator.to_dict(), "estimator": estimator_to_dict(model.estimator), "note": model.note}
         doc = {
             "format": FORMAT_VERSION,
             "models": models,
@@ -168,7 +134,7 @@ class Bundle:
                 estimator = BoosterModel(booster) if booster is not None else _rates_of_format_1(spec, info["fallback_rates"] or {})
                 models[target] = TargetModel(estimator, cal, info.get("fallback_reason"))
             else:
-                models[target] = TargetModel(estimator_from_dict(info["estimator"], booster), cal, info.get("note"), info.get("later"), info.get("stage_col"))
+                models[target] = TargetModel(estimator_from_dict(info["estimator"], booster), cal, info.get("note"))
         timing = pd.read_parquet(folder / "timing.parquet") if (folder / "timing.parquet").exists() else None
         return cls(spec, stats, models, doc["stage_weights"], doc["reference"], doc["grades"], doc["metadata"], timing)
 

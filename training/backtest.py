@@ -370,10 +370,9 @@ def win_horizon(snaps: Snapshots, wins: Entries, end: pd.Timestamp, every_days: 
     intervals, at least MIN_WIN_HORIZON days, and at most half of the snapshots' span (so that
     half of the dates can be labelled, in a young export too); `horizon_days` when set.
 
-    With it, per stage, the share of the snapshots not won within H that were won in the H
-    days after (those followed 2 H days at least; shrunk toward the overall share by
-    LATER_PRIOR snapshots): what turns a chance of a win within H into a chance of a win at all
-    (`scoring.bundle.TargetModel`), where deals take longer than H to win."""
+    A chance of a win within H is what is served, not one of a win at all: turning one into the
+    other by each stage's share of later wins (learned from snapshots followed 2 H) made every
+    world measured worse against what happened (issue 28's note)."""
     rows = row_index(snaps.until(end.value))
     if len(rows) > HORIZON_ROWS:  # a distribution: a sample of whole deals learns it
         rows = rows[_by_hash(snaps.hashes, HORIZON_ROWS / len(rows))[snaps.deal[rows]]]
@@ -384,7 +383,7 @@ def win_horizon(snaps: Snapshots, wins: Entries, end: pd.Timestamp, every_days: 
     if horizon_days is not None:
         days_h, why, wanted = horizon_days, "set in oppscore.toml ([win] horizon_days)", horizon_days
     elif not won.any():
-        return WinHorizon(min(DEFAULT_WIN_HORIZON, cap), float("nan"), 0, "no snapshot of a deal won later: the default", {})
+        return WinHorizon(min(DEFAULT_WIN_HORIZON, cap), float("nan"), 0, "no snapshot of a deal won later: the default")
     else:
         wanted = float(np.quantile(days[won], WIN_COVERAGE))
         days_h = int(np.clip(np.ceil(wanted / every_days) * every_days, MIN_WIN_HORIZON, cap))
@@ -395,37 +394,23 @@ def win_horizon(snaps: Snapshots, wins: Entries, end: pd.Timestamp, every_days: 
         why = f"{covered:.0%} of the snapshots of deals won later saw the win within {days_h} days"
         if days_h < wanted:
             why += f" (the export spans {span:.0f} days of snapshots: H is at most half of them)"
-    missed = (snaps.times(rows) + 2 * days_h * DAY_NS <= end.value) & ~(days <= days_h)  # not won within H, and followed H more
-    stage = snaps.frame["stage"].cat.codes.to_numpy()[rows]
-    names = snaps.frame["stage"].cat.categories
-    later = {}
-    if missed.any():
-        late = (days[missed] <= 2 * days_h).astype(float)
-        overall = float(late.mean())
-        hit = np.bincount(stage[missed], weights=late, minlength=len(names))
-        seen = np.bincount(stage[missed], minlength=len(names)).astype(float)
-        later = {str(name): round(float(v), 4) for name, v in zip(names, (hit + LATER_PRIOR * overall) / (seen + LATER_PRIOR), strict=True)}
-    return WinHorizon(days_h, covered, int(won.sum()), why, later)
+    return WinHorizon(days_h, covered, int(won.sum()), why)
 
 
-LATER_PRIOR = 20  # snapshots' worth of the overall share in a stage's share of later wins
 
 
 @dataclass(frozen=True)
 class WinHorizon:
-    """What a win probability is learned from: a win within `days` of the date it is made for;
-    and per stage the share of the deals not won by then that were won in the `days` after
-    (`later`), which turns it into the chance of a win at all."""
+    """What a win probability means: won within `days` of the date it is made for."""
 
     days: int
     coverage: float  # share of the (followed) won snapshots whose win came within `days`
     won_snapshots: int
     why: str
-    later: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"horizon_days": self.days, "coverage": None if np.isnan(self.coverage) else round(self.coverage, 3), "won_snapshots": self.won_snapshots,
-                "later_by_stage": self.later, "said": f"won within {self.days} days of the date scored", "why": self.why}
+                "said": f"won within {self.days} days of the date scored", "why": self.why}
 
 
 def _fixed_horizon(name: str, snaps: Snapshots, y: np.ndarray, horizon_ns: int, end: pd.Timestamp) -> Target:

@@ -189,9 +189,10 @@ def train(
             why = f"{why}; refit on all data fell back to pooled rates: {short}"
             chosen, kind = "pooled rates", "identity"
         own = bt.own_folds(chosen) if bt is not None else None  # not the folds where the rates stood in for it
+        if bt is not None and len(np.unique(bt.y[own & (bt.w > 0)])) < 2:
+            own = np.ones(len(bt.y), dtype=bool)
         calibrator = fit.CALIBRATORS[kind](bt.predictions[chosen][own], bt.y[own], bt.w[own]) if bt is not None and kind != "identity" else fit.CALIBRATORS["identity"](None, None, None)
-        later = [horizon.later.get(level, 0.0) for level in spec.categories["stage"]] if name == "win" and horizon.later else None
-        models[name] = TargetModel(estimator, calibrator, f"{NAMES[chosen]}: {why}", later, spec.columns.index("stage") if later else None)
+        models[name] = TargetModel(estimator, calibrator, f"{NAMES[chosen]}: {why}")
         served[name] = {"model": NAMES[chosen], "candidate": chosen, "kind": estimator.kind, "calibrator": calibrator.kind, "why": why,
                         "horizon_days": horizon.days if name == "win" else settings.stall.horizon_days}
         if bt is not None:
@@ -210,11 +211,7 @@ def train(
     step("stage weights")
     weights = StageWeights(spec.segment_columns).fit(tables, stages, end)
     win_bt = backtests["win"]
-    if win_bt is not None and len(win_bt.y):  # served as a chance of a win at all (`TargetModel.later`)
-        within, later = win_bt.served_predictions(), models["win"].later_share(snaps.x[win_bt.rows])
-        graded = within + (1 - within) * later
-    else:
-        graded = models["win"].predict(snaps.x[np.arange(len(snaps))])
+    graded = win_bt.served_predictions() if win_bt is not None and len(win_bt.y) else models["win"].predict(snaps.x[np.arange(len(snaps))])
     grades = [float(q) for q in np.quantile(graded, [0.75, 0.5, 0.25])] if len(graded) else [0.75, 0.5, 0.25]
     counts = {
         "opportunities": int(len(tables.opportunities)),
@@ -357,7 +354,7 @@ def evaluate_on(bundle: Bundle, source: Tables | TrainingData, held: HeldOut) ->
 
     data = WholeExport(source) if isinstance(source, Tables) else source
     scored = data.score(bundle, held.points)
-    return {  # the win probability as the points' label reads it: a win within the horizon
-        "win": metrics(held.y["win"], bundle.win_within_horizon(scored["stage"].to_numpy(dtype=object), scored["win_probability"].to_numpy()), held.w["win"]),
+    return {
+        "win": metrics(held.y["win"], scored["win_probability"].to_numpy(), held.w["win"]),
         "stall": metrics(held.y["stall"], scored["stall_risk"].to_numpy(), held.w["stall"]),
     }

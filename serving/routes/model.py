@@ -42,8 +42,7 @@ def _meaning(meta: dict) -> dict[str, Any]:
     label = meta.get("win_label")
     if label is None:  # a bundle trained before the label had a horizon
         return {"means": "the chance that the deal is won at all (outcome as recorded)", "horizon_days": None}
-    return {"means": (f"the chance that the deal is won at all: learned as the chance of a win within {label['horizon_days']} days of the date scored "
-                      "(which needs no record of a loss), plus the chance of a win in the same time after, learned per stage from the deals not won by then (later_by_stage)"), **label}
+    return {"means": f"the chance that the deal is won within {label['horizon_days']} days of the date scored (a label that needs no record of a loss)", **label}
 
 
 @router.get("/stage-weights", summary="data-driven stage weights, with intervals, by dwell, optionally per segment", responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}})

@@ -37,8 +37,7 @@ def _judged_later(g, days_before_end: tuple[int, ...]):
         h = result.bundle.metadata["win_label"]["horizon_days"]
         points = open_points(known, stages, cut)
         got["y"].append(won_within_label(g.tables, stages, points, h, g.tables.end))
-        scored = score_open(result.bundle, known, cut).set_index("opportunity_id").reindex(points["opportunity_id"])
-        got["model"].append(result.bundle.win_within_horizon(scored["stage"].to_numpy(dtype=object), scored["win_probability"].to_numpy()))  # what the label reads
+        got["model"].append(score_open(result.bundle, known, cut).set_index("opportunity_id")["win_probability"].reindex(points["opportunity_id"]).to_numpy())
         learned = snapshot_points(known, stages, until=cut - pd.Timedelta(days=h))
         rate = pd.Series(won_within_label(known, stages, learned, h, cut)).groupby(stage_state(known, stages, learned)["stage_now"].to_numpy()).mean()
         stage_now = stage_state(known, stages, points)["stage_now"]
