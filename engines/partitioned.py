@@ -24,6 +24,12 @@ def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp,
     return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of, with_history=with_history, fingerprint=fingerprint))
 
 
+def export_end(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> pd.Timestamp:
+    """The newest time of any partition (what a whole export's `Tables.end` is): the default
+    as-of of every command."""
+    return first_pass(run, folder, settings, now, now).end
+
+
 def _outs(parts: list[Path], out_dir: Path | None) -> list[Path | None]:
     if out_dir is None:
         return [None] * len(parts)

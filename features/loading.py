@@ -58,6 +58,17 @@ def read_raw(folder: Path) -> dict[str, RawTable | None]:
     return out
 
 
+TABLE_FORMATS = (".csv", ".parquet", ".json")
+
+
+def table_path(out: Path) -> Path:
+    """`out` if its extension is one `write_table` writes, else InputInvalid naming it: checked
+    before any work, so a command that fails on its output leaves nothing behind."""
+    if out.suffix.lower() not in TABLE_FORMATS:
+        raise InputInvalid(f"--out {out}: unknown output format {out.suffix!r}, expected {', '.join(TABLE_FORMATS)}")
+    return out
+
+
 def write_table(frame: pd.DataFrame, out: Path) -> None:
     """Write by extension; lists and dicts in cells (reasons, what changed) become JSON text in
     CSV and Parquet, whose columns hold one type (a reason's value is a number or a text)."""

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 
 from features.contract import load_export, recording_warnings, summary
 from features.errors import InputInvalid, ModelNotFound, NotEnoughData, OppscoreError
+from features.loading import table_path
 from features.settings import Settings, load_settings, project_name, settings_toml
 from features.times import to_utc, utc_now
 from oppscore.console import console, out, setup_logging, show_table, steps
@@ -42,7 +43,8 @@ log = logging.getLogger("oppscore")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="oppscore.toml to use (default: the --data folder's, else ./oppscore.toml, else stages inferred from the data)")]
 DataOpt = Annotated[Path, typer.Option("--data", help="export folder with opportunities, stage_history, activities")]
-AsOfOpt = Annotated[datetime | None, typer.Option("--as-of", help="the time to look from (default: now); naive = UTC")]
+AsOfOpt = Annotated[datetime | None, typer.Option("--as-of", help="the time to look from, e.g. 2026-06-01 or 2026-06-01T09:00:00 (default: the export's end, the newest time in it; naive = UTC)")]
+STALE_DAYS = 14  # an export older than this, looked at as of its end, is said to be
 TableOutOpt = Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json; with --engine dask also a folder (one Parquet file per partition)")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="local (this process) or dask (a cluster: --scheduler, DASK_SCHEDULER_ADDRESS, or a local one)")]
 SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="tcp://host:8786 of an existing Dask scheduler (default: DASK_SCHEDULER_ADDRESS, else a LocalCluster)")]
@@ -174,6 +176,17 @@ def validate(data: DataOpt, config: ConfigOpt = None) -> None:
         out.print(f"[yellow]warning:[/yellow] {escape(said)}")
 
 
+def _as_of(given: datetime | None, end: pd.Timestamp, now: pd.Timestamp) -> pd.Timestamp:
+    """--as-of, else the export's end: what it knew when it was taken. Looked at as of today, an
+    export taken weeks ago makes every deal look stalled (nothing recorded since); said when
+    today is STALE_DAYS past it."""
+    if given is not None:
+        return to_utc(given)
+    if now - end > pd.Timedelta(days=STALE_DAYS):
+        log.warning("as of the export's end, %s, %d days before today (nothing after it is in the export); `--as-of` picks another time", f"{end:%Y-%m-%d %H:%M} UTC", (now - end).days)
+    return end
+
+
 @app.command()
 def features(
     data: DataOpt,
@@ -191,12 +204,14 @@ def features(
 
     settings = _settings(config, data)
     now = utc_now()
-    t = to_utc(as_of) if as_of else now
+    if out_file.suffix:
+        table_path(out_file)
     if _partitioned(data, engine):
         from engines import partitioned
         from engines.runner import runner
 
         with steps("features") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+            t = _as_of(as_of, partitioned.export_end(run, data, settings, now), now)
             folder = out_file if not out_file.suffix else None
             spec, frame = partitioned.features(run, data, settings, now, t, out_dir=folder)
             if folder is None:
@@ -207,6 +222,7 @@ def features(
     with steps("features") as step:
         step("loading")
         validated = load_export(data, settings, now)
+        t = _as_of(as_of, validated.tables.end, now)
         frame, spec = features_as_of(validated.tables, validated.stages, segment_columns(settings, validated.tables), t, progress=step)
         step("writing")
         write_table(frame, out_file)
@@ -355,11 +371,12 @@ def score(
     """Score every open opportunity with the champion; highest win probability first."""
     from features.loading import write_table
     from scoring.explain import changes_in_words
-    from scoring.history import ScoreHistory
     from scoring.score import account, score_open
     from scoring.store import load_champion
 
     settings = _settings(config, data)
+    if out_file.suffix or not _partitioned(data, engine):
+        table_path(out_file)  # before any work: a command that fails on its output records nothing
     if _partitioned(data, engine):
         _score_partitioned(data, out_file, as_of, settings, engine, scheduler, workers, memory_limit)
         return
@@ -368,10 +385,9 @@ def score(
         now = utc_now()
         validated = load_export(data, settings, now)
         loaded = load_champion(settings)
-        at = to_utc(as_of) if as_of else now
+        at = _as_of(as_of, validated.tables.end, now)
         step("reading score history")
-        history = ScoreHistory.of(settings)
-        previous = history.previous(validated.tables.opportunities["opportunity_id"].to_numpy(), at)
+        history, previous = _history_for(settings, validated.tables.opportunities["opportunity_id"].to_numpy(), at)
         step("scoring")
         scored = score_open(loaded.bundle, validated.tables, at, previous=previous)
         where = account(loaded.bundle, validated.tables, at)
@@ -380,10 +396,10 @@ def score(
         out.print(f"[yellow]not scored:[/yellow] {where.counts['in a stage the model does not know']} deals in stages champion v{loaded.version} was not trained on: {', '.join(where.unknown_stages[:10])}; retrain on this export (`oppscore train --data {data}`)")
     if where.scored == 0:
         raise NotEnoughData(f"--data {data}: no opportunity was open at {at:%Y-%m-%d %H:%M} UTC in a stage the model knows; nothing scored, {out_file} not written")
-    recorded = history.record(scored, now, loaded.version, "batch")
     table = scored.drop(columns=["factors"])
     table["as_of"] = table["as_of"].astype(str)
     write_table(table, out_file)
+    recorded = _record(history, scored, now, loaded.version)  # only once the scores are written
     show_table(
         [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade,
           "change": "new" if r.previous_score != r.previous_score else f"{r.score_change:+.0f}", "top reason": r.top_factors[0]["sentence"] if r.top_factors else ""}
@@ -394,8 +410,35 @@ def score(
     if len(changed):
         show_table([{"opportunity": r.opportunity_id, "score": r.score, "change": f"{r.score_change:+.0f}", "why": changes_in_words(r.why_changed)} for r in changed.head(10).itertuples()],
                    title=f"moved 5 points or more since the last run: {len(changed):,}")
-    out.print(f"scored {len(scored):,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {recorded:,} scores kept in the score history")
+    kept = f"{recorded:,} scores kept in the score history" if recorded is not None else "[yellow]the score history was skipped[/yellow] (its database did not answer: see the warning above)"
+    out.print(f"scored {len(scored):,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {kept}")
     out.print(f"next: `oppscore serve --data {data}` shows them on the managers' page")
+
+
+def _history_for(settings: Settings, ids, at: pd.Timestamp):
+    """The score history and each deal's last recorded score; no history and no previous score
+    when its database does not answer: the scores are worth having without the change since
+    the last run."""
+    from scoring.history import PREVIOUS_COLUMNS, HistoryUnavailable, ScoreHistory
+
+    try:
+        history = ScoreHistory.of(settings)
+        return history, history.previous(ids, at)
+    except HistoryUnavailable as exc:
+        log.warning("score history skipped: %s", exc)
+        return None, pd.DataFrame(columns=PREVIOUS_COLUMNS, index=pd.Index([], dtype=object, name="opportunity_id"))  # every deal new
+
+
+def _record(history, scored: pd.DataFrame, now: pd.Timestamp, version: str) -> int | None:
+    from scoring.history import HistoryUnavailable
+
+    if history is None:
+        return None
+    try:
+        return history.record(scored, now, version, "batch")
+    except HistoryUnavailable as exc:
+        log.warning("score history skipped: %s", exc)
+        return None
 
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html (a report with plots); default: the terminal")]
@@ -410,10 +453,10 @@ def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, en
     from scoring.store import load_champion
 
     now = utc_now()
-    at = to_utc(as_of) if as_of else now
     loaded = load_champion(settings)
     folder = out_file if not out_file.suffix else None
     with steps("score") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+        at = _as_of(as_of, partitioned.export_end(run, data, settings, now), now)
         done = partitioned.score(run, data, settings, now, at, loaded.bundle, out_dir=folder)
     show_table([{"opportunities": k, "count": v} for k, v in done.counts.items() if v], title=f"as of {at:%Y-%m-%d %H:%M} UTC ({engine} engine)")
     if done.unknown_stages:
@@ -441,13 +484,13 @@ def stage_weights(
         from engines import partitioned
         from engines.runner import runner
 
-        if as_of is None:
-            raise InputInvalid("--as-of: a partitioned export needs it (its end is not known before every partition is read)")
+        now = utc_now()
         with steps("stage weights") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
-            sw = partitioned.stage_weights(run, data, settings, utc_now(), to_utc(as_of))
+            sw = partitioned.stage_weights(run, data, settings, now, _as_of(as_of, partitioned.export_end(run, data, settings, now), now))
     else:
-        validated = load_export(data, settings, utc_now())
-        t = to_utc(as_of) if as_of else validated.tables.end  # what the export knew when it was taken
+        now = utc_now()
+        validated = load_export(data, settings, now)
+        t = _as_of(as_of, validated.tables.end, now)
         sw = StageWeights(segment_columns(settings, validated.tables)).fit(validated.tables, validated.stages, t)
     tables = {"stage_weights": sw.weights_, "by_dwell": sw.by_dwell_, "by_segment": sw.by_segment_}
     output.write(f"Stage weights as of {sw.as_of_:%Y-%m-%d}", tables, out_file, lambda: [
@@ -466,8 +509,9 @@ def funnel(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config
     from oppscore import output
 
     settings = _settings(config, data)
-    validated = load_export(data, settings, utc_now())
-    t = to_utc(as_of) if as_of else validated.tables.end
+    now = utc_now()
+    validated = load_export(data, settings, now)
+    t = _as_of(as_of, validated.tables.end, now)
     f = build(validated.tables, validated.stages, t, segment_columns(settings, validated.tables))
     won_back = f.reopened["outcome"].value_counts().rename_axis("outcome").reset_index(name="deals")
     tables = {**f.tables(), "won_back": won_back}
@@ -559,22 +603,6 @@ def _forecast_inputs(data: Path, settings: Settings, bundle, engine: str, schedu
         yield tables, stages, end, methods
 
 
-def _reconcile(settings: Settings) -> None:
-    """Before the workers start: the export follows the registry's champion (a process killed
-    between export and alias leaves them apart); an unreachable registry changes nothing."""
-    from scoring.store import reconcile_export
-
-    try:
-        done = reconcile_export(settings)
-    except OppscoreError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the registry away: serve the export as it is
-        log.warning("could not compare the export with the registry (%s); serving as they are", type(exc).__name__)
-        return
-    if done:
-        out.print(done)
-
-
 def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | None) -> None:
     import os
 
@@ -584,7 +612,8 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
     # can fall back to its exported bundle should find out in seconds (an operator may override)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    _reconcile(settings)
+    # the export is made to follow the registry by each worker's model holder, in the background:
+    # a registry that hangs must not keep the service from listening (serving.holder)
     if not settings.api_keys:
         key, where = _api_key(settings)
         os.environ["OPPSCORE_API_KEYS"] = key

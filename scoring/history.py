@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from features.errors import ConfigInvalid
+from features.errors import ConfigInvalid, OppscoreError
 from features.settings import Settings
 
 METADATA = sa.MetaData()
@@ -49,14 +49,44 @@ def _utc(t: pd.Timestamp):
     return pd.Timestamp(t).tz_convert("UTC").to_pydatetime()
 
 
+CONNECT_SECONDS = 5  # a database that accepts connections and never answers fails within this
+
+
+class HistoryUnavailable(OppscoreError):
+    """The score history's database could not be reached or read now: scores go on without the
+    change since the last run, and say so."""
+
+
+DRIVERS = {"postgresql": ("psycopg", "psycopg[binary]"), "mysql": ("pymysql", "pymysql")}
+
+
+def _engine(url: str) -> sa.Engine:
+    """An engine whose connections give up after CONNECT_SECONDS (a hanging server must not hold
+    a scoring run or a worker); a missing driver is named with what to install."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigInvalid(f"OPPSCORE_DATABASE_URL: not a usable SQLAlchemy URL ({exc})") from None
+    backend = parsed.get_backend_name()
+    connect_args = {"connect_timeout": CONNECT_SECONDS} if backend in ("postgresql", "mysql") else ({"timeout": CONNECT_SECONDS} if backend == "sqlite" else {})
+    try:
+        return sa.create_engine(parsed, connect_args=connect_args, pool_timeout=CONNECT_SECONDS, pool_pre_ping=True)
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        module, package = DRIVERS.get(backend, (parsed.get_driver_name(), parsed.get_driver_name()))
+        raise ConfigInvalid(
+            f"OPPSCORE_DATABASE_URL names a {backend} database, whose driver ({module}) is not installed: "
+            f"pip install '{package}' into oppscore's environment (or install oppscore with its [postgres] extra) ({exc})"
+        ) from None
+
+
 class ScoreHistory:
     def __init__(self, url: str, model_name: str) -> None:
         self.model_name = model_name
+        self.engine = _engine(url)
         try:
-            self.engine = sa.create_engine(url)
-        except (sa.exc.ArgumentError, ImportError) as exc:
-            raise ConfigInvalid(f"OPPSCORE_DATABASE_URL: not a usable SQLAlchemy URL ({exc})") from None
-        self.migrate()
+            self.migrate()
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise HistoryUnavailable(f"the score history's database did not answer ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
 
     @classmethod
     def of(cls, settings: Settings) -> ScoreHistory:
@@ -84,8 +114,11 @@ class ScoreHistory:
             }
             for r in scored.itertuples()
         ]
-        with self.engine.begin() as connection:
-            connection.execute(SCORES.insert(), rows)
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(SCORES.insert(), rows)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise HistoryUnavailable(f"the score history's database did not take the scores ({type(exc).__name__})") from None
         return len(rows)
 
     def previous(self, ids: list[str] | np.ndarray, before: pd.Timestamp) -> pd.DataFrame:
@@ -103,11 +136,14 @@ class ScoreHistory:
             .where(SCORES.c.model_name == self.model_name)
         )
         frames = []
-        with self.engine.connect() as connection:
-            for start in range(0, max(len(ids), 1), 5_000):  # bounded IN lists
-                chunk = ids[start:start + 5_000]
-                if chunk:
-                    frames.append(pd.DataFrame(connection.execute(query.where(SCORES.c.opportunity_id.in_(chunk))).mappings().all()))
+        try:
+            with self.engine.connect() as connection:
+                for start in range(0, max(len(ids), 1), 5_000):  # bounded IN lists
+                    chunk = ids[start:start + 5_000]
+                    if chunk:
+                        frames.append(pd.DataFrame(connection.execute(query.where(SCORES.c.opportunity_id.in_(chunk))).mappings().all()))
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise HistoryUnavailable(f"the score history's database could not be read ({type(exc).__name__})") from None
         found = pd.concat(frames) if frames else pd.DataFrame()
         if found.empty:
             return pd.DataFrame(columns=PREVIOUS_COLUMNS, index=pd.Index([], dtype=object, name="opportunity_id"))

@@ -44,14 +44,28 @@ def missing(exc: MlflowException) -> bool:
     return exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 
 
+def registry_file(settings: Settings) -> Path | None:
+    """The SQLite file of a file-based registry (the embedded one, or a `sqlite:///` tracking
+    URI); None for a tracking server or another database."""
+    uri = settings.tracking_uri
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def registry_written(settings: Settings) -> bool:
+    """Whether there is a registry to read: a SQLite registry's file exists (asking MLflow for
+    a missing one creates it, and its folder); a server or another database is asked."""
+    file = registry_file(settings)
+    return file is None or file.exists()
+
+
 def champion_version(settings: Settings, alias: str = ALIAS) -> str | None:
     """The version the alias points at, None when there is none; raises when the registry is
     unreachable. Reads the model's aliases rather than asking for the alias, which MLflow
     answers for a missing one with a generic "invalid parameter" error."""
     from mlflow import MlflowClient
 
-    if settings.mlflow_tracking_uri is None and not (settings.home / "mlflow.db").exists():
-        return None  # the embedded store was never written: asking MLflow would create an empty one
+    if not registry_written(settings):
+        return None  # never written: asking MLflow would create an empty registry
     use_tracking(settings)
     try:
         model = MlflowClient().get_registered_model(settings.model_name)

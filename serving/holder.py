@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 
 from features.settings import Settings
-from scoring.store import Loaded, champion_version, load_champion, load_version
+from scoring.store import Loaded, champion_version, load_champion, load_version, reconcile_export, registry_written
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,17 @@ class ModelHolder:
         return self._status.loaded
 
     def load(self) -> Status:
-        """First load: the registry's champion, else the export, else nothing (and say why)."""
+        """First load: the exported bundle at once when there is one (a registry that hangs
+        until its timeout must not keep a service that has a model on disk from serving), then
+        the export made to follow the registry's alias (a process killed between the two leaves
+        them apart) and the registry's champion; else nothing (and say why)."""
         with self._lock:
+            try:
+                exported = load_champion(self.settings, prefer_registry=False)
+                self._status = Status(exported, False, "serving the exported bundle while the model registry is asked for its champion")
+            except Exception:  # noqa: BLE001 - none on disk: the registry is all there is
+                pass
+            self._reconcile()
             try:
                 loaded = load_champion(self.settings)
                 reachable = loaded.source == "registry" or self._registry_reachable()
@@ -54,7 +63,19 @@ class ModelHolder:
                 log.warning(self._status.message)
         return self._status
 
+    def _reconcile(self) -> None:
+        if not registry_written(self.settings):
+            return
+        try:
+            done = reconcile_export(self.settings)
+            if done:
+                log.info(done)
+        except Exception as exc:  # noqa: BLE001 - the registry away: the export stays as it is
+            log.warning("could not compare the export with the registry (%s); serving as they are", type(exc).__name__)
+
     def _registry_reachable(self) -> bool:
+        if not registry_written(self.settings):
+            return False  # a SQLite registry that does not exist is not reachable, and is never created here
         try:
             champion_version(self.settings)
             return True

@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -53,15 +54,23 @@ class Registered:
 
 
 def experiment(settings: Settings) -> str:
-    use_tracking(settings)
-    found = mlflow.get_experiment_by_name(settings.experiment)
-    if found is not None:
-        return found.experiment_id
-    # the embedded store and a database named directly keep artifacts under OPPSCORE_HOME; a
-    # tracking server has its own artifact store
-    served = (settings.mlflow_tracking_uri or "").split(":", 1)[0] in ("http", "https", "databricks")
-    location = None if served else settings.artifact_root
-    return mlflow.create_experiment(settings.experiment, artifact_location=location)
+    """The experiment's id, made when missing. The first MLflow call of a process creates a
+    SQLite registry's tables and migrates them: two first trains at once in one OPPSCORE_HOME
+    raced there ("table already exists"), so it runs under a lock of that home."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with FileLock(settings.home / "registry.lock", timeout=REGISTRY_LOCK_SECONDS):
+        use_tracking(settings)
+        found = mlflow.get_experiment_by_name(settings.experiment)
+        if found is not None:
+            return found.experiment_id
+        # the embedded store and a database named directly keep artifacts under OPPSCORE_HOME; a
+        # tracking server has its own artifact store
+        served = (settings.mlflow_tracking_uri or "").split(":", 1)[0] in ("http", "https", "databricks")
+        location = None if served else settings.artifact_root
+        return mlflow.create_experiment(settings.experiment, artifact_location=location)
+
+
+REGISTRY_LOCK_SECONDS = 300
 
 
 def _flat(prefix: str, values: dict) -> dict[str, float]:

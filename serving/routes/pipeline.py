@@ -53,11 +53,11 @@ def _export_stamp(folder: Path) -> float:
     return max((f.stat().st_mtime for f in folder.iterdir() if f.is_file()), default=0.0)
 
 
-def _deals(loaded, validated, history: ScoreHistory | None) -> pd.DataFrame:
+def _deals(app, loaded, validated, history: ScoreHistory | None) -> pd.DataFrame:
     tables = validated.tables
     as_of = tables.end
     ids = tables.opportunities["opportunity_id"].to_numpy()
-    previous = previous_scores(history, ids, as_of)
+    previous = previous_scores(app, history, ids, as_of)
     scored = score_open(loaded.bundle, tables, as_of, previous=previous)
     if scored.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in DEAL_COLUMNS})
@@ -82,7 +82,7 @@ def view(request: Request, loaded, settings: Settings, now: pd.Timestamp) -> Vie
         cached: View | None = getattr(request.app.state, "pipeline_view", None)
         if cached is None or cached.key != key:
             validated = load_export(folder, settings, now)
-            cached = View(key, validated.tables.end, _deals(loaded, validated, history_of(request.app)), validated)
+            cached = View(key, validated.tables.end, _deals(request.app, loaded, validated, history_of(request.app)), validated)
             request.app.state.pipeline_view = cached
     return cached
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 from fastapi import Request, Response
@@ -32,35 +33,47 @@ ERRORS = {
 
 HISTORY_ERRORS = (SQLAlchemyError, OSError, OppscoreError)
 RETRY_HISTORY_SECONDS = 60.0
+HISTORY_DEADLINE = 3.0  # seconds a request waits on the score history's database at most
+_DATABASE = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score-history")
+
+
+def _bounded(app, what: str, call, *args):
+    """`call(*args)` on the history's own threads, waited for HISTORY_DEADLINE at most: a
+    database that accepts connections and never answers costs a request seconds, not minutes,
+    and after one miss the history is left alone for RETRY_HISTORY_SECONDS (a thread still
+    waiting on it is let be). None when it failed or did not answer in time."""
+    try:
+        return _DATABASE.submit(call, *args).result(timeout=HISTORY_DEADLINE)
+    except (TimeoutError, *HISTORY_ERRORS) as exc:
+        app.state.history_retry_at = time.monotonic() + RETRY_HISTORY_SECONDS
+        app.state.history = None
+        why = f"no answer within {HISTORY_DEADLINE:.0f} s" if isinstance(exc, TimeoutError) else type(exc).__name__
+        log.warning("score history %s (%s); scoring without the change since the last run, trying again in %.0f s", what, why, RETRY_HISTORY_SECONDS)
+        return None
+
+
+def history_wanted(app) -> bool:
+    """Whether scoring reads or writes a score history: one exists, or recording is on."""
+    settings = app.state.settings
+    return settings.database_url is not None or settings.serving.record_scores or (settings.home / "history.db").exists()
 
 
 def history_of(app) -> ScoreHistory | None:
     """The service's score history, opened once: when recording is switched on (then created if
     need be), or when one exists to read the previous scores from; else None. A history that
-    cannot be opened never fails a score: it is logged, scores go without the change since the
-    last run, and opening is tried again a minute later."""
+    cannot be opened in time never fails a score: it is logged, scores go without the change
+    since the last run, and opening is tried again a minute later."""
     opened = getattr(app.state, "history", None)
-    if opened is None and time.monotonic() >= getattr(app.state, "history_retry_at", 0.0):  # not cached while absent: `oppscore score` may create it later
-        settings = app.state.settings
-        exists = settings.database_url is not None or (settings.home / "history.db").exists()
-        if exists or settings.serving.record_scores:
-            try:
-                opened = app.state.history = ScoreHistory.of(settings)
-            except HISTORY_ERRORS as exc:
-                app.state.history_retry_at = time.monotonic() + RETRY_HISTORY_SECONDS
-                log.warning("score history unavailable (%s); scoring without the change since the last run", type(exc).__name__)
+    if opened is None and time.monotonic() >= getattr(app.state, "history_retry_at", 0.0) and history_wanted(app):  # not cached while absent: `oppscore score` may create it later
+        opened = app.state.history = _bounded(app, "unavailable", ScoreHistory.of, app.state.settings)
     return opened
 
 
-def previous_scores(history: ScoreHistory | None, ids, as_of: pd.Timestamp) -> pd.DataFrame | None:
+def previous_scores(app, history: ScoreHistory | None, ids, as_of: pd.Timestamp) -> pd.DataFrame | None:
     """The previous scores, or None when there is no history or it cannot be read now."""
     if history is None:
         return None
-    try:
-        return history.previous(ids, as_of)
-    except HISTORY_ERRORS as exc:
-        log.warning("score history unreadable (%s); scoring without the change since the last run", type(exc).__name__)
-        return None
+    return _bounded(app, "unreadable", history.previous, ids, as_of)
 
 
 # Requests up to this many opportunities are scored on the event loop: a few milliseconds of
@@ -76,8 +89,9 @@ async def score(req: ScoreRequest, loaded: LoadedDep, now: NowDep, request: Requ
     opportunity, as of `as_of` (default now); with score history, the change since the last
     recorded score and why. Nothing sent is stored unless the operator switched on
     `[serving] record_scores`."""
-    # the batch limit was checked before the body was validated (serving.deps.KeyFirstRoute)
-    if len(req.opportunities) <= INLINE_UP_TO:
+    # the batch limit was checked before the body was validated (serving.deps.KeyFirstRoute);
+    # with a score history, a database is involved: never on the event loop
+    if len(req.opportunities) <= INLINE_UP_TO and not history_wanted(request.app):
         return _answer(req, loaded, now, request)
     return await run_in_threadpool(_answer, req, loaded, now, request)
 
@@ -88,15 +102,12 @@ def _answer(req: ScoreRequest, loaded: Loaded, now: pd.Timestamp, request: Reque
     validated = records_to_tables(req.records(), bundle.spec.stages.config, now=max(now, as_of), typed=True)
     ids = [o.opportunity_id for o in req.opportunities]
     history = history_of(request.app)
-    previous = previous_scores(history, ids, as_of)
+    previous = previous_scores(request.app, history, ids, as_of)
     scores = score_ids(bundle, validated.tables, ids, as_of, previous)
     request.app.state.scores_served.inc(sum(s["status"] == "open" for s in scores))
     if history is not None and previous is not None and request.app.state.settings.serving.record_scores:
         opened = pd.DataFrame([{**s, "as_of": as_of} for s in scores if s["status"] == "open"])
-        try:
-            history.record(opened, now, loaded.version, "api")
-        except HISTORY_ERRORS as exc:
-            log.warning("could not record %d scores in the score history (%s)", len(opened), type(exc).__name__)
+        _bounded(request.app, f"did not take {len(opened)} scores", history.record, opened, now, loaded.version, "api")
     for s in scores:
         s.pop("factors", None)
     answer = ScoreResponse.model_validate({"model_version": loaded.version, "model_source": loaded.source, "as_of": as_of.to_pydatetime(), "scores": scores})
