@@ -79,21 +79,27 @@ def generate(
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     logging_style: Annotated[str, typer.Option("--logging", help="live; after-the-fact (deals created at late stages, won within days, lost ones lingering); or late-losses (after-the-fact, and losses recorded weeks to months late, many in bulk clean-ups)")] = "live",
     span_days: Annotated[int, typer.Option("--span-days", min=1, help="days over which the deals are created, up to the export's end")] = 730,
+    force: Annotated[bool, typer.Option("--force", help="write into a folder that already holds files (they are replaced)")] = False,
 ) -> None:
-    """Write a synthetic CRM export with known signal, and its oppscore.toml."""
+    """Write a synthetic CRM export with known signal, and its oppscore.toml (with a project
+    name from the folder: its own model, champion and score history)."""
     from features.loading import write_export
     from features.synthetic import generate as make
 
     if stages not in ("en", "zh"):
         raise InputInvalid(f"--stages: found {stages!r}, expected en or zh")
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise InputInvalid(f"--out {out_dir}: the folder already holds files (another export?); pick an empty folder, or add --force to replace them")
     with steps("generate") as step:
         step("simulating pipelines")
         made = make(n=n, seed=seed, stages=stages, logging=logging_style, span_days=span_days)
         step("writing")
         write_export(made.tables, out_dir, fmt)
-        (out_dir / "oppscore.toml").write_text(settings_toml(made.stages, made.segments), encoding="utf-8")
+        (out_dir / "oppscore.toml").write_text(settings_toml(made.stages, made.segments, project=project_name(out_dir)), encoding="utf-8")
     t = made.tables
-    log.info("wrote %d opportunities, %d stage rows, %d activities to %s", len(t.opportunities), len(t.stage_history), len(t.activities), out_dir)
+    out.print(f"wrote {len(t.opportunities):,} opportunities, {len(t.stage_history):,} stage rows and {len(t.activities):,} activities to {out_dir}, "
+              f"and its oppscore.toml (project {project_name(out_dir)!r})")
+    out.print(f"next: `oppscore validate --data {out_dir}`, then `oppscore train --data {out_dir}`")
 
 
 @app.command("import")
@@ -350,11 +356,14 @@ def promote(
     config: ConfigOpt = None,
 ) -> None:
     """Move the champion alias by hand and export that version to models/champion."""
+    from scoring.store import champion_version
     from training.registry import promote as move
 
     settings = _settings(config)
+    before = champion_version(settings)
     move(settings, version, force=force)
-    out.print(f"champion: version {version}")
+    out.print(f"champion: version {version}" + (" (it already was; its export is in place)" if before == str(version) else f" (was {before})" if before else ""))
+    out.print(f"next: `oppscore serve` picks it up within {settings.serving.reload_seconds:.0f} s; `oppscore evaluate --data DIR` compares versions")
 
 
 @app.command()

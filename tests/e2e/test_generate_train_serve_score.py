@@ -36,7 +36,7 @@ def test_generate_train_serve_score(tmp_path: Path, monkeypatch) -> None:
     assert scored.exit_code == 0, scored.output
     batch = pd.read_csv("scores.csv")
     assert {"opportunity_id", "win_probability", "stall_risk", "score", "grade", "expected_value", "top_factors"} <= set(batch.columns)
-    assert (Path("models") / "champion" / "bundle.json").exists()
+    assert (Path("models") / "crm" / "champion" / "bundle.json").exists()  # the project named after its folder
 
     port = _free_port()
     env = {**os.environ, "OPPSCORE_API_KEYS": "e2e-key", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
