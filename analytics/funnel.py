@@ -73,7 +73,7 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: li
     lr = pd.DataFrame({"stage": lost_from, "loss_reason": lost_from.index.map(reasons)})
     lr = lr[lr.index.map(outcome) == "lost"]
     loss = lr.assign(loss_reason=lr["loss_reason"].fillna("(none given)")).groupby(["stage", "loss_reason"]).size().rename("deals").reset_index()
-    loss = loss.sort_values(["stage", "deals"], ascending=[True, False]).reset_index(drop=True)
+    loss = loss.assign(_order=stages.index(loss["stage"])).sort_values(["_order", "deals"], ascending=[True, False]).drop(columns="_order").reset_index(drop=True)  # pipeline order
 
     # 4. activities during stays that moved forward against those that did not (completed stays)
     acts = known.activities
@@ -91,7 +91,7 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: li
         m = per_day.groupby(["stage", "advanced"]).mean().stack().rename("per_week").reset_index().rename(columns={"level_2": "type"})
         wide = m.pivot_table(index=["stage", "type"], columns="advanced", values="per_week").rename(columns={True: "per_week_moved_on", False: "per_week_did_not"}).reset_index()
         wide["ratio"] = wide.get("per_week_moved_on") / wide.get("per_week_did_not").replace(0, np.nan)
-        activities = wide.sort_values(["stage", "ratio"], ascending=[True, False]).reset_index(drop=True)
+        activities = wide.assign(_order=stages.index(wide["stage"])).sort_values(["_order", "ratio"], ascending=[True, False]).drop(columns="_order").reset_index(drop=True)
     else:
         activities = pd.DataFrame(columns=["stage", "type", "per_week_moved_on", "per_week_did_not", "ratio"])
 

@@ -320,6 +320,12 @@ def load_export(folder: Path, settings: Settings, now: pd.Timestamp) -> Validate
     return validated
 
 
+def _in_pipeline_order(counts: pd.Series, order: StageOrder) -> dict[str, int]:
+    """Counts by stage in the pipeline's order (open stages, won, lost), any other name after."""
+    names = [*order.open, order.config.won, order.config.lost]
+    return {str(k): int(counts[k]) for k in [*(n for n in names if n in counts.index), *(n for n in counts.index if n not in names)]}
+
+
 def summary(validated: Validated) -> dict[str, object]:
     """The one-screen picture of a valid export."""
     t = validated.tables
@@ -336,7 +342,7 @@ def summary(validated: Validated) -> dict[str, object]:
         "won": won,
         "lost": lost,
         "stages": " > ".join(order.open) + f" | won: {order.config.won} | lost: {order.config.lost}",
-        "stage counts": t.stage_history["stage"].value_counts().to_dict(),
+        "stage counts": _in_pipeline_order(t.stage_history["stage"].value_counts(), order),
     }
 
 

@@ -43,7 +43,15 @@ log = logging.getLogger("oppscore")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="oppscore.toml to use (default: the --data folder's, else ./oppscore.toml, else stages inferred from the data)")]
 DataOpt = Annotated[Path, typer.Option("--data", help="export folder with opportunities, stage_history, activities")]
-AsOfOpt = Annotated[datetime | None, typer.Option("--as-of", help="the time to look from, e.g. 2026-06-01 or 2026-06-01T09:00:00 (default: the export's end, the newest time in it; naive = UTC)")]
+def _when(text: str) -> datetime:
+    """A time option in ISO 8601; a typo is named with the forms that are read."""
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"found {text!r}, expected a date or a time in ISO 8601: 2026-06-01, 2026-06-01T09:00 or 2026-06-01T09:00:00Z (naive = UTC)") from None
+
+
+AsOfOpt = Annotated[datetime | None, typer.Option("--as-of", parser=_when, metavar="TIME", help="the time to look from, e.g. 2026-06-01 or 2026-06-01T09:00:00 (default: the export's end, the newest time in it; naive = UTC)")]
 STALE_DAYS = 14  # an export older than this, looked at as of its end, is said to be
 TableOutOpt = Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json; with --engine dask also a folder (one Parquet file per partition)")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="local (this process) or dask (a cluster: --scheduler, DASK_SCHEDULER_ADDRESS, or a local one)")]
@@ -180,6 +188,7 @@ def validate(data: DataOpt, config: ConfigOpt = None) -> None:
     show_table([{"stage": k, "rows": v} for k, v in counts.items()])
     for said in recording_warnings(validated.tables, validated.stages):
         out.print(f"[yellow]warning:[/yellow] {escape(said)}")
+    out.print(f"next: `oppscore train --data {data}`")
 
 
 def _as_of(given: datetime | None, end: pd.Timestamp, now: pd.Timestamp) -> pd.Timestamp:
@@ -252,7 +261,7 @@ def _comparison(metrics: dict) -> None:
 @app.command()
 def train(
     data: DataOpt,
-    cutoff: Annotated[datetime | None, typer.Option(help="backtest only at fold dates from then on (default: as far back as the data allow)")] = None,
+    cutoff: Annotated[datetime | None, typer.Option(parser=_when, metavar="TIME", help="backtest only at fold dates from then on (default: as far back as the data allow)")] = None,
     config: ConfigOpt = None,
     engine: EngineOpt = "local",
     scheduler: SchedulerOpt = None,
@@ -288,16 +297,17 @@ def _train_partitioned(data: Path, settings: Settings, cutoff: pd.Timestamp | No
             result = fit(source, stages_of(settings), settings, cutoff, workdir=Path(tmp), progress=step)
             step("logging to MLflow")
             registered = log_and_register(result, source, settings, str(data))
-    _said_after_training(result, registered, f" ({engine} engine)")
+    _said_after_training(result, registered, data, f" ({engine} engine)")
 
 
-def _said_after_training(result, registered, where: str = "") -> None:
+def _said_after_training(result, registered, data: Path, where: str = "") -> None:
     if result.metrics:
         _comparison(result.metrics)
     for line in result.report.get("said", []):
-        out.print(line)
-    out.print(f"registered version {registered.version} (run {registered.run_id}){where}; {registered.reason}")
+        out.print(escape(line))  # plain text: "[project] name = ..." is not markup
+    out.print(escape(f"registered version {registered.version} (run {registered.run_id}){where}; {registered.reason}"))
     out.print(f"champion: version {registered.version}" if registered.promoted else "champion unchanged")
+    out.print(f"next: `oppscore score --data {data} --out scores.csv`, or `oppscore serve --data {data}` for the API and the managers' page")
 
 
 def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | None, title: str = "train"):
@@ -316,7 +326,7 @@ def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | N
             result = fit(validated.tables, validated.stages, settings, cutoff, workdir=Path(tmp), progress=step)
             step("logging to MLflow")
             registered = log_and_register(result, validated.tables, settings, str(data))
-    _said_after_training(result, registered)
+    _said_after_training(result, registered, data)
     return validated
 
 
@@ -324,7 +334,7 @@ def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | N
 def evaluate(
     data: DataOpt,
     versions: Annotated[list[str] | None, typer.Option("--version", help="versions to compare (default: all)")] = None,
-    cutoff: Annotated[datetime | None, typer.Option(help="evaluate only at backtest dates from then on")] = None,
+    cutoff: Annotated[datetime | None, typer.Option(parser=_when, metavar="TIME", help="evaluate only at backtest dates from then on")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Compare registered versions on one held-out period of an export."""
@@ -347,6 +357,8 @@ def evaluate(
             rows.append({"version": v + (" (champion)" if v == champ else ""), **{f"{t} {k}": m[t][k] for t in m for k in ("auc", "log_loss", "ece")}})
     show_table(rows, title=f"backtest dates from {held.points['as_of'].min():%Y-%m-%d}: {len(held.points)} open deal-dates, outcomes as known at the data's end")
     out.print("A version trained on these data has seen these outcomes; compare versions trained on the same data, or on data that ended before these dates.")
+    where = f" --config {settings.config_path}" if settings.config_path is not None else ""
+    out.print(f"next: `oppscore promote VERSION{where}` makes a version the champion")
 
 
 @app.command()

@@ -46,7 +46,13 @@ def factor_of(feature: str, spec: FeatureSpec) -> str:
 
 def _days(v: float) -> str:
     n = int(round(v))
-    return f"{n} day" + ("" if n == 1 else "s")
+    return "less than a day" if n < 1 else f"{n} day" + ("" if n == 1 else "s")
+
+
+def _times(n: float, one: str, many: str) -> str:
+    """`n` things in words: 1 activity, 2 activities."""
+    n = int(n or 0)
+    return f"{n} {one if n == 1 else many}"
 
 
 def sentence(feature: str, row: dict, reference: dict[str, float], spec: FeatureSpec) -> str:
@@ -57,7 +63,7 @@ def sentence(feature: str, row: dict, reference: dict[str, float], spec: Feature
     has_ref = ref is not None and not (isinstance(ref, float) and math.isnan(ref))
     missing = v is None or (isinstance(v, float) and math.isnan(v))
     if feature == "days_since_activity":
-        said = "no activity logged yet" if missing else f"no activity for {_days(v)}"
+        said = "no activity logged yet" if missing else ("an activity within the last day" if v < 1 else f"no activity for {_days(v)}")
         return said + (f"; won deals at this stage typically had one within {_days(ref)}" if has_ref else "")
     if feature == "days_since_inbound":
         if missing:
@@ -71,17 +77,17 @@ def sentence(feature: str, row: dict, reference: dict[str, float], spec: Feature
     if feature.startswith("activities_") or feature == "activity_trend":
         window = feature.removeprefix("activities_") if feature.startswith("activities_") else "30d"
         count = row.get(f"activities_{window}", 0)
-        base = f"{int(count)} activities in the last {window.removesuffix('d')} days"
+        base = f"{_times(count, 'activity', 'activities')} in the last {window.removesuffix('d')} days"
         ref30 = reference.get(f"activities_{window}")
         return base + (f" (won deals at this stage: {ref30:.0f})" if ref30 is not None else "")
     for t in spec.activity_types:
         if feature.startswith(f"{t}_"):
             window = feature.removeprefix(f"{t}_").removesuffix("d")
-            return f"{int(v or 0)} {t.replace('_', ' ')}(s) in the last {window} days" + (f" (won deals at this stage: {ref:.1f})" if has_ref else "")
+            return f"{_times(v, t.replace('_', ' '), t.replace('_', ' ') + 's')} in the last {window} days" + (f" (won deals at this stage: {ref:.1f})" if has_ref else "")
     if feature == "inbound_share":
         return "no activities yet" if missing else f"{v:.0%} of activities came from the customer" + (f" (won deals: {ref:.0%})" if has_ref else "")
     if feature == "distinct_contacts":
-        return f"{int(v or 0)} contact(s) involved" + (f" (won deals at this stage: {ref:.1f})" if has_ref else "")
+        return f"{_times(v, 'contact', 'contacts')} involved" + (f" (won deals at this stage: {ref:.1f})" if has_ref else "")
     if feature == "log_amount":
         return f"deal size {math.expm1(v):,.0f}" if not missing else "deal size unknown"
     if feature == "days_to_close":
@@ -98,11 +104,11 @@ def sentence(feature: str, row: dict, reference: dict[str, float], spec: Feature
     if feature == "age_days":
         return f"open for {_days(v)}" + (f" (won deals at this stage: {_days(ref)})" if has_ref else "")
     if feature == "moves_back":
-        return f"moved back to an earlier stage {int(v)} time(s)"
+        return "moved back to an earlier stage " + ("once" if int(v) == 1 else f"{int(v)} times")
     if feature == "reopened":
         return "re-opened after a loss" if v else "never lost before"
     if feature == "stage_changes":
-        return f"{int(v)} stage change(s) so far"
+        return f"{_times(v, 'stage change', 'stage changes')} so far"
     if feature == "stage_velocity":
         return f"advancing {v:.1f} stages per 30 days" + (f" (won deals: {ref:.1f})" if has_ref else "")
     if feature.startswith("win_rate_"):
@@ -110,8 +116,8 @@ def sentence(feature: str, row: dict, reference: dict[str, float], spec: Feature
         label = {"owner_id": "the owner", "account_id": "the account"}.get(key, f"{key.replace('_', ' ')} {row.get(key, '')!s}".strip())
         return f"{label} has won {v:.0%} of closed deals so far"
     if feature in spec.segment_columns:
-        return f"{feature.replace('_', ' ')} is {v}"
-    return f"{feature.replace('_', ' ')} = {v}"
+        return f"{feature.replace('_', ' ')}: {v}" if v is not None else f"no {feature.replace('_', ' ')} given"
+    return f"{feature.replace('_', ' ')}: {v}"
 
 
 def _grouped(contributions: np.ndarray, spec: FeatureSpec) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -57,7 +57,8 @@ class HistoryUnavailable(OppscoreError):
     change since the last run, and say so."""
 
 
-DRIVERS = {"postgresql": ("psycopg", "psycopg[binary]"), "mysql": ("pymysql", "pymysql")}
+DRIVERS = {"postgresql": ("psycopg", "pip install 'psycopg[binary]' into oppscore's environment, or install oppscore with its [postgres] extra"),
+           "mysql": ("pymysql", "pip install pymysql into oppscore's environment")}
 
 
 def _engine(url: str) -> sa.Engine:
@@ -72,11 +73,10 @@ def _engine(url: str) -> sa.Engine:
     try:
         return sa.create_engine(parsed, connect_args=connect_args, pool_timeout=CONNECT_SECONDS, pool_pre_ping=True)
     except (ImportError, sa.exc.NoSuchModuleError) as exc:
-        module, package = DRIVERS.get(backend, (parsed.get_driver_name(), parsed.get_driver_name()))
-        raise ConfigInvalid(
-            f"OPPSCORE_DATABASE_URL names a {backend} database, whose driver ({module}) is not installed: "
-            f"pip install '{package}' into oppscore's environment (or install oppscore with its [postgres] extra) ({exc})"
-        ) from None
+        if backend not in DRIVERS:
+            raise ConfigInvalid(f"OPPSCORE_DATABASE_URL: not a usable SQLAlchemy URL ({exc})") from None
+        module, remedy = DRIVERS[backend]
+        raise ConfigInvalid(f"OPPSCORE_DATABASE_URL names a {backend} database, whose driver ({module}) is not installed: {remedy} ({exc})") from None
 
 
 class ScoreHistory:

@@ -66,9 +66,10 @@ def champion_version(settings: Settings, alias: str = ALIAS) -> str | None:
 
     if not registry_written(settings):
         return None  # never written: asking MLflow would create an empty registry
-    use_tracking(settings)
     try:
-        model = MlflowClient().get_registered_model(settings.model_name)
+        # the registry named, not set for the process: a service's reloader thread asks while
+        # other code (a train, a test) may use another registry in the same process
+        model = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri).get_registered_model(settings.model_name)
     except MlflowException as exc:
         if missing(exc):
             return None
@@ -80,9 +81,8 @@ def champion_version(settings: Settings, alias: str = ALIAS) -> str | None:
 def load_version(settings: Settings, version: str) -> Bundle:
     import mlflow
 
-    use_tracking(settings)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}")
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}", tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     except MlflowException as exc:
         if missing(exc):
             raise ModelNotFound(f"no version {version!r} of model {settings.model_name!r} in the registry") from None

@@ -16,6 +16,7 @@ from features.settings import Settings
 from scoring.store import Loaded, champion_version, load_champion, load_version, reconcile_export, registry_written
 
 log = logging.getLogger(__name__)
+STOP_SECONDS = 15.0
 
 
 @dataclass
@@ -106,8 +107,12 @@ class ModelHolder:
             self._thread = threading.Thread(target=self._loop, name="champion-reload", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = STOP_SECONDS) -> None:
+        """Stop polling; wait a little for a registry call in flight (each has a timeout), so
+        no thread outlives the app it served."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=wait)
 
     def _loop(self) -> None:
         if self.current is None:  # the first load happens here, not at start-up: /healthz answers at once

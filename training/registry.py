@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +137,24 @@ def gate(result: TrainResult, tables: Tables | TrainingData, settings: Settings)
     return better, ("beats the champion: " if better else "does not beat the champion: ") + words + f" (it {baseline_words})", theirs
 
 
+class _NoSignatureWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to infer model signature" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_signature():
+    """The pyfunc takes a table of opportunities with their histories as lists of records (the
+    API's shape, `scoring.pyfunc_model`), from which MLflow infers no signature, and warned so
+    on every train: a fact of the model, not news to whoever trains it."""
+    logger, quiet = logging.getLogger("mlflow.pyfunc"), _NoSignatureWarning()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def log_and_register(result: TrainResult, tables: Tables | TrainingData, settings: Settings, data_label: str) -> Registered:
     """Log the run and register its version; then, holding the champion lock, compare it with
     the champion of that moment and promote it if it wins (export first, alias last)."""
@@ -155,12 +174,13 @@ def log_and_register(result: TrainResult, tables: Tables | TrainingData, setting
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / BUNDLE_ARTIFACT
             result.bundle.save(folder)
-            info = mlflow.pyfunc.log_model(
-                name="bundle",
-                python_model=Path(pyfunc_model.__file__),
-                artifacts={BUNDLE_ARTIFACT: str(folder)},
-                registered_model_name=settings.model_name,
-            )
+            with _quiet_signature():
+                info = mlflow.pyfunc.log_model(
+                    name="bundle",
+                    python_model=Path(pyfunc_model.__file__),
+                    artifacts={BUNDLE_ARTIFACT: str(folder)},
+                    registered_model_name=settings.model_name,
+                )
         version = str(info.registered_model_version)
         client = MlflowClient()
         client.set_model_version_tag(settings.model_name, version, "held_out", json.dumps(_flat("", result.metrics))[:4900])

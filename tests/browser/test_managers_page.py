@@ -90,11 +90,41 @@ def test_a_change_since_the_last_run_shows_with_its_reason(served, browser) -> N
     assert problems == []
 
 
+def _pane_values(page, title: str) -> list[str]:
+    """The values a search pane lists, in its order (visible without asking for them)."""
+    pane = page.locator(f"#deals_wrapper .dtsp-searchPane:has(input[placeholder='{title}'])")
+    return [v.strip() for v in pane.locator("tbody tr td.dtsp-nameColumn span.dtsp-name").all_inner_texts() if v.strip()]
+
+
+def test_the_filter_panes_list_their_values_and_stages_in_pipeline_order(served, browser, medium) -> None:
+    url, _ = served
+    page, problems = _open(browser, url, 1400)
+    stages = _pane_values(page, "stage")
+    assert stages and stages == [s for s in medium.stages.open if s in stages]  # the pipeline's order, not the alphabet
+    assert _pane_values(page, "grade") and _pane_values(page, "team")  # filled from the start: no "Show All" needed
+    assert problems == []
+
+
 def test_readable_on_a_phone(served, browser) -> None:
+    """At 400 px the grid shows the columns that matter (deal, stage, win, grade, stall risk),
+    none cut off, and each stall alert is a card whose risk and reasons are on screen."""
     url, _ = served
     page, problems = _open(browser, url, 400)
     page.wait_for_selector("#forecast img", timeout=60_000)
     assert page.evaluate("document.documentElement.scrollWidth") <= 400  # the grid scrolls inside its box, the page does not spill
+    headers = [h for h in page.eval_on_selector_all("#deals_wrapper .dt-scroll-head th", "cells => cells.map(c => c.textContent.trim())") if h]  # the panes' own heads are blank
+    assert headers == ["deal", "stage", "win", "grade", "stall"], headers
+    body = page.locator("#deals_wrapper .dt-scroll-body").first
+    assert body.evaluate("b => b.scrollWidth <= b.clientWidth + 1"), body.evaluate("b => [b.scrollWidth, b.clientWidth]")  # no column cut off
+    for cell in page.locator("#deals tbody tr").first.locator("td").all():
+        b = cell.bounding_box()
+        assert b["x"] + b["width"] <= 400, b
+    card = page.locator("#alerts .alert-card").first
+    card.scroll_into_view_if_needed()
+    for part in (card.locator(".risk"), card.locator("ul.reasons li").first):
+        b = part.bounding_box()
+        assert b["x"] >= 0 and b["x"] + b["width"] <= 400 and b["height"] > 0, b
+    assert card.bounding_box()["height"] < 250
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "managers-page-400.png"), full_page=True)
     assert problems == []

@@ -79,8 +79,9 @@ def test_a_keyless_request_is_401_whatever_body_it_declares(client) -> None:
     assert r.status_code == 413, r.text
 
 
-def test_the_open_readyz_shows_no_path(tmp_path) -> None:
+def test_the_open_readyz_shows_no_path(tmp_path, monkeypatch) -> None:
     """Open to anyone, /readyz says what is missing, never where on the disk."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # another test's registry (MLflow sets the variable)
     from fastapi.testclient import TestClient
 
     from features.settings import Settings
