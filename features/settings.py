@@ -89,6 +89,7 @@ class ServingConfig(_Section):
     max_body_bytes: int = Field(default=10_000_000, ge=1_000)
     reload_seconds: float = Field(default=10.0, gt=0, description="how often the service asks the registry for a new champion")
     record_scores: bool = Field(default=False, description="keep what the CRM sends to POST /v1/score in score history (opt-in)")
+    request_seconds: float = Field(default=30.0, gt=0, le=3600, description="a request must arrive whole within this many seconds, or its connection is closed")
 
 
 class Settings(BaseSettings):

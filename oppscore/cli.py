@@ -280,21 +280,20 @@ def train(
 def _train_partitioned(data: Path, settings: Settings, cutoff: pd.Timestamp | None, engine: str, scheduler, workers: int, memory_limit: str) -> None:
     """Training on a partitioned export: snapshots built where the partitions are read, the
     booster fitted there on a cluster; the same bundle, run and gate as a whole export's."""
-    import tempfile
 
     from engines.runner import runner
     from engines.work import stages_of
     from training.partitioned import PartitionedExport
     from training.pipeline import train as fit
     from training.registry import log_and_register
-    from training.runs import exit_on_termination
+    from training.runs import exit_on_termination, scratch
 
     exit_on_termination()
     with steps("train") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
         step("first pass")
         source = PartitionedExport(run, data, settings, utc_now())
-        with tempfile.TemporaryDirectory() as tmp:
-            result = fit(source, stages_of(settings), settings, cutoff, workdir=Path(tmp), progress=step)
+        with scratch(settings) as tmp:
+            result = fit(source, stages_of(settings), settings, cutoff, workdir=tmp, progress=step)
             step("logging to MLflow")
             registered = log_and_register(result, source, settings, str(data))
     _said_after_training(result, registered, data, f" ({engine} engine)")
@@ -312,18 +311,17 @@ def _said_after_training(result, registered, data: Path, where: str = "") -> Non
 
 def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | None, title: str = "train"):
     """Load, train, log, register, gate; print the comparison. Returns the validated export."""
-    import tempfile
 
     from training.pipeline import train as fit
     from training.registry import log_and_register
-    from training.runs import exit_on_termination
+    from training.runs import exit_on_termination, scratch
 
     exit_on_termination()
     with steps(title) as step:
         step("loading")
         validated = load_export(data, settings, utc_now())
-        with tempfile.TemporaryDirectory() as tmp:
-            result = fit(validated.tables, validated.stages, settings, cutoff, workdir=Path(tmp), progress=step)
+        with scratch(settings) as tmp:
+            result = fit(validated.tables, validated.stages, settings, cutoff, workdir=tmp, progress=step)
             step("logging to MLflow")
             registered = log_and_register(result, validated.tables, settings, str(data))
     _said_after_training(result, registered, data)
@@ -647,11 +645,16 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
         os.environ["OPPSCORE_SERVE_CONFIG"] = str(settings.config_path or "")
         if data is not None:
             os.environ["OPPSCORE_SERVE_DATA"] = str(data)
-        uvicorn.run("serving.main:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="warning")
+        uvicorn.run("serving.main:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="warning", http=PROTOCOL)
         return
     from serving.app import create_app
+    from serving.protocol import DeadlineProtocol
 
-    uvicorn.run(create_app(settings, data=data), host=host, port=port, log_level="warning")
+    DeadlineProtocol.seconds = settings.serving.request_seconds
+    uvicorn.run(create_app(settings, data=data), host=host, port=port, log_level="warning", http=DeadlineProtocol)
+
+
+PROTOCOL = "serving.protocol:DeadlineProtocol"  # uvicorn's HTTP protocol, with a deadline for a request to arrive
 
 
 @app.command()

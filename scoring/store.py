@@ -81,14 +81,15 @@ def champion_version(settings: Settings, alias: str = ALIAS) -> str | None:
 def load_version(settings: Settings, version: str) -> Bundle:
     import mlflow
 
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}", tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    except MlflowException as exc:
-        if missing(exc):
-            raise ModelNotFound(f"no version {version!r} of model {settings.model_name!r} in the registry") from None
-        raise
-    folder = Path(local) / "artifacts" / BUNDLE_ARTIFACT
-    bundle = Bundle.load(folder)
+    with tempfile.TemporaryDirectory(prefix="oppscore-bundle-") as tmp:  # read whole into memory, then let go (a copy per load was left in /tmp)
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}", dst_path=tmp,
+                                                       tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        except MlflowException as exc:
+            if missing(exc):
+                raise ModelNotFound(f"no version {version!r} of model {settings.model_name!r} in the registry") from None
+            raise
+        bundle = Bundle.load(Path(local) / "artifacts" / BUNDLE_ARTIFACT)
     bundle.metadata["version"] = str(version)
     return bundle
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, export_versi
 from training.data import TrainingData
 from training.metrics import metrics
 from training.pipeline import TrainResult, evaluate_on
-from training.runs import tracked_run
+from training.runs import scratch, tracked_run
 
 log = logging.getLogger(__name__)
 GATE_TARGETS = ("win", "stall")
@@ -171,8 +170,8 @@ def log_and_register(result: TrainResult, tables: Tables | TrainingData, setting
             mlflow.log_artifact(str(path), artifact_path="plots")
         for name, frame in result.slices.items():
             mlflow.log_table(frame, artifact_file=f"slices/{name}.json")
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / BUNDLE_ARTIFACT
+        with scratch(settings) as tmp:
+            folder = tmp / BUNDLE_ARTIFACT
             result.bundle.save(folder)
             with _quiet_signature():
                 info = mlflow.pyfunc.log_model(

@@ -25,7 +25,7 @@ from scoring.score import score_open
 from scoring.store import champion_version, load_champion, reconcile_export
 from training.pipeline import train
 from training.registry import experiment, log_and_register, versions
-from training.runs import sweep_dead_runs
+from training.runs import scratch, sweep_dead_runs
 
 DRIVER = Path(__file__).with_name("die_at.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +102,9 @@ def test_killed_twice_at_a_step_leaves_a_consistent_champion(step, replay, small
     else:
         assert champion == versions(settings)[-1] != first.version
     assert not list(settings.champion_dir.parent.glob(".champion.*"))
+    with scratch(settings):  # the next run's scratch folder sweeps what the killed ones left
+        pass
+    assert not list((settings.home / "scratch").iterdir()), list((settings.home / "scratch").iterdir())
 
 
 @pytest.mark.parametrize("store", ["made before", "fresh"])
