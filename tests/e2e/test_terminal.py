@@ -65,3 +65,37 @@ def test_reasons_are_sentences_a_manager_writes() -> None:
     assert sentence("activities_30d", {"activities_30d": 3}, {}, spec).startswith("3 activities")
     assert sentence("moves_back", {"moves_back": 1}, {}, spec) == "moved back to an earlier stage once"
     assert sentence("call_30d", {"call_30d": 2}, {}, spec).startswith("2 calls in the last 30 days")
+
+
+def test_train_and_score_say_what_they_did_and_default_to_the_exports_end(export, tmp_path, monkeypatch) -> None:
+    """No MLflow signature warning on a train, log times in ISO, and a score without --as-of is
+    as of the export's end (what the export knew), said, with a warning that today is far past it."""
+    import pandas as pd
+
+    from features.contract import load_export
+    from features.settings import load_settings
+    from features.times import utc_now
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    trained = _said(["train", "--data", str(export)])
+    assert "Failed to infer model signature" not in trained and not re.search(r"\b\d\d/\d\d/\d\d\b", trained)
+    assert "next: `oppscore score --data" in " ".join(trained.split())
+    scored = " ".join(_said(["score", "--data", str(export), "--out", "scores.csv"]).split())
+    end = load_export(export, load_settings(export / "oppscore.toml"), utc_now()).tables.end
+    assert f"as of {end:%Y-%m-%d %H:%M} UTC" in scored and "days before today" in scored
+    assert set(pd.to_datetime(pd.read_csv("scores.csv")["as_of"], utc=True)) == {end}
+
+
+def test_money_on_chart_axes_reads_as_money() -> None:
+    from analytics.report import _money
+
+    assert [_money(v) for v in (0, 950, 1500, 850_000, 1_200_000, 3e6)] == ["0", "950", "2k", "850k", "1.2M", "3M"]
+
+
+def test_a_missing_database_driver_is_named_with_what_to_install() -> None:
+    from features.errors import ConfigInvalid
+    from scoring.history import ScoreHistory
+
+    with pytest.raises(ConfigInvalid, match=r"mysql database, whose driver \(pymysql\) is not installed: pip install pymysql"):
+        ScoreHistory("mysql+pymysql://oppscore@127.0.0.1/history", "oppscore")
