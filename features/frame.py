@@ -17,7 +17,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from features import asof
+from features import asof, catalogue
+from features.catalogue import TYPE_WINDOWS, WINDOWS
 from features.pit_stats import MISSING, PointInTimeStats
 from features.stages import StageOrder
 from features.table_index import group_cumsum
@@ -25,9 +26,6 @@ from features.tables import NOT_SEGMENTS, TS_DTYPE, Tables
 from features.times import DAY_NS, NAT, from_ns, ns, to_utc
 
 log = logging.getLogger(__name__)
-WINDOWS = (7, 30, 90)
-# from the field history: missing without one, never guessed from today's value
-FIELD_FEATURES = ("days_to_close", "close_date_pushes", "close_date_days_pushed", "amount_change")
 MAX_ACTIVITY_TYPES = 8
 OTHER = "other"
 
@@ -61,17 +59,15 @@ class FeatureSpec:
     def stat_keys(self) -> list[str]:
         return [*self.segment_columns, *(k for k in ("owner_id", "account_id") if k not in self.filled_at_close)]
 
+    @property
+    def features(self) -> dict[str, catalogue.Feature]:
+        """The catalogue's entries for this vocabulary by column, in column order (kept by the
+        catalogue, not on the spec, which stays plain data to pickle)."""
+        return catalogue.entries(tuple(self.segment_columns), tuple(self.activity_types), tuple(self.stat_keys), self.field_history)
+
     @cached_property
     def columns(self) -> list[str]:
-        stage = ["stage", "stage_progress", "days_in_stage", "dwell_ratio", "age_days", "stage_changes",
-                 "moves_back", "furthest_progress", "stage_velocity", "reopened"]
-        activity = [f"activities_{w}d" for w in WINDOWS]
-        activity += [f"{t}_{w}d" for t in self.activity_types for w in (30, 90)]
-        activity += ["days_since_activity", "days_since_inbound", "inbound_share", "distinct_contacts", "activity_trend"]
-        segment = [*self.segment_columns, "log_amount"]
-        segment += [f"win_rate_{c}" for c in self.stat_keys]
-        fields = list(FIELD_FEATURES) if self.field_history else []
-        return stage + activity + segment + fields
+        return list(self.features)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=1)
@@ -151,27 +147,6 @@ def open_points(tables: Tables, stages: StageOrder, as_of: pd.Timestamp) -> pd.D
     points = opps.assign(as_of=pd.Series(as_of, index=opps.index, dtype=TS_DTYPE)).reset_index(drop=True)
     state = state_arrays(tables, stages, Points.of(tables, points))
     return points[state["is_open"]].reset_index(drop=True)
-
-
-def asof_join(
-    points: pd.DataFrame,
-    rows: pd.DataFrame,
-    time_col: str,
-    cols: list[str],
-    shift: pd.Timedelta | None = None,
-    direction: str = "backward",
-    exact: bool = True,
-) -> pd.DataFrame:
-    """For each (opportunity_id, as_of) point, the columns of that opportunity's row nearest in
-    time: by default the last at or before as_of (- shift). Result rows align with points."""
-    q_times = ns(points["as_of"])
-    if shift is not None:
-        q_times = q_times - shift.value
-    pos = asof.positions(
-        rows["opportunity_id"].to_numpy(dtype=object), ns(rows[time_col]),
-        points["opportunity_id"].to_numpy(dtype=object), q_times, direction, exact,
-    )
-    return asof.take(rows, [time_col, *cols], pos)
 
 
 @dataclass(frozen=True)
@@ -279,7 +254,7 @@ def _activity_features(tables: Tables, spec: FeatureSpec, points: Points, out: d
     ix = tables.index
     n = len(points)
     if len(ix.act_time) == 0:  # the activities table is optional: counts are zero, recencies unknown
-        zero = [f"activities_{w}d" for w in WINDOWS] + [f"{t}_{w}d" for t in spec.activity_types for w in (30, 90)]
+        zero = [f"activities_{w}d" for w in WINDOWS] + [f"{t}_{w}d" for t in spec.activity_types for w in TYPE_WINDOWS]
         for col in [*zero, "distinct_contacts", "activity_trend"]:
             out[col] = np.zeros(n)
         for col in ("days_since_activity", "days_since_inbound", "inbound_share"):
@@ -302,7 +277,7 @@ def _activity_features(tables: Tables, spec: FeatureSpec, points: Points, out: d
     for t in spec.activity_types:  # one type's counts at a time: at millions of activities each array is tens of MB
         counts = running(ix.act_kind == (ix.act_kinds.index(t) if t in ix.act_kinds else -2))
         c = at(counts, now)
-        for w in (30, 90):
+        for w in TYPE_WINDOWS:
             out[f"{t}_{w}d"] = c - at(counts, pos[w])
     hit = now >= 0
     out["days_since_activity"] = _days(points.time, ix.act_time[np.maximum(now, 0)], hit)
@@ -354,6 +329,15 @@ def feature_arrays(
 ) -> dict[str, np.ndarray]:
     """The features of each point as arrays, in spec.columns order; `state` (from `state_arrays`)
     when the caller already has it."""
+    out = computed(tables, points, spec, stats, state, progress)
+    return {c: out[c] if c in spec.categorical else np.asarray(out[c], dtype="float64") for c in spec.columns}
+
+
+def computed(
+    tables: Tables, points: Points, spec: FeatureSpec, stats: PointInTimeStats, state: dict | None = None, progress: Progress | None = None
+) -> dict[str, np.ndarray]:
+    """Every feature the computations make, by name: the catalogue's columns exactly (a test
+    holds the two together)."""
     step = progress or (lambda _msg: None)
     out: dict[str, np.ndarray] = {}
     step("stage and dwell features")
@@ -363,7 +347,7 @@ def feature_arrays(
     known = _field_features(tables, points, out) if spec.field_history else {}
     step("segment features")
     _segment_features(tables, spec, points, stats, out, known.get("amount_at"))
-    return {c: out[c] if c in spec.categorical else np.asarray(out[c], dtype="float64") for c in spec.columns}
+    return out
 
 
 def model_matrix(features: dict[str, np.ndarray], spec: FeatureSpec) -> np.ndarray:

@@ -7,117 +7,20 @@ import math
 
 import numpy as np
 
+from features.catalogue import Reading
 from features.frame import FeatureSpec
 
 TOP_FACTORS = 3
 
 
 def factor_of(feature: str, spec: FeatureSpec) -> str:
-    """The readable factor a feature belongs to; contributions are summed per factor."""
-    if feature in ("stage", "stage_progress", "furthest_progress"):
-        return "pipeline stage"
-    if feature in ("days_in_stage", "dwell_ratio"):
-        return "time in stage"
-    if feature in ("age_days", "stage_velocity", "stage_changes", "moves_back", "reopened"):
-        return "deal momentum"
-    if feature == "days_since_activity":
-        return "recent activity"
-    if feature in ("days_since_inbound", "inbound_share", "distinct_contacts"):
-        return "customer engagement"
-    if feature.startswith("activities_") or feature == "activity_trend":
-        return "activity volume"
-    for t in spec.activity_types:
-        if feature.startswith(f"{t}_"):
-            return f"{t.replace('_', ' ')}s"
-    if feature in ("log_amount", "amount_change"):
-        return "deal size"
-    if feature in ("days_to_close", "close_date_pushes", "close_date_days_pushed"):
-        return "close date"
-    if feature == "win_rate_owner_id":
-        return "owner's track record"
-    if feature == "win_rate_account_id":
-        return "account history"
-    if feature.startswith("win_rate_"):
-        return feature.removeprefix("win_rate_").replace("_", " ")
-    if feature in spec.segment_columns:
-        return feature.replace("_", " ")
-    return feature.replace("_", " ")
-
-
-def _days(v: float) -> str:
-    n = int(round(v))
-    return "less than a day" if n < 1 else f"{n} day" + ("" if n == 1 else "s")
-
-
-def _times(n: float, one: str, many: str) -> str:
-    """`n` things in words: 1 activity, 2 activities."""
-    n = int(n or 0)
-    return f"{n} {one if n == 1 else many}"
+    """The readable factor a feature belongs to (`features.catalogue`); contributions are summed per factor."""
+    return spec.features[feature].factor
 
 
 def sentence(feature: str, row: dict, reference: dict[str, float], spec: FeatureSpec) -> str:
     """One sentence about the feature's value, against won deals at the same stage where known."""
-    v = row.get(feature)
-    ref = reference.get(feature)
-    stage = row.get("stage")
-    has_ref = ref is not None and not (isinstance(ref, float) and math.isnan(ref))
-    missing = v is None or (isinstance(v, float) and math.isnan(v))
-    if feature == "days_since_activity":
-        said = "no activity logged yet" if missing else ("an activity within the last day" if v < 1 else f"no activity for {_days(v)}")
-        return said + (f"; won deals at this stage typically had one within {_days(ref)}" if has_ref else "")
-    if feature == "days_since_inbound":
-        if missing:
-            return "the customer has not reached out yet"
-        return f"last contact from the customer {_days(v)} ago" + (f" (won deals at this stage: {_days(ref)})" if has_ref else "")
-    if feature in ("days_in_stage", "dwell_ratio"):  # both read as time in the stage
-        typical = reference.get("days_in_stage")
-        return f"{_days(row.get('days_in_stage'))} in {stage}" + (f"; won deals typically moved on within {_days(typical)}" if typical is not None else "")
-    if feature in ("stage", "stage_progress", "furthest_progress"):
-        return f"in stage {stage}" + (", having been further along before" if row.get("furthest_progress", 0) > row.get("stage_progress", 0) else "")
-    if feature.startswith("activities_") or feature == "activity_trend":
-        window = feature.removeprefix("activities_") if feature.startswith("activities_") else "30d"
-        count = row.get(f"activities_{window}", 0)
-        base = f"{_times(count, 'activity', 'activities')} in the last {window.removesuffix('d')} days"
-        ref30 = reference.get(f"activities_{window}")
-        return base + (f" (won deals at this stage: {ref30:.0f})" if ref30 is not None else "")
-    for t in spec.activity_types:
-        if feature.startswith(f"{t}_"):
-            window = feature.removeprefix(f"{t}_").removesuffix("d")
-            return f"{_times(v, t.replace('_', ' '), t.replace('_', ' ') + 's')} in the last {window} days" + (f" (won deals at this stage: {ref:.1f})" if has_ref else "")
-    if feature == "inbound_share":
-        return "no activities yet" if missing else f"{v:.0%} of activities came from the customer" + (f" (won deals: {ref:.0%})" if has_ref else "")
-    if feature == "distinct_contacts":
-        return f"{_times(v, 'contact', 'contacts')} involved" + (f" (won deals at this stage: {ref:.1f})" if has_ref else "")
-    if feature == "log_amount":
-        return f"deal size {math.expm1(v):,.0f}" if not missing else "deal size unknown"
-    if feature == "days_to_close":
-        if missing:
-            return "no expected close date recorded"
-        return f"{_days(-v)} past its expected close date" if v < 0 else f"expected to close in {_days(v)}"
-    if feature in ("close_date_pushes", "close_date_days_pushed"):
-        pushes, days = row.get("close_date_pushes"), row.get("close_date_days_pushed")
-        if pushes is None or (isinstance(pushes, float) and math.isnan(pushes)) or not pushes:
-            return "close date never pushed"
-        return f"close date pushed {int(pushes)} time(s), {_days(days or 0)} in all"
-    if feature == "amount_change":
-        return "amount unchanged since it was first recorded" if missing or abs(v) < 1e-9 else f"amount {math.expm1(v):+.0%} since it was first recorded"
-    if feature == "age_days":
-        return f"open for {_days(v)}" + (f" (won deals at this stage: {_days(ref)})" if has_ref else "")
-    if feature == "moves_back":
-        return "moved back to an earlier stage " + ("once" if int(v) == 1 else f"{int(v)} times")
-    if feature == "reopened":
-        return "re-opened after a loss" if v else "never lost before"
-    if feature == "stage_changes":
-        return f"{_times(v, 'stage change', 'stage changes')} so far"
-    if feature == "stage_velocity":
-        return f"advancing {v:.1f} stages per 30 days" + (f" (won deals: {ref:.1f})" if has_ref else "")
-    if feature.startswith("win_rate_"):
-        key = feature.removeprefix("win_rate_")
-        label = {"owner_id": "the owner", "account_id": "the account"}.get(key, f"{key.replace('_', ' ')} {row.get(key, '')!s}".strip())
-        return f"{label} has won {v:.0%} of closed deals so far"
-    if feature in spec.segment_columns:
-        return f"{feature.replace('_', ' ')}: {v}" if v is not None else f"no {feature.replace('_', ' ')} given"
-    return f"{feature.replace('_', ' ')}: {v}"
+    return spec.features[feature].sentence(Reading(feature, row, reference))
 
 
 def _grouped(contributions: np.ndarray, spec: FeatureSpec) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from matplotlib.figure import Figure
 
 from training.metrics import BINS
@@ -64,7 +63,3 @@ def importance(target: str, names: list[str], gains: np.ndarray, out: Path, top:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     return out
-
-
-def comparison_table(results: dict[str, dict[str, float]]) -> pd.DataFrame:
-    return pd.DataFrame(results).T[["auc", "log_loss", "brier", "ece", "lift_top_decile", "rows"]]

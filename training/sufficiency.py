@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.catalogue import FAMILIES
 from features.contract import recording_warnings
 from features.frame import FeatureSpec
 from features.stages import StageOrder
@@ -21,16 +22,11 @@ from features.tables import Tables
 from training.models import MIN_DEALS
 
 LABEL_WORDS = {"win": ("won within {days} days of a snapshot", "not"), "stall": ("without progress for {days} days after a snapshot", "never")}
-FAMILIES_OF = {"stage-dwell": "stage", "activity": "activity", "segment": "segment"}
 
 
 def families(spec: FeatureSpec) -> dict[str, list[str]]:
-    """The three feature families of the product, as columns of the spec."""
-    stage = ["stage", "stage_progress", "days_in_stage", "dwell_ratio", "age_days", "stage_changes", "moves_back", "furthest_progress", "stage_velocity", "reopened",
-             "days_to_close", "close_date_pushes", "close_date_days_pushed"]
-    segment = [*spec.segment_columns, "log_amount", "amount_change", *[f"win_rate_{k}" for k in spec.stat_keys]]
-    activity = [c for c in spec.columns if c not in stage and c not in segment]
-    return {"stage-dwell": stage, "activity": activity, "segment": segment}
+    """The three feature families of the product (`features.catalogue`), as columns of the spec."""
+    return {family: [name for name, f in spec.features.items() if f.family == family] for family in FAMILIES}
 
 
 @dataclass
