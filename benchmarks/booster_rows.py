@@ -63,7 +63,7 @@ def _measure(folder: Path, rounds: int) -> None:
         for limit in [s for s in SIZES if s < len(every.y)] + [len(every.y)]:
             start = time.perf_counter()
             sample = every.sample(limit)
-            model, _ = fit.fit_booster(sample.rows(snaps.x), spec, rounds)
+            model = fit.fit_booster(sample.rows(snaps.x), spec, rounds).model
             got = metrics(y, model.probability(held), w)
             print(f"| {name} | {at.date()} | {len(sample.y):,} | {got['auc']:.4f} | {got['log_loss']:.4f} | {time.perf_counter() - start:.0f} |", flush=True)
 

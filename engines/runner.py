@@ -13,8 +13,11 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from features.errors import ClusterShort, ConfigInvalid
 
@@ -22,23 +25,76 @@ log = logging.getLogger(__name__)
 ENGINES = ("local", "dask")
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """Where a command's per-partition work runs: the four options every such command takes
+    (`oppscore.cli`), as one value handed on."""
+
+    engine: str = "local"
+    scheduler: str | None = None
+    workers: int = 2
+    memory_limit: str = "4GiB"
+
+
 class Runner:
     """`map(fn, parts, outs, **shared)`: fn(part, out, **shared) for every partition (and its
-    output file, or None), results in partition order."""
+    output file, or None), results in partition order; `map_held` keeps each result's heavy
+    part where it was computed. `LocalRunner` and `DaskRunner` are the two places."""
 
-    def __init__(self, engine: str = "local", client: Any = None, progress: Callable[[str], None] | None = None) -> None:
-        self.engine = engine
-        self.client = client
+    engine: str
+
+    def __init__(self, progress: Callable[[str], None] | None = None) -> None:
         self.progress = progress or (lambda _m: None)
 
     def map(self, fn: Callable, parts: list[Path], outs: list[Path | None] | None = None, **shared: Any) -> list:
+        raise NotImplementedError
+
+    def map_held(self, fn: Callable, parts: list[Path], **shared: Any) -> tuple[list, list]:
+        """fn(part, None, **shared) → (light, heavy) for every partition: the light parts come
+        back here; the heavy ones stay where they were computed."""
+        raise NotImplementedError
+
+    def release_memory(self) -> None:
+        """Freed memory handed back here (and where the work ran)."""
+        release_memory()
+
+    def matrix(self, heavy: list, sizes: list[int], n_cols: int, order: np.ndarray):
+        """The model matrix of every partition's held rows, in `order`."""
+        raise NotImplementedError
+
+
+class LocalRunner(Runner):
+    """In this process, one partition after another (a whole export is one partition)."""
+
+    engine = "local"
+
+    def map(self, fn: Callable, parts: list[Path], outs: list[Path | None] | None = None, **shared: Any) -> list:
         outs = outs if outs is not None else [None] * len(parts)
-        if self.client is None:
-            results = []
-            for k, (part, out) in enumerate(zip(parts, outs, strict=True)):
-                self.progress(f"{fn.__name__}: partition {k + 1} of {len(parts)}")
-                results.append(fn(part, out, **shared))
-            return results
+        results = []
+        for k, (part, out) in enumerate(zip(parts, outs, strict=True)):
+            self.progress(f"{fn.__name__}: partition {k + 1} of {len(parts)}")
+            results.append(fn(part, out, **shared))
+        return results
+
+    def map_held(self, fn: Callable, parts: list[Path], **shared: Any) -> tuple[list, list]:
+        pairs = self.map(fn, parts, **shared)
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def matrix(self, heavy: list, sizes: list[int], n_cols: int, order: np.ndarray):
+        return np.concatenate([h.reshape(-1, n_cols) for h in heavy])[order]
+
+
+class DaskRunner(Runner):
+    """On a Dask cluster's workers; the large shared arguments sent to each worker once."""
+
+    engine = "dask"
+
+    def __init__(self, client: Any, progress: Callable[[str], None] | None = None) -> None:
+        super().__init__(progress)
+        self.client = client
+
+    def map(self, fn: Callable, parts: list[Path], outs: list[Path | None] | None = None, **shared: Any) -> list:
+        outs = outs if outs is not None else [None] * len(parts)
         scattered = self._scattered(shared)
         return self._fetched(fn.__name__, self.client.map(fn, parts, outs, **scattered, pure=False))
 
@@ -69,19 +125,12 @@ class Runner:
         return results
 
     def release_memory(self) -> None:
-        """Freed memory handed back here and, on a cluster, on every worker (what reading and
-        building partitions left there: the backtest runs beside it)."""
+        """What reading and building partitions left on the workers too (the backtest runs beside it)."""
         release_memory()
-        if self.client is not None:
-            self.client.run(release_memory)
+        self.client.run(release_memory)
 
     def map_held(self, fn: Callable, parts: list[Path], **shared: Any) -> tuple[list, list]:
-        """fn(part, None, **shared) → (light, heavy) for every partition: the light parts come
-        back here; the heavy ones stay where they were computed (futures on a cluster's workers,
-        values in this process)."""
-        if self.client is None:
-            pairs = self.map(fn, parts, **shared)
-            return [p[0] for p in pairs], [p[1] for p in pairs]
+        """The heavy parts stay on the workers, as futures."""
         from operator import itemgetter
 
         scattered = self._scattered(shared)
@@ -95,6 +144,11 @@ class Runner:
         light = [self.client.submit(itemgetter(0), pair, **at) for pair, at in zip(pairs, where, strict=True)]
         del pairs  # the heavy parts alone stay on the workers
         return self._fetched(fn.__name__, light), heavy
+
+    def matrix(self, heavy: list, sizes: list[int], n_cols: int, order: np.ndarray):
+        from engines.matrix import PartitionedMatrix
+
+        return PartitionedMatrix(self.client, heavy, sizes, n_cols, order)
 
 
 def home(workers: list[str], k: int) -> str:
@@ -147,15 +201,23 @@ def _large(value: Any) -> bool:
     to `Client.map` as it is would also be taken for a collection to compute)."""
     import pandas as pd
 
-    return type(value).__name__ in ("Bundle", "PointInTimeStats", "FeatureSpec") or isinstance(value, pd.DataFrame)
+    from features.frame import FeatureSpec
+    from features.pit_stats import PointInTimeStats
+    from scoring.bundle import Bundle
+
+    return isinstance(value, (Bundle, PointInTimeStats, FeatureSpec, pd.DataFrame))
 
 
 @contextmanager
-def runner(engine: str, scheduler: str | None = None, workers: int = 2, memory_limit: str = "4GiB", progress=None) -> Iterator[Runner]:
+def runner(options: EngineOptions | str = "local", progress=None) -> Iterator[Runner]:
+    """The runner the options name, open for the block (a Dask client and its cluster closed after)."""
+    if isinstance(options, str):
+        options = EngineOptions(options)
+    engine, scheduler, workers, memory_limit = options.engine, options.scheduler, options.workers, options.memory_limit
     if engine not in ENGINES:
         raise ConfigInvalid(f"--engine: found {engine!r}, expected one of {', '.join(ENGINES)}")
     if engine == "local":
-        yield Runner("local", None, progress)
+        yield LocalRunner(progress)
         return
     import dask
     from distributed import Client, LocalCluster
@@ -170,7 +232,7 @@ def runner(engine: str, scheduler: str | None = None, workers: int = 2, memory_l
         log.info("on the Dask cluster at %s (%d workers)", address, len(client.scheduler_info()["workers"]))
         try:
             with _losing_workers("its memory limit"):
-                yield Runner("dask", client, progress)
+                yield DaskRunner(client, progress)
         finally:
             client.close()
         return
@@ -179,7 +241,7 @@ def runner(engine: str, scheduler: str | None = None, workers: int = 2, memory_l
     with dask.config.set(spawn), LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit=memory_limit, processes=True, dashboard_address=":0") as cluster, Client(cluster) as client:
         log.info("on a local Dask cluster: %d workers, %s each, spilling to disk beyond", workers, memory_limit)
         with _losing_workers(f"--memory-limit {memory_limit}"):
-            yield Runner("dask", client, progress)
+            yield DaskRunner(client, progress)
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """Training snapshots: each opportunity observed at regular times while it is open.
 
 The grid is one calendar for all opportunities (every `every_days` from a fixed Monday), so a
-time split cuts every opportunity at the same dates.
+backtest's fold date cuts every opportunity at the same dates.
 """
 
 from __future__ import annotations

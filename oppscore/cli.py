@@ -6,8 +6,11 @@ those) become a message and exit code 1, in one place (`_Commands.invoke`).
 
 from __future__ import annotations
 
+import functools
 import html
+import inspect
 import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +21,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from engines.runner import EngineOptions
 from features.contract import load_export, recording_warnings, summary
 from features.errors import InputInvalid, ModelNotFound, NotEnoughData, OppscoreError
 from features.loading import table_path
@@ -58,12 +62,36 @@ EngineOpt = Annotated[str, typer.Option("--engine", help="local (this process) o
 SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="tcp://host:8786 of an existing Dask scheduler (default: DASK_SCHEDULER_ADDRESS, else a LocalCluster)")]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="LocalCluster workers (without a scheduler)")]
 MemoryOpt = Annotated[str, typer.Option("--memory-limit", help="per LocalCluster worker; beyond it a worker spills to disk")]
+DEFAULT_ENGINE = EngineOptions()
+_ENGINE_OPTIONS = [
+    inspect.Parameter("engine", inspect.Parameter.KEYWORD_ONLY, default="local", annotation=EngineOpt),
+    inspect.Parameter("scheduler", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=SchedulerOpt),
+    inspect.Parameter("workers", inspect.Parameter.KEYWORD_ONLY, default=2, annotation=WorkersOpt),
+    inspect.Parameter("memory_limit", inspect.Parameter.KEYWORD_ONLY, default="4GiB", annotation=MemoryOpt),
+]
 
 
-def _partitioned(data: Path, engine: str) -> bool:
+def engine_options(command: Callable) -> Callable:
+    """The four engine options, declared once for every command that reads partitions: the
+    command itself takes one `engine: EngineOptions` and hands it on."""
+    from engines.runner import EngineOptions
+
+    signature = inspect.signature(command, eval_str=True)
+    kept = [p for p in signature.parameters.values() if p.name != "engine"]
+
+    @functools.wraps(command)
+    def with_options(*args, engine: str = "local", scheduler: str | None = None, workers: int = 2, memory_limit: str = "4GiB", **kwargs):
+        return command(*args, engine=EngineOptions(engine, scheduler, workers, memory_limit), **kwargs)
+
+    with_options.__signature__ = signature.replace(parameters=[*kept, *_ENGINE_OPTIONS])
+    with_options.__annotations__ = {p.name: p.annotation for p in with_options.__signature__.parameters.values()}
+    return with_options
+
+
+def _partitioned(data: Path, engine: EngineOptions) -> bool:
     from features.partitions import partitions
 
-    return engine != "local" or partitions(data) != [data]
+    return engine.engine != "local" or partitions(data) != [data]
 
 
 def _settings(config: Path | None, data: Path | None = None) -> Settings:
@@ -203,15 +231,13 @@ def _as_of(given: datetime | None, end: pd.Timestamp, now: pd.Timestamp) -> pd.T
 
 
 @app.command()
+@engine_options
 def features(
     data: DataOpt,
     out_file: TableOutOpt,
     as_of: AsOfOpt = None,
     config: ConfigOpt = None,
-    engine: EngineOpt = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = 2,
-    memory_limit: MemoryOpt = "4GiB",
+    engine: EngineOptions = DEFAULT_ENGINE,
 ) -> None:
     """The feature frame of the opportunities open at --as-of."""
     from features.frame import features_as_of, segment_columns
@@ -225,14 +251,14 @@ def features(
         from engines import partitioned
         from engines.runner import runner
 
-        with steps("features") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+        with steps("features") as step, runner(engine, progress=step) as run:
             t = _as_of(as_of, partitioned.export_end(run, data, settings, now), now)
             folder = out_file if not out_file.suffix else None
             spec, frame = partitioned.features(run, data, settings, now, t, out_dir=folder)
             if folder is None:
                 write_table(frame, out_file)
         rows = frame if isinstance(frame, int) else len(frame)
-        out.print(f"{rows:,} open opportunities as of {t:%Y-%m-%d %H:%M} UTC, {len(spec.columns)} features → {out_file} ({engine} engine)")
+        out.print(f"{rows:,} open opportunities as of {t:%Y-%m-%d %H:%M} UTC, {len(spec.columns)} features → {out_file} ({engine.engine} engine)")
         return
     with steps("features") as step:
         step("loading")
@@ -259,25 +285,23 @@ def _comparison(metrics: dict) -> None:
 
 
 @app.command()
+@engine_options
 def train(
     data: DataOpt,
     cutoff: Annotated[datetime | None, typer.Option(parser=_when, metavar="TIME", help="backtest only at fold dates from then on (default: as far back as the data allow)")] = None,
     config: ConfigOpt = None,
-    engine: EngineOpt = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = 2,
-    memory_limit: MemoryOpt = "4GiB",
+    engine: EngineOptions = DEFAULT_ENGINE,
 ) -> None:
-    """Train both models on a time split, compare with baselines, register, and promote if better."""
+    """Train both models, backtest them at past dates as known then beside the baselines, register, and promote if better."""
 
     settings = _settings(config, data)
     if _partitioned(data, engine):
-        _train_partitioned(data, settings, to_utc(cutoff) if cutoff else None, engine, scheduler, workers, memory_limit)
+        _train_partitioned(data, settings, to_utc(cutoff) if cutoff else None, engine)
         return
     _train_and_register(data, settings, to_utc(cutoff) if cutoff else None)
 
 
-def _train_partitioned(data: Path, settings: Settings, cutoff: pd.Timestamp | None, engine: str, scheduler, workers: int, memory_limit: str) -> None:
+def _train_partitioned(data: Path, settings: Settings, cutoff: pd.Timestamp | None, engine: EngineOptions) -> None:
     """Training on a partitioned export: snapshots built where the partitions are read, the
     booster fitted there on a cluster; the same bundle, run and gate as a whole export's."""
 
@@ -289,14 +313,14 @@ def _train_partitioned(data: Path, settings: Settings, cutoff: pd.Timestamp | No
     from training.runs import exit_on_termination, scratch
 
     exit_on_termination()
-    with steps("train") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+    with steps("train") as step, runner(engine, progress=step) as run:
         step("first pass")
         source = PartitionedExport(run, data, settings, utc_now())
         with scratch(settings) as tmp:
             result = fit(source, stages_of(settings), settings, cutoff, workdir=tmp, progress=step)
             step("logging to MLflow")
             registered = log_and_register(result, source, settings, str(data))
-    _said_after_training(result, registered, data, f" ({engine} engine)")
+    _said_after_training(result, registered, data, f" ({engine.engine} engine)")
 
 
 def _said_after_training(result, registered, data: Path, where: str = "") -> None:
@@ -335,7 +359,7 @@ def evaluate(
     cutoff: Annotated[datetime | None, typer.Option(parser=_when, metavar="TIME", help="evaluate only at backtest dates from then on")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Compare registered versions on one held-out period of an export."""
+    """Compare registered versions on the same backtest dates of an export (from --cutoff)."""
     from scoring.store import champion_version, load_version
     from training.pipeline import backtest_points, evaluate_on
     from training.registry import versions as all_versions
@@ -377,15 +401,13 @@ def promote(
 
 
 @app.command()
+@engine_options
 def score(
     data: DataOpt,
     out_file: TableOutOpt,
     as_of: AsOfOpt = None,
     config: ConfigOpt = None,
-    engine: EngineOpt = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = 2,
-    memory_limit: MemoryOpt = "4GiB",
+    engine: EngineOptions = DEFAULT_ENGINE,
 ) -> None:
     """Score every open opportunity with the champion; highest win probability first."""
     from features.loading import write_table
@@ -397,7 +419,7 @@ def score(
     if out_file.suffix or not _partitioned(data, engine):
         table_path(out_file)  # before any work: a command that fails on its output records nothing
     if _partitioned(data, engine):
-        _score_partitioned(data, out_file, as_of, settings, engine, scheduler, workers, memory_limit)
+        _score_partitioned(data, out_file, as_of, settings, engine)
         return
     with steps("score") as step:
         step("loading")
@@ -463,7 +485,7 @@ def _record(history, scored: pd.DataFrame, now: pd.Timestamp, version: str) -> i
 OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html (a report with plots); default: the terminal")]
 
 
-def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, engine: str, scheduler, workers: int, memory_limit: str) -> None:
+def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, engine: EngineOptions) -> None:
     """Scores per partition; one file (gathered) or a folder of Parquet files. Score history
     is not kept on this path: the change since the last run is the local engine's for now."""
     from engines import partitioned
@@ -474,10 +496,10 @@ def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, en
     now = utc_now()
     loaded = load_champion(settings)
     folder = out_file if not out_file.suffix else None
-    with steps("score") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+    with steps("score") as step, runner(engine, progress=step) as run:
         at = _as_of(as_of, partitioned.export_end(run, data, settings, now), now)
         done = partitioned.score(run, data, settings, now, at, loaded.bundle, out_dir=folder)
-    show_table([{"opportunities": k, "count": v} for k, v in done.counts.items() if v], title=f"as of {at:%Y-%m-%d %H:%M} UTC ({engine} engine)")
+    show_table([{"opportunities": k, "count": v} for k, v in done.counts.items() if v], title=f"as of {at:%Y-%m-%d %H:%M} UTC ({engine.engine} engine)")
     if done.unknown_stages:
         out.print(f"[yellow]not scored:[/yellow] deals in stages champion v{loaded.version} was not trained on: {', '.join(done.unknown_stages[:10])}")
     if done.rows == 0:
@@ -488,9 +510,9 @@ def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, en
 
 
 @app.command("stage-weights")
+@engine_options
 def stage_weights(
-    data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config: ConfigOpt = None,
-    engine: EngineOpt = "local", scheduler: SchedulerOpt = None, workers: WorkersOpt = 2, memory_limit: MemoryOpt = "4GiB",
+    data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config: ConfigOpt = None, engine: EngineOptions = DEFAULT_ENGINE,
 ) -> None:
     """Data-driven stage weights (with intervals, by dwell, per segment) beside the configured ones."""
     from analytics import report
@@ -504,7 +526,7 @@ def stage_weights(
         from engines.runner import runner
 
         now = utc_now()
-        with steps("stage weights") as step, runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+        with steps("stage weights") as step, runner(engine, progress=step) as run:
             sw = partitioned.stage_weights(run, data, settings, now, _as_of(as_of, partitioned.export_end(run, data, settings, now), now))
     else:
         now = utc_now()
@@ -546,6 +568,7 @@ def funnel(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config
 
 
 @app.command()
+@engine_options
 def forecast(
     data: DataOpt,
     period: Annotated[str, typer.Option(help="2026-10, 2026Q4, 2026 or next-30d")],
@@ -553,10 +576,7 @@ def forecast(
     as_of: AsOfOpt = None,
     backtest_periods: Annotated[int, typer.Option("--backtest", min=0, help="past months to replay")] = 6,
     config: ConfigOpt = None,
-    engine: EngineOpt = "local",
-    scheduler: SchedulerOpt = None,
-    workers: WorkersOpt = 2,
-    memory_limit: MemoryOpt = "4GiB",
+    engine: EngineOptions = DEFAULT_ENGINE,
 ) -> None:
     """Expected won amount in a period with a P10–P90 range, by configured weights, data-driven
     weights and the model, and how each did on past periods."""
@@ -572,7 +592,7 @@ def forecast(
     except ModelNotFound as exc:  # the weights still forecast without a model
         log.warning("no model for the forecast (%s): weights only", exc)
         bundle = None
-    with steps("forecast") as step, _forecast_inputs(data, settings, bundle, engine, scheduler, workers, memory_limit, step) as (tables, stages, end, methods):
+    with steps("forecast") as step, _forecast_inputs(data, settings, bundle, engine, step) as (tables, stages, end, methods):
         window = parse_period(period, to_utc(as_of) if as_of else end)
         t = to_utc(as_of) if as_of else min(window[0], end)  # the period's start, or the data's end if earlier
         step("simulating")
@@ -595,7 +615,7 @@ def forecast(
 
 
 @contextmanager
-def _forecast_inputs(data: Path, settings: Settings, bundle, engine: str, scheduler, workers: int, memory_limit: str, step):
+def _forecast_inputs(data: Path, settings: Settings, bundle, engine: EngineOptions, step):
     """(tables, stages, end, methods): a whole export's; or, for a partitioned one, its first
     pass's opportunities and stage history (all the weights and timing read) with the model's
     probabilities computed partition by partition."""
@@ -611,7 +631,7 @@ def _forecast_inputs(data: Path, settings: Settings, bundle, engine: str, schedu
     from engines.runner import runner
     from engines.work import stages_of
 
-    with runner(engine, scheduler, workers, memory_limit, progress=step) as run:
+    with runner(engine, progress=step) as run:
         outline = partitioned.first_pass(run, data, settings, now, now, with_history=True)
         stages = stages_of(settings)
         methods = methods_for(stages, bundle)

@@ -673,9 +673,9 @@ def run(
                 stood_in[cand.name].append(k)
             else:
                 model = cand.fit(train[cand.labels], at)
-            if isinstance(model, tuple):  # a booster and its rounds
-                model, n_rounds = model
-                rounds[cand.name].append(n_rounds)
+            if isinstance(model, fit.FittedBooster):
+                rounds[cand.name].append(model.rounds)
+                model = model.model
             fold_models[cand.name].append(model)
             preds[cand.name].append(_predict(model, x_eval))
         rows_all.append(rows), fold_all.append(np.full(len(rows), k)), y_all.append(y), w_all.append(w)

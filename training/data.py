@@ -56,7 +56,7 @@ class WholeExport:
         return len(acts), (acts["occurred_at"].max() if len(acts) else None)
 
     def fit_booster(self, rows: Labelled, snaps: Snapshots, spec: FeatureSpec, rounds: int | None) -> BoosterModel:
-        return fit.fit_booster(rows.rows(snaps.x), spec, rounds)[0]
+        return fit.fit_booster(rows.rows(snaps.x), spec, rounds).model
 
     def score(self, bundle: Bundle, points: pd.DataFrame) -> pd.DataFrame:
         from scoring.score import score_points

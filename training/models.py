@@ -80,12 +80,20 @@ def booster_params(n_rows: int) -> dict:
     return {**PARAMS, "min_data_in_leaf": int(np.clip(n_rows // 60, 5, PARAMS["min_data_in_leaf"]))}
 
 
+@dataclass(frozen=True)
+class FittedBooster:
+    """A booster and the rounds it was fitted with (early stopping chose them, or the caller)."""
+
+    model: BoosterModel
+    rounds: int
+
+
 def _inner_valid(deal: np.ndarray) -> np.ndarray:
     """A quarter of the deals, by a stable hash of their id, watch early stopping."""
     return pd.util.hash_pandas_object(pd.Series(deal, dtype=object).astype(str), index=False).to_numpy() % 4 == 0
 
 
-def fit_booster(rows: Rows, spec: FeatureSpec, rounds: int | None = None) -> tuple[BoosterModel, int]:
+def fit_booster(rows: Rows, spec: FeatureSpec, rounds: int | None = None) -> FittedBooster:
     """A booster on the model matrix; `rounds` None: as many as early stopping on a quarter of the
     deals allows (then refitted on all rows), else exactly that many."""
     rows = rows.used()
@@ -105,7 +113,7 @@ def fit_booster(rows: Rows, spec: FeatureSpec, rounds: int | None = None) -> tup
             probe = lgb.train(params, train, num_boost_round=MAX_ROUNDS, valid_sets=[dataset(valid)], callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
             rounds = max(int(probe.best_iteration), 10)
     booster = lgb.train(params, dataset(every), num_boost_round=rounds)
-    return BoosterModel(booster), rounds
+    return FittedBooster(BoosterModel(booster), rounds)
 
 
 def fit_linear(rows: Rows, spec: FeatureSpec, c: float = LOGISTIC_C) -> LinearModel:

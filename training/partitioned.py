@@ -83,16 +83,9 @@ class PartitionedExport:
         sizes = [len(p) for p in light]
         snaps, order = Snapshots.concat(light)  # the whole export's order, so both give the same rows
         del light
-        snaps.x = self._matrix(heavy, sizes, len(spec.columns), order)
+        snaps.x = self.run.matrix(heavy, sizes, len(spec.columns), order)
         self.run.release_memory()
         return snaps
-
-    def _matrix(self, heavy: list, sizes: list[int], n_cols: int, order: np.ndarray):
-        if self.run.client is None:
-            return np.concatenate([h.reshape(-1, n_cols) for h in heavy])[order]
-        from engines.matrix import PartitionedMatrix
-
-        return PartitionedMatrix(self.run.client, heavy, sizes, n_cols, order)
 
     def fingerprint(self) -> str:
         return self.outline.fingerprint()
@@ -102,7 +95,7 @@ class PartitionedExport:
 
     def fit_booster(self, rows: Labelled, snaps: Snapshots, spec: FeatureSpec, rounds: int | None) -> BoosterModel:
         if isinstance(snaps.x, np.ndarray):
-            return fit.fit_booster(rows.rows(snaps.x), spec, rounds)[0]
+            return fit.fit_booster(rows.rows(snaps.x), spec, rounds).model
         categorical = [spec.columns.index(c) for c in spec.categorical]
         booster = snaps.x.fit_booster(rows.index, rows.y, rows.w, fit.booster_params(len(rows.y)), rounds or fit.DEFAULT_ROUNDS, categorical)
         return BoosterModel(booster)

@@ -29,7 +29,7 @@ def calibration(target: str, y: np.ndarray, preds: dict[str, np.ndarray], w: np.
     for name, p in preds.items():
         x, yy = _binned(y[keep], p[keep], w[keep])
         ax.plot(x, yy, marker="o", label=name)
-    ax.set(xlabel="predicted probability", ylabel="observed rate", title=f"{target}: calibration on the held-out period", xlim=(0, 1), ylim=(0, 1))
+    ax.set(xlabel="predicted probability", ylabel="observed rate", title=f"{target}: calibration in the rolling backtest", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)

@@ -12,7 +12,7 @@ from serving.schemas import ErrorBody
 router = v1_router("model")
 
 
-@router.get("/model", summary="the model being served, its training period and held-out metrics beside baselines", responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+@router.get("/model", summary="the model being served, its training period and its rolling backtest beside baselines", responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}})
 def model(loaded: LoadedDep, holder: HolderDep, settings: SettingsDep) -> dict[str, Any]:
     meta = loaded.bundle.metadata
     return {
@@ -24,8 +24,7 @@ def model(loaded: LoadedDep, holder: HolderDep, settings: SettingsDep) -> dict[s
         "training_period": {"from": meta.get("data_start"), "to": meta.get("data_end")},
         "win_probability": _meaning(meta),
         "evaluation": meta.get("evaluation"),
-        "held_out": meta.get("held_out"),
-        "backtest": meta.get("backtest"),
+        "backtest": _backtest(meta),
         "served": meta.get("served"),
         "data_sufficiency": (meta.get("sufficiency") or {}).get("said"),
         "fallback": meta.get("fallback") or None,
@@ -35,6 +34,21 @@ def model(loaded: LoadedDep, holder: HolderDep, settings: SettingsDep) -> dict[s
         "counts": meta.get("counts"),
         "max_batch": settings.serving.max_batch,
     }
+
+
+def _backtest(meta: dict) -> dict[str, Any]:
+    """Per target: the fold dates, the deals evaluated, each fold's figures and the pooled
+    figures of the served model and every baseline on the same rows; a target that could not
+    be backtested says why instead of answering nulls."""
+    folds, pooled = meta.get("backtest") or {}, meta.get("held_out") or {}
+    out = {}
+    for target, served in (meta.get("served") or {}).items():
+        done = folds.get(target)
+        if done:
+            out[target] = {**done, "pooled": pooled.get(target, {})}
+        else:
+            out[target] = {"folds": [], "evaluated_deals": 0, "per_fold": [], "pooled": {}, "why_none": served.get("why", "no backtest was possible")}
+    return out
 
 
 def _meaning(meta: dict) -> dict[str, Any]:

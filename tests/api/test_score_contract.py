@@ -74,7 +74,8 @@ def test_api_score_equals_batch_score(client, medium, trained) -> None:
 def test_model_and_stage_weights(client) -> None:
     m = client.get("/v1/model", headers=AUTH).json()
     assert m["version"] == "1" and m["alias"] == "champion" and m["source"] == "registry"
-    assert {"model", "stage rate", "logistic regression"} <= set(m["held_out"]["win"])
+    assert {"model", "stage rate", "logistic regression"} <= set(m["backtest"]["win"]["pooled"])
+    assert m["backtest"]["win"]["per_fold"][0]["fold"] == m["backtest"]["win"]["folds"][0]
     assert m["served"]["win"]["model"] and m["served"]["win"]["why"]
     assert any("won and" in line for line in m["data_sufficiency"]) and len(m["backtest"]["win"]["folds"]) >= 4
     assert m["training_period"]["from"] < m["training_period"]["to"]
@@ -85,6 +86,26 @@ def test_model_and_stage_weights(client) -> None:
     assert {r["value"] for r in seg["by_segment"]} >= {"inbound", "referral"}
     bad = client.get("/v1/stage-weights", params={"segment": "nope"}, headers=AUTH)
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "segment"]
+
+
+def test_model_promises_no_null_figure(client) -> None:
+    """Every figure /v1/model promises is there: only a note and the fallbacks may be absent."""
+    m = client.get("/v1/model", headers=AUTH).json()
+    optional = {"note", "fallback"}
+
+    def nulls(value, path: str):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if key not in optional:
+                    yield from nulls(inner, f"{path}.{key}")
+        elif isinstance(value, list):
+            for i, inner in enumerate(value):
+                yield from nulls(inner, f"{path}[{i}]")
+        elif value is None:
+            yield path
+
+    assert list(nulls(m, "model")) == []
+    assert m["backtest"]["win"]["pooled"]["model"]["log_loss"] > 0 and m["win_probability"]["horizon_days"] > 0
 
 
 def test_health_and_metrics_are_open(client, body) -> None:

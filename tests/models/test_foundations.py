@@ -33,7 +33,7 @@ def test_contributions_sum_to_the_raw_score_whatever_model_serves(trained, mediu
     spec = trained.bundle.spec
     rng = np.random.default_rng(0)
     rows = Rows(x, (rng.random(len(x)) < 0.4).astype(float), np.ones(len(x)), np.arange(len(x)).astype(str).astype(object))
-    booster, _ = fit_booster(rows, spec, rounds=30)
+    booster = fit_booster(rows, spec, rounds=30).model
     full = booster.booster.predict(x, pred_contrib=True)
     np.testing.assert_allclose(full.sum(axis=1), booster.booster.predict(x, raw_score=True), rtol=0, atol=1e-9)
     np.testing.assert_allclose(booster.contributions(x), full[:, :-1], rtol=0, atol=0)  # only the bias column dropped

@@ -10,7 +10,7 @@ import distributed  # noqa: F401 - its config defaults loaded before one is over
 import numpy as np
 import pytest
 
-from engines.runner import runner
+from engines.runner import EngineOptions, runner
 from features.errors import ClusterShort
 
 
@@ -23,5 +23,5 @@ def _hog(n_bytes: int) -> int:
 def test_a_worker_past_its_memory_limit_ends_the_run_with_what_to_change() -> None:
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):  # one death, not four
         with pytest.raises(ClusterShort, match=r"--memory-limit 300MiB.*more partitions"):
-            with runner("dask", workers=1, memory_limit="300MiB") as run:
+            with runner(EngineOptions("dask", workers=1, memory_limit="300MiB")) as run:
                 run.client.submit(_hog, 600 * 2**20, pure=False).result()

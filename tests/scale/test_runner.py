@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.runner import Runner
+from engines.runner import DaskRunner, Runner
 
 
 def _part_result(part: Path, out: None, delay: float) -> str:
@@ -33,7 +33,7 @@ def test_results_come_back_in_partition_order_and_leave_the_workers_as_they_do(d
                 time.sleep(0.05)
             held_at_the_end.append(_held(dask_run))
 
-    run = Runner("dask", dask_run.client, progress)
+    run = DaskRunner(dask_run.client, progress)
     assert run.map(_part_result, parts, delay=0.2) == ["p0", "p1", "p2", "p3"]
     assert held_at_the_end == [0]
 
