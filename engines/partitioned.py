@@ -61,11 +61,13 @@ class Scored:
     unknown_stages: list[str]
 
 
-def score(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, bundle: Bundle, out_dir: Path | None = None) -> Scored:
+def score(
+    run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, bundle: Bundle, out_dir: Path | None = None, previous: pd.DataFrame | None = None
+) -> Scored:
     """Every open deal scored by `bundle` (highest first when gathered), and where every deal of
-    the export stands."""
+    the export stands; `previous`: the score history's last scores (`work.score`)."""
     parts = partitions(folder)
-    results = run.map(work.score, parts, _outs(parts, out_dir), settings=settings, now=now, as_of=as_of, bundle=bundle)
+    results = run.map(work.score, parts, _outs(parts, out_dir), settings=settings, now=now, as_of=as_of, bundle=bundle, previous=previous)
     counts: dict[str, int] = {}
     unknown: set[str] = set()
     for _, c, u in results:

@@ -42,10 +42,14 @@ def features(folder: Path, out: Path | None, settings: Settings, now: pd.Timesta
     return len(frame)
 
 
-def score(folder: Path, out: Path | None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, bundle: Bundle) -> tuple[pd.DataFrame | int, dict[str, int], list[str]]:
-    """The partition's open deals scored, and where every one of its deals stands."""
+def score(
+    folder: Path, out: Path | None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, bundle: Bundle, previous: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame | int, dict[str, int], list[str]]:
+    """The partition's open deals scored, and where every one of its deals stands; given the
+    score history's `previous` scores, with the change since and every factor's contribution
+    (what the history records: written to `out` too, as JSON text)."""
     tables = load_export(folder, settings, now).tables
-    scored = score_open(bundle, tables, as_of)
+    scored = score_open(bundle, tables, as_of, previous=previous)
     where = account(bundle, tables, as_of)
     if out is None:
         return scored, where.counts, where.unknown_stages

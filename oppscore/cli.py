@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import html
 import inspect
+import json
 import logging
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -486,8 +487,9 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html
 
 
 def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, engine: EngineOptions) -> None:
-    """Scores per partition; one file (gathered) or a folder of Parquet files. Score history
-    is not kept on this path: the change since the last run is the local engine's for now."""
+    """Scores per partition; one file (gathered) or a folder of Parquet files (each with every
+    factor's contribution, as JSON text). The score history is read before and recorded after,
+    as for a whole export: from the gathered table, or file by file from the folder."""
     from engines import partitioned
     from engines.runner import runner
     from features.loading import write_table
@@ -497,16 +499,42 @@ def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, en
     loaded = load_champion(settings)
     folder = out_file if not out_file.suffix else None
     with steps("score") as step, runner(engine, progress=step) as run:
-        at = _as_of(as_of, partitioned.export_end(run, data, settings, now), now)
-        done = partitioned.score(run, data, settings, now, at, loaded.bundle, out_dir=folder)
+        outline = partitioned.first_pass(run, data, settings, now, now)
+        at = _as_of(as_of, outline.end, now)
+        step("reading score history")
+        history, previous = _history_for(settings, outline.opportunities["opportunity_id"].to_numpy(), at)
+        del outline
+        done = partitioned.score(run, data, settings, now, at, loaded.bundle, out_dir=folder, previous=previous)
     show_table([{"opportunities": k, "count": v} for k, v in done.counts.items() if v], title=f"as of {at:%Y-%m-%d %H:%M} UTC ({engine.engine} engine)")
     if done.unknown_stages:
         out.print(f"[yellow]not scored:[/yellow] deals in stages champion v{loaded.version} was not trained on: {', '.join(done.unknown_stages[:10])}")
     if done.rows == 0:
         raise NotEnoughData(f"--data {data}: no opportunity was open at {at:%Y-%m-%d %H:%M} UTC in a stage the model knows; nothing scored")
     if done.table is not None:
-        write_table(done.table.assign(as_of=done.table["as_of"].astype(str)), out_file)
-    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} → {out_file} (score history is kept by the local engine only)")
+        write_table(done.table.drop(columns=["factors"]).assign(as_of=done.table["as_of"].astype(str)), out_file)
+        recorded = _record(history, done.table, now, loaded.version)  # only once the scores are written
+    else:
+        recorded = _record_files(history, sorted(folder.glob("part-*.parquet")), now, loaded.version)
+    kept = f"{recorded:,} scores kept in the score history" if recorded is not None else "[yellow]the score history was skipped[/yellow] (its database did not answer: see the warning above)"
+    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} → {out_file}; {kept}")
+
+
+def _record_files(history, files: list[Path], now: pd.Timestamp, version: str) -> int | None:
+    """The scores written per partition, recorded a file at a time (a folder is for exports
+    too large to gather)."""
+    if history is None:
+        return None
+    recorded = 0
+    for file in files:
+        scored = pd.read_parquet(file, columns=["opportunity_id", "as_of", "win_probability", "stall_risk", "score", "grade", "factors"])
+        scored["as_of"] = pd.to_datetime(scored["as_of"], utc=True, format="ISO8601")
+        scored["factors"] = scored["factors"].map(lambda text: json.loads(text) if isinstance(text, str) else text)
+        done = _record(history, scored, now, version)
+        if done is None:
+            log.warning("score history: %d scores of %s were recorded before its database stopped answering", recorded, file.parent)
+            return None
+        recorded += done
+    return recorded
 
 
 @app.command("stage-weights")

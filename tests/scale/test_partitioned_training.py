@@ -137,9 +137,22 @@ def test_the_cli_trains_on_a_cluster_and_a_second_run_on_the_same_data_is_not_pr
     again = cli.invoke(app, ["train", "--data", str(cut["split"])])  # the local engine reads the partitions too
     assert again.exit_code == 0, again.output
     assert "trained on these same data" in " ".join(again.output.split())
-    scored = cli.invoke(app, ["score", "--data", str(cut["split"]), "--out", str(tmp_path / "scores.csv")])
+    week_before = f"{cut['tables'].end - pd.Timedelta(days=7):%Y-%m-%dT%H:%M}"
+    scored = cli.invoke(app, ["score", "--data", str(cut["split"]), "--out", str(tmp_path / "scores.csv"), "--as-of", week_before])
     assert scored.exit_code == 0, scored.output
-    assert len(pd.read_csv(tmp_path / "scores.csv")) > 0
+    first = pd.read_csv(tmp_path / "scores.csv")
+    assert len(first) > 0 and f"{len(first):,} scores kept in the score history" in " ".join(scored.output.split())
+    # the partitioned score keeps the history as a whole export's does: a week later, each
+    # deal's change since, written per partition and recorded file by file
+    later = cli.invoke(app, ["score", "--data", str(cut["split"]), "--out", str(tmp_path / "later"), "--engine", "dask", "--scheduler", address])
+    assert later.exit_code == 0, later.output
+    second = pd.concat(pd.read_parquet(f) for f in sorted((tmp_path / "later").glob("part-*.parquet")))
+    assert f"{len(second):,} scores kept in the score history" in " ".join(later.output.split())
+    again = second[second["opportunity_id"].isin(first["opportunity_id"])]
+    assert len(again) > 0 and again["previous_score"].notna().all()
+    assert (again["score_change"] == again["score"] - again["previous_score"]).all()
+    before = first.set_index("opportunity_id")["score"]
+    assert (again["previous_score"].to_numpy() == before.reindex(again["opportunity_id"]).to_numpy()).all()
     month = f"{cut['tables'].end:%Y-%m}"
     fc = cli.invoke(app, ["forecast", "--data", str(cut["split"]), "--period", month, "--backtest", "2", "--engine", "dask", "--scheduler", address, "--out", str(tmp_path / "forecast.json")])
     assert fc.exit_code == 0, fc.output
