@@ -42,6 +42,7 @@ def _measure(folder: Path, rounds: int) -> None:
     from features.settings import load_settings
     from features.times import utc_now
     from training import backtest as bt_
+    from training import labels
     from training import models as fit
     from training.metrics import metrics
     from training.partitioned import PartitionedExport
@@ -52,7 +53,7 @@ def _measure(folder: Path, rounds: int) -> None:
         source = PartitionedExport(run, folder, settings, utc_now())
         spec, stats = source.spec_and_stats(stages, settings)
         snaps = source.snapshots(stages, settings, spec, stats, lambda _m: None)
-    targets = {"win": bt_.win_target(source.tables, stages, snaps, source.end, settings.snapshots.every_days, settings.win.horizon_days)[0], "stall": bt_.stall_target(snaps, source.end)}
+    targets = {"win": labels.win_target(source.tables, stages, snaps, source.end, settings.snapshots.every_days, settings.win.horizon_days)[0], "stall": labels.stall_target(snaps, source.end)}
     print(f"{len(source.tables.opportunities):,} deals, {len(snaps):,} snapshots, {rounds} rounds\n")
     print("| target | fold date | training rows | AUC | log loss | seconds |\n|---|---|---|---|---|---|")
     for name, target in targets.items():

@@ -19,7 +19,8 @@ from scoring.bundle import Bundle
 from scoring.models import BoosterModel
 from training import models as fit
 from training import snapshots
-from training.backtest import Labelled, Snapshots
+from training.snapshots import Snapshots
+from training.targets import Labelled
 
 
 class TrainingData(Protocol):

@@ -72,6 +72,11 @@ class Rows:
         return min(len(np.unique(self.deal[keep & (self.y == 1)])), len(np.unique(self.deal[keep & (self.y == 0)])))
 
 
+def predict(model, x: np.ndarray) -> np.ndarray:
+    """The probabilities of an estimator (`scoring.models`) or of a baseline's predict function."""
+    return model.probability(x) if hasattr(model, "probability") else model(x)
+
+
 DEFAULT_ROUNDS = 100  # when there is no backtest to take the number from
 
 

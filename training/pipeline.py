@@ -29,10 +29,13 @@ from features.times import to_utc
 from scoring.bundle import Bundle, TargetModel
 from scoring.models import RateModel
 from training import backtest as bt_
-from training import baselines, plots, sufficiency
+from training import baselines, labels, plots, sufficiency
 from training import models as fit
 from training.data import TrainingData, WholeExport
+from training.importance import family_signal
 from training.metrics import sliced
+from training.snapshots import Snapshots
+from training.targets import Labelled, Target
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ class TrainResult:
     params: dict = field(default_factory=dict)
 
 
-def _reference(snaps: bt_.Snapshots, win: bt_.Labelled, spec: FeatureSpec) -> dict[str, dict[str, float]]:
+def _reference(snaps: Snapshots, win: Labelled, spec: FeatureSpec) -> dict[str, dict[str, float]]:
     """Per stage, the median of each number among snapshots of deals that were won (a sample of
     whole deals when there are more than a backtest fold fits on)."""
     numeric = [c for c in spec.columns if c not in spec.categorical]
@@ -118,7 +121,7 @@ def _candidates(target: str, stages: StageOrder, spec: FeatureSpec, min_class: i
         out.append(bt_.Candidate("configured weights", 0, lambda rows, at: fixed))
     out.append(bt_.Candidate("stage rate", 0, lambda rows, at: fit.fit_rates(rows, spec, None, segments=False), serves=False))
     if target == "win":
-        out.append(bt_.Candidate("naive Bayes (stage + segments)", 1, lambda rows, at: bt_.naive_bayes(rows, spec), serves=False))
+        out.append(bt_.Candidate("naive Bayes (stage + segments)", 1, lambda rows, at: baselines.naive_bayes(rows, spec), serves=False))
     else:
         for col, name in (("days_in_stage", "days-in-stage rule"), ("days_since_activity", "days-since-activity rule")):
             j = spec.columns.index(col)
@@ -155,9 +158,9 @@ def train(
     if not won and not stages.config.configured_weights:
         raise NotEnoughData("no deal has been won yet and the config has no configured_weights: nothing to learn a win probability from")
 
-    win, horizon = bt_.win_target(tables, stages, snaps, end, settings.snapshots.every_days, settings.win.horizon_days)
+    win, horizon = labels.win_target(tables, stages, snaps, end, settings.snapshots.every_days, settings.win.horizon_days)
     step(f"win label: won within {horizon.days} days of the date scored ({horizon.why})")
-    targets = {"win": win, "stall": bt_.stall_target(snaps, end)}
+    targets = {"win": win, "stall": labels.stall_target(snaps, end)}
     models: dict[str, TargetModel] = {}
     results: dict[str, dict[str, dict]] = {}
     per_fold: dict[str, list[dict]] = {}
@@ -202,7 +205,7 @@ def train(
             log.info("%s: too few labelled deals for LightGBM at %d of %d fold dates; the pooled rates stood in there", name, len(bt.stood_in["lightgbm"]), len(bt.folds))
 
     step("reports and plots")
-    signal = {name: bt_.family_signal(bt, snaps, spec, sufficiency.families(spec)) for name, bt in backtests.items() if bt is not None}
+    signal = {name: family_signal(bt, snaps, spec, sufficiency.families(spec)) for name, bt in backtests.items() if bt is not None}
     bt_docs = {name: (None if bt is None else {"folds": [str(f.date()) for f in bt.folds], "pooled": results[name], "evaluated_deals": int(len(np.unique(bt.deal[bt.w > 0])))}) for name, bt in backtests.items()}
     who = _who_wins(backtests["win"], snaps, tables, stages) if backtests["win"] is not None else None
     report = sufficiency.report(tables, stages, spec, served, bt_docs, signal, data.activities(), end, labelled, who)
@@ -247,7 +250,7 @@ def train(
     return TrainResult(bundle, results, per_fold, slices, counts, plot_files, held, report, params)
 
 
-def _who_wins(bt: bt_.TargetBacktest, snaps: bt_.Snapshots, tables: Tables, stages: StageOrder) -> dict:
+def _who_wins(bt: bt_.TargetBacktest, snaps: Snapshots, tables: Tables, stages: StageOrder) -> dict:
     """Among the backtest's deals that closed by the export's end, how well the served win
     probability told the won from the lost: a label within H days also rewards knowing *when*
     deals close (a deal near its usual close date), and this says whether it knows *which* win."""
@@ -262,17 +265,17 @@ def _who_wins(bt: bt_.TargetBacktest, snaps: bt_.Snapshots, tables: Tables, stag
     return {"auc": metrics(y, p)["auc"], "interval_90": bootstrap(y, p, np.ones(len(y)), bt.deal[keep]).get("auc"), "points": int(keep.sum())}
 
 
-def _from(target: bt_.Target, cutoff: pd.Timestamp) -> bt_.Target:
+def _from(target: Target, cutoff: pd.Timestamp) -> Target:
     """The target with evaluation only at fold dates from `cutoff` on."""
 
     def evaluate(at: pd.Timestamp):
         rows, y, w = target.evaluate(at)
         return (rows, y, w) if at >= cutoff else (rows[:0], y[:0], w[:0])
 
-    return bt_.Target(target.name, target.train, evaluate, target.final)
+    return Target(target.name, target.train, evaluate, target.final)
 
 
-def _refit_candidate(name, bt, target: bt_.Target, labelled: bt_.Labelled, cands, spec, end, data: TrainingData, snaps: bt_.Snapshots):
+def _refit_candidate(name, bt, target: Target, labelled: Labelled, cands, spec, end, data: TrainingData, snaps: Snapshots):
     """The chosen candidate on every labelled row (of its own label); the booster where the data
     are (on an engine's workers for a partitioned export), with the backtest's median number of rounds."""
     by_name = {c.name: c for c in cands}
@@ -310,7 +313,7 @@ def _slices_and_plots(backtests, snaps, spec, models, workdir):
     return slices, files
 
 
-def _held_out(snaps: bt_.Snapshots, backtests: dict) -> HeldOut:
+def _held_out(snaps: Snapshots, backtests: dict) -> HeldOut:
     """Both backtests' evaluation points (each target has its own fold dates: stall labels need
     a horizon to pass), each target's labels and weights where it was evaluated, 0 elsewhere."""
     done = {t: b for t, b in backtests.items() if b is not None}
@@ -333,7 +336,7 @@ def backtest_points(tables: Tables, stages: StageOrder, settings: Settings, cuto
     data = WholeExport(tables)
     spec, stats = data.spec_and_stats(stages, settings)
     snaps = data.snapshots(stages, settings, spec, stats, None)
-    target, _ = bt_.win_target(tables, stages, snaps, tables.end, settings.snapshots.every_days, settings.win.horizon_days)
+    target, _ = labels.win_target(tables, stages, snaps, tables.end, settings.snapshots.every_days, settings.win.horizon_days)
     folds = bt_.fold_dates(target, snaps)
     rows, ys, ws = [], [], []
     for at in folds:

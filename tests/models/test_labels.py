@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from features.settings import StageConfig
 from features.stages import StageOrder
 from features.tables import Tables
-from training import backtest  # noqa: F401 - imported once here, not inside a property test's first, timed example
-from training.labels import stalled_label, won_within_label
+from tests.models.label_definitions import won_within_label
+from training import targets  # imported once here, not inside a property test's first, timed example
+from training.labels import stalled_label
 
 STAGES = StageOrder(StageConfig(open=["A", "B", "C"], won="W", lost="L"))
 T = lambda s: pd.Timestamp(s, tz="UTC")  # noqa: E731
@@ -61,7 +62,7 @@ def test_stall_horizon_past_the_cutoff_is_unlabelled() -> None:
 def test_codes_looked_up_by_run_are_every_rows_code(values: list[str], known: set[str]) -> None:
     """Wins look a deal up once per run of its rows; runs in any order, ids not among the
     snapshots' (-1), and a deal in two runs all give each row its own code."""
-    from training.backtest import _codes_by_run
+    from training.labels import _codes_by_run
 
     categories = np.array(sorted(known), dtype=object)
     got = _codes_by_run(np.array(values, dtype=object), categories)
@@ -72,7 +73,7 @@ def test_snapshot_ids_can_be_the_opportunities_own_strings_and_hash_as_text() ->
     """At 3M deals the snapshots' ids, made from their categories, are 3M new strings the
     opportunities table already holds: shared, they are its objects, in the same order; a deal
     the table lacks leaves them as they were."""
-    from training.backtest import Snapshots
+    from training.snapshots import Snapshots
 
     ids = ["b-2", "a-1", "c-3"]
     frame = pd.DataFrame({"opportunity_id": pd.Categorical(["a-1", "a-1", "b-2", "c-3"])})
@@ -95,8 +96,8 @@ def test_row_index_read_piece_by_piece_is_every_row_where_the_mask_holds(mask, s
     size gives the rows `np.flatnonzero` gives."""
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(backtest, "ROW_INDEX_STEP", step)
-        rows = backtest.row_index(np.array(mask, dtype=bool))
+        mp.setattr(targets, "ROW_INDEX_STEP", step)
+        rows = targets.row_index(np.array(mask, dtype=bool))
     assert rows.dtype == np.int32
     np.testing.assert_array_equal(rows, np.flatnonzero(mask))
 
@@ -105,8 +106,8 @@ def test_row_index_read_piece_by_piece_is_every_row_where_the_mask_holds(mask, s
 def test_labelled_rows_count_deals_of_each_outcome_as_fitted_rows_do(rows) -> None:
     """The backtest decides whether a fold date teaches by deals of each outcome, counted by
     marking deal codes: the same count as the fitted rows' own (distinct deals, used rows only)."""
-    from training.backtest import Labelled
     from training.models import Rows
+    from training.targets import Labelled
 
     deal, y, w = (np.array(v) for v in zip(*rows, strict=True)) if rows else (np.zeros(0, int), np.zeros(0, int), np.zeros(0))
     labelled = Labelled(np.arange(len(rows), dtype=np.int32), y.astype(np.int8), w.astype(np.float32), deal.astype(np.int32), np.array(list("abcdef"), dtype=object), np.zeros(6, dtype=np.uint64))

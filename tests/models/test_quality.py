@@ -42,7 +42,7 @@ def test_the_backtest_trains_only_on_what_was_known_at_each_fold_date(trained, m
     never a label there); the rows of the recorded outcome are the deals closed by the date;
     the evaluation rows are the deals open at that date."""
     from features.stays import final_states
-    from training import backtest
+    from training import labels
 
     bundle = trained.bundle
     folds = [pd.Timestamp(f, tz="UTC") for f in bundle.metadata["backtest"]["win"]["folds"]]
@@ -50,7 +50,7 @@ def test_the_backtest_trains_only_on_what_was_known_at_each_fold_date(trained, m
     stages = StageOrder(medium.stages)
     snaps = _snapshots(medium.tables, stages, Settings(segments=SegmentConfig(columns=medium.segments)), bundle.spec, bundle.stats, lambda _m: None)
     h = bundle.metadata["win_label"]["horizon_days"]
-    target, _ = backtest.win_target(medium.tables, stages, snaps, medium.tables.end, horizon_days=h)
+    target, _ = labels.win_target(medium.tables, stages, snaps, medium.tables.end, horizon_days=h)
     at = folds[len(folds) // 2]
     rows = target.train(at)
     times = snaps.times(rows.index)
@@ -150,7 +150,7 @@ def test_the_served_booster_is_refitted_on_a_capped_sample_of_whole_deals(medium
 
 
 def test_shuffling_any_family_the_generator_gives_signal_raises_the_loss(trained) -> None:
-    """Permutation importance by family (training.backtest.family_signal, what the report says
+    """Permutation importance by family (training.importance.family_signal, what the report says
     carries signal): the generator puts win and stall signal in the stages, the activities and
     the segments, so shuffling any of them across each fold's deals costs log loss."""
     for target in ("win", "stall"):

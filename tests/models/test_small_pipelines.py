@@ -26,7 +26,7 @@ def _judged_later(g, days_before_end: tuple[int, ...]):
     (won within the model's horizon), pooled; and the last date's training result."""
     from features.frame import open_points, stage_state
     from features.snapshots import snapshot_points
-    from training.labels import won_within_label
+    from tests.models.label_definitions import won_within_label
 
     stages = StageOrder(g.stages)
     got = {"y": [], "model": [], "stage rate": [], "configured weights": []}

@@ -15,8 +15,9 @@ from features.settings import StageConfig
 from features.stages import StageOrder
 from features.tables import Tables
 from features.times import DAY_NS
-from training.backtest import NO_WIN, Snapshots, Wins, win_horizon, win_target
-from training.labels import won_within_label
+from tests.models.label_definitions import won_within_label
+from training.labels import NO_WIN, Wins, win_horizon, win_target
+from training.snapshots import Snapshots
 
 STAGES = StageOrder(StageConfig(open=["A", "B"], won="W", lost="L"))
 START = pd.Timestamp("2025-01-01", tz="UTC")
