@@ -35,9 +35,7 @@ MAX_FOLDS = 8
 MIN_EVAL_ROWS = 5  # labelled open deals at a fold date, or the date teaches nothing
 MIN_TRAIN_DEALS = 3  # closed deals of each outcome known at a fold date
 LARGE_ROWS = 150_000  # fold training rows past which fewer folds are enough (and are sampled)
-SIMPLEST_FIRST = ("configured weights", "pooled rates", "logistic regression", "lightgbm", "logistic regression on recorded outcomes", "lightgbm on recorded outcomes")
-DEFAULT_ORDER = ("lightgbm", "logistic regression", "pooled rates")  # the first the labelled rows support serves, unless a backtest shows better
-CAPABLE = {"configured weights": 0, "pooled rates": 0, "logistic regression": 1, "logistic regression on recorded outcomes": 1, "lightgbm": 2, "lightgbm on recorded outcomes": 2}
+RATES, LINEAR, BOOSTER = 0, 1, 2  # what a candidate can learn, and so how many deals it needs
 
 
 def fold_dates(target: Target, snaps: Snapshots) -> list[pd.Timestamp]:
@@ -63,15 +61,34 @@ def fold_dates(target: Target, snaps: Snapshots) -> list[pd.Timestamp]:
     return chosen[::-1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Candidate:
-    """One way of predicting, fitted anew at every fold."""
+    """One way of predicting, fitted anew at every fold: what it is, what it needs, and where
+    it stands in the choice (`TargetBacktest._choice`), so nothing is matched by its name."""
 
-    name: str
-    min_deals: int  # closed deals of each outcome it needs; below, the pooled rates stand in
-    fit: Callable[[fit.Rows, pd.Timestamp], object]  # (rows known at a date, the date) → an estimator (scoring.models) or a predict function
-    serves: bool = True
+    name: str  # the key of its figures (metrics, plots, the registry's gate)
+    fit: Callable[[fit.Rows, pd.Timestamp], object]  # (rows known at a date, the date) → an estimator (scoring.models, a `models.FittedBooster`) or a predict function
+    title: str = ""  # how a person reads it ("LightGBM"); the name when empty
+    min_deals: int = 0  # closed deals of each outcome it needs; below, the fallback stands in
+    rank: int = RATES  # RATES, LINEAR or BOOSTER: a more capable candidate needs more deals, and displaces a less capable one only beyond doubt
+    serves: bool = True  # False: a baseline, shown beside the served model
     labels: str = "target"  # what it learns from: the target's label, or "recorded" (`Target.recorded`); it is judged on the target's
+    fallback: bool = False  # stands in where another lacks deals, and serves when nothing else may (the pooled rates)
+    floor: bool = False  # the ranking a served learned model must not fall below (the stage rate)
+    prior: bool = False  # the CRM's configured weights: a rival, never the default
+
+    @property
+    def display(self) -> str:
+        return self.title or self.name
+
+    @property
+    def simplicity(self) -> tuple[bool, int, bool]:
+        """Ties go to the simplest: the target's own label, fewer ranks, the CRM's prior first."""
+        return (self.labels != "target", self.rank, not self.prior)
+
+    def twin_of(self, other: Candidate) -> bool:
+        """The same kind of model as `other` learning from the outcomes as recorded."""
+        return self.labels == "recorded" and other.labels == "target" and self.rank == other.rank and not other.prior and not other.fallback
 
 
 def _better(y: np.ndarray, p: np.ndarray, than: np.ndarray, w: np.ndarray, deal: np.ndarray, reps: int = 200, seed: int = 0) -> bool:
@@ -112,6 +129,7 @@ class TargetBacktest:
     rounds: dict[str, list[int]] = field(default_factory=dict)  # per booster candidate, its rounds per fold
     fold_models: dict[str, list] = field(default_factory=dict)  # candidate → estimator per fold
     supported: list[str] | None = None  # the serving candidates every labelled row supports (set before the choice is read; None: all)
+    candidates: dict[str, Candidate] = field(default_factory=dict)  # by name
 
     @property
     def chosen(self) -> str:
@@ -135,9 +153,9 @@ class TargetBacktest:
 
     @cached_property
     def _choice(self) -> tuple[str, str]:
-        """The most capable candidate every labelled row supports (`DEFAULT_ORDER`, `supported`)
-        serves, learning from wins within the horizon or from the outcomes as recorded, whichever
-        had the lower backtest log loss; unless the backtest shows a more capable one (`CAPABLE`)
+        """The most capable candidate every labelled row supports (`supported`) serves, learning
+        from wins within the horizon or from the outcomes as recorded (its twin), whichever had
+        the lower backtest log loss; unless the backtest shows a more capable one (`rank`)
         better beyond doubt (`_better`); the best of those then. A fold learns from the snapshots a label's
         horizon before its date, far fewer than the final fit, and a learned model gains more
         from the difference than a rate does: measured against what happened later
@@ -145,22 +163,27 @@ class TargetBacktest:
         folds had preferred a rate or the configured weights. One guard a ranking product needs: a
         learned model that ranks deals worse than the stage alone is not served (a better log
         loss can come from the base rate only), and the next most capable is the default then."""
+        cands = self.candidates
         scores = {name: fit.weighted_log_loss(self.y, p, self.w) for name, (_, p) in self.calibrated.items()}
-        floor = metrics(self.y, self.predictions["stage rate"], self.w)["auc"] if "stage rate" in self.predictions else float("nan")
+        floor_of = next((c.name for c in cands.values() if c.floor and c.name in self.predictions), None)
+        floor = metrics(self.y, self.predictions[floor_of], self.w)["auc"] if floor_of else float("nan")
         ranks = {name: metrics(self.y, self.predictions[name], self.w)["auc"] for name in self.calibrated}  # before calibration, which moves folds apart
-        eligible = [n for n in scores if n in ("pooled rates", "configured weights") or (not ranks[n] < floor - 0.01 and self.tried(n))]
+        eligible = [n for n in scores if cands[n].rank == RATES or (not ranks[n] < floor - 0.01 and self.tried(n))]
         supported = self.supported if self.supported is not None else list(scores)
-        default = next((n for n in DEFAULT_ORDER if n in eligible and n in supported), "pooled rates")
-        skipped = [n for n in DEFAULT_ORDER[: DEFAULT_ORDER.index(default)] if n in supported]
+        fallback = next(c.name for c in cands.values() if c.fallback)
+        order = sorted((c for c in cands.values() if c.serves and c.labels == "target" and not c.prior), key=lambda c: -c.rank)  # the default's: most capable first
+        default = next((c.name for c in order if c.name in eligible and c.name in supported), fallback)
+        skipped = [c.name for c in order[: [c.name for c in order].index(default)] if c.name in supported]
         why = "the most capable model the labelled data support" + (f" that the backtest tried and that ranks deals no worse than the stage ({', '.join(skipped)}: not)" if skipped else "")
-        twin = f"{default} on recorded outcomes"  # the same model learning from more, and fresher, rows where losses are recorded in time
-        if twin in eligible and scores[twin] < scores[default]:
+        twin = next((n for n in eligible if cands[n].twin_of(cands[default])), None)  # the same model learning from more, and fresher, rows where losses are recorded in time
+        if twin is not None and scores[twin] < scores[default]:
             default, why = twin, f"{why}, learning from the outcomes as recorded (a lower backtest log loss than from wins within the horizon)"
-        rivals = [n for n in eligible if n != default and (CAPABLE[n] > CAPABLE[default] or CAPABLE[default] == 0)]  # a rate never displaces a learned model the data support
+        rank = cands[default].rank
+        rivals = [n for n in eligible if n != default and (cands[n].rank > rank or rank == RATES)]  # a rate never displaces a learned model the data support
         better = [n for n in rivals if _better(self.y, self.calibrated[n][1], self.calibrated[default][1], self.w, self.deal)]
         if not better:
             return default, f"{why}; no candidate did better beyond doubt in the backtest"
-        best = min(better, key=lambda n: (scores[n], SIMPLEST_FIRST.index(n)))
+        best = min(better, key=lambda n: (scores[n], cands[n].simplicity))
         return best, f"better beyond doubt in the backtest than {default} ({why}): pooled log loss {scores[best]:.4f} against {scores[default]:.4f}"
 
     def served_predictions(self) -> np.ndarray:
@@ -212,7 +235,7 @@ def run(
         for cand in candidates:
             if cand.labels not in train or deals[cand.labels] < cand.min_deals:
                 if fallback is None:
-                    fallback = next(c for c in candidates if c.name == "pooled rates").fit(train["target"], at)
+                    fallback = next(c for c in candidates if c.fallback).fit(train["target"], at)
                 model = fallback
                 stood_in[cand.name].append(k)
             else:
@@ -242,4 +265,4 @@ def run(
             better = [kd for kd in options if kd != "identity" and _better(y, options[kd], options["identity"], w, deal_of)]
             kind = min(better, key=lambda kd: fit.weighted_log_loss(y, options[kd], w)) if better else "identity"
         calibrated[cand.name] = (kind, options[kind])
-    return TargetBacktest(target.name, folds, rows, fold_of, y, w, deal_of, pooled, calibrated, stood_in, rounds, fold_models)
+    return TargetBacktest(target.name, folds, rows, fold_of, y, w, deal_of, pooled, calibrated, stood_in, rounds, fold_models, candidates={c.name: c for c in candidates})

@@ -21,6 +21,7 @@ from analytics.forecast import TimeToWin
 from analytics.stage_weights import StageWeights
 from features.errors import NotEnoughData
 from features.frame import FeatureSpec
+from features.pit_stats import PointInTimeStats
 from features.settings import Settings
 from features.stages import StageOrder
 from features.stays import by_deals, final_states
@@ -46,9 +47,6 @@ REFIT_ROWS = 1_000_000  # labelled rows the served linear model or rates are ref
 # rows"): AUC rose 0.0013 from 1M rows to 2.5M, 0.0002 from 2M; the memory of the final fit
 # grows with every row (the tree's peak at a million deals)
 BOOSTER_ROWS = 4_000_000
-SERVING = ("lightgbm", "logistic regression", "pooled rates", "lightgbm on recorded outcomes", "logistic regression on recorded outcomes")  # not plotted beside "model", which is one of them
-NAMES = {"lightgbm": "LightGBM", "logistic regression": "logistic regression", "pooled rates": "pooled stage × segment rates", "configured weights": "the configured stage weights",
-         "lightgbm on recorded outcomes": "LightGBM on recorded outcomes", "logistic regression on recorded outcomes": "logistic regression on recorded outcomes"}
 
 
 @dataclass
@@ -106,26 +104,28 @@ def _candidates(target: str, stages: StageOrder, spec: FeatureSpec, min_class: i
     they count only as far as the evidence shows them right."""
     stage_col = spec.columns.index("stage")
     conf = _configured(stages, spec)  # the rates' prior only when no row is labelled yet: all there is then
+    booster = lambda rows, at: fit.fit_booster(rows, spec)  # noqa: E731
+    linear = lambda rows, at: fit.fit_linear(rows, spec)  # noqa: E731
     out = [
-        bt_.Candidate("lightgbm", min_class, lambda rows, at: fit.fit_booster(rows, spec)),
-        bt_.Candidate("logistic regression", fit.MIN_DEALS["linear"], lambda rows, at: fit.fit_linear(rows, spec)),
-        bt_.Candidate("pooled rates", 0, lambda rows, at: fit.fit_rates(rows, spec, conf if not (rows.w > 0).any() else None)),
+        bt_.Candidate("lightgbm", booster, "LightGBM", min_class, bt_.BOOSTER),
+        bt_.Candidate("logistic regression", linear, "logistic regression", fit.MIN_DEALS["linear"], bt_.LINEAR),
+        bt_.Candidate("pooled rates", lambda rows, at: fit.fit_rates(rows, spec, conf if not (rows.w > 0).any() else None), "pooled stage × segment rates", fallback=True),
     ]
     if target == "win":  # the outcome as recorded: more and fresher rows where deals take months; biased where losses are recorded late
         out += [
-            bt_.Candidate("lightgbm on recorded outcomes", min_class, lambda rows, at: fit.fit_booster(rows, spec), labels="recorded"),
-            bt_.Candidate("logistic regression on recorded outcomes", fit.MIN_DEALS["linear"], lambda rows, at: fit.fit_linear(rows, spec), labels="recorded"),
+            bt_.Candidate("lightgbm on recorded outcomes", booster, "LightGBM on recorded outcomes", min_class, bt_.BOOSTER, labels="recorded"),
+            bt_.Candidate("logistic regression on recorded outcomes", linear, "logistic regression on recorded outcomes", fit.MIN_DEALS["linear"], bt_.LINEAR, labels="recorded"),
         ]
     if target == "win" and conf is not None:
         fixed = RateModel(stage_col, np.nan_to_num(conf, nan=0.5).tolist(), float(np.nanmean(conf)), {})
-        out.append(bt_.Candidate("configured weights", 0, lambda rows, at: fixed))
-    out.append(bt_.Candidate("stage rate", 0, lambda rows, at: fit.fit_rates(rows, spec, None, segments=False), serves=False))
+        out.append(bt_.Candidate("configured weights", lambda rows, at: fixed, "the configured stage weights", prior=True))
+    out.append(bt_.Candidate("stage rate", lambda rows, at: fit.fit_rates(rows, spec, None, segments=False), serves=False, floor=True))
     if target == "win":
-        out.append(bt_.Candidate("naive Bayes (stage + segments)", 1, lambda rows, at: baselines.naive_bayes(rows, spec), serves=False))
+        out.append(bt_.Candidate("naive Bayes (stage + segments)", lambda rows, at: baselines.naive_bayes(rows, spec), min_deals=1, serves=False))
     else:
         for col, name in (("days_in_stage", "days-in-stage rule"), ("days_since_activity", "days-since-activity rule")):
             j = spec.columns.index(col)
-            out.append(bt_.Candidate(name, 1, lambda rows, at, j=j: _rule(rows, j), serves=False))
+            out.append(bt_.Candidate(name, lambda rows, at, j=j: _rule(rows, j), min_deals=1, serves=False))
     return out
 
 
@@ -145,73 +145,122 @@ def train(
     min_class: int = MIN_CLASS,
 ) -> TrainResult:
     """`source`: a whole export, or one read by partition on an engine (training.partitioned).
-    `cutoff`: backtest only at fold dates from then on (default: as far back as the data allow)."""
+    `cutoff`: backtest only at fold dates from then on (default: as far back as the data allow).
+
+    Features and snapshots; the labels; per target, a backtest, the choice and the refit; the
+    reports; the bundle."""
     step = progress or (lambda _m: None)
     data = WholeExport(source) if isinstance(source, Tables) else source
-    tables, end = data.tables, data.end
+    spec, stats, snaps = _snapshots(data, stages, settings, step)
+    _something_to_learn(data.tables, stages)
+    win, horizon = labels.win_target(data.tables, stages, snaps, data.end, settings.snapshots.every_days, settings.win.horizon_days)
+    step(f"win label: won within {horizon.days} days of the date scored ({horizon.why})")
+    targets = {"win": win, "stall": labels.stall_target(snaps, data.end)}
+    fitted = {name: _fit_target(name, target, data, snaps, spec, stages, settings, horizon, cutoff, min_class, step) for name, target in targets.items()}
+    step("reports and plots")
+    backtests = {name: f.backtest for name, f in fitted.items()}
+    report, bt_docs = _report(data, stages, spec, snaps, fitted)
+    models = {name: f.model for name, f in fitted.items()}
+    slices, plot_files = _slices_and_plots(backtests, snaps, spec, models, workdir)
+    step("stage weights")
+    bundle, counts = _bundle(data, stages, settings, spec, stats, snaps, fitted, horizon, report, bt_docs)
+    params = {**fit.PARAMS, "horizon_days": settings.stall.horizon_days, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage, "logistic_C": fit.LOGISTIC_C, "pooling": fit.POOLING}
+    results = {name: f.pooled for name, f in fitted.items() if f.backtest is not None}
+    per_fold = {name: f.per_fold for name, f in fitted.items() if f.backtest is not None}
+    return TrainResult(bundle, results, per_fold, slices, counts, plot_files, _held_out(snaps, backtests), report, params)
+
+
+def _snapshots(data: TrainingData, stages: StageOrder, settings: Settings, step) -> tuple[FeatureSpec, PointInTimeStats, Snapshots]:
+    """The vocabulary and the point-in-time statistics, then every snapshot's features."""
     step("point-in-time statistics")
     spec, stats = data.spec_and_stats(stages, settings)
     step("snapshots and features")
     snaps = data.snapshots(stages, settings, spec, stats, step)
-    snaps.share_ids(tables.opportunities["opportunity_id"])
+    snaps.share_ids(data.tables.opportunities["opportunity_id"])
+    return spec, stats, snaps
+
+
+def _something_to_learn(tables: Tables, stages: StageOrder) -> None:
     won = any(final_states(part, stages)["state"].eq("won").any() for part in by_deals(tables.stage_history))
     if not won and not stages.config.configured_weights:
         raise NotEnoughData("no deal has been won yet and the config has no configured_weights: nothing to learn a win probability from")
 
-    win, horizon = labels.win_target(tables, stages, snaps, end, settings.snapshots.every_days, settings.win.horizon_days)
-    step(f"win label: won within {horizon.days} days of the date scored ({horizon.why})")
-    targets = {"win": win, "stall": labels.stall_target(snaps, end)}
-    models: dict[str, TargetModel] = {}
-    results: dict[str, dict[str, dict]] = {}
-    per_fold: dict[str, list[dict]] = {}
-    served: dict[str, dict] = {}
-    backtests: dict[str, bt_.TargetBacktest | None] = {}
-    labelled: dict[str, tuple[int, int]] = {}
-    for name, target in targets.items():
-        cands = _candidates(name, stages, spec, min_class)
-        if cutoff is not None:
-            target = _from(target, to_utc(cutoff))
-        bt = bt_.run(target, snaps, spec, cands, progress=step)
-        backtests[name] = bt
-        step(f"{name}: refit")
-        rows = target.final()
-        labelled[name] = rows.deals_by_outcome()
-        if name == "win":  # read while every snapshot's final label is here anyway, not built again at the end
-            reference, win_labelled = _reference(snaps, rows, spec), int((rows.w > 0).sum())
-        if bt is None:
-            chosen, kind = "pooled rates", "identity"
-            why = "no backtest was possible, so no learned model can be shown to help: pooled rates from every labelled snapshot"
-        else:
-            final_deals = rows.deals_of_each_outcome()
-            bt.supported = [c.name for c in cands if c.serves and (c.labels != "target" or final_deals >= c.min_deals)]
-            chosen, (kind, _) = bt.chosen, bt.calibrated[bt.chosen]
-            why = bt.why
-        estimator, short = _refit_candidate(chosen, bt, target, rows, cands, spec, end, data, snaps)
-        del rows  # every snapshot's label (30M rows at 3M deals): not beside the next target's backtest
-        if short:
-            why = f"{why}; refit on all data fell back to pooled rates: {short}"
-            chosen, kind = "pooled rates", "identity"
-        own = bt.own_folds(chosen) if bt is not None else None  # not the folds where the rates stood in for it
-        if bt is not None and len(np.unique(bt.y[own & (bt.w > 0)])) < 2:
-            own = np.ones(len(bt.y), dtype=bool)
-        calibrator = fit.CALIBRATORS[kind](bt.predictions[chosen][own], bt.y[own], bt.w[own]) if bt is not None and kind != "identity" else fit.CALIBRATORS["identity"](None, None, None)
-        models[name] = TargetModel(estimator, calibrator, f"{NAMES[chosen]}: {why}")
-        served[name] = {"model": NAMES[chosen], "candidate": chosen, "kind": estimator.kind, "calibrator": calibrator.kind, "why": why,
-                        "horizon_days": horizon.days if name == "win" else settings.stall.horizon_days}
-        if bt is not None:
-            results[name] = bt.pooled()
-            per_fold[name] = bt.per_fold()
-        if bt is not None and bt.stood_in.get("lightgbm"):
-            log.info("%s: too few labelled deals for LightGBM at %d of %d fold dates; the pooled rates stood in there", name, len(bt.stood_in["lightgbm"]), len(bt.folds))
 
-    step("reports and plots")
+@dataclass
+class _Fitted:
+    """One target trained: the served model and why, its backtest and what the labels held."""
+
+    model: TargetModel
+    served: dict
+    backtest: bt_.TargetBacktest | None
+    labelled: tuple[int, int]  # deals with a positive and with a negative labelled row
+    labelled_rows: int
+    reference: dict | None = None  # the win target's medians of won deals per stage
+    pooled: dict = field(default_factory=dict)
+    per_fold: list = field(default_factory=list)
+
+
+def _fit_target(name: str, target: Target, data: TrainingData, snaps: Snapshots, spec: FeatureSpec, stages: StageOrder, settings: Settings,
+                horizon: labels.WinHorizon, cutoff: pd.Timestamp | None, min_class: int, step) -> _Fitted:
+    """The target's backtest, the choice, the chosen candidate refitted on every labelled row
+    and its calibrator fitted on its own folds."""
+    cands = _candidates(name, stages, spec, min_class)
+    fallback = next(c for c in cands if c.fallback)
+    if cutoff is not None:
+        target = _from(target, to_utc(cutoff))
+    bt = bt_.run(target, snaps, spec, cands, progress=step)
+    step(f"{name}: refit")
+    rows = target.final()
+    counted = rows.deals_by_outcome()
+    reference = _reference(snaps, rows, spec) if name == "win" else None  # read while every snapshot's final label is here anyway
+    labelled_rows = int((rows.w > 0).sum())
+    if bt is None:
+        chosen, kind = fallback, "identity"
+        why = "no backtest was possible, so no learned model can be shown to help: pooled rates from every labelled snapshot"
+    else:
+        final_deals = rows.deals_of_each_outcome()
+        bt.supported = [c.name for c in cands if c.serves and (c.labels != "target" or final_deals >= c.min_deals)]
+        chosen, (kind, _) = bt.candidates[bt.chosen], bt.calibrated[bt.chosen]
+        why = bt.why
+    estimator, short = _refit_candidate(chosen, fallback, bt, target, rows, spec, data.end, data, snaps)
+    del rows  # every snapshot's label (30M rows at 3M deals): not beside the next target's backtest
+    if short:
+        why = f"{why}; refit on all data fell back to pooled rates: {short}"
+        chosen, kind = fallback, "identity"
+    own = bt.own_folds(chosen.name) if bt is not None else None  # not the folds where the rates stood in for it
+    if bt is not None and len(np.unique(bt.y[own & (bt.w > 0)])) < 2:
+        own = np.ones(len(bt.y), dtype=bool)
+    calibrator = fit.CALIBRATORS[kind](bt.predictions[chosen.name][own], bt.y[own], bt.w[own]) if bt is not None and kind != "identity" else fit.CALIBRATORS["identity"](None, None, None)
+    served = {"model": chosen.display, "candidate": chosen.name, "kind": estimator.kind, "calibrator": calibrator.kind, "why": why,
+              "horizon_days": horizon.days if name == "win" else settings.stall.horizon_days}
+    boosters = [c.name for c in cands if c.rank == bt_.BOOSTER and c.labels == "target"]
+    if bt is not None and any(bt.stood_in.get(b) for b in boosters):
+        log.info("%s: too few labelled deals for LightGBM at %d of %d fold dates; the pooled rates stood in there", name, len(bt.stood_in[boosters[0]]), len(bt.folds))
+    return _Fitted(TargetModel(estimator, calibrator, f"{chosen.display}: {why}"), served, bt, counted, labelled_rows, reference,
+                   bt.pooled() if bt is not None else {}, bt.per_fold() if bt is not None else [])
+
+
+def _report(data: TrainingData, stages: StageOrder, spec: FeatureSpec, snaps: Snapshots, fitted: dict[str, _Fitted]) -> tuple[dict, dict]:
+    """The data-sufficiency report (with each family's signal and who wins) and each target's
+    backtest in brief."""
+    backtests = {name: f.backtest for name, f in fitted.items()}
     signal = {name: family_signal(bt, snaps, spec, sufficiency.families(spec)) for name, bt in backtests.items() if bt is not None}
-    bt_docs = {name: (None if bt is None else {"folds": [str(f.date()) for f in bt.folds], "pooled": results[name], "evaluated_deals": int(len(np.unique(bt.deal[bt.w > 0])))}) for name, bt in backtests.items()}
-    who = _who_wins(backtests["win"], snaps, tables, stages) if backtests["win"] is not None else None
-    report = sufficiency.report(tables, stages, spec, served, bt_docs, signal, data.activities(), end, labelled, who)
-    slices, plot_files = _slices_and_plots(backtests, snaps, spec, models, workdir)
+    bt_docs = {name: (None if bt is None else {"folds": [str(f.date()) for f in bt.folds], "pooled": fitted[name].pooled, "evaluated_deals": int(len(np.unique(bt.deal[bt.w > 0])))}) for name, bt in backtests.items()}
+    who = _who_wins(backtests["win"], snaps, data.tables, stages) if backtests["win"] is not None else None
+    served = {name: f.served for name, f in fitted.items()}
+    labelled = {name: f.labelled for name, f in fitted.items()}
+    return sufficiency.report(data.tables, stages, spec, served, bt_docs, signal, data.activities(), data.end, labelled, who), bt_docs
 
-    step("stage weights")
+
+def _bundle(data: TrainingData, stages: StageOrder, settings: Settings, spec: FeatureSpec, stats: PointInTimeStats, snaps: Snapshots,
+            fitted: dict[str, _Fitted], horizon: labels.WinHorizon, report: dict, bt_docs: dict) -> tuple[Bundle, dict]:
+    """Everything serving reads: the models, stage weights, grades, forecast timing, and the
+    record of how they were made."""
+    tables, end = data.tables, data.end
+    models = {name: f.model for name, f in fitted.items()}
+    backtests = {name: f.backtest for name, f in fitted.items()}
+    served = {name: f.served for name, f in fitted.items()}
+    labelled = {name: f.labelled for name, f in fitted.items()}
     weights = StageWeights(spec.segment_columns).fit(tables, stages, end)
     win_bt = backtests["win"]
     graded = win_bt.served_predictions() if win_bt is not None and len(win_bt.y) else models["win"].predict(snaps.x[np.arange(len(snaps))])
@@ -223,7 +272,7 @@ def train(
         "lost": report["closed"]["lost"],
         **{f"{n}_folds": len(bt.folds) if bt is not None else 0 for n, bt in backtests.items()},
         **{f"{n}_evaluated_rows": int((bt.w > 0).sum()) if bt is not None else 0 for n, bt in backtests.items()},
-        "win_labelled_snapshots": win_labelled,
+        "win_labelled_snapshots": fitted["win"].labelled_rows,
         **{f"{n}_labelled_deals_{side}": labelled[n][k] for n in labelled for k, side in enumerate(("positive", "negative"))},
     }
     metadata = {
@@ -233,8 +282,8 @@ def train(
         "data_fingerprint": data.fingerprint(),
         "evaluation": "rolling-origin backtest: at each fold date, trained on what was known then, scored on the deals open then against what happened within each label's horizon",
         "win_label": horizon.to_dict(),
-        "backtest": {n: ({"folds": d["folds"], "evaluated_deals": d["evaluated_deals"], "per_fold": per_fold[n]} if d else None) for n, d in bt_docs.items()},
-        "held_out": results,
+        "backtest": {n: ({"folds": d["folds"], "evaluated_deals": d["evaluated_deals"], "per_fold": fitted[n].per_fold} if d else None) for n, d in bt_docs.items()},
+        "held_out": {name: f.pooled for name, f in fitted.items() if f.backtest is not None},
         "served": served,
         "fallback": {n: s["why"] for n, s in served.items() if s["kind"] != "lightgbm"},
         "sufficiency": report,
@@ -244,10 +293,7 @@ def train(
         "stages": stages.config.model_dump(),
     }
     timing = TimeToWin().fit(tables, stages, end, horizon.days).to_frame()
-    bundle = Bundle(spec, stats, models, weights.to_dict(), reference, grades, metadata, timing)
-    held = _held_out(snaps, backtests)
-    params = {**fit.PARAMS, "horizon_days": settings.stall.horizon_days, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage, "logistic_C": fit.LOGISTIC_C, "pooling": fit.POOLING}
-    return TrainResult(bundle, results, per_fold, slices, counts, plot_files, held, report, params)
+    return Bundle(spec, stats, models, weights.to_dict(), fitted["win"].reference, grades, metadata, timing), counts
 
 
 def _who_wins(bt: bt_.TargetBacktest, snaps: Snapshots, tables: Tables, stages: StageOrder) -> dict:
@@ -275,21 +321,19 @@ def _from(target: Target, cutoff: pd.Timestamp) -> Target:
     return Target(target.name, target.train, evaluate, target.final)
 
 
-def _refit_candidate(name, bt, target: Target, labelled: Labelled, cands, spec, end, data: TrainingData, snaps: Snapshots):
+def _refit_candidate(cand: bt_.Candidate, fallback: bt_.Candidate, bt, target: Target, labelled: Labelled, spec, end, data: TrainingData, snaps: Snapshots):
     """The chosen candidate on every labelled row (of its own label); the booster where the data
     are (on an engine's workers for a partitioned export), with the backtest's median number of rounds."""
-    by_name = {c.name: c for c in cands}
-    if by_name[name].labels == "recorded":
+    if cand.labels == "recorded":
         labelled = target.recorded(end)
-    need = by_name[name].min_deals
     deals = labelled.deals_of_each_outcome()
     sample = labelled.sample(REFIT_ROWS)  # a linear model or rates learn nothing more past a million rows
-    if deals < need:
-        return by_name["pooled rates"].fit(sample.rows(snaps.x), end), f"{deals} deals of the rarer outcome, {need} needed for {NAMES[name]}"
-    if name.startswith("lightgbm"):
-        rounds = int(np.median(bt.rounds[name])) if bt is not None and bt.rounds.get(name) else None
+    if deals < cand.min_deals:
+        return fallback.fit(sample.rows(snaps.x), end), f"{deals} deals of the rarer outcome, {cand.min_deals} needed for {cand.display}"
+    if cand.rank == bt_.BOOSTER:
+        rounds = int(np.median(bt.rounds[cand.name])) if bt is not None and bt.rounds.get(cand.name) else None
         return data.fit_booster(labelled.sample(BOOSTER_ROWS), snaps, spec, rounds), None
-    return by_name[name].fit(sample.rows(snaps.x), end), None
+    return cand.fit(sample.rows(snaps.x), end), None
 
 
 def _slices_and_plots(backtests, snaps, spec, models, workdir):
@@ -304,7 +348,7 @@ def _slices_and_plots(backtests, snaps, spec, models, workdir):
             slices[f"{name}_by_{col}"] = sliced(bt.y, p, bt.w, frame[col])
         if workdir is not None and (bt.w > 0).sum() >= 20:
             workdir.mkdir(parents=True, exist_ok=True)
-            shown = {"model": p, **{k: v for k, v in bt.predictions.items() if k not in SERVING}}
+            shown = {"model": p, **{k: v for k, v in bt.predictions.items() if not bt.candidates[k].serves or bt.candidates[k].prior}}
             files.append(plots.calibration(name, bt.y, shown, bt.w, workdir / f"{name}_calibration.png"))
             files.append(plots.gain(name, bt.y, shown, bt.w, workdir / f"{name}_gain.png"))
         booster = models[name].booster

@@ -119,7 +119,7 @@ def report(
     for target, info in served.items():
         said.append(f"{target}: serving {info['model']}" + (f" ({info['why']})" if info.get("why") else "") + ".")
         yes, no = (labelled or {}).get(target, (need, need))
-        if not str(info.get("candidate", "")).startswith("lightgbm") and min(yes, no) < need:
+        if info.get("kind") != "lightgbm" and min(yes, no) < need:
             short.append(f"{target}: {yes} deals {LABEL_WORDS[target][0].format(days=info.get('horizon_days', '?'))} and {no} {LABEL_WORDS[target][1]}")
     if short:
         said.append(f"A gradient-boosted model is tried once {need} deals of each outcome are labelled (now {'; '.join(short)}).")

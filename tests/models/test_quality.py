@@ -129,9 +129,9 @@ def test_the_served_booster_is_refitted_on_a_capped_sample_of_whole_deals(medium
     offered, fitted = [], []  # every labelled row of a target; what its booster was fitted on
     refit, fit_booster = pipeline._refit_candidate, WholeExport.fit_booster
 
-    def offer(name, bt, target, labelled, *args):
-        offered.append(target.recorded(pd.Timestamp(medium.tables.end)) if name.endswith("on recorded outcomes") else labelled)
-        return refit(name, bt, target, labelled, *args)
+    def offer(cand, fallback, bt, target, labelled, *args):
+        offered.append(target.recorded(pd.Timestamp(medium.tables.end)) if cand.labels == "recorded" else labelled)
+        return refit(cand, fallback, bt, target, labelled, *args)
 
     def spy(self, rows, *args):
         fitted.append((offered[-1].where(offered[-1].w > 0), rows))
@@ -146,7 +146,7 @@ def test_the_served_booster_is_refitted_on_a_capped_sample_of_whole_deals(medium
         assert len(every.y) > 2 * 6000 and 0.5 * 6000 < len(rows.y) < 1.5 * 6000
         kept = np.isin(every.deal, np.unique(rows.deal))
         np.testing.assert_array_equal(np.sort(every.index[kept]), np.sort(rows.index))  # every row of a sampled deal, none of the others
-    assert any(s["candidate"].startswith("lightgbm") for s in result.bundle.metadata["served"].values())
+    assert any(s["kind"] == "lightgbm" for s in result.bundle.metadata["served"].values())
 
 
 def test_shuffling_any_family_the_generator_gives_signal_raises_the_loss(trained) -> None:
