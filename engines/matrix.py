@@ -151,8 +151,8 @@ class PartitionedMatrix:
         for worker, parts in by_worker.items():
             mine = [np.flatnonzero(part == p) for p in parts]
             picks = self.client.scatter([local[m] for m in mine], workers=[worker])  # beside the task, not inside its graph
-            # a few blocks per task: a task's blocks are all in memory while it runs, and at 3M
-            # deals a worker's blocks (2.7 GiB, mostly spilled to disk) did not fit in one
+            # a few blocks per task: a task's blocks are all in memory while it runs, and a
+            # worker's blocks (mostly spilled to disk) need not fit in its memory at once
             pieces = [
                 self.client.submit(_picked, picks[run], *(self.blocks[p] for p in parts[run]), workers=[worker], pure=False)
                 for run in _groups([int(block_bytes[p]) for p in parts], GATHER_BYTES)

@@ -105,8 +105,8 @@ class DaskRunner(Runner):
     def _fetched(self, name: str, futures: list) -> list:
         """The futures' results in their order, each fetched as it completes and let go on its
         worker at once: gathered at the end, every partition's result (a first pass's outline,
-        tens of MiB at 3M deals) stayed on the workers until the last was done, beside what
-        they were still computing. Takes the list over (emptied: its futures are the caller's no more)."""
+        a few dozen bytes per deal) would stay on the workers until the last was done, beside what
+        they are still computing. Takes the list over (emptied: its futures are the caller's no more)."""
         from distributed import as_completed
 
         n = len(futures)
@@ -188,8 +188,8 @@ def free_promptly() -> None:
     """Make glibc hand freed arrays back at once in this process (the client of a cluster),
     as Dask already does for its workers (MALLOC_TRIM_THRESHOLD_). By default glibc raises its
     mapping threshold each time a large block is freed (up to 32 MiB), so the backtest's fold
-    fits, labels and gathers, each freed, left their blocks in a fragmented heap: at 100k deals
-    the client's peak was 1.15 GiB with the default and 0.91 with these thresholds."""
+    fits, labels and gathers, each freed, would leave their blocks in a fragmented heap (the
+    effect is measured in benchmarks/RESULTS.md)."""
     libc = _glibc()
     if libc is not None:
         libc.mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD

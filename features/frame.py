@@ -274,7 +274,7 @@ def _activity_features(tables: Tables, spec: FeatureSpec, points: Points, out: d
     total = at(every, now)
     for w in WINDOWS:
         out[f"activities_{w}d"] = total - at(every, pos[w])
-    for t in spec.activity_types:  # one type's counts at a time: at millions of activities each array is tens of MB
+    for t in spec.activity_types:  # one type's counts at a time: each is an array per activity
         counts = running(ix.act_kind == (ix.act_kinds.index(t) if t in ix.act_kinds else -2))
         c = at(counts, now)
         for w in TYPE_WINDOWS:
@@ -378,7 +378,7 @@ def build_features(
     points = points[["opportunity_id", "as_of"]].reset_index(drop=True)
     points["as_of"] = points["as_of"].astype(TS_DTYPE)
     features = feature_arrays(tables, Points.of(tables, points), spec, stats, progress=progress)
-    # copy=False: the arrays become the frame's columns as they are (at 3M snapshots a copy is 1 GB)
+    # copy=False: the arrays become the frame's columns as they are, not a copy of every feature
     frame = pd.DataFrame({c: pd.Series(features.pop(c), dtype=object if c in spec.categorical else "float64", copy=False) for c in spec.columns}, copy=False)
     return pd.concat([points, frame], axis=1)
 

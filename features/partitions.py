@@ -57,7 +57,7 @@ def shared_text(frame: pd.DataFrame, like: pd.DataFrame | None = None) -> pd.Dat
     own string object (about 50 bytes), and the first pass keeps millions of cells of a few
     thousand values (stage names, segments, each deal's id on every stage row). Values that a
     column of the same name in `like` holds are its objects (a deal's id in the stage history
-    is the opportunities' string: 3M ids of about 70 bytes each at 3M deals). Still object
+    is the opportunities' string, not a second copy of every id). Still object
     text, as `Tables` holds it."""
     fixes = {}
     for col, dtype in frame.dtypes.items():
@@ -105,8 +105,8 @@ class Outline:
     @classmethod
     def combine(cls, outlines: list[Outline]) -> Outline:
         """The partitions' outlines as one. Takes them over: each table's pieces are let go as
-        soon as they are joined, so at most one table is held twice (at 3M deals, every table
-        joined beside all the pieces was a gigabyte more at the client's peak)."""
+        soon as they are joined, so at most one table is held twice, never every table beside
+        all its pieces."""
 
         def together(name: str) -> pd.DataFrame | None:
             frames = [getattr(o, name) for o in outlines]

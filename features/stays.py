@@ -22,8 +22,8 @@ CHUNK_ROWS = 1_000_000  # stage-history rows read at a time by what reduces ever
 def by_deals(history: pd.DataFrame, rows: int | None = None) -> Iterator[pd.DataFrame]:
     """The history in consecutive pieces of about `rows` rows, a deal never split (sorted by
     opportunity, as `Tables` keeps it). Whatever is computed per deal from its stays is the
-    same piece by piece, and the stays of millions of deals (ten columns a row) are never all
-    in memory at once: at 3M deals, read whole, they took the client from 8.9 to 10.0 GiB."""
+    same piece by piece, and the stays of every deal (ten columns a row, more than the history
+    itself) are never all in memory at once."""
     rows = rows or CHUNK_ROWS
     if len(history) <= rows:
         yield history

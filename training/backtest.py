@@ -52,7 +52,7 @@ def fold_dates(target: Target, snaps: Snapshots) -> list[pd.Timestamp]:
             continue
         rows = target.train(at)
         deals, large = rows.deals_of_each_outcome(), (rows.w > 0).sum() > LARGE_ROWS
-        del rows  # one date's rows at a time: at 3M deals, the next date's 25M built beside these were the client's peak
+        del rows  # one date's rows at a time: never the next date's rows built beside these
         if deals < MIN_TRAIN_DEALS:
             break  # earlier dates know even less
         chosen.append(at)

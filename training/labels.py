@@ -75,7 +75,7 @@ class Outcomes:
 
     def __init__(self, history: pd.DataFrame, stages: StageOrder, ids: np.ndarray) -> None:
         known = pd.Index(ids, dtype=object)  # one lookup table for every piece (not inferred as str: a copy of every id)
-        pieces = [self._coded(part, stages, known) for part in by_deals(history)]  # a few deals at a time: the text and its temporaries of 13M rows never at once
+        pieces = [self._coded(part, stages, known) for part in by_deals(history)]  # a few deals at a time: the text of every row and its temporaries never at once
         deal, entered, outcome = (np.concatenate([p[k] for p in pieces]) for k in range(3))
         del pieces
         if len(deal) > 1 and (deal[1:] < deal[:-1]).any():  # `ids` sorted as the history is: in order already
@@ -89,8 +89,8 @@ class Outcomes:
         """Some deals' rows as (deal code, entered ns, outcome), without the rows of deals that
         have no snapshot (never asked about), and of a deal's consecutive rows with the same
         outcome only the first: a deal's rows are in time order, so the last row entered by a
-        date has the outcome of the last kept one (most deals: open stages, then one close; at
-        3M deals, 13M rows held through the whole run become about 6M)."""
+        date has the outcome of the last kept one (most deals: open stages, then one close; the
+        rows held through the whole run are about halved)."""
         deal = _codes_by_run(history["opportunity_id"].to_numpy(dtype=object), ids)
         index = stages.index(history["stage"])  # numbers, not text states
         outcome = np.select([index == stages.won_index, index == LOST_INDEX], [cls.WON, cls.LOST], cls.NEITHER).astype(np.int8)
@@ -114,7 +114,7 @@ class Outcomes:
 class Entries:
     """Each deal's entries into some stages (its wins; its closes), by its code in the
     snapshots: what a row's label reads (its first entry after it), found for a few rows at a
-    time rather than kept for every snapshot (30M int64 at 3M deals: 240 MB of the client's)."""
+    time rather than kept for every snapshot (8 bytes a snapshot)."""
 
     def __init__(self, history: pd.DataFrame, ids: np.ndarray, names: list[str]) -> None:
         known = pd.Index(ids, dtype=object)  # not inferred as str: a copy of every id
@@ -139,8 +139,8 @@ def Wins(history: pd.DataFrame, stages: StageOrder, ids: np.ndarray) -> Entries:
 
 def _codes_by_run(values: np.ndarray, categories: np.ndarray | pd.Index) -> np.ndarray:
     """Each value's code among `categories` (-1: not there), looked up once per run of equal
-    values: a deal's stage-history rows are together, so 13M rows (3M deals) are 3M lookups,
-    and the lookup's own arrays a quarter of the size."""
+    values: a deal's stage-history rows are together, so there is a lookup per deal, not per
+    row, and the lookup's own arrays are that much smaller."""
     if len(values) == 0:
         return np.zeros(0, dtype=np.int32)
     starts = np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
@@ -164,7 +164,7 @@ NEVER = np.iinfo(np.uint16).max  # no win after the snapshot by the export's end
 def to_win_days(snaps: Snapshots, wins: Entries) -> np.ndarray:
     """Per snapshot, whole days (rounded up) to its deal's first win after it, NEVER without one:
     2 bytes a row, what a row's label and its weight at any date are read from, found a few
-    rows at a time (at 3M deals the float days of 30M rows at once were 240 MB)."""
+    rows at a time (never the float days of every row at once: 8 bytes a row)."""
     out = np.empty(len(snaps), dtype=np.uint16)
     for start in range(0, len(snaps), LABEL_STEP):
         days = days_to_win(snaps, wins, np.arange(start, min(start + LABEL_STEP, len(snaps))))

@@ -223,7 +223,7 @@ def _fit_target(name: str, target: Target, data: TrainingData, snaps: Snapshots,
         chosen, (kind, _) = bt.candidates[bt.chosen], bt.calibrated[bt.chosen]
         why = bt.why
     estimator, short = _refit_candidate(chosen, fallback, bt, target, rows, spec, data.end, data, snaps)
-    del rows  # every snapshot's label (30M rows at 3M deals): not beside the next target's backtest
+    del rows  # every snapshot's label: not beside the next target's backtest
     if short:
         why = f"{why}; refit on all data fell back to pooled rates: {short}"
         chosen, kind = fallback, "identity"

@@ -81,8 +81,8 @@ def tracked_run(settings: Settings, experiment_id: str, run_name: str) -> Iterat
 def scratch(settings: Settings) -> Iterator[Path]:
     """A folder for a run's files in passing (its plots, the bundle before it is logged), under
     OPPSCORE_HOME: removed when the run ends, and, when its process was killed (no `finally`
-    runs then), by the next run, which finds its lock free. Temporary folders elsewhere were
-    left behind by every killed train (0.4-1.3 MB each)."""
+    runs then), by the next run, which finds its lock free; a temporary folder elsewhere would
+    stay behind after every killed train."""
     import shutil
     import uuid
 

@@ -47,7 +47,7 @@ class Snapshots:
         """Snapshots taken at `time` (ns, one per row). Snapshots fall on a grid of dates, so a
         row's time is held as its date's place on the grid: what depends on a row only through
         its time (the censoring weights, the rows up to or at a fold date) is computed per date
-        and read by row, and 30M rows hold 4 bytes each, not 8."""
+        and read by row, and every row holds 4 bytes, not 8."""
         codes, grid = pd.factorize(time, sort=True)
         return cls(frame, x, np.asarray(grid, dtype=np.int64), codes.astype(np.int32), stalled, horizon_ns)
 
@@ -56,7 +56,7 @@ class Snapshots:
 
     @property
     def time(self) -> np.ndarray:
-        """Every row's time (ns), made on demand (240 MB at 3M deals): what reads every row
+        """Every row's time (ns), made on demand (8 bytes a snapshot): what reads every row
         asks `until` or `on`, what reads a few `times`."""
         return self.grid[self.slot]
 
@@ -81,8 +81,8 @@ class Snapshots:
 
     def share_ids(self, known: pd.Series) -> None:
         """Hold `ids` as the objects of `known` (the opportunities' ids, each once), not as new
-        strings made from the categories: at 3M deals, 3M strings of about 70 bytes that the
-        opportunities table already holds. Left as they are when a deal is not among them."""
+        strings made from the categories, a second copy of every id the opportunities table
+        already holds. Left as they are when a deal is not among them."""
         known = pd.Index(known.to_numpy(dtype=object), dtype=object)  # not inferred as str: its values would be new strings
         at = known.get_indexer(self.frame["opportunity_id"].cat.categories)
         if len(at) and (at >= 0).all():
@@ -99,8 +99,8 @@ class Snapshots:
     def hashes(self) -> np.ndarray:
         """A stable hash of each deal's id (what samples whole deals the same on every engine).
         Hashed as they are (the same values as hashing them as `str`), neither copied into
-        another string column nor factorized: the ids are distinct, and at 3M deals either
-        copy raised the client's peak."""
+        another string column nor factorized: the ids are distinct, and either would be a
+        copy of every id."""
         return pd.util.hash_pandas_object(pd.Series(self.ids, dtype=object), index=False, categorize=False).to_numpy()
 
     def points(self, rows: np.ndarray) -> pd.DataFrame:
@@ -115,8 +115,8 @@ class Snapshots:
         """Partitions' snapshots as one, in the whole export's (opportunity_id, as_of) order, and
         that order: for each row, its row among the pieces laid end to end (by which the caller
         lays out the model matrices, kept apart). Laid out a column at a time, the pieces emptied
-        as they are read: at 30M rows, the pieces, their concatenation and its ordered copy all
-        alive at once were 1.8 GiB of the client's peak."""
+        as they are read, so the pieces, their concatenation and its ordered copy are never all
+        alive at once."""
         names = list(pieces[0].frame.columns)
         frames = {c: [p.frame[c] for p in pieces] for c in names}
         stalled = [p.stalled for p in pieces]

@@ -15,8 +15,8 @@ from training import models as fit
 
 
 def narrow(rows: np.ndarray, n: int) -> np.ndarray:
-    """Row numbers of an n-row table as int32 while they fit: row numbers of every snapshot (30M
-    at 3M deals) are kept, a fold's training rows with their labels until sampled, the layout's
+    """Row numbers of an n-row table as int32 while they fit: row numbers of every snapshot are
+    kept, a fold's training rows with their labels until sampled, the layout's
     order by the model matrix."""
     return rows.astype(np.int32) if n < np.iinfo(np.int32).max else rows
 
@@ -26,7 +26,7 @@ ROW_INDEX_STEP = 1 << 22  # mask entries turned into row numbers at a time
 
 def row_index(mask: np.ndarray) -> np.ndarray:
     """The rows where `mask` holds (`narrow`), found a piece of the mask at a time: whole, the
-    int64 row numbers of 30M snapshots (240 MB) were made before their int32 copy."""
+    int64 row numbers of every snapshot would be made before their int32 copy."""
     if len(mask) >= np.iinfo(np.int32).max:
         return np.flatnonzero(mask)
     out = np.empty(int(np.count_nonzero(mask)), dtype=np.int32)
@@ -60,7 +60,7 @@ class Labelled:
 
     def deals_by_outcome(self) -> tuple[int, int]:
         """Deals with a used positive row, and with a used negative row: counted by marking deal
-        codes, not by sorting the rows' deals (a fold's 25M rows at 3M deals)."""
+        codes, not by sorting the rows' deals (every row of a fold)."""
         used = self.w > 0
         seen = [np.zeros(len(self.ids), dtype=bool) for _ in range(2)]
         for outcome, marks in enumerate(seen):
@@ -75,7 +75,7 @@ class Labelled:
         """At most about `limit` labelled rows, whole deals kept or dropped together (a stable hash)."""
         used = self.w > 0
         n = int(np.count_nonzero(used))
-        # one selection, not the used rows and then their sample: at 3M deals a copy of 25M rows
+        # one selection, not the used rows and then their sample: a copy of every used row
         return self.where(used if n <= limit else used & by_hash(self.hashes, limit / n)[self.deal])
 
     def rows(self, x: Any) -> fit.Rows:
@@ -84,7 +84,7 @@ class Labelled:
 
 def by_hash(hashes: np.ndarray, share: float) -> np.ndarray:
     """Which deals (by their hashes) a sample of about `share` keeps: decided per deal and read by
-    row, not hashed per row (two uint64 arrays of 30M rows at 3M deals)."""
+    row, not hashed per row (two uint64 arrays of every row)."""
     return (hashes % 10_000) < share * 10_000
 
 
