@@ -98,9 +98,13 @@ def _inner_valid(deal: np.ndarray) -> np.ndarray:
     return pd.util.hash_pandas_object(pd.Series(deal, dtype=object).astype(str), index=False).to_numpy() % 4 == 0
 
 
-def fit_booster(rows: Rows, spec: FeatureSpec, rounds: int | None = None) -> FittedBooster:
+def fit_booster(rows: Rows, spec: FeatureSpec, rounds: int | None = None, refit: bool = True) -> FittedBooster:
     """A booster on the model matrix; `rounds` None: as many as early stopping on a quarter of the
-    deals allows (then refitted on all rows), else exactly that many."""
+    deals allows, else exactly that many. With early stopping and not `refit`, the booster that
+    chose the rounds (three quarters of the deals, at its best round) is the one returned:
+    what a backtest fold does, where a refit on every row costs as much again (about half of
+    a training run's time) for predictions that only judge the candidate; the served booster
+    is fitted on every row with the folds' median rounds (`training.pipeline`)."""
     rows = rows.used()
     categorical = [spec.columns.index(c) for c in spec.categorical]
     params = booster_params(len(rows.y))
@@ -117,6 +121,8 @@ def fit_booster(rows: Rows, spec: FeatureSpec, rounds: int | None = None) -> Fit
             train = dataset(~valid)
             probe = lgb.train(params, train, num_boost_round=MAX_ROUNDS, valid_sets=[dataset(valid)], callbacks=[lgb.early_stopping(PATIENCE, verbose=False)])
             rounds = max(int(probe.best_iteration), 10)
+            if not refit:
+                return FittedBooster(BoosterModel(probe), rounds)
     booster = lgb.train(params, dataset(every), num_boost_round=rounds)
     return FittedBooster(BoosterModel(booster), rounds)
 

@@ -104,7 +104,7 @@ def _candidates(target: str, stages: StageOrder, spec: FeatureSpec, min_class: i
     they count only as far as the evidence shows them right."""
     stage_col = spec.columns.index("stage")
     conf = _configured(stages, spec)  # the rates' prior only when no row is labelled yet: all there is then
-    booster = lambda rows, at: fit.fit_booster(rows, spec)  # noqa: E731
+    booster = lambda rows, at: fit.fit_booster(rows, spec, refit=False)  # noqa: E731 - a fold's booster: the early-stopping one
     linear = lambda rows, at: fit.fit_linear(rows, spec)  # noqa: E731
     out = [
         bt_.Candidate("lightgbm", booster, "LightGBM", min_class, bt_.BOOSTER),

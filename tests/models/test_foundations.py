@@ -92,3 +92,18 @@ def test_resampled_metrics_equal_scikit_learns(seed) -> None:
     fast = _Resampled(y, p)
     assert abs(fast.auc(w) - roc_auc_score(y, p, sample_weight=w)) < 1e-12
     assert abs(fast.log_loss(w) - log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), sample_weight=w)) < 1e-12
+
+
+def test_a_fold_booster_is_the_early_stopping_one_and_the_refit_has_its_rounds(trained, medium) -> None:
+    """A backtest fold keeps the booster that chose the rounds (three quarters of the deals, read
+    at its best round) instead of fitting all rows again: the same rounds reach the served refit."""
+    from training.models import Rows, fit_booster
+
+    features, x = _matrix(trained, medium)
+    spec = trained.bundle.spec
+    y = (features["activities_30d"] + np.random.default_rng(1).normal(0, 2, len(x)) > np.median(features["activities_30d"])).astype(float)
+    rows = Rows(x, y, np.ones(len(x)), (np.arange(len(x)) // 3).astype(str).astype(object))
+    fold, refit = fit_booster(rows, spec, refit=False), fit_booster(rows, spec)
+    assert fold.rounds == refit.rounds == max(fold.model.booster.best_iteration, 10)
+    assert fold.model.booster.num_trees() == refit.model.booster.num_trees() == fold.rounds  # kept at its best round
+    assert np.abs(fold.model.probability(x) - refit.model.probability(x)).max() > 1e-6  # three quarters of the deals, not refitted
