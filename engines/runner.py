@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ class EngineOptions:
     memory_limit: str = "4GiB"
 
 
-class Runner:
+class Runner(ABC):
     """`map(fn, parts, outs, **shared)`: fn(part, out, **shared) for every partition (and its
     output file, or None), results in partition order; `map_held` keeps each result's heavy
     part where it was computed. `LocalRunner` and `DaskRunner` are the two places."""
@@ -46,21 +47,21 @@ class Runner:
     def __init__(self, progress: Callable[[str], None] | None = None) -> None:
         self.progress = progress or (lambda _m: None)
 
-    def map(self, fn: Callable, parts: list[Path], outs: list[Path | None] | None = None, **shared: Any) -> list:
-        raise NotImplementedError
+    @abstractmethod
+    def map(self, fn: Callable, parts: list[Path], outs: list[Path | None] | None = None, **shared: Any) -> list: ...
 
+    @abstractmethod
     def map_held(self, fn: Callable, parts: list[Path], **shared: Any) -> tuple[list, list]:
         """fn(part, None, **shared) → (light, heavy) for every partition: the light parts come
         back here; the heavy ones stay where they were computed."""
-        raise NotImplementedError
 
     def release_memory(self) -> None:
         """Freed memory handed back here (and where the work ran)."""
         release_memory()
 
+    @abstractmethod
     def matrix(self, heavy: list, sizes: list[int], n_cols: int, order: np.ndarray):
         """The model matrix of every partition's held rows, in `order`."""
-        raise NotImplementedError
 
 
 class LocalRunner(Runner):
