@@ -30,7 +30,8 @@ def export_end(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp)
     return first_pass(run, folder, settings, now, now).end
 
 
-def _outs(parts: list[Path], out_dir: Path | None) -> list[Path | None]:
+def outs(parts: list[Path], out_dir: Path | None) -> list[Path | None]:
+    """Each partition's output file in `out_dir` (made if missing), in partition order; None each: gathered."""
     if out_dir is None:
         return [None] * len(parts)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,7 @@ def features(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, a
     spec = make_spec(small, stages, segment_columns(settings, small), type_counts=outline.activity_types)
     stats = outline.statistics(spec.stat_keys)
     parts = partitions(folder)
-    results = run.map(work.features, parts, _outs(parts, out_dir), settings=settings, now=now, as_of=as_of, spec=spec, stats=stats)
+    results = run.map(work.features, parts, outs(parts, out_dir), settings=settings, now=now, as_of=as_of, spec=spec, stats=stats)
     if out_dir is not None:
         return spec, int(sum(results))
     frame = pd.concat(results, ignore_index=True)
@@ -67,7 +68,7 @@ def score(
     """Every open deal scored by `bundle` (highest first when gathered), and where every deal of
     the export stands; `previous`: the score history's last scores (`work.score`)."""
     parts = partitions(folder)
-    results = run.map(work.score, parts, _outs(parts, out_dir), settings=settings, now=now, as_of=as_of, bundle=bundle, previous=previous)
+    results = run.map(work.score, parts, outs(parts, out_dir), settings=settings, now=now, as_of=as_of, bundle=bundle, previous=previous)
     counts: dict[str, int] = {}
     unknown: set[str] = set()
     for _, c, u in results:

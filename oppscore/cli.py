@@ -514,7 +514,9 @@ def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, en
         write_table(done.table.drop(columns=["factors"]).assign(as_of=done.table["as_of"].astype(str)), out_file)
         recorded = _record(history, done.table, now, loaded.version)  # only once the scores are written
     else:
-        recorded = _record_files(history, sorted(folder.glob("part-*.parquet")), now, loaded.version)
+        from features.partitions import partitions
+
+        recorded = _record_files(history, partitioned.outs(partitions(data), folder), now, loaded.version)  # this run's files, not an older run's left in the folder
     kept = f"{recorded:,} scores kept in the score history" if recorded is not None else "[yellow]the score history was skipped[/yellow] (its database did not answer: see the warning above)"
     out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} → {out_file}; {kept}")
 

@@ -144,9 +144,11 @@ def test_the_cli_trains_on_a_cluster_and_a_second_run_on_the_same_data_is_not_pr
     assert len(first) > 0 and f"{len(first):,} scores kept in the score history" in " ".join(scored.output.split())
     # the partitioned score keeps the history as a whole export's does: a week later, each
     # deal's change since, written per partition and recorded file by file
+    (tmp_path / "later").mkdir()
+    first.head(5).to_parquet(tmp_path / "later" / "part-00999.parquet")  # an older run's file left in the folder: not this run's scores
     later = cli.invoke(app, ["score", "--data", str(cut["split"]), "--out", str(tmp_path / "later"), "--engine", "dask", "--scheduler", address])
     assert later.exit_code == 0, later.output
-    second = pd.concat(pd.read_parquet(f) for f in sorted((tmp_path / "later").glob("part-*.parquet")))
+    second = pd.concat(pd.read_parquet(f) for f in sorted((tmp_path / "later").glob("part-*.parquet")) if f.name != "part-00999.parquet")
     assert f"{len(second):,} scores kept in the score history" in " ".join(later.output.split())
     again = second[second["opportunity_id"].isin(first["opportunity_id"])]
     assert len(again) > 0 and again["previous_score"].notna().all()
