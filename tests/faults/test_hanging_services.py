@@ -22,6 +22,7 @@ from features.loading import write_export
 from features.settings import settings_toml
 from oppscore.cli import app as cli
 from tests.api.conftest import AUTH, KEY
+from tests.faults.served import Served, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,34 +54,6 @@ def hanging():
     server.close()
 
 
-def _refused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again: connecting is refused
-
-
-class _Served:
-    """The app under uvicorn in this process, on a free port (the event loop is real)."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.port = _refused_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 def test_a_hanging_history_database_never_freezes_the_service(served_store, hanging, body) -> None:
     """One score and a /healthz a moment later: before, both waited 40 s and more (the driver's
     connect timeout, on the event loop). Now /healthz answers at once, the score within the
@@ -89,7 +62,8 @@ def test_a_hanging_history_database_never_freezes_the_service(served_store, hang
     from serving.routes.score import HISTORY_DEADLINE
 
     settings = served_store.model_copy(update={"database_url": f"postgresql+psycopg://oppscore@127.0.0.1:{hanging}/history"})
-    with _Served(create_app(settings, start_reloader=False)) as base:
+    with Served(create_app(settings, start_reloader=False)) as port:
+        base = f"http://127.0.0.1:{port}"
         answers: dict = {}
 
         def score() -> None:
@@ -114,7 +88,7 @@ def test_a_hanging_history_database_never_freezes_the_service(served_store, hang
 
 
 def _serve(tmp_path: Path, env: dict, data: Path | None = None) -> tuple[subprocess.Popen, str]:
-    port = _refused_port()
+    port = free_port()
     args = [sys.executable, "-m", "oppscore.cli", "serve", "--port", str(port)] + (["--data", str(data)] if data else [])
     proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(ROOT), "OPPSCORE_API_KEYS": KEY, **env}, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, f"http://127.0.0.1:{port}"
@@ -191,7 +165,7 @@ def test_the_cli_scores_and_says_so_when_the_history_database_does_not_answer(ex
     database that never answers is given up after its connect timeout."""
     from scoring.history import CONNECT_SECONDS
 
-    port = _refused_port() if database == "refused" else hanging
+    port = free_port() if database == "refused" else hanging
     monkeypatch.setenv("OPPSCORE_DATABASE_URL", f"postgresql+psycopg://oppscore@127.0.0.1:{port}/history")
     started = time.monotonic()
     done = CliRunner().invoke(cli, ["score", "--data", str(export_with_champion), "--out", "scores.csv"])

@@ -5,38 +5,10 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 
 from tests.api.conftest import KEY
-
-
-class _Served:
-    def __init__(self, app, seconds: float) -> None:
-        import uvicorn
-
-        from serving.protocol import DeadlineProtocol
-
-        DeadlineProtocol.seconds = seconds
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", http=DeadlineProtocol))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> int:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.port
-
-    def __exit__(self, *exc) -> None:
-        from serving.protocol import DeadlineProtocol
-
-        DeadlineProtocol.seconds = 30.0
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+from tests.faults.served import Served
 
 
 def _closed_by_server(conn: socket.socket, within: float) -> bool:
@@ -52,7 +24,7 @@ def test_connections_that_never_finish_their_request_are_closed(served_store) ->
     closed at the deadline (before: none of 300 after 40 s); a normal request still answers."""
     from serving.app import create_app
 
-    with _Served(create_app(served_store, start_reloader=False), seconds=2.0) as port:
+    with Served(create_app(served_store, start_reloader=False), request_seconds=2.0) as port:
         slow = []
         for k in range(80):
             conn = socket.create_connection(("127.0.0.1", port))
@@ -73,7 +45,7 @@ def test_connections_that_never_finish_their_request_are_closed(served_store) ->
 def test_clients_that_leave_mid_request_cost_a_line_not_a_traceback(served_store, caplog) -> None:
     from serving.app import create_app
 
-    with caplog.at_level(logging.INFO), _Served(create_app(served_store, start_reloader=False), seconds=30.0) as port:
+    with caplog.at_level(logging.INFO), Served(create_app(served_store, start_reloader=False), request_seconds=30.0) as port:
         for _ in range(30):
             with socket.create_connection(("127.0.0.1", port)) as conn:
                 conn.sendall(f"POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{{\"opp".encode())
