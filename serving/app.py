@@ -171,10 +171,25 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
     app.state.holder = holder
     app.state.data = data
     app.state.api_keys = [k.get_secret_value() if isinstance(k, SecretStr) else str(k) for k in settings.api_keys]
+    _metrics(app, holder)
+    _error_handlers(app)
+    _routes(app)
+    app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes, keys=app.state.api_keys)
+    app.add_middleware(PagePolicy)
+    return app
+
+
+def _metrics(app: FastAPI, holder: ModelHolder) -> None:
+    """Prometheus at /metrics: requests (the instrumentator), scores served, the model loaded."""
     registry = CollectorRegistry()
     app.state.scores_served = Counter("oppscore_scores_served", "opportunities scored", registry=registry)
     registry.register(ModelCollector(holder))
     Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False, tags=["health"])
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every failure a JSON answer: 422 naming the fields, the HTTP errors as raised, a client
+    gone a log line, anything else a logged 500 that says nothing of the inside."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -202,6 +217,9 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; it has been logged"}, status_code=500)
 
+
+def _routes(app: FastAPI) -> None:
+    """The API's routers, the managers' page and its grid's assets."""
     app.include_router(health.router)
     app.include_router(score.router)
     app.include_router(model.router)
@@ -219,7 +237,3 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
         if kind not in ("js", "css"):
             raise HTTPException(404, detail="no such asset")
         return FileResponse(DATATABLES / f"dt_bundle.{kind}", media_type="text/javascript" if kind == "js" else "text/css")
-
-    app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes, keys=app.state.api_keys)
-    app.add_middleware(PagePolicy)
-    return app

@@ -94,68 +94,21 @@ def _engagements(path: Path, deals: pd.Series, report: dict) -> pd.DataFrame:
 
 
 def import_hubspot(src: Path, pipeline: str | None = None, engagements: Path | None = None) -> Imported:
-    src = Path(src)
-    path = src if src.is_file() else next((p for p in sorted(src.iterdir()) if p.suffix.lower() in (".csv", ".xlsx") and "deal" in p.name.lower()), None) if src.is_dir() else None
-    if path is None:
-        raise InputInvalid(f"{src}: no HubSpot deals export (a .csv or .xlsx whose name holds 'deal', or the file itself)")
+    path = _deals_file(Path(src))
     frame, names = _read(path)
-    need = {"recordid": "Record ID", "createdate": "Create Date", "dealstage": "Deal Stage"}
-    aliases = {"recordid": ["recordid", "hsobjectid"], "createdate": ["createdate"], "dealstage": ["dealstage"], "pipeline": ["pipeline"],
-               "amount": ["amount"], "closedate": ["closedate"], "dealowner": ["dealowner", "hubspotownerid"]}
-    col = {k: next((a for a in v if a in frame.columns), None) for k, v in aliases.items()}
-    missing = [label for k, label in need.items() if col[k] is None]
-    if missing:
-        raise ExportInvalid([Problem(path.name, "line 1", m, "no such column", f"a column named {m!r} (required)") for m in missing])
+    col = _columns(frame, path)
     report: dict[str, object] = {"deals in file": len(frame)}
-    pipelines = frame[col["pipeline"]].fillna("(none)") if col["pipeline"] else pd.Series("(default)", index=frame.index)
-    counts = pipelines.value_counts()
-    chosen = pipeline or str(counts.index[0])
-    if chosen not in counts.index:
-        raise InputInvalid(f"--pipeline: found {chosen!r}, expected one of {', '.join(map(str, counts.index))}")
-    report["pipelines"] = {str(k): int(v) for k, v in counts.items()}
-    report["pipeline imported"] = chosen
-    deals = frame[pipelines == chosen].reset_index(drop=True)
-    # stage columns of this pipeline, in HubSpot's order
-    entered = []
-    for name in names:
-        m = _ENTERED.match(name.strip())
-        if m and m.group(2) == chosen:
-            entered.append((m.group(1), key(name)))
-    if not entered:
-        api = [(n.removeprefix("hs_date_entered_"), key(n)) for n in names if n.startswith("hs_date_entered_")]
-        entered = api
-    problems: list[Problem] = []
-
-    def times(c: str) -> pd.Series:
-        text = deals[c].str.strip()
-        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
-        for i in np.flatnonzero((parsed.isna() & text.notna()).to_numpy())[:50]:
-            problems.append(Problem(path.name, f"line {i + 2}", frame.attrs["names"].get(c, c), repr(deals.at[i, c]), "a date or date-time"))
-        return parsed.dt.as_unit("ns").astype(TS_DTYPE)
-
+    chosen, deals = _pipeline(frame, col, pipeline, report)
+    entered = _entered_columns(names, chosen)
+    dates = _Dates(path, frame, deals)
     ids = deals[col["recordid"]].str.strip()
-    created = times(col["createdate"])
-    rows = [pd.DataFrame({"opportunity_id": ids, "stage": stage, "entered_at": times(c)}) for stage, c in entered]
-    history = pd.concat(rows, ignore_index=True).dropna(subset=["entered_at"]) if rows else pd.DataFrame(columns=["opportunity_id", "stage", "entered_at"])
+    created = dates(col["createdate"])
     current = deals[col["dealstage"]].str.strip()
-    without = ~ids.isin(history["opportunity_id"])
-    history = pd.concat([history, pd.DataFrame({"opportunity_id": ids[without], "stage": current[without], "entered_at": created[without]})], ignore_index=True)
-    history = history.sort_values(["opportunity_id", "entered_at"], kind="stable").reset_index(drop=True)
-    if problems:
-        raise ExportInvalid(problems)
+    history = _history(ids, created, current, entered, dates)
+    if dates.problems:
+        raise ExportInvalid(dates.problems)
     stages = [s for s, _ in entered] or list(dict.fromkeys(history["stage"]))
-    won_flag, closed_flag = (key("Is Closed Won"), key("Is closed")) if key("Is Closed Won") in deals else ("hsisclosedwon", "hsisclosed")
-    said = []
-    if won_flag in deals.columns and closed_flag in deals.columns:
-        won_now = deals[won_flag].fillna("").str.lower().isin(TRUE)
-        closed_now = deals[closed_flag].fillna("").str.lower().isin(TRUE)
-        won_names = set(current[won_now]) or {s for s in stages if WON_WORDS.search(s)}
-        lost_names = set(current[closed_now & ~won_now]) or {s for s in stages if LOST_WORDS.search(s) and s not in won_names}
-        said.append("won and lost stages from Is Closed Won / Is closed")
-    else:
-        won_names = {s for s in stages if WON_WORDS.search(s)}
-        lost_names = {s for s in stages if LOST_WORDS.search(s) and s not in won_names}
-        said.append("no Is Closed Won / Is closed columns: won and lost stages recognised by their names")
+    won_names, lost_names, said = _outcome_stages(deals, current, stages)
     won = next(iter(sorted(won_names)), "Closed won")
     lost = next(iter(sorted(lost_names)), "Closed lost")
     open_names = [s for s in stages if s not in won_names and s not in lost_names]
@@ -163,19 +116,7 @@ def import_hubspot(src: Path, pipeline: str | None = None, engagements: Path | N
         raise InputInvalid(f"{path.name}: pipeline {chosen!r} has no open stage")
     history["stage"] = history["stage"].replace({s: won for s in won_names} | {s: lost for s in lost_names})
     amount_raw = pd.to_numeric(deals[col["amount"]], errors="coerce") if col["amount"] else pd.Series(np.nan, index=deals.index)
-    opportunities = pd.DataFrame({
-        "opportunity_id": ids, "created_at": created, "amount": amount_raw.fillna(0.0),
-        "amount_missing": np.where(amount_raw.isna(), "yes", None).astype(object),
-        "owner_id": deals[col["dealowner"]] if col["dealowner"] else None,
-        "expected_close_date": times(col["closedate"]) if col["closedate"] else pd.NaT,
-        "deal_type": deals[key("Deal Type")] if key("Deal Type") in deals else (deals["dealtype"] if "dealtype" in deals else None),
-        "lead_source": deals[key("Original Source Type")] if key("Original Source Type") in deals else None,
-        "loss_reason": deals[key("Closed Lost Reason")] if key("Closed Lost Reason") in deals else None,
-        "account_id": deals[key("Associated Company (IDs)")] if key("Associated Company (IDs)") in deals else None,
-    })
-    # created when first seen: the Create Date, or a stage entered before it (edited after the fact)
-    created_first = history.groupby("opportunity_id")["entered_at"].min()
-    opportunities["created_at"] = opportunities[["created_at"]].assign(first=opportunities["opportunity_id"].map(created_first)).min(axis=1)
+    opportunities = _opportunities(deals, col, ids, created, amount_raw, history, dates)
     state = history.groupby("opportunity_id")["stage"].last()
     report.update({"won": int((state == won).sum()), "lost": int((state == lost).sum()), "open": int((~state.isin([won, lost])).sum()),
                    "deals created at a later stage": int((history.groupby("opportunity_id")["stage"].first() != open_names[0]).sum()),
@@ -185,3 +126,104 @@ def import_hubspot(src: Path, pipeline: str | None = None, engagements: Path | N
     header = f"Written by `oppscore import hubspot` from {path} (pipeline {chosen!r})\nstage order: the export's Date entered columns\n" + "\n".join(said)
     activities = _engagements(Path(engagements), ids, report) if engagements is not None else None
     return Imported(Tables(opportunities, history, activities), config, segments, report, header, said)
+
+
+def _deals_file(src: Path) -> Path:
+    """The deals export: the file given, or the .csv/.xlsx in the folder whose name holds 'deal'."""
+    path = src if src.is_file() else next((p for p in sorted(src.iterdir()) if p.suffix.lower() in (".csv", ".xlsx") and "deal" in p.name.lower()), None) if src.is_dir() else None
+    if path is None:
+        raise InputInvalid(f"{src}: no HubSpot deals export (a .csv or .xlsx whose name holds 'deal', or the file itself)")
+    return path
+
+
+def _columns(frame: pd.DataFrame, path: Path) -> dict[str, str | None]:
+    """Each field's column, by its export label's key or its API name; the required ones must be there."""
+    need = {"recordid": "Record ID", "createdate": "Create Date", "dealstage": "Deal Stage"}
+    aliases = {"recordid": ["recordid", "hsobjectid"], "createdate": ["createdate"], "dealstage": ["dealstage"], "pipeline": ["pipeline"],
+               "amount": ["amount"], "closedate": ["closedate"], "dealowner": ["dealowner", "hubspotownerid"]}
+    col = {k: next((a for a in v if a in frame.columns), None) for k, v in aliases.items()}
+    missing = [label for k, label in need.items() if col[k] is None]
+    if missing:
+        raise ExportInvalid([Problem(path.name, "line 1", m, "no such column", f"a column named {m!r} (required)") for m in missing])
+    return col
+
+
+def _pipeline(frame: pd.DataFrame, col: dict, pipeline: str | None, report: dict) -> tuple[str, pd.DataFrame]:
+    """The pipeline imported (the one asked, else the largest) and its deals."""
+    pipelines = frame[col["pipeline"]].fillna("(none)") if col["pipeline"] else pd.Series("(default)", index=frame.index)
+    counts = pipelines.value_counts()
+    chosen = pipeline or str(counts.index[0])
+    if chosen not in counts.index:
+        raise InputInvalid(f"--pipeline: found {chosen!r}, expected one of {', '.join(map(str, counts.index))}")
+    report["pipelines"] = {str(k): int(v) for k, v in counts.items()}
+    report["pipeline imported"] = chosen
+    return chosen, frame[pipelines == chosen].reset_index(drop=True)
+
+
+def _entered_columns(names: list[str], chosen: str) -> list[tuple[str, str]]:
+    """(stage, column key) of the pipeline's "Date entered" columns, in HubSpot's order; else the
+    API's hs_date_entered_ columns."""
+    entered = []
+    for name in names:
+        m = _ENTERED.match(name.strip())
+        if m and m.group(2) == chosen:
+            entered.append((m.group(1), key(name)))
+    return entered or [(n.removeprefix("hs_date_entered_"), key(n)) for n in names if n.startswith("hs_date_entered_")]
+
+
+class _Dates:
+    """A date column of the deals parsed, each unreadable cell a Problem naming its line and
+    column (the first 50 of a column)."""
+
+    def __init__(self, path: Path, frame: pd.DataFrame, deals: pd.DataFrame) -> None:
+        self.path, self.frame, self.deals = path, frame, deals
+        self.problems: list[Problem] = []
+
+    def __call__(self, c: str) -> pd.Series:
+        text = self.deals[c].str.strip()
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+        for i in np.flatnonzero((parsed.isna() & text.notna()).to_numpy())[:50]:
+            self.problems.append(Problem(self.path.name, f"line {i + 2}", self.frame.attrs["names"].get(c, c), repr(self.deals.at[i, c]), "a date or date-time"))
+        return parsed.dt.as_unit("ns").astype(TS_DTYPE)
+
+
+def _history(ids: pd.Series, created: pd.Series, current: pd.Series, entered: list[tuple[str, str]], dates: _Dates) -> pd.DataFrame:
+    """A stage row per Date entered cell; a deal with none is in its current stage since its creation."""
+    rows = [pd.DataFrame({"opportunity_id": ids, "stage": stage, "entered_at": dates(c)}) for stage, c in entered]
+    history = pd.concat(rows, ignore_index=True).dropna(subset=["entered_at"]) if rows else pd.DataFrame(columns=["opportunity_id", "stage", "entered_at"])
+    without = ~ids.isin(history["opportunity_id"])
+    history = pd.concat([history, pd.DataFrame({"opportunity_id": ids[without], "stage": current[without], "entered_at": created[without]})], ignore_index=True)
+    return history.sort_values(["opportunity_id", "entered_at"], kind="stable").reset_index(drop=True)
+
+
+def _outcome_stages(deals: pd.DataFrame, current: pd.Series, stages: list[str]) -> tuple[set[str], set[str], list[str]]:
+    """The won and lost stage names: from Is Closed Won / Is closed where the export has them,
+    else by their names; and how they were found, in words."""
+    won_flag, closed_flag = (key("Is Closed Won"), key("Is closed")) if key("Is Closed Won") in deals else ("hsisclosedwon", "hsisclosed")
+    if won_flag in deals.columns and closed_flag in deals.columns:
+        won_now = deals[won_flag].fillna("").str.lower().isin(TRUE)
+        closed_now = deals[closed_flag].fillna("").str.lower().isin(TRUE)
+        won_names = set(current[won_now]) or {s for s in stages if WON_WORDS.search(s)}
+        lost_names = set(current[closed_now & ~won_now]) or {s for s in stages if LOST_WORDS.search(s) and s not in won_names}
+        return won_names, lost_names, ["won and lost stages from Is Closed Won / Is closed"]
+    won_names = {s for s in stages if WON_WORDS.search(s)}
+    lost_names = {s for s in stages if LOST_WORDS.search(s) and s not in won_names}
+    return won_names, lost_names, ["no Is Closed Won / Is closed columns: won and lost stages recognised by their names"]
+
+
+def _opportunities(deals: pd.DataFrame, col: dict, ids: pd.Series, created: pd.Series, amount_raw: pd.Series, history: pd.DataFrame, dates: _Dates) -> pd.DataFrame:
+    """The contract's opportunities; created when first seen: the Create Date, or a stage
+    entered before it (edited after the fact)."""
+    opportunities = pd.DataFrame({
+        "opportunity_id": ids, "created_at": created, "amount": amount_raw.fillna(0.0),
+        "amount_missing": np.where(amount_raw.isna(), "yes", None).astype(object),
+        "owner_id": deals[col["dealowner"]] if col["dealowner"] else None,
+        "expected_close_date": dates(col["closedate"]) if col["closedate"] else pd.NaT,
+        "deal_type": deals[key("Deal Type")] if key("Deal Type") in deals else (deals["dealtype"] if "dealtype" in deals else None),
+        "lead_source": deals[key("Original Source Type")] if key("Original Source Type") in deals else None,
+        "loss_reason": deals[key("Closed Lost Reason")] if key("Closed Lost Reason") in deals else None,
+        "account_id": deals[key("Associated Company (IDs)")] if key("Associated Company (IDs)") in deals else None,
+    })
+    created_first = history.groupby("opportunity_id")["entered_at"].min()
+    opportunities["created_at"] = opportunities[["created_at"]].assign(first=opportunities["opportunity_id"].map(created_first)).min(axis=1)
+    return opportunities

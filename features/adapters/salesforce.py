@@ -255,21 +255,7 @@ def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Impor
     close = _times(opps, "closedate", problems)
     amount_raw = _numbers(opps, "amount", problems)
     rate = _rates(src, opps, close, problems, report)
-
-    # stage entries: a history row is an entry only when the stage changes
-    hist = hist.assign(oid=_id(hist["opportunityid"]), at=_times(hist, "createddate", problems, required=True), stage=_text(hist, "stagename").str.strip())
-    orphans = ~hist["oid"].isin(opps["id_"])
-    report["OpportunityHistory rows of unknown opportunities dropped"] = int(orphans.sum())
-    hist = hist[~orphans & hist["at"].notna()].sort_values(["oid", "at", "_line"], kind="stable").reset_index(drop=True)
-    same_deal = hist["oid"].eq(hist["oid"].shift())
-    entry = ~same_deal | hist["stage"].ne(hist["stage"].shift())
-    entries = hist.loc[entry & hist["stage"].notna(), ["oid", "stage", "at"]].rename(columns={"oid": "opportunity_id"})
-    report["OpportunityHistory rows that were amount or close-date edits"] = int((~entry).sum())
-    without = opps.loc[~opps["id_"].isin(entries["opportunity_id"])]
-    if len(without):  # no history at all: the deal's current stage, at its creation
-        extra = pd.DataFrame({"opportunity_id": without["id_"], "stage": _text(without, "stagename"), "at": created[without.index]})
-        entries = pd.concat([entries, extra.dropna(subset=["stage", "at"])], ignore_index=True)
-        report["deals without history rows (their current stage at creation)"] = len(without)
+    hist, entries = _entries(hist, opps, created, problems, report)
     if problems:
         raise ExportInvalid(problems)
     config, said, rename = _stage_config(src, opps, entries, report)
@@ -281,24 +267,71 @@ def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Impor
     first_stage = entries.groupby("opportunity_id")["stage"].first()
     report["deals created at a later stage (entered after the fact)"] = int((first_stage != config.open[0]).sum())
 
-    # opportunities and their segments
+    account = _id(opps["accountid"]) if "accountid" in opps else pd.Series(None, index=opps.index, dtype=object)
+    canonical = _opportunities(src, opps, created, close, amount_raw / rate, amount_raw, account, report)
+    fields = _field_history(src, hist, opps, rate, problems)
+    activities = _activities(src, set(opps["id_"]), account, opps, report, problems, attach_account_tasks, entries)
+    if problems:
+        raise ExportInvalid(problems)
+    stage_history = entries.rename(columns={"at": "entered_at"})[["opportunity_id", "stage", "entered_at"]]
+    for table in (canonical, stage_history, activities, fields):  # joined by 15-character keys, written back as the export has them
+        if table is not None:
+            table["opportunity_id"] = table["opportunity_id"].map(as_written)
+    _counted(src, report, stage_history, config, len(canonical))
+    header = "Written by `oppscore import salesforce` from " + str(src.folder) + "\n" + "\n".join(said)
+    segments = [s for s in SEGMENTS if canonical[s].notna().any() and canonical[s].nunique() >= 2]
+    return Imported(Tables(canonical, stage_history, activities, fields), config, segments, report, header, said)
+
+
+def _entries(hist: pd.DataFrame, opps: pd.DataFrame, created: pd.Series, problems: list[Problem], report: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The history rows of known deals in time order, and the stage entries among them (a row
+    is an entry only when the stage changes); a deal without any history row is in its current
+    stage since its creation."""
+    hist = hist.assign(oid=_id(hist["opportunityid"]), at=_times(hist, "createddate", problems, required=True), stage=_text(hist, "stagename").str.strip())
+    orphans = ~hist["oid"].isin(opps["id_"])
+    report["OpportunityHistory rows of unknown opportunities dropped"] = int(orphans.sum())
+    hist = hist[~orphans & hist["at"].notna()].sort_values(["oid", "at", "_line"], kind="stable").reset_index(drop=True)
+    same_deal = hist["oid"].eq(hist["oid"].shift())
+    entry = ~same_deal | hist["stage"].ne(hist["stage"].shift())
+    entries = hist.loc[entry & hist["stage"].notna(), ["oid", "stage", "at"]].rename(columns={"oid": "opportunity_id"})
+    report["OpportunityHistory rows that were amount or close-date edits"] = int((~entry).sum())
+    without = opps.loc[~opps["id_"].isin(entries["opportunity_id"])]
+    if len(without):
+        extra = pd.DataFrame({"opportunity_id": without["id_"], "stage": _text(without, "stagename"), "at": created[without.index]})
+        entries = pd.concat([entries, extra.dropna(subset=["stage", "at"])], ignore_index=True)
+        report["deals without history rows (their current stage at creation)"] = len(without)
+    return hist, entries
+
+
+def _team(src: _Source, opps: pd.DataFrame) -> pd.Series:
+    """Each deal's team: its owner's role name (User → UserRole), where the export has them."""
     users = src.table("User", ["Id"])
     roles = src.table("UserRole", ["Id", "Name"])
-    accounts = src.table("Account", ["Id"])
-    owner = _id(opps["ownerid"]) if "ownerid" in opps else pd.Series(None, index=opps.index, dtype=object)
-    no_id = pd.Series(None, index=opps.index, dtype=object)
     team = pd.Series(None, index=opps.index, dtype=object)
     if users is not None and roles is not None and "userroleid" in users:
+        owner = _id(opps["ownerid"]) if "ownerid" in opps else pd.Series(None, index=opps.index, dtype=object)
         role_of = pd.Series(_id(users["userroleid"]).to_numpy(), index=_id(users["id"]))
         role_name = pd.Series(_text(roles, "name").to_numpy(), index=_id(roles["id"]))
         team = owner.map(role_of).map(role_name)
-    account = _id(opps["accountid"]) if "accountid" in opps else pd.Series(None, index=opps.index, dtype=object)
-    acc = pd.DataFrame(index=pd.Index([], dtype=object))
-    if accounts is not None:
-        acc = pd.DataFrame({"industry": _text(accounts, "industry").to_numpy(), "country": _text(accounts, "billingcountry").to_numpy(),
-                            "account_type": _text(accounts, "type").to_numpy()}, index=_id(accounts["id"]))
-        acc = acc[~acc.index.duplicated()]
-    amount = amount_raw / rate
+    return team
+
+
+def _account_fields(src: _Source) -> pd.DataFrame:
+    """Industry, country and type per account id (empty without an Account file)."""
+    accounts = src.table("Account", ["Id"])
+    if accounts is None:
+        return pd.DataFrame(index=pd.Index([], dtype=object))
+    acc = pd.DataFrame({"industry": _text(accounts, "industry").to_numpy(), "country": _text(accounts, "billingcountry").to_numpy(),
+                        "account_type": _text(accounts, "type").to_numpy()}, index=_id(accounts["id"]))
+    return acc[~acc.index.duplicated()]
+
+
+def _opportunities(src: _Source, opps: pd.DataFrame, created: pd.Series, close: pd.Series, amount: pd.Series, amount_raw: pd.Series, account: pd.Series, report: dict) -> pd.DataFrame:
+    """The contract's opportunities with their segments (team, account fields, lead source,
+    type) and the custom fields of a few values, each under its own name."""
+    no_id = pd.Series(None, index=opps.index, dtype=object)
+    team = _team(src, opps)
+    acc = _account_fields(src)
     canonical = pd.DataFrame({
         "opportunity_id": opps["id_"].to_numpy(),
         "created_at": created.astype(TS_DTYPE).to_numpy(),
@@ -326,27 +359,20 @@ def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Impor
             custom[name] = int(distinct)
     report["custom fields kept as columns (opt in through [segments] columns)"] = custom
     report["deals without an amount (amount 0, amount_missing = yes)"] = int(amount_raw.isna().sum())
+    return canonical
 
-    fields = _field_history(src, hist, opps, rate, problems)
-    activities = _activities(src, set(opps["id_"]), account, opps, report, problems, attach_account_tasks, entries)
-    if problems:
-        raise ExportInvalid(problems)
-    stage_history = entries.rename(columns={"at": "entered_at"})[["opportunity_id", "stage", "entered_at"]]
-    for table in (canonical, stage_history, activities, fields):  # joined by 15-character keys, written back as the export has them
-        if table is not None:
-            table["opportunity_id"] = table["opportunity_id"].map(as_written)
+
+def _counted(src: _Source, report: dict, stage_history: pd.DataFrame, config: StageConfig, imported: int) -> None:
+    """The report's closing counts: control bytes dropped, deals by final state, rows read per file."""
     if src.control:
         report["control bytes dropped from columns oppscore does not read (values)"] = dict(src.control)
     state = stage_history.groupby("opportunity_id")["stage"].last()
     report["won"] = int((state == config.won).sum())
     report["lost"] = int((state == config.lost).sum())
     report["open"] = int(len(state) - report["won"] - report["lost"])
-    report["opportunities imported"] = len(canonical)
+    report["opportunities imported"] = imported
     for name, counts in src.read.items():
         report[f"{name}.csv"] = counts
-    header = "Written by `oppscore import salesforce` from " + str(src.folder) + "\n" + "\n".join(said)
-    segments = [s for s in SEGMENTS if canonical[s].notna().any() and canonical[s].nunique() >= 2]
-    return Imported(Tables(canonical, stage_history, activities, fields), config, segments, report, header, said)
 
 
 def _field_history(src: _Source, hist: pd.DataFrame, opps: pd.DataFrame, rate: pd.Series, problems: list[Problem]) -> pd.DataFrame:
