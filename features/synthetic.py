@@ -77,7 +77,28 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
     """A pipeline of n deals created over `span_days` before `end`; `logging` "live" records it
     as it happened, "after-the-fact" as real teams often do (`_after_the_fact`: wins entered at
     their last stage days before), "late-losses" that and losses recorded weeks to months late,
-    many in bulk clean-ups (`_late_losses`): the deals open at any date are then mostly dead."""
+    many in bulk clean-ups (`_late_losses`): the deals open at any date are then mostly dead.
+    The steps draw from one random generator in a fixed order: a seed gives the same export."""
+    _check(n, stages, logging, span_days)
+    config = STAGE_SETS[stages]
+    rng = np.random.default_rng(seed)
+    end_s = int(end.value // 1_000_000_000)
+    deals = _deals(rng, n, span_days, end_s)
+    paths = _paths(rng, deals, len(config.open))
+    acts = _activities(rng, deals, paths)
+    if logging == "late-losses":
+        paths.entered = _late_losses(paths.opp_of, paths.stage_idx, paths.entered, deals.created.min(), end_s, np.random.default_rng(seed + 3))
+    opportunities, history, activities, fields = _tables(rng, deals, paths, acts, config, end_s, seed)
+    if logging in ("after-the-fact", "late-losses"):
+        quick = 0.8 if logging == "after-the-fact" else 0.5  # where losses wait, so do some wins
+        opportunities, history, activities, fields = _after_the_fact(opportunities, history, activities, fields, config, np.random.default_rng(seed + 1), quick)
+    return Generated(Tables(opportunities, history, activities, fields), config, list(SEGMENTS))
+
+
+DAY = np.timedelta64(1, "D").astype("timedelta64[s]").astype(np.int64)
+
+
+def _check(n: int, stages: str, logging: str, span_days: int) -> None:
     if span_days < 1:
         raise InputInvalid(f"span_days must be at least 1, got {span_days}")
     if logging not in LOGGING:
@@ -86,13 +107,31 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
         raise InputInvalid(f"unknown stage set {stages!r}, expected one of {sorted(STAGE_SETS)}")
     if n < 1:
         raise InputInvalid(f"n must be at least 1, got {n}")
-    config = STAGE_SETS[stages]
-    k = len(config.open)
-    rng = np.random.default_rng(seed)
-    day = np.timedelta64(1, "D").astype("timedelta64[s]").astype(np.int64)
-    end_s = int(end.value // 1_000_000_000)
 
-    created = end_s - (rng.random(n) ** 0.8 * span_days * day).astype(np.int64)
+
+@dataclass
+class _Deals:
+    """Each deal's creation, segments, owner, account, amount, and its hidden quality (what
+    makes it win: the known signal the models are tested against)."""
+
+    created: np.ndarray  # seconds
+    industry: np.ndarray
+    region: np.ndarray
+    source: np.ndarray
+    size: np.ndarray
+    team: np.ndarray
+    owner: np.ndarray
+    account: np.ndarray
+    amount: np.ndarray
+    quality: np.ndarray
+    size_pace: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.created)
+
+
+def _deals(rng: np.random.Generator, n: int, span_days: int, end_s: int) -> _Deals:
+    created = end_s - (rng.random(n) ** 0.8 * span_days * DAY).astype(np.int64)
     industry, e_ind = _pick(rng, _INDUSTRY, n)
     region, e_reg = _pick(rng, _REGION, n)
     source, e_src = _pick(rng, _SOURCE, n)
@@ -109,10 +148,27 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
         e_ind + e_reg + e_src + e_size + e_team + owner_skill[owner] + account_quality[account]
         - 0.08 * (np.log(amount) - 10) + rng.normal(0, 0.5, n)
     )
-
     size_pace = np.vectorize({"small": 0.7, "medium": 1.0, "large": 1.5, "enterprise": 2.3}.get)(size)
+    return _Deals(created, industry, region, source, size, team, owner, account, amount, quality, size_pace)
 
-    # --- stage paths: one step per loop turn, all opportunities at once -------------------
+
+@dataclass
+class _Paths:
+    """Every stage entry of every deal (deal, stage index: k won, -1 lost; time), and when each
+    deal was won, lost, and from which stage."""
+
+    opp_of: np.ndarray
+    stage_idx: np.ndarray
+    entered: np.ndarray
+    won_at: np.ndarray
+    lost_at: np.ndarray
+    lost_from: np.ndarray
+    base_dwell: np.ndarray
+
+
+def _paths(rng: np.random.Generator, deals: _Deals, k: int) -> _Paths:
+    """Stage paths, one step per loop turn for all deals at once; then re-opened losses."""
+    n, created, quality, day = len(deals), deals.created, deals.quality, DAY
     base_dwell = np.linspace(9, 20, k)  # days; later stages take longer
     rows_opp, rows_idx, rows_t = [np.arange(n)], [np.zeros(n, dtype=np.int64)], [created.copy()]
     idx = np.zeros(n, dtype=np.int64)
@@ -132,7 +188,7 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
         advance = ~back & (rng.random(a.size) < p_adv)
         lose = ~back & ~advance
         # big deals move slowly without being worse, so dwell means something only beside size
-        slow = np.where(lose, 2.2, 1.0) * np.exp(-0.25 * q) * size_pace[a]
+        slow = np.where(lose, 2.2, 1.0) * np.exp(-0.25 * q) * deals.size_pace[a]
         dwell = rng.gamma(2.0, base_dwell[s] * slow / 2.0) * day
         t_next = t[a] + dwell.astype(np.int64) + 3600
         new_idx = np.where(back, s - 1, np.where(advance, s + 1, -1))
@@ -163,18 +219,26 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
     rows_idx += [re_stage, np.where(rewon, k, -1)]
     rows_t += [t_re, t_close2]
     won_at[reopen[rewon]] = t_close2[rewon]
+    return _Paths(np.concatenate(rows_opp), np.concatenate(rows_idx), np.concatenate(rows_t), won_at, lost_at, lost_from, base_dwell)
 
-    opp_of = np.concatenate(rows_opp)
-    stage_idx = np.concatenate(rows_idx)
-    entered = np.concatenate(rows_t)
-    names = np.array([*config.open, config.won, config.lost], dtype=object)
-    stage_name = names[np.where(stage_idx < 0, k + 1, stage_idx)]
 
-    # --- activities: rate by quality, quiet before a loss -------------------------------
+@dataclass
+class _Acts:
+    opp: np.ndarray
+    t: np.ndarray
+    type: np.ndarray
+    inbound: np.ndarray
+    contact: np.ndarray
+    final_t: np.ndarray  # each deal's last stage entry
+
+
+def _activities(rng: np.random.Generator, deals: _Deals, paths: _Paths) -> _Acts:
+    """Activities at a rate that rises with quality, quiet for weeks before a loss."""
+    n, created, quality, day = len(deals), deals.created, deals.quality, DAY
     final_t = np.full(n, -1, dtype=np.int64)
-    np.maximum.at(final_t, opp_of, entered)
-    is_won = won_at >= 0
-    ends_lost = (lost_at >= 0) & ~is_won
+    np.maximum.at(final_t, paths.opp_of, paths.entered)
+    is_won = paths.won_at >= 0
+    ends_lost = (paths.lost_at >= 0) & ~is_won
     quiet_gap = rng.uniform(12, 45, n) * day
     active_until = np.where(ends_lost, np.maximum(created, final_t - quiet_gap.astype(np.int64)), final_t)
     active_days = np.maximum(active_until - created, day) / day
@@ -189,58 +253,58 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
     inbound = rng.random(act_opp.size) < _sigmoid(-0.6 + 0.8 * qa)
     n_contacts = 1 + rng.poisson(np.exp(0.35 * quality))
     contact = rng.integers(0, 1_000_000, act_opp.size) % n_contacts[act_opp]
+    return _Acts(act_opp, act_t, act_type, inbound, contact, final_t)
 
-    if logging == "late-losses":
-        entered = _late_losses(opp_of, stage_idx, entered, created.min(), end_s, np.random.default_rng(seed + 3))
 
-    # --- truncate everything at the export time -----------------------------------------
-    keep_h = entered <= end_s
-    keep_a = act_t <= end_s
+def _tables(rng: np.random.Generator, deals: _Deals, paths: _Paths, acts: _Acts, config: StageConfig, end_s: int, seed: int):
+    """The contract's four tables, everything after the export's time cut off."""
+    n, created, day, k = len(deals), deals.created, DAY, len(config.open)
+    names = np.array([*config.open, config.won, config.lost], dtype=object)
+    stage_name = names[np.where(paths.stage_idx < 0, k + 1, paths.stage_idx)]
+    keep_h = paths.entered <= end_s
+    keep_a = acts.t <= end_s
     ids = np.char.add("OPP-", np.char.zfill(np.arange(n).astype(str), 7)).astype(object)
 
     def ts(seconds: np.ndarray) -> pd.Series:
         return pd.Series(pd.to_datetime(seconds, unit="s", utc=True)).astype(TS_DTYPE)
 
-    expected_close = created + (base_dwell.sum() * rng.uniform(0.7, 1.4, n) * day).astype(np.int64)
+    expected_close = created + (paths.base_dwell.sum() * rng.uniform(0.7, 1.4, n) * day).astype(np.int64)
     closed_lost_now = np.zeros(n, dtype=bool)
-    last_row = pd.Series(stage_idx[keep_h]).groupby(opp_of[keep_h]).last()
+    last_row = pd.Series(paths.stage_idx[keep_h]).groupby(paths.opp_of[keep_h]).last()
     closed_lost_now[last_row.index.to_numpy()] = last_row.to_numpy() == -1
-    loss_reason = np.where(closed_lost_now, _LOSS_REASONS[(np.maximum(lost_from, 0) + rng.integers(0, 3, n)) % 5], None)
+    loss_reason = np.where(closed_lost_now, _LOSS_REASONS[(np.maximum(paths.lost_from, 0) + rng.integers(0, 3, n)) % 5], None)
     opportunities = pd.DataFrame(
         {
             "opportunity_id": ids,
             "created_at": ts(created),
-            "amount": amount.astype("float64"),
-            "account_id": np.char.add("ACC-", account.astype(str)).astype(object),
-            "owner_id": np.char.add("rep-", owner.astype(str)).astype(object),
-            "team": team.astype(object),
+            "amount": deals.amount.astype("float64"),
+            "account_id": np.char.add("ACC-", deals.account.astype(str)).astype(object),
+            "owner_id": np.char.add("rep-", deals.owner.astype(str)).astype(object),
+            "team": deals.team.astype(object),
             "expected_close_date": ts(expected_close),
             "loss_reason": loss_reason.astype(object),
-            "industry": industry.astype(object),
-            "region": region.astype(object),
-            "source": source.astype(object),
-            "company_size": size.astype(object),
+            "industry": deals.industry.astype(object),
+            "region": deals.region.astype(object),
+            "source": deals.source.astype(object),
+            "company_size": deals.size.astype(object),
         }
     )
     history = pd.DataFrame(
-        {"opportunity_id": ids[opp_of[keep_h]], "stage": stage_name[keep_h], "entered_at": ts(entered[keep_h]).to_numpy()}
+        {"opportunity_id": ids[paths.opp_of[keep_h]], "stage": stage_name[keep_h], "entered_at": ts(paths.entered[keep_h]).to_numpy()}
     )
     activities = pd.DataFrame(
         {
-            "opportunity_id": ids[act_opp[keep_a]],
-            "occurred_at": ts(act_t[keep_a]).to_numpy(),
-            "type": act_type[keep_a].astype(object),
-            "direction": np.where(inbound[keep_a], "inbound", "outbound").astype(object),
-            "contact_id": np.char.add("C-", (account[act_opp[keep_a]] * 10 + contact[keep_a]).astype(str)).astype(object),
+            "opportunity_id": ids[acts.opp[keep_a]],
+            "occurred_at": ts(acts.t[keep_a]).to_numpy(),
+            "type": acts.type[keep_a].astype(object),
+            "direction": np.where(acts.inbound[keep_a], "inbound", "outbound").astype(object),
+            "contact_id": np.char.add("C-", (deals.account[acts.opp[keep_a]] * 10 + acts.contact[keep_a]).astype(str)).astype(object),
         }
     )
-    fields = _field_history(ids, created, expected_close, amount, final_t, won_at >= 0, lost_at >= 0, end_s, np.random.default_rng(seed + 2))
+    fields = _field_history(ids, created, expected_close, deals.amount, acts.final_t, paths.won_at >= 0, paths.lost_at >= 0, end_s, np.random.default_rng(seed + 2))
     opportunities["expected_close_date"] = fields[fields["field"] == "expected_close_date"].groupby("opportunity_id")["value"].last().reindex(ids).pipe(
         lambda v: pd.to_datetime(v, utc=True).astype(TS_DTYPE)).to_numpy()
-    if logging in ("after-the-fact", "late-losses"):
-        quick = 0.8 if logging == "after-the-fact" else 0.5  # where losses wait, so do some wins
-        opportunities, history, activities, fields = _after_the_fact(opportunities, history, activities, fields, config, np.random.default_rng(seed + 1), quick)
-    return Generated(Tables(opportunities, history, activities, fields), config, list(SEGMENTS))
+    return opportunities, history, activities, fields
 
 
 def _field_history(ids, created, expected_close, amount, final_t, won, lost, end_s, rng) -> pd.DataFrame:
