@@ -65,24 +65,21 @@ WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="LocalCluster 
 MemoryOpt = Annotated[str, typer.Option("--memory-limit", help="per LocalCluster worker; beyond it a worker spills to disk")]
 DEFAULT_ENGINE = EngineOptions()
 _ENGINE_OPTIONS = [
-    inspect.Parameter("engine", inspect.Parameter.KEYWORD_ONLY, default="local", annotation=EngineOpt),
-    inspect.Parameter("scheduler", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=SchedulerOpt),
-    inspect.Parameter("workers", inspect.Parameter.KEYWORD_ONLY, default=2, annotation=WorkersOpt),
-    inspect.Parameter("memory_limit", inspect.Parameter.KEYWORD_ONLY, default="4GiB", annotation=MemoryOpt),
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(DEFAULT_ENGINE, name), annotation=option)
+    for name, option in (("engine", EngineOpt), ("scheduler", SchedulerOpt), ("workers", WorkersOpt), ("memory_limit", MemoryOpt))
 ]
 
 
 def engine_options(command: Callable) -> Callable:
     """The four engine options, declared once for every command that reads partitions: the
     command itself takes one `engine: EngineOptions` and hands it on."""
-    from engines.runner import EngineOptions
-
     signature = inspect.signature(command, eval_str=True)
     kept = [p for p in signature.parameters.values() if p.name != "engine"]
 
     @functools.wraps(command)
-    def with_options(*args, engine: str = "local", scheduler: str | None = None, workers: int = 2, memory_limit: str = "4GiB", **kwargs):
-        return command(*args, engine=EngineOptions(engine, scheduler, workers, memory_limit), **kwargs)
+    def with_options(*args, **kwargs):
+        options = EngineOptions(**{p.name: kwargs.pop(p.name, p.default) for p in _ENGINE_OPTIONS})
+        return command(*args, engine=options, **kwargs)
 
     with_options.__signature__ = signature.replace(parameters=[*kept, *_ENGINE_OPTIONS])
     with_options.__annotations__ = {p.name: p.annotation for p in with_options.__signature__.parameters.values()}
@@ -452,8 +449,7 @@ def score(
     if len(changed):
         show_table([{"opportunity": r.opportunity_id, "score": r.score, "change": f"{r.score_change:+.0f}", "why": changes_in_words(r.why_changed)} for r in changed.head(10).itertuples()],
                    title=f"moved 5 points or more since the last run: {len(changed):,}")
-    kept = f"{recorded:,} scores kept in the score history" if recorded is not None else "[yellow]the score history was skipped[/yellow] (its database did not answer: see the warning above)"
-    out.print(f"scored {len(scored):,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {kept}")
+    out.print(f"scored {len(scored):,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {_kept(recorded)}")
     out.print(f"next: `oppscore serve --data {data}` shows them on the managers' page")
 
 
@@ -469,6 +465,10 @@ def _history_for(settings: Settings, ids, at: pd.Timestamp):
     except HistoryUnavailable as exc:
         log.warning("score history skipped: %s", exc)
         return None, pd.DataFrame(columns=PREVIOUS_COLUMNS, index=pd.Index([], dtype=object, name="opportunity_id"))  # every deal new
+
+
+def _kept(recorded: int | None) -> str:
+    return f"{recorded:,} scores kept in the score history" if recorded is not None else "[yellow]the score history was skipped[/yellow] (its database did not answer: see the warning above)"
 
 
 def _record(history, scored: pd.DataFrame, now: pd.Timestamp, version: str) -> int | None:
@@ -517,8 +517,7 @@ def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, en
         from features.partitions import partitions
 
         recorded = _record_files(history, partitioned.outs(partitions(data), folder), now, loaded.version)  # this run's files, not an older run's left in the folder
-    kept = f"{recorded:,} scores kept in the score history" if recorded is not None else "[yellow]the score history was skipped[/yellow] (its database did not answer: see the warning above)"
-    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} → {out_file}; {kept}")
+    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} → {out_file}; {_kept(recorded)}")
 
 
 def _record_files(history, files: list[Path], now: pd.Timestamp, version: str) -> int | None:
