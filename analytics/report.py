@@ -130,3 +130,49 @@ def backtest_plot(bt: pd.DataFrame, uri: bool = False) -> str:
 def page(title: str, sections: list[tuple[str, str]]) -> str:
     body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+
+
+def reliability_plot(curves: dict, uri: bool = False) -> str:
+    """Realised share won against the probability served, per role (champion, shadow)."""
+    fig = Figure(figsize=(4.2, 4))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=1, label="perfectly calibrated")
+    for role, curve in curves.items():
+        if curve["predicted"]:
+            ax.plot(curve["predicted"], curve["realised"], "o-", label=role)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="win probability served", ylabel="share won within its horizon", title="how the scores did")
+    ax.legend(fontsize=8)
+    return figure_uri(fig) if uri else _png(fig)
+
+
+def realised_plot(by_month: pd.DataFrame, promised: dict, uri: bool = False) -> str:
+    """Realised log loss by month of scoring (with its interval) against what the backtests promised."""
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
+    shown = by_month[by_month["log_loss"].notna()] if "log_loss" in by_month else by_month.iloc[:0]
+    x = np.arange(len(shown))
+    if len(shown):
+        low = [i[0] if isinstance(i, list) else v for i, v in zip(shown.get("log_loss_90", shown["log_loss"]), shown["log_loss"], strict=True)]
+        high = [i[1] if isinstance(i, list) else v for i, v in zip(shown.get("log_loss_90", shown["log_loss"]), shown["log_loss"], strict=True)]
+        ax.errorbar(x, shown["log_loss"], yerr=[shown["log_loss"] - low, np.asarray(high) - shown["log_loss"]], fmt="o", capsize=3, label="realised (90 % interval)")
+        ax.set_xticks(x, shown["month"], rotation=30)
+    for version, figures in promised.items():
+        if figures.get("log_loss") is not None:
+            ax.axhline(figures["log_loss"], linestyle="--", linewidth=1, label=f"promised by v{version}")
+    ax.set(ylabel="log loss (lower is better)", title="realised against promised, by month scored")
+    ax.legend(fontsize=7)
+    return figure_uri(fig) if uri else _png(fig)
+
+
+def drift_plot(drift: pd.DataFrame, alert: float, uri: bool = False) -> str:
+    """The largest feature PSI and the score's PSI at each run, against the alert line."""
+    fig = Figure(figsize=(7, 3))
+    ax = fig.subplots()
+    if len(drift):
+        ax.plot(drift["as_of"], drift["largest_psi"], "o-", label="largest feature PSI")
+        ax.plot(drift["as_of"], drift["score_psi"], "s-", label="win probability PSI")
+    ax.axhline(alert, color="#c0392b", linestyle="--", linewidth=1, label=f"drifted ({alert:.2f})")
+    ax.set(ylabel="PSI", title="drift from the training reference, per scoring run")
+    ax.legend(fontsize=7)
+    fig.autofmt_xdate()
+    return figure_uri(fig) if uri else _png(fig)

@@ -133,7 +133,7 @@ def one_date(g, at: pd.Timestamp) -> tuple[pd.DataFrame, list[dict], dict]:
 
 
 def _scored(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    from training.metrics import metrics
+    from analytics.metrics import metrics
 
     ok = np.isfinite(p)
     return metrics(y[ok], p[ok]) | {"missing": int((~ok).sum())}

@@ -37,6 +37,7 @@ def main() -> None:
 
 
 def _measure(folder: Path, rounds: int) -> None:
+    from analytics.metrics import metrics
     from engines.runner import runner
     from engines.work import stages_of
     from features.settings import load_settings
@@ -44,7 +45,6 @@ def _measure(folder: Path, rounds: int) -> None:
     from training import backtest as bt_
     from training import labels
     from training import models as fit
-    from training.metrics import metrics
     from training.partitioned import PartitionedExport
 
     settings = load_settings(folder / "oppscore.toml")

@@ -59,6 +59,7 @@ class Feature:
     says: Says
     helps: int  # +1: more of it usually helps a win, -1: less does, 0: neither in general
     says_missing: bool = False  # `says` words a missing value itself
+    from_outcomes: bool = False  # a statistic of the outcomes so far: it moves as deals close, by design (drift does not flag it)
 
     def sentence(self, r: Reading) -> str:
         """A reason never fails on a value the export did not give (a deal without a row, a
@@ -156,7 +157,7 @@ def _win_rate(key: str) -> Feature:
         label = {"owner_id": "the owner", "account_id": "the account"}.get(key, f"{key.replace('_', ' ')} {r.row.get(key, '')!s}".strip())
         return f"{label} has won {r.value:.0%} of closed deals so far"
 
-    return Feature(f"win_rate_{key}", "segment", factor, says, +1)
+    return Feature(f"win_rate_{key}", "segment", factor, says, +1, from_outcomes=True)
 
 
 STAGE = [

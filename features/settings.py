@@ -90,6 +90,17 @@ class ServingConfig(_Section):
     reload_seconds: float = Field(default=10.0, gt=0, description="how often the service asks the registry for a new champion")
     record_scores: bool = Field(default=False, description="keep what the CRM sends to POST /v1/score in score history (opt-in)")
     request_seconds: float = Field(default=30.0, gt=0, le=3600, description="a request must arrive whole within this many seconds, or its connection is closed")
+    shadow: str | None = Field(default=None, description="a registered version that scores beside the champion; its scores are recorded, never answered")
+
+
+class MonitorConfig(_Section):
+    """When the track record says to retrain or to look at the data (`oppscore monitor`)."""
+
+    window_days: int = Field(default=60, ge=7, le=730, description="the realised figures the verdict reads: scores made within this many days before the latest one whose outcome is known")
+    min_resolved: int = Field(default=100, ge=10, description="resolved scores needed before realised figures count for the verdict")
+    log_loss_tolerance: float = Field(default=0.02, ge=0, le=1, description="realised log loss may exceed the backtest's by this much before it counts as worse")
+    psi_alert: float = Field(default=0.25, gt=0, description="a feature's (or the score's) population stability index from which it counts as drifted (0.25: the usual 'major shift')")
+    silent_share: float = Field(default=0.98, gt=0, le=1, description="a feature whose rows are this share zero or missing, where training saw values, has gone silent")
 
 
 class Settings(BaseSettings):
@@ -104,6 +115,7 @@ class Settings(BaseSettings):
     segments: SegmentConfig = SegmentConfig()
     snapshots: SnapshotConfig = SnapshotConfig()
     serving: ServingConfig = ServingConfig()
+    monitor: MonitorConfig = MonitorConfig()
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     home: Path = Field(default=Path(".oppscore"), description="local state: the embedded MLflow store")
     champion_dir: Path = Field(default=Path("models/champion"))

@@ -385,14 +385,18 @@ def evaluate(
 def promote(
     version: Annotated[str, typer.Argument(help="the version to make champion (an older one rolls back)")],
     force: Annotated[bool, typer.Option("--force", help="also when it reads other stages, segments or activity types than the champion")] = False,
+    realised: Annotated[Path | None, typer.Option("--realised", metavar="DIR", help="only if VERSION did better than the champion on realised outcomes: the scores both recorded of the same deals (VERSION as a shadow), judged against this export")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Move the champion alias by hand and export that version to models/champion."""
+    """Move the champion alias by hand and export that version to models/champion; with
+    --realised, only when the version beat the champion on the outcomes of their recorded scores."""
     from scoring.store import champion_version
     from training.registry import promote as move
 
-    settings = _settings(config)
+    settings = _settings(config, realised)
     before = champion_version(settings)
+    if realised is not None and before is not None and before != str(version):
+        _realised_gate(settings, realised, str(version), before)
     move(settings, version, force=force)
     out.print(f"champion: version {version}" + (" (it already was; its export is in place)" if before == str(version) else f" (was {before})" if before else ""))
     out.print(f"next: `oppscore serve` picks it up within {settings.serving.reload_seconds:.0f} s; `oppscore evaluate --data DIR` compares versions")
@@ -404,19 +408,25 @@ def score(
     data: DataOpt,
     out_file: TableOutOpt,
     as_of: AsOfOpt = None,
+    shadow: Annotated[str | None, typer.Option("--shadow", help="a registered version that scores beside the champion: its scores are recorded for `oppscore monitor` (default: [serving] shadow)")] = None,
     config: ConfigOpt = None,
     engine: EngineOptions = DEFAULT_ENGINE,
 ) -> None:
-    """Score every open opportunity with the champion; highest win probability first."""
+    """Score every open opportunity with the champion; highest win probability first. Each run
+    is recorded in the score history with the drift it measured (`oppscore monitor`)."""
     from features.loading import write_table
     from scoring.explain import changes_in_words
+    from scoring.history import RunFacts
     from scoring.score import account, score_open
-    from scoring.store import load_champion
+    from scoring.store import load_champion, load_version
 
     settings = _settings(config, data)
+    shadow = shadow or settings.serving.shadow
     if out_file.suffix or not _partitioned(data, engine):
         table_path(out_file)  # before any work: a command that fails on its output records nothing
     if _partitioned(data, engine):
+        if shadow is not None:
+            raise typer.BadParameter("a shadow version scores a whole export only; score the partitioned one without --shadow (and without [serving] shadow)", param_hint="--shadow")
         _score_partitioned(data, out_file, as_of, settings, engine)
         return
     with steps("score") as step:
@@ -428,8 +438,14 @@ def score(
         step("reading score history")
         history, previous = _history_for(settings, validated.tables.opportunities["opportunity_id"].to_numpy(), at)
         step("scoring")
-        scored = score_open(loaded.bundle, validated.tables, at, previous=previous)
+        measured: dict = {}
+        scored = score_open(loaded.bundle, validated.tables, at, previous=previous, drift_into=measured, silent_share=settings.monitor.silent_share)
         where = account(loaded.bundle, validated.tables, at)
+        shadowed = None
+        if shadow is not None and str(shadow) != str(loaded.version):
+            step(f"scoring with shadow v{shadow}")
+            shadow_bundle = load_version(settings, str(shadow))
+            shadowed = score_open(shadow_bundle, validated.tables, at, previous=previous)
     show_table([{"opportunities": k, "count": v} for k, v in where.counts.items() if v], title=f"{len(validated.tables.opportunities):,} opportunities in the export, as of {at:%Y-%m-%d %H:%M} UTC")
     if where.unknown_stages:
         out.print(f"[yellow]not scored:[/yellow] {where.counts['in a stage the model does not know']} deals in stages champion v{loaded.version} was not trained on: {', '.join(where.unknown_stages[:10])}; retrain on this export (`oppscore train --data {data}`)")
@@ -438,7 +454,11 @@ def score(
     table = scored.drop(columns=["factors"])
     table["as_of"] = table["as_of"].astype(str)
     write_table(table, out_file)
-    recorded = _record(history, scored, now, loaded.version)  # only once the scores are written
+    recorded = _record(history, scored, now, loaded.version, RunFacts.of(loaded.bundle, drift=measured))  # only once the scores are written
+    if shadowed is not None:
+        kept = _record(history, shadowed, now, str(shadow), RunFacts.of(shadow_bundle, role="shadow"))
+        out.print(f"shadow v{shadow} scored the same {len(shadowed):,} deals: " + (f"{kept:,} scores recorded beside the champion's" if kept is not None else "not recorded (the score history did not answer)"))
+    _say_drift(measured, settings)
     show_table(
         [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade,
           "change": "new" if r.previous_score != r.previous_score else f"{r.score_change:+.0f}", "top reason": r.top_factors[0]["sentence"] if r.top_factors else ""}
@@ -471,13 +491,29 @@ def _kept(recorded: int | None) -> str:
     return f"{recorded:,} scores kept in the score history" if recorded is not None else "[yellow]the score history was skipped[/yellow] (its database did not answer: see the warning above)"
 
 
-def _record(history, scored: pd.DataFrame, now: pd.Timestamp, version: str) -> int | None:
+def _say_drift(measured: dict, settings: Settings) -> None:
+    """One line when this run's pipeline drifted from the training reference or a family went
+    silent: seen at the run, not only in `oppscore monitor`."""
+    if not measured:
+        return
+    from scoring.drift import drifted as drifted_features
+
+    feats = measured["features"]
+    drifted = drifted_features(measured, settings.monitor.psi_alert)
+    if measured["silent"]:
+        out.print(f"[yellow]went silent:[/yellow] {', '.join(measured['silent'][:5])} carry no values in this pipeline, where training saw them: is the feed still arriving? (`oppscore monitor`)")
+    if drifted:
+        shown = ", ".join(f"{c} (PSI {feats[c]['psi']:.2f})" for c in drifted[:4])
+        out.print(f"[yellow]drift:[/yellow] {shown} against the training reference (`oppscore monitor`)")
+
+
+def _record(history, scored: pd.DataFrame, now: pd.Timestamp, version: str, run=None) -> int | None:
     from scoring.history import HistoryUnavailable
 
     if history is None:
         return None
     try:
-        return history.record(scored, now, version, "batch")
+        return history.record(scored, now, version, "batch", run)
     except HistoryUnavailable as exc:
         log.warning("score history skipped: %s", exc)
         return None
@@ -493,6 +529,7 @@ def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, en
     from engines import partitioned
     from engines.runner import runner
     from features.loading import write_table
+    from scoring.history import RunFacts
     from scoring.store import load_champion
 
     now = utc_now()
@@ -512,15 +549,15 @@ def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, en
         raise NotEnoughData(f"--data {data}: no opportunity was open at {at:%Y-%m-%d %H:%M} UTC in a stage the model knows; nothing scored")
     if done.table is not None:
         write_table(done.table.drop(columns=["factors"]).assign(as_of=done.table["as_of"].astype(str)), out_file)
-        recorded = _record(history, done.table, now, loaded.version)  # only once the scores are written
+        recorded = _record(history, done.table, now, loaded.version, RunFacts.of(loaded.bundle))  # only once the scores are written
     else:
         from features.partitions import partitions
 
-        recorded = _record_files(history, partitioned.outs(partitions(data), folder), now, loaded.version)  # this run's files, not an older run's left in the folder
+        recorded = _record_files(history, partitioned.outs(partitions(data), folder), now, loaded.version, RunFacts.of(loaded.bundle))  # this run's files, not an older run's left in the folder
     out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} → {out_file}; {_kept(recorded)}")
 
 
-def _record_files(history, files: list[Path], now: pd.Timestamp, version: str) -> int | None:
+def _record_files(history, files: list[Path], now: pd.Timestamp, version: str, run) -> int | None:
     """The scores written per partition, recorded a file at a time (a folder is for exports
     too large to gather)."""
     if history is None:
@@ -530,7 +567,7 @@ def _record_files(history, files: list[Path], now: pd.Timestamp, version: str) -
         scored = pd.read_parquet(file, columns=["opportunity_id", "as_of", "win_probability", "stall_risk", "score", "grade", "factors"])
         scored["as_of"] = pd.to_datetime(scored["as_of"], utc=True, format="ISO8601")
         scored["factors"] = scored["factors"].map(lambda text: json.loads(text) if isinstance(text, str) else text)
-        done = _record(history, scored, now, version)
+        done = _record(history, scored, now, version, run)
         if done is None:
             log.warning("score history: %d scores of %s were recorded before its database stopped answering", recorded, file.parent)
             return None
@@ -596,6 +633,94 @@ def funnel(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config
     ], command=f"oppscore funnel --data {data}")
 
 
+def _realised_gate(settings: Settings, data: Path, version: str, champion: str) -> None:
+    """Refuse a promotion the realised outcomes do not support, saying the figures."""
+    from analytics.track_record import compare
+
+    record = _track_record(settings, data)
+    got = compare(record.scores, version, champion)
+    if not got["pairs"]:
+        raise NotEnoughData(f"--realised {data}: no resolved score of v{version} beside one of champion v{champion} on the same deal and date; score with `--shadow {version}` and wait for outcomes")
+    v, c = got["version"], got["champion"]
+    low, high = got["gap_90"] or (float("nan"), float("nan"))
+    show_table([{"version": f"v{version}", "auc": v["auc"], "log loss": v["log_loss"], "ece": v["ece"]}, {"version": f"champion v{champion}", "auc": c["auc"], "log loss": c["log_loss"], "ece": c["ece"]}],
+               title=f"realised on the same {got['pairs']:,} resolved scores of {got['deals']:,} deals")
+    if not got["better_beyond_doubt"]:
+        raise NotEnoughData(f"v{version} did not beat champion v{champion} beyond doubt on realised outcomes: log loss {v['log_loss']:.4f} against {c['log_loss']:.4f} "
+                            f"(gap 90 % interval {low:+.4f} to {high:+.4f}); not promoted (promote without --realised to move it anyway)")
+    out.print(f"v{version} beat champion v{champion} on realised outcomes: log loss {v['log_loss']:.4f} against {c['log_loss']:.4f} (gap 90 % interval {low:+.4f} to {high:+.4f})")
+
+
+def _track_record(settings: Settings, data: Path):
+    from analytics.track_record import track_record
+    from scoring.history import HistoryUnavailable, ScoreHistory
+
+    validated = load_export(data, settings, utc_now())
+    try:
+        history = ScoreHistory.of(settings)
+        runs, scores, forecasts = history.runs(), history.scores(), history.forecasts()
+    except HistoryUnavailable as exc:
+        raise NotEnoughData(f"the track record needs the score history: {exc}") from None
+    return track_record(runs, scores, forecasts, validated.tables, validated.stages, settings.monitor)
+
+
+@app.command()
+def monitor(
+    data: DataOpt,
+    out_file: OutOpt = None,
+    log_metrics: Annotated[bool, typer.Option("--log/--no-log", help="log the champion's realised figures to the MLflow run that trained it")] = True,
+    config: ConfigOpt = None,
+) -> None:
+    """The track record: how the recorded scores and forecasts did once their deals resolved
+    (outcomes as this export knows them), what drifted, and whether to retrain."""
+    from analytics import report
+    from oppscore import output
+
+    settings = _settings(config, data)
+    with steps("monitor") as step:
+        step("reading the score history and the export")
+        record = _track_record(settings, data)
+    said = record.verdict
+    frames = {"verdict": pd.DataFrame([{"status": said["status"], "reasons": " | ".join(said["reasons"])}])}
+    for name, frame in record.tables.items():
+        frames[f"by_{name}"] = frame
+    frames["drift"] = record.drift.assign(as_of=record.drift["as_of"].astype(str)) if len(record.drift) else record.drift
+    frames["forecasts"] = record.forecast_summary
+    title = f"Track record: {len(record.scores):,} recorded scores in {len(record.runs):,} runs, outcomes known at {record.known_at:%Y-%m-%d}"
+    if out_file is not None and out_file.suffix.lower() == ".json":
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps(record.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+        out.print(f"{title}: wrote {out_file}")
+    else:
+        output.write(title, frames, out_file, lambda: [
+            ("Verdict", "".join(f"<p>{html.escape(line)}</p>" for line in [said["status"], *said["reasons"]])),
+            ("How the scores did", report.reliability_plot(record.curves) + (report.realised_plot(record.tables["month"], record.promised) if "month" in record.tables else "")
+             + "".join(report._table(record.tables[k]) for k in ("model_version", "role", "month") if k in record.tables)),
+            ("By stage, team and owner", "".join(report._table(record.tables[k]) for k in ("stage", "team", "owner_id") if k in record.tables)),
+            ("Drift", report.drift_plot(record.drift, settings.monitor.psi_alert) + report._table(frames["drift"])),
+            ("Forecasts", report._table(record.forecast_summary) + report._table(record.forecasts)),
+        ], command=f"oppscore monitor --data {data}")
+    out.print(f"[bold]{escape(said['status'])}[/bold]: " + escape("; ".join(said["reasons"])))
+    champion = record.verdict.get("realised")
+    if log_metrics and champion:
+        from training.registry import log_track_record
+
+        logged = log_track_record(settings, champion["version"], {"realised_log_loss": champion["log_loss"], "realised_auc": champion["auc"]}, record.known_at)
+        if logged:
+            out.print(f"realised figures logged to the MLflow run of v{champion['version']}")
+    out.print(f"next: `oppscore monitor --data {data} --out track-record.html` for the plots" if out_file is None else "next: `oppscore serve` shows the track record on the managers' page")
+
+
+def _record_forecast(settings: Settings, f, version: str | None) -> None:
+    """Every forecast is recorded, for its track record once its period has passed."""
+    from scoring.history import HistoryUnavailable, ScoreHistory
+
+    try:
+        ScoreHistory.of(settings).record_forecast(f.methods, utc_now(), f.as_of, f.period, f.open_deals, version, "batch")
+    except HistoryUnavailable as exc:
+        log.warning("forecast not recorded in the score history: %s", exc)
+
+
 @app.command()
 @engine_options
 def forecast(
@@ -628,6 +753,7 @@ def forecast(
         f = run_forecast(tables, stages, window, methods, as_of=t)
         step("backtest")
         bt = backtest(tables, stages, methods, periods=backtest_periods, end=end) if backtest_periods else pd.DataFrame()
+    _record_forecast(settings, f, bundle.version if bundle is not None else None)
     summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
     methods = in_order(f.methods, summary)
     said = verdict(summary)

@@ -9,6 +9,7 @@ storing what a CRM sends is the operator's choice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,49 @@ SCORES = sa.Table(
     sa.Column("score", sa.Integer, nullable=False),
     sa.Column("grade", sa.String(2), nullable=False),
     sa.Column("factors", sa.JSON, nullable=False),
-    sa.UniqueConstraint("model_name", "opportunity_id", "scored_at", name="one_score_per_run"),
+    sa.Column("role", sa.String(10), nullable=False, server_default="champion"),
+    sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column("stage", sa.String(200), nullable=True),
+    sa.UniqueConstraint("model_name", "opportunity_id", "scored_at", "role", name="one_score_per_run"),
     sa.Index("scores_by_deal", "model_name", "opportunity_id", "as_of"),
+    sa.Index("scores_by_run", "run_id"),
 )
+RUNS = sa.Table(
+    "runs",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("scored_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.String(20), nullable=False),
+    sa.Column("model_version", sa.String(40), nullable=False),
+    sa.Column("role", sa.String(10), nullable=False),
+    sa.Column("horizon_days", sa.Integer, nullable=True),
+    sa.Column("scored", sa.Integer, nullable=False),
+    sa.Column("promised", sa.JSON, nullable=True),
+    sa.Column("drift", sa.JSON, nullable=True),
+    sa.Index("runs_by_time", "model_name", "as_of"),
+)
+FORECASTS = sa.Table(
+    "forecasts",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("made_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source", sa.String(20), nullable=False),
+    sa.Column("model_version", sa.String(40), nullable=True),
+    sa.Column("method", sa.String(100), nullable=False),
+    sa.Column("expected", sa.Float, nullable=False),
+    sa.Column("p10", sa.Float, nullable=False),
+    sa.Column("p50", sa.Float, nullable=False),
+    sa.Column("p90", sa.Float, nullable=False),
+    sa.Column("open_deals", sa.Integer, nullable=False),
+    sa.Index("forecasts_by_period", "model_name", "period_end"),
+)
+CHAMPION, SHADOW = "champion", "shadow"
 MIGRATIONS = Path(__file__).with_name("migrations")
 PREVIOUS_COLUMNS = ["score", "win_probability", "factors", "as_of"]
 
@@ -79,6 +120,49 @@ def _engine(url: str) -> sa.Engine:
         raise ConfigInvalid(f"OPPSCORE_DATABASE_URL names a {backend} database, whose driver ({module}) is not installed: {remedy} ({exc})") from None
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run records beside its scores: whose they are (the champion's, or a shadow
+    version's), the label horizon of its win probability, what its version's backtest promised
+    and the drift it measured (`scoring.drift.measure`)."""
+
+    role: str = CHAMPION
+    horizon_days: int | None = None
+    promised: dict | None = None
+    drift: dict | None = None
+
+    @classmethod
+    def of(cls, bundle, role: str = CHAMPION, drift: dict | None = None) -> RunFacts:
+        """A bundle's promise: its served models' pooled backtest figures (`metadata["held_out"]`)."""
+        meta = bundle.metadata
+        held = meta.get("held_out") or {}
+        promised = {target: {k: v for k, v in (figures.get("model") or {}).items() if k in PROMISED} for target, figures in held.items()}
+        horizon = (meta.get("win_label") or {}).get("horizon_days")
+        return cls(role, int(horizon) if horizon is not None else None, _plain(promised) or None, _plain(drift) or None)
+
+
+PROMISED = ("auc", "log_loss", "brier", "ece", "interval_90", "rows", "positive_rate")
+
+
+def _plain(value):
+    """JSON every database takes: NaN and infinities (PostgreSQL's JSON refuses them) as null."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _times(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    for col in columns:
+        frame[col] = pd.to_datetime(frame[col], utc=True) if len(frame) else pd.Series(dtype="datetime64[ns, UTC]")
+    return frame
+
+
 class ScoreHistory:
     def __init__(self, url: str, model_name: str) -> None:
         self.model_name = model_name
@@ -101,39 +185,87 @@ class ScoreHistory:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
-    def record(self, scored: pd.DataFrame, scored_at: pd.Timestamp, model_version: str, source: str) -> int:
-        """One row per scored opportunity; `scored` as `score_open(..., previous=...)` returns it."""
+    def record(self, scored: pd.DataFrame, scored_at: pd.Timestamp, model_version: str, source: str, run: RunFacts | None = None) -> int:
+        """One row per scored opportunity, and one for the run (what its version promised, the
+        drift it measured); `scored` as `score_open(..., previous=...)` returns it. Run and
+        scores are one transaction: a run is recorded whole or not at all."""
         if scored.empty:
             return 0
-        rows = [
-            {
-                "model_name": self.model_name, "opportunity_id": str(r.opportunity_id), "scored_at": _utc(scored_at),
-                "as_of": _utc(r.as_of), "source": source, "model_version": str(model_version),
-                "win_probability": float(r.win_probability), "stall_risk": float(r.stall_risk), "score": int(r.score), "grade": str(r.grade),
-                "factors": r.factors,
-            }
-            for r in scored.itertuples()
-        ]
+        run = run or RunFacts()
+        stages = scored["stage"] if "stage" in scored.columns else pd.Series([None] * len(scored), index=scored.index)
         try:
             with self.engine.begin() as connection:
+                run_id = connection.execute(RUNS.insert(), {
+                    "model_name": self.model_name, "scored_at": _utc(scored_at), "as_of": _utc(scored["as_of"].max()), "source": source,
+                    "model_version": str(model_version), "role": run.role, "horizon_days": run.horizon_days, "scored": len(scored),
+                    "promised": run.promised, "drift": run.drift,
+                }).inserted_primary_key[0]
+                rows = [
+                    {
+                        "model_name": self.model_name, "opportunity_id": str(r.opportunity_id), "scored_at": _utc(scored_at),
+                        "as_of": _utc(r.as_of), "source": source, "model_version": str(model_version),
+                        "win_probability": float(r.win_probability), "stall_risk": float(r.stall_risk), "score": int(r.score), "grade": str(r.grade),
+                        "factors": getattr(r, "factors", None) or {}, "role": run.role, "run_id": run_id, "stage": None if stage is None or stage != stage else str(stage),
+                    }
+                    for r, stage in zip(scored.itertuples(), stages.tolist(), strict=True)
+                ]
                 connection.execute(SCORES.insert(), rows)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise HistoryUnavailable(f"the score history's database did not take the scores ({type(exc).__name__})") from None
         return len(rows)
+
+    def record_forecast(self, methods: pd.DataFrame, made_at: pd.Timestamp, as_of: pd.Timestamp, period: tuple[pd.Timestamp, pd.Timestamp],
+                        open_deals: int, model_version: str | None, source: str) -> int:
+        """One row per method of a forecast (`analytics.forecast.Forecast.methods`)."""
+        rows = [
+            {"model_name": self.model_name, "made_at": _utc(made_at), "as_of": _utc(as_of), "period_start": _utc(period[0]), "period_end": _utc(period[1]),
+             "source": source, "model_version": model_version, "method": str(r.method), "expected": float(r.expected),
+             "p10": float(r.p10), "p50": float(r.p50), "p90": float(r.p90), "open_deals": int(open_deals)}
+            for r in methods.itertuples()
+        ]
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(FORECASTS.insert(), rows)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise HistoryUnavailable(f"the score history's database did not take the forecast ({type(exc).__name__})") from None
+        return len(rows)
+
+    def _read(self, query) -> pd.DataFrame:
+        try:
+            with self.engine.connect() as connection:
+                result = connection.execute(query)
+                return pd.DataFrame(result.mappings().all(), columns=list(result.keys()))
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise HistoryUnavailable(f"the score history's database could not be read ({type(exc).__name__})") from None
+
+    def runs(self) -> pd.DataFrame:
+        """Every recorded run of this project, oldest first."""
+        frame = self._read(sa.select(RUNS).where(RUNS.c.model_name == self.model_name).order_by(RUNS.c.as_of, RUNS.c.id))
+        return _times(frame, ["scored_at", "as_of"])
+
+    def scores(self) -> pd.DataFrame:
+        """Every recorded score of this project (without its factors), by run."""
+        cols = [SCORES.c.run_id, SCORES.c.opportunity_id, SCORES.c.as_of, SCORES.c.model_version, SCORES.c.role, SCORES.c.stage, SCORES.c.win_probability, SCORES.c.stall_risk]
+        frame = self._read(sa.select(*cols).where(SCORES.c.model_name == self.model_name).order_by(SCORES.c.id))
+        return _times(frame, ["as_of"])
+
+    def forecasts(self) -> pd.DataFrame:
+        frame = self._read(sa.select(FORECASTS).where(FORECASTS.c.model_name == self.model_name).order_by(FORECASTS.c.made_at, FORECASTS.c.id))
+        return _times(frame, ["made_at", "as_of", "period_start", "period_end"])
 
     def previous(self, ids: list[str] | np.ndarray, before: pd.Timestamp) -> pd.DataFrame:
         """Per opportunity, its latest recorded score with as_of before `before`; indexed by id."""
         ids = [str(i) for i in ids]
         latest = (
             sa.select(SCORES.c.opportunity_id, sa.func.max(SCORES.c.as_of).label("as_of"))
-            .where(SCORES.c.model_name == self.model_name, SCORES.c.as_of < _utc(before))
+            .where(SCORES.c.model_name == self.model_name, SCORES.c.role == CHAMPION, SCORES.c.as_of < _utc(before))
             .group_by(SCORES.c.opportunity_id)
             .subquery()
         )
         query = (
             sa.select(SCORES.c.opportunity_id, SCORES.c.score, SCORES.c.win_probability, SCORES.c.factors, SCORES.c.as_of, SCORES.c.scored_at)
             .join(latest, (SCORES.c.opportunity_id == latest.c.opportunity_id) & (SCORES.c.as_of == latest.c.as_of))
-            .where(SCORES.c.model_name == self.model_name)
+            .where(SCORES.c.model_name == self.model_name, SCORES.c.role == CHAMPION)
         )
         frames = []
         try:

@@ -22,9 +22,9 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from analytics.metrics import better_beyond_doubt, bootstrap, metrics
 from features.frame import FeatureSpec
 from training import models as fit
-from training.metrics import bootstrap, metrics
 from training.snapshots import Snapshots
 from training.targets import Target
 
@@ -89,27 +89,6 @@ class Candidate:
     def twin_of(self, other: Candidate) -> bool:
         """The same kind of model as `other` learning from the outcomes as recorded."""
         return self.labels == "recorded" and other.labels == "target" and self.rank == other.rank and not other.prior and not other.fallback
-
-
-def _better(y: np.ndarray, p: np.ndarray, than: np.ndarray, w: np.ndarray, deal: np.ndarray, reps: int = 200, seed: int = 0) -> bool:
-    """Whether `p`'s log loss is lower than `than`'s beyond doubt: the 90 % interval of their
-    difference, over resamples of deals (a deal's rows move together), lies below zero.
-    Resampled one repetition at a time (Poisson weights per deal), so the evaluation points of
-    a large export are never repeated 200 times in memory."""
-    keep = w > 0
-    if not keep.any():
-        return False
-    y, w, codes = y[keep], w[keep], pd.factorize(deal[keep])[0]
-    loss = lambda q: -(y * np.log(np.clip(q, 1e-6, 1 - 1e-6)) + (1 - y) * np.log(np.clip(1 - q, 1e-6, 1 - 1e-6)))  # noqa: E731
-    gap = np.bincount(codes, weights=w * (loss(p[keep]) - loss(than[keep])))
-    mass = np.bincount(codes, weights=w)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(reps):
-        k = rng.poisson(1.0, len(mass))
-        if (k * mass).sum() > 0:
-            draws.append((k * gap).sum() / (k * mass).sum())
-    return bool(draws) and float(np.quantile(draws, 0.95)) < 0
 
 
 @dataclass
@@ -180,7 +159,7 @@ class TargetBacktest:
             default, why = twin, f"{why}, learning from the outcomes as recorded (a lower backtest log loss than from wins within the horizon)"
         rank = cands[default].rank
         rivals = [n for n in eligible if n != default and (cands[n].rank > rank or rank == RATES)]  # a rate never displaces a learned model the data support
-        better = [n for n in rivals if _better(self.y, self.calibrated[n][1], self.calibrated[default][1], self.w, self.deal)]
+        better = [n for n in rivals if better_beyond_doubt(self.y, self.calibrated[n][1], self.calibrated[default][1], self.w, self.deal)]
         if not better:
             return default, f"{why}; no candidate did better beyond doubt in the backtest"
         best = min(better, key=lambda n: (scores[n], cands[n].simplicity))
@@ -262,7 +241,7 @@ def run(
         if cand.labels != "target" and len(options) > 1:  # learned from another label: its levels are that label's, and always need mapping
             kind = min((kd for kd in options if kd != "identity"), key=lambda kd: fit.weighted_log_loss(y, options[kd], w))
         else:
-            better = [kd for kd in options if kd != "identity" and _better(y, options[kd], options["identity"], w, deal_of)]
+            better = [kd for kd in options if kd != "identity" and better_beyond_doubt(y, options[kd], options["identity"], w, deal_of)]
             kind = min(better, key=lambda kd: fit.weighted_log_loss(y, options[kd], w)) if better else "identity"
         calibrated[cand.name] = (kind, options[kind])
     return TargetBacktest(target.name, folds, rows, fold_of, y, w, deal_of, pooled, calibrated, stood_in, rounds, fold_models, candidates={c.name: c for c in candidates})

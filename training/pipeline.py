@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analytics.forecast import TimeToWin
+from analytics.metrics import sliced
 from analytics.stage_weights import StageWeights
 from features.errors import NotEnoughData
 from features.frame import FeatureSpec
@@ -27,6 +28,7 @@ from features.stages import StageOrder
 from features.stays import by_deals, final_states
 from features.tables import Tables
 from features.times import to_utc
+from scoring import drift
 from scoring.bundle import Bundle, TargetModel
 from scoring.models import RateModel
 from training import backtest as bt_
@@ -34,7 +36,6 @@ from training import baselines, labels, plots, sufficiency
 from training import models as fit
 from training.data import TrainingData, WholeExport
 from training.importance import family_signal
-from training.metrics import sliced
 from training.snapshots import Snapshots
 from training.targets import Labelled, Target
 
@@ -292,15 +293,31 @@ def _bundle(data: TrainingData, stages: StageOrder, settings: Settings, spec: Fe
         "horizon_days": settings.stall.horizon_days,
         "stages": stages.config.model_dump(),
     }
+    metadata["drift_reference"] = _drift_reference(snaps, spec, models["win"])
     timing = TimeToWin().fit(tables, stages, end, horizon.days).to_frame()
     return Bundle(spec, stats, models, weights.to_dict(), fitted["win"].reference, grades, metadata, timing), counts
+
+
+DRIFT_DATES = 8  # the latest snapshot dates: the pipelines most like the one scored next
+DRIFT_ROWS = 50_000
+
+
+def _drift_reference(snaps: Snapshots, spec: FeatureSpec, win: TargetModel) -> dict:
+    """The open pipelines of the latest snapshot dates, as the served win model sees them: what
+    `oppscore monitor` measures each scoring run's pipeline against (`scoring.drift`)."""
+    times = np.unique(snaps.time)
+    rows = np.flatnonzero(snaps.time >= times[-DRIFT_DATES:][0]) if len(times) else np.arange(0)
+    if len(rows) > DRIFT_ROWS:
+        rows = np.sort(np.random.default_rng(0).choice(rows, DRIFT_ROWS, replace=False))
+    x = snaps.x[rows]
+    return drift.reference(x, spec, win.predict(x) if len(rows) else np.zeros(0))
 
 
 def _who_wins(bt: bt_.TargetBacktest, snaps: Snapshots, tables: Tables, stages: StageOrder) -> dict:
     """Among the backtest's deals that closed by the export's end, how well the served win
     probability told the won from the lost: a label within H days also rewards knowing *when*
     deals close (a deal near its usual close date), and this says whether it knows *which* win."""
-    from training.metrics import bootstrap, metrics
+    from analytics.metrics import bootstrap, metrics
 
     state = pd.concat([final_states(part, stages)["state"] for part in by_deals(tables.stage_history)])
     outcome = pd.Series(snaps.ids[bt.deal], dtype=object).map(state).to_numpy()
@@ -397,7 +414,7 @@ def backtest_points(tables: Tables, stages: StageOrder, settings: Settings, cuto
 
 def evaluate_on(bundle: Bundle, source: Tables | TrainingData, held: HeldOut) -> dict[str, dict[str, float]]:
     """Another bundle's metrics on the same evaluation points (the promotion gate's comparison)."""
-    from training.metrics import metrics
+    from analytics.metrics import metrics
 
     data = WholeExport(source) if isinstance(source, Tables) else source
     scored = data.score(bundle, held.points)

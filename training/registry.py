@@ -22,6 +22,7 @@ from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from analytics.metrics import metrics
 from features.errors import ModelNotFound, OppscoreError
 from features.settings import Settings
 from features.tables import Tables
@@ -30,7 +31,6 @@ from scoring.bundle import Bundle
 from scoring.export import champion_lock
 from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, export_version, load_version, missing, reconcile_unlocked, use_tracking
 from training.data import TrainingData
-from training.metrics import metrics
 from training.pipeline import TrainResult, evaluate_on
 from training.runs import scratch, tracked_run
 
@@ -235,3 +235,22 @@ def versions(settings: Settings) -> list[str]:
     use_tracking(settings)
     found = MlflowClient().search_model_versions(f"name='{settings.model_name}'")
     return sorted((str(v.version) for v in found), key=int)
+
+
+def log_track_record(settings: Settings, version: str, figures: dict[str, float], at: pd.Timestamp) -> bool:
+    """The realised figures of a version, logged to the MLflow run that trained it (as metrics
+    with the time they were known at: a history of them builds up run after run). False when
+    the version is not in the registry."""
+    use_tracking(settings)
+    client = MlflowClient()
+    try:
+        run_id = client.get_model_version(settings.model_name, str(version)).run_id
+    except MlflowException as exc:
+        if missing(exc):
+            return False
+        raise
+    stamp = int(pd.Timestamp(at).timestamp() * 1000)
+    for name, value in figures.items():
+        if value is not None and np.isfinite(value):
+            client.log_metric(run_id, name, float(value), timestamp=stamp)
+    return True

@@ -52,7 +52,7 @@ def test_score_history_on_sqlite(tmp_path, trained, medium) -> None:
     _check(ScoreHistory(url, "oppscore"), trained, medium)
     ScoreHistory(url, "oppscore")  # opening again migrates nothing and loses nothing
     with sa.create_engine(url).connect() as c:
-        assert c.execute(sa.text("select version_num from oppscore_schema_version")).scalar() == "0001"
+        assert c.execute(sa.text("select version_num from oppscore_schema_version")).scalar() == "0002"
         assert c.execute(sa.text("select count(*) from scores")).scalar() > 0
 
 

@@ -83,7 +83,7 @@ def test_resampled_metrics_equal_scikit_learns(seed) -> None:
     """The bootstrap's numpy AUC and log loss against scikit-learn's, ties and weights included."""
     from sklearn.metrics import log_loss, roc_auc_score
 
-    from training.metrics import _Resampled
+    from analytics.metrics import _Resampled
 
     rng = np.random.default_rng(seed)
     p = np.round(rng.random(300), 1)  # many ties

@@ -58,7 +58,7 @@ def test_six_hundred_deals_give_a_model_that_beats_the_stage_weights(logging, ma
     win within the horizon at 600 deals: within 0.03 of its log loss, measured over seeds 40-45
     between 0.02 better and 0.03 worse. Its own backtest (whose folds learn from far less than
     the served model) shows its interval."""
-    from training.metrics import metrics
+    from analytics.metrics import metrics
 
     g = generate(n=600, seed=40 + seed, logging=logging)
     later, result = _judged_later(g, (300, 250, 200, 150))

@@ -102,3 +102,31 @@ def bootstrap(y: np.ndarray, p: np.ndarray, w: np.ndarray, deal: np.ndarray, rep
             draws["log_loss"].append(fast.log_loss(ww))
     a = (1 - level) / 2
     return {k: [float(np.quantile(v, a)), float(np.quantile(v, 1 - a))] for k, v in draws.items() if v}
+
+
+def log_loss_gap(y: np.ndarray, p: np.ndarray, than: np.ndarray, w: np.ndarray, deal: np.ndarray, reps: int = 200, seed: int = 0) -> dict | None:
+    """How much lower `p`'s log loss is than `than`'s on the same rows (negative: `p` is better),
+    with the resampled gaps over deals (a deal's rows move together). Resampled one repetition
+    at a time (Poisson weights per deal), so the rows of a large export are never repeated 200
+    times in memory. None without a weighted row."""
+    keep = w > 0
+    if not keep.any():
+        return None
+    y, w, codes = y[keep], w[keep], pd.factorize(deal[keep])[0]
+    loss = lambda q: -(y * np.log(np.clip(q, 1e-6, 1 - 1e-6)) + (1 - y) * np.log(np.clip(1 - q, 1e-6, 1 - 1e-6)))  # noqa: E731
+    gap = np.bincount(codes, weights=w * (loss(p[keep]) - loss(than[keep])))
+    mass = np.bincount(codes, weights=w)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(reps):
+        k = rng.poisson(1.0, len(mass))
+        if (k * mass).sum() > 0:
+            draws.append((k * gap).sum() / (k * mass).sum())
+    return {"gap": float(gap.sum() / mass.sum()), "draws": np.asarray(draws)}
+
+
+def better_beyond_doubt(y: np.ndarray, p: np.ndarray, than: np.ndarray, w: np.ndarray, deal: np.ndarray, reps: int = 200, seed: int = 0) -> bool:
+    """Whether `p`'s log loss is lower than `than`'s beyond doubt: the 90 % interval of their
+    difference, over resamples of deals, lies below zero."""
+    gap = log_loss_gap(y, p, than, w, deal, reps, seed)
+    return gap is not None and len(gap["draws"]) > 0 and float(np.quantile(gap["draws"], 0.95)) < 0

@@ -1,0 +1,115 @@
+"""Drift between what a version was trained on and the pipeline it scores today.
+
+Training stores a reference in the bundle (`reference`): per model column, the bins of its
+recent training snapshots (deciles of a number, the levels of a category, and missing as a bin
+of its own) with their shares, and the same for the win probability it served in its backtest.
+Each scoring run measures the open pipeline against it (`measure`): the population stability
+index (PSI = Σ (now − then) · ln(now / then) over the bins; 0.1 is a moderate shift, 0.25 the
+usual "major" one), the share of rows zero or missing then and now, and which features went
+silent (values in training, none now: a feed that stopped, a column the export lost). The win
+rates a segment, owner or account earned so far move as deals close, by design: they are
+measured but never count as drift (`Feature.from_outcomes`); their segment itself is a
+column of its own.
+
+A few lines of numpy rather than a monitoring library: the measure is the standard one, it
+must run inside a scoring run on the model matrix as it is, and the popular libraries changed
+owners or their API recently (see the issue-31 note).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.frame import FeatureSpec
+
+BINS = 10
+FLOOR = 1e-4  # a bin empty on one side counts as this share: PSI stays finite
+
+
+def _numeric_edges(values: np.ndarray) -> list[float]:
+    known = values[~np.isnan(values)]
+    if len(known) == 0:
+        return []
+    return np.unique(np.quantile(known, np.linspace(0, 1, BINS + 1)[1:-1])).tolist()
+
+
+def _shares(values: np.ndarray, edges: list[float] | None, levels: int | None) -> np.ndarray:
+    """Shares of the bins: the numeric bins split at `edges` (or one per level), then missing."""
+    values = np.asarray(values, dtype=float)
+    missing = np.isnan(values)
+    n_bins = (len(edges) + 1) if edges is not None else levels
+    counts = np.zeros(n_bins + 1)
+    known = values[~missing]
+    if edges is not None:
+        which = np.searchsorted(np.asarray(edges), known, side="right")
+    else:
+        which = np.clip(known.astype(np.int64), 0, n_bins - 1)
+    counts[:n_bins] = np.bincount(which, minlength=n_bins)[:n_bins]
+    counts[n_bins] = missing.sum()
+    return counts / max(len(values), 1)
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    e, a = np.maximum(np.asarray(expected, dtype=float), FLOOR), np.maximum(np.asarray(actual, dtype=float), FLOOR)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _quiet(values: np.ndarray) -> float:
+    """The share of rows zero or missing."""
+    values = np.asarray(values, dtype=float)
+    return float(np.mean(np.isnan(values) | (values == 0))) if len(values) else float("nan")
+
+
+def reference(x: np.ndarray, spec: FeatureSpec, win: np.ndarray) -> dict:
+    """What a version saw: per model column its bins and shares, and its served win probability's."""
+    columns = {}
+    for j, col in enumerate(spec.columns):
+        values = np.asarray(x[:, j], dtype=float)
+        if col in spec.categorical:
+            levels = len(spec.categories.get(col, []))
+            columns[col] = {"levels": levels, "shares": _shares(values, None, levels).tolist(), "quiet": _quiet(values)}
+        else:
+            edges = _numeric_edges(values)
+            columns[col] = {"edges": edges, "shares": _shares(values, edges, None).tolist(), "quiet": _quiet(values)}
+    score_edges = _numeric_edges(np.asarray(win, dtype=float))
+    return {"rows": int(len(x)), "columns": columns, "score": {"edges": score_edges, "shares": _shares(win, score_edges, None).tolist()}}
+
+
+def measure(ref: dict, x: np.ndarray, spec: FeatureSpec, win: np.ndarray, silent_share: float = 0.98) -> dict:
+    """The open pipeline against the reference: per feature PSI and zero-or-missing share (then,
+    now), the score's PSI, the features gone silent and the largest PSI per family."""
+    catalogue = spec.features
+    features, silent = {}, []
+    for j, col in enumerate(spec.columns):
+        kept = ref["columns"].get(col)
+        if kept is None:  # a column the version did not have: nothing to compare
+            continue
+        values = np.asarray(x[:, j], dtype=float)
+        now = _shares(values, kept.get("edges"), kept.get("levels"))
+        quiet = _quiet(values)
+        known = catalogue.get(col)
+        features[col] = {"psi": psi(kept["shares"], now), "quiet_then": kept["quiet"], "quiet_now": quiet, "family": known.family if known else "other",
+                         "from_outcomes": bool(known and known.from_outcomes)}
+        if len(values) and quiet >= silent_share and kept["quiet"] < silent_share - 0.2:
+            silent.append(col)
+    score = psi(ref["score"]["shares"], _shares(win, ref["score"]["edges"], None)) if len(win) else float("nan")
+    families: dict[str, float] = {}
+    for f in features.values():
+        if not f["from_outcomes"]:
+            families[f["family"]] = max(families.get(f["family"], 0.0), f["psi"])
+    return {"rows": int(len(x)), "features": features, "score_psi": score, "silent": silent, "families": families}
+
+
+def noise(rows: int) -> float:
+    """The PSI two samples of one population show by chance alone, about (bins − 1) / rows for
+    the smaller sample: a pipeline of 200 deals shows ≈ 0.05 with nothing changed."""
+    return BINS / max(rows, 1)
+
+
+def drifted(measured: dict, alert: float) -> list[str]:
+    """The features whose PSI reached `alert` beyond what chance gives this many rows, largest
+    first; the outcome statistics never count (they move by design)."""
+    feats = measured.get("features") or {}
+    bar = alert + noise(int(measured.get("rows") or 0))
+    found = [c for c, f in feats.items() if not f.get("from_outcomes") and (f.get("psi") or 0.0) >= bar]
+    return sorted(found, key=lambda c: -feats[c]["psi"])
