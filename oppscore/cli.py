@@ -684,7 +684,7 @@ def monitor(
     frames = {"verdict": pd.DataFrame([{"status": said["status"], "reasons": " | ".join(said["reasons"])}])}
     for name, frame in record.tables.items():
         frames[f"by_{name}"] = frame
-    frames["drift"] = record.drift.assign(as_of=record.drift["as_of"].astype(str)) if len(record.drift) else record.drift
+    frames["drift"] = record.drift.assign(as_of=record.drift["as_of"].astype(str), **{c: record.drift[c].map(", ".join) for c in ("drifted", "silent", "silent_families")}).drop(columns=["run_id", "noise"]) if len(record.drift) else record.drift
     frames["forecasts"] = record.forecast_summary
     title = f"Track record: {len(record.scores):,} recorded scores in {len(record.runs):,} runs, outcomes known at {record.known_at:%Y-%m-%d}"
     if out_file is not None and out_file.suffix.lower() == ".json":

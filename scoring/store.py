@@ -79,17 +79,23 @@ def champion_version(settings: Settings, alias: str = ALIAS) -> str | None:
 
 
 def load_version(settings: Settings, version: str) -> Bundle:
+    """One registered version's bundle, from the registry the settings name (not the process's
+    tracking URI: a `models:/` URI is resolved through that one, which may be unset or another
+    project's, and the version then reads as missing)."""
     import mlflow
+    from mlflow import MlflowClient
 
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="oppscore-bundle-") as tmp:  # read whole into memory, then let go (a copy per load was left in /tmp)
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{version}", dst_path=tmp,
-                                                       tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+            source = client.get_model_version_download_uri(settings.model_name, str(version))
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=settings.tracking_uri))
         except MlflowException as exc:
             if missing(exc):
                 raise ModelNotFound(f"no version {version!r} of model {settings.model_name!r} in the registry") from None
             raise
-        bundle = Bundle.load(Path(local) / "artifacts" / BUNDLE_ARTIFACT)
+        folder = local / "artifacts" / BUNDLE_ARTIFACT if (local / "artifacts" / BUNDLE_ARTIFACT).exists() else local / BUNDLE_ARTIFACT
+        bundle = Bundle.load(folder)
     bundle.metadata["version"] = str(version)
     return bundle
 

@@ -30,7 +30,7 @@ from features.contract import ExportInvalid
 from features.settings import Settings
 from serving.deps import MISSING_KEY, has_key
 from serving.holder import ModelHolder
-from serving.routes import forecast, health, model, pipeline, score
+from serving.routes import forecast, health, model, monitor, pipeline, score
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -129,10 +129,13 @@ class PagePolicy:
 
 
 class ModelCollector:
-    """Prometheus: which model version is being served, and from where."""
+    """Prometheus: which model version is being served, and from where; and the track record's
+    realised log loss and largest feature PSI as `/v1/monitor` last computed them (absent
+    until it has)."""
 
-    def __init__(self, holder: ModelHolder) -> None:
+    def __init__(self, holder: ModelHolder, track: dict) -> None:
         self.holder = holder
+        self.track = track
 
     def collect(self):
         g = GaugeMetricFamily("oppscore_model_info", "the model being served (1 = loaded)", labels=["version", "source"])
@@ -140,6 +143,10 @@ class ModelCollector:
         if loaded is not None:
             g.add_metric([loaded.version, loaded.source], 1.0)
         yield g
+        for name, says in (("realised_log_loss", "realised log loss of the champion's resolved scores in the verdict's window"),
+                           ("largest_psi", "the largest feature PSI against the training reference at the latest scoring run")):
+            if self.track.get(name) is not None:
+                yield GaugeMetricFamily(f"oppscore_{name}", says, value=float(self.track[name]))
 
 
 def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path | None = None, start_reloader: bool = True) -> FastAPI:
@@ -183,7 +190,8 @@ def _metrics(app: FastAPI, holder: ModelHolder) -> None:
     """Prometheus at /metrics: requests (the instrumentator), scores served, the model loaded."""
     registry = CollectorRegistry()
     app.state.scores_served = Counter("oppscore_scores_served", "opportunities scored", registry=registry)
-    registry.register(ModelCollector(holder))
+    app.state.track_gauges = {}
+    registry.register(ModelCollector(holder, app.state.track_gauges))
     Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False, tags=["health"])
 
 
@@ -225,6 +233,7 @@ def _routes(app: FastAPI) -> None:
     app.include_router(model.router)
     app.include_router(pipeline.router)
     app.include_router(forecast.router)
+    app.include_router(monitor.router)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

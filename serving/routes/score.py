@@ -37,7 +37,7 @@ HISTORY_DEADLINE = 3.0  # seconds a request waits on the score history's databas
 _DATABASE = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score-history")
 
 
-def _bounded(app, what: str, call, *args):
+def bounded(app, what: str, call, *args):
     """`call(*args)` on the history's own threads, waited for HISTORY_DEADLINE at most: a
     database that accepts connections and never answers costs a request seconds, not minutes,
     and after one miss the history is left alone for RETRY_HISTORY_SECONDS (a thread still
@@ -65,7 +65,7 @@ def history_of(app) -> ScoreHistory | None:
     since the last run, and opening is tried again a minute later."""
     opened = getattr(app.state, "history", None)
     if opened is None and time.monotonic() >= getattr(app.state, "history_retry_at", 0.0) and history_wanted(app):  # not cached while absent: `oppscore score` may create it later
-        opened = app.state.history = _bounded(app, "unavailable", ScoreHistory.of, app.state.settings)
+        opened = app.state.history = bounded(app, "unavailable", ScoreHistory.of, app.state.settings)
     return opened
 
 
@@ -73,7 +73,7 @@ def previous_scores(app, history: ScoreHistory | None, ids, as_of: pd.Timestamp)
     """The previous scores, or None when there is no history or it cannot be read now."""
     if history is None:
         return None
-    return _bounded(app, "unreadable", history.previous, ids, as_of)
+    return bounded(app, "unreadable", history.previous, ids, as_of)
 
 
 # Requests up to this many opportunities are scored on the event loop: a few milliseconds of
@@ -107,7 +107,7 @@ def _answer(req: ScoreRequest, loaded: Loaded, now: pd.Timestamp, request: Reque
     request.app.state.scores_served.inc(sum(s["status"] == "open" for s in scores))
     if history is not None and previous is not None and request.app.state.settings.serving.record_scores:
         opened = pd.DataFrame([{**s, "as_of": as_of} for s in scores if s["status"] == "open"])
-        _bounded(request.app, f"did not take {len(opened)} scores", history.record, opened, now, loaded.version, "api")
+        bounded(request.app, f"did not take {len(opened)} scores", history.record, opened, now, loaded.version, "api")
     for s in scores:
         s.pop("factors", None)
     answer = ScoreResponse.model_validate({"model_version": loaded.version, "model_source": loaded.source, "as_of": as_of.to_pydatetime(), "scores": scores})

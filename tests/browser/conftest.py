@@ -16,7 +16,7 @@ import pytest
 
 from features.loading import write_export
 from features.settings import SegmentConfig, Settings, settings_toml
-from scoring.history import ScoreHistory
+from scoring.history import RunFacts, ScoreHistory
 from scoring.score import score_open
 from training.registry import log_and_register
 
@@ -35,7 +35,8 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, medium, trained):
     """(url, settings): the medium export on the page, its champion, and score history holding
-    runs 30 and 14 days before the export's end."""
+    runs every four weeks from 40 weeks before the export's end (their outcomes known: the
+    track record), and 30 and 14 days before it (the change since the last run)."""
     import uvicorn
 
     from serving.app import create_app
@@ -48,9 +49,11 @@ def served(tmp_path_factory, medium, trained):
     log_and_register(trained, medium.tables, settings, "browser")
     history = ScoreHistory.of(settings)
     ids = medium.tables.opportunities["opportunity_id"].to_numpy()
-    for days in (30, 14):
+    for days in (*range(280, 100, -28), 30, 14):
         at = medium.tables.end - pd.Timedelta(days=days)
-        history.record(score_open(trained.bundle, medium.tables, at, previous=history.previous(ids, at)), at, "1", "batch")
+        drift: dict = {}
+        scored = score_open(trained.bundle, medium.tables, at, previous=history.previous(ids, at), drift_into=drift)
+        history.record(scored, at, "1", "batch", RunFacts.of(trained.bundle, drift=drift))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

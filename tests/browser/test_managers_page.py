@@ -69,8 +69,12 @@ def test_the_page_ranks_sorts_filters_pages_and_downloads(served, browser) -> No
     assert rows[0][:3] == ["deal", "account", "owner"] and len(rows) == total + 1
 
     page.wait_for_selector("#forecast img", timeout=60_000)  # the panels: funnel, weights, forecast
-    for panel in ("funnel", "dwell", "weights", "forecast"):
+    page.wait_for_selector("#track img", timeout=60_000)  # how the scores did: verdict, reliability, realised against promised, drift
+    for panel in ("funnel", "dwell", "weights", "forecast", "track"):
         assert page.locator(f"#{panel} img.chart").count() >= 1 and page.locator(f"#{panel} table").count() >= 1
+    track = page.inner_text("#track")
+    assert "resolved" in track and "promised" in track and "PSI" in track
+    assert any(status in track for status in ("no reason to retrain", "retrain recommended", "check the data", "too early to tell"))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "managers-page-1400.png"), full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= 1400
@@ -111,6 +115,7 @@ def test_readable_on_a_phone(served, browser) -> None:
     url, _ = served
     page, problems = _open(browser, url, 400)
     page.wait_for_selector("#forecast img", timeout=60_000)
+    page.wait_for_selector("#track img", timeout=60_000)
     assert page.evaluate("document.documentElement.scrollWidth") <= 400  # the grid scrolls inside its box, the page does not spill
     headers = [h for h in page.eval_on_selector_all("#deals_wrapper .dt-scroll-head th", "cells => cells.map(c => c.textContent.trim())") if h]  # the panes' own heads are blank
     assert headers == ["deal", "stage", "win", "grade", "stall"], headers

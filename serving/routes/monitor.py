@@ -1,0 +1,62 @@
+"""The track record (`GET /v1/monitor`): how the recorded scores and forecasts did, judged
+against the export the service serves (`serve --data`), what drifted and the verdict; the same
+figures as `oppscore monitor`, with the plots the managers' page shows.
+
+Computed when asked and kept until the export, the champion or the score history's runs
+change; the history is read on its own threads with a deadline (serving.routes.score)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from analytics import report
+from analytics.track_record import track_record
+from features.settings import Settings
+from serving.deps import LoadedDep, NowDep, SettingsDep, v1_router
+from serving.routes.pipeline import view
+from serving.routes.score import bounded, history_of
+from serving.schemas import ErrorBody
+
+router = v1_router("monitor")
+_lock = threading.Lock()
+
+
+def _read(history) -> tuple:
+    return history.runs(), history.scores(), history.forecasts()
+
+
+def _answer(record, settings: Settings) -> dict[str, Any]:
+    answer = record.to_dict()
+    answer["charts"] = {
+        "reliability": report.reliability_plot(record.curves, uri=True),
+        "realised": report.realised_plot(record.tables["month"], record.promised, uri=True) if "month" in record.tables else None,
+        "drift": report.drift_plot(record.drift, settings.monitor.psi_alert, uri=True) if len(record.drift) else None,
+    }
+    return answer
+
+
+@router.get("/monitor", summary="the track record: realised performance of the scores and forecasts served beside what the backtest promised, drift, and whether to retrain",
+            responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+def monitor(request: Request, loaded: LoadedDep, settings: SettingsDep, now: NowDep) -> dict[str, Any]:
+    v = view(request, loaded, settings, now)  # 404 without --data: outcomes come from the served export
+    history = history_of(request.app)
+    if history is None:
+        raise HTTPException(503, detail="no score history to read: `oppscore score` records each run (or set [serving] record_scores); none is recorded here, or its database does not answer")
+    read = bounded(request.app, "unreadable", _read, history)
+    if read is None:
+        raise HTTPException(503, detail="the score history's database did not answer in time; try again in a minute")
+    runs, scores, forecasts = read
+    key = (v.key, len(runs), int(runs["id"].max()) if len(runs) else 0, len(forecasts))
+    with _lock:
+        cached = getattr(request.app.state, "monitor_view", None)
+        if cached is None or cached[0] != key:
+            record = track_record(runs, scores, forecasts, v.validated.tables, v.validated.stages, settings.monitor)
+            cached = (key, _answer(record, settings))
+            request.app.state.monitor_view = cached
+            realised = record.verdict.get("realised") or {}
+            request.app.state.track_gauges["realised_log_loss"] = realised.get("log_loss")
+            request.app.state.track_gauges["largest_psi"] = float(record.drift["largest_psi"].iloc[-1]) if len(record.drift) else None
+    return cached[1]
