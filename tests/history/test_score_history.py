@@ -85,3 +85,42 @@ def test_nothing_open_with_history_is_an_empty_table_with_the_change_columns(tra
     before_any = medium.tables.opportunities["created_at"].min() - pd.Timedelta(days=1)
     empty = score_open(trained.bundle, medium.tables, before_any, previous=pd.DataFrame(columns=["score", "win_probability", "factors", "as_of"]))
     assert empty.empty and set(CHANGE_COLUMNS) <= set(empty.columns)
+
+
+def _at_revision_0001_with_scores(url: str) -> None:
+    """A history as the first revision left it: two runs' scores, no runs table."""
+    from alembic import command
+    from alembic.config import Config
+
+    from scoring.history import MIGRATIONS
+
+    engine = sa.create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as c:
+        for table in ("forecasts", "runs", "scores", "oppscore_schema_version"):
+            c.execute(sa.text(f"drop table if exists {table}"))
+    with engine.begin() as c:
+        config.attributes["connection"] = c
+        command.upgrade(config, "0001")
+        for opp, scored_at, version in (("a", "2026-01-01", "3"), ("b", "2026-01-01", "3"), ("a", "2026-01-08", "4")):
+            c.execute(sa.text("insert into scores (model_name, opportunity_id, scored_at, as_of, source, model_version, win_probability, stall_risk, score, grade, factors) "
+                              "values ('oppscore', :opp, :at, :at, 'batch', :v, 0.2, 0.1, 20, 'C', '{}')"), {"opp": opp, "at": pd.Timestamp(scored_at, tz="UTC").to_pydatetime(), "v": version})
+    engine.dispose()
+
+
+def _upgraded_keeps_every_score(url: str) -> None:
+    _at_revision_0001_with_scores(url)
+    history = ScoreHistory(url, "oppscore")  # opening migrates to the latest revision
+    runs, scores = history.runs(), history.scores()
+    assert len(scores) == 3 and scores["run_id"].notna().all() and (scores["role"] == "champion").all()
+    assert list(runs["model_version"]) == ["3", "4"] and list(runs["scored"]) == [2, 1] and runs["horizon_days"].isna().all()
+    assert set(history.previous(["a", "b"], pd.Timestamp("2026-02-01", tz="UTC")).index) == {"a", "b"}
+
+
+def test_the_track_record_revision_keeps_the_scores_recorded_before_it_on_sqlite(tmp_path) -> None:
+    _upgraded_keeps_every_score(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+def test_the_track_record_revision_keeps_the_scores_recorded_before_it_on_postgresql(postgres_url) -> None:
+    _upgraded_keeps_every_score(postgres_url)
