@@ -90,7 +90,7 @@ class ServingConfig(_Section):
     reload_seconds: float = Field(default=10.0, gt=0, description="how often the service asks the registry for a new champion")
     record_scores: bool = Field(default=False, description="keep what the CRM sends to POST /v1/score in score history (opt-in)")
     request_seconds: float = Field(default=30.0, gt=0, le=3600, description="a request must arrive whole within this many seconds, or its connection is closed")
-    shadow: str | None = Field(default=None, description="a registered version that scores beside the champion; its scores are recorded, never answered")
+    shadow: str | None = Field(default=None, description="a registered version that `oppscore score` runs beside the champion; its scores are recorded for the track record, never answered")
 
 
 class MonitorConfig(_Section):

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from features.errors import OppscoreError
 from features.payload import records_to_tables
 from features.times import to_utc
-from scoring.history import ScoreHistory
+from scoring.history import RunFacts, ScoreHistory
 from scoring.score import score_ids
 from scoring.store import Loaded
 from serving.deps import LoadedDep, NowDep, v1_router
@@ -107,7 +107,7 @@ def _answer(req: ScoreRequest, loaded: Loaded, now: pd.Timestamp, request: Reque
     request.app.state.scores_served.inc(sum(s["status"] == "open" for s in scores))
     if history is not None and previous is not None and request.app.state.settings.serving.record_scores:
         opened = pd.DataFrame([{**s, "as_of": as_of} for s in scores if s["status"] == "open"])
-        bounded(request.app, f"did not take {len(opened)} scores", history.record, opened, now, loaded.version, "api")
+        bounded(request.app, f"did not take {len(opened)} scores", history.record, opened, now, loaded.version, "api", RunFacts.of(bundle))
     for s in scores:
         s.pop("factors", None)
     answer = ScoreResponse.model_validate({"model_version": loaded.version, "model_source": loaded.source, "as_of": as_of.to_pydatetime(), "scores": scores})

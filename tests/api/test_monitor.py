@@ -60,3 +60,19 @@ def test_without_a_score_history_it_says_what_records_one(served_store, tmp_path
     with TestClient(create_app(settings, data=exported, start_reloader=False), raise_server_exceptions=False) as client:
         r = client.get("/v1/monitor", headers=AUTH)
         assert r.status_code == 503 and "oppscore score" in r.json()["detail"]
+
+
+def test_recorded_api_scores_and_forecasts_enter_the_track_record(served_store, tmp_path, body) -> None:
+    """With recording on, a scored request is a run carrying its version's promise and label
+    horizon (so it is judged later), and a forecast is kept for its period."""
+    settings = _settings(served_store, tmp_path).model_copy(update={"serving": served_store.serving.model_copy(update={"record_scores": True})})
+    with TestClient(create_app(settings, start_reloader=False), raise_server_exceptions=False) as client:
+        assert client.post("/v1/score", json=body, headers=AUTH).status_code == 200
+        r = client.post("/v1/forecast", json={**body, "period": "2026-10"}, headers=AUTH)
+        assert r.status_code == 200, r.text
+    history = ScoreHistory.of(settings)
+    runs = history.runs()
+    assert len(runs) == 1 and runs["source"].iloc[0] == "api" and runs["horizon_days"].iloc[0] > 0 and runs["promised"].iloc[0]["win"]["log_loss"] > 0
+    assert len(history.scores()) == 1
+    forecasts = history.forecasts()
+    assert len(forecasts) == len(r.json()["methods"]) and (forecasts["source"] == "api").all()
