@@ -21,6 +21,7 @@ from features.settings import MonitorConfig
 from features.stages import StageOrder
 from features.tables import Tables
 from scoring.drift import drifted, noise
+from scoring.history import plain
 
 SHOWN = ("auc", "log_loss", "brier", "ece")
 MIN_SLICE = 30  # resolved scores a slice needs to be shown
@@ -78,34 +79,20 @@ class TrackRecord:
 
     def to_dict(self) -> dict:
         def rows(frame: pd.DataFrame) -> list[dict]:
-            return _plain(frame.to_dict(orient="records"))
+            return plain(frame.to_dict(orient="records"))
 
         return {
             "known_at": str(self.known_at),
             "verdict": self.verdict,
             "scores": {"recorded": int(len(self.scores)), "resolved": int(self.scores["y"].notna().sum()), "pending": int(self.scores["y"].isna().sum()), "runs": int(len(self.runs))},
             "label": "won within the served probability's horizon of the date scored (no loss record needed); pending until the horizon has passed",
-            "realised": _plain(self.overall),
-            "promised": _plain(self.promised),
+            "realised": plain(self.overall),
+            "promised": plain(self.promised),
             "by": {name: rows(frame) for name, frame in self.tables.items()},
-            "reliability": _plain(self.curves),
+            "reliability": plain(self.curves),
             "drift": rows(self.drift),
             "forecasts": {"judged": rows(self.forecasts), "by_method": rows(self.forecast_summary)},
         }
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer | np.bool_):
-        return value.item()
-    if isinstance(value, pd.Timestamp):
-        return str(value)
-    return value
 
 
 def _promised(runs: pd.DataFrame) -> dict:

@@ -138,22 +138,25 @@ class RunFacts:
         held = meta.get("held_out") or {}
         promised = {target: {k: v for k, v in (figures.get("model") or {}).items() if k in PROMISED} for target, figures in held.items()}
         horizon = (meta.get("win_label") or {}).get("horizon_days")
-        return cls(role, int(horizon) if horizon is not None else None, _plain(promised) or None, _plain(drift) or None)
+        return cls(role, int(horizon) if horizon is not None else None, plain(promised) or None, plain(drift) or None)
 
 
 PROMISED = ("auc", "log_loss", "brier", "ece", "interval_90", "rows", "positive_rate")
 
 
-def _plain(value):
-    """JSON every database takes: NaN and infinities (PostgreSQL's JSON refuses them) as null."""
+def plain(value):
+    """JSON every database and client takes: NaN and infinities (PostgreSQL's JSON refuses
+    them) as null, numpy scalars as Python's, times as ISO text."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, float | np.floating):
         return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return str(value)
     return value
 
 
