@@ -458,6 +458,8 @@ def score(
     if shadowed is not None:
         kept = _record(history, shadowed, now, str(shadow), RunFacts.of(shadow_bundle, role="shadow"))
         out.print(f"shadow v{shadow} scored the same {len(shadowed):,} deals: " + (f"{kept:,} scores recorded beside the champion's" if kept is not None else "not recorded (the score history did not answer)"))
+    elif shadow is not None:
+        out.print(f"shadow v{shadow} is the champion: nothing scored beside it")
     _say_drift(measured, settings)
     show_table(
         [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade,
