@@ -23,8 +23,10 @@ def snapshot_points(tables: Tables, stages: StageOrder, every_days: int = 7, unt
     step = pd.Timedelta(days=every_days).value
     opps = tables.opportunities[["opportunity_id", "created_at"]].drop_duplicates("opportunity_id")
     final_state = final_states(tables.stage_history, stages)
-    final = opps["opportunity_id"].map(final_state["entered_at"])
-    still_open = opps["opportunity_id"].map(final_state["state"]).eq("open")
+    ids = opps["opportunity_id"].to_numpy()
+    # reindexed, not mapped: pandas maps through an empty datetime Series by casting it to floats, which fails
+    final = final_state["entered_at"].reindex(ids).set_axis(opps.index)
+    still_open = final_state["state"].reindex(ids).set_axis(opps.index).eq("open")
     end = final.where(~still_open, until).clip(upper=until)
     start_ns = (opps["created_at"] - ANCHOR).to_numpy().astype("timedelta64[ns]").astype(np.int64)
     end_ns = (end - ANCHOR).to_numpy().astype("timedelta64[ns]").astype(np.int64)

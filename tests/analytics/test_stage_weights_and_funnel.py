@@ -122,3 +122,13 @@ def test_weights_and_timing_read_piece_by_piece_equal_the_whole(data, g) -> None
     for name in ("weights_", "by_dwell_", "by_segment_"):
         pd.testing.assert_frame_equal(getattr(whole_w, name), getattr(piecewise_w, name))
     pd.testing.assert_frame_equal(whole_t.to_frame(), piecewise_t.to_frame())
+
+
+def test_deals_without_a_stage_yet_give_no_snapshot_and_no_error(small) -> None:
+    """A piece of an export whose deals have no stage history (hypothesis found one): nothing
+    open to snapshot, and the timing learns from nothing rather than failing."""
+    from features.snapshots import snapshot_points
+
+    t = small.tables
+    bare = Tables(t.opportunities, t.stage_history.iloc[:0], t.activities, t.field_history)
+    assert snapshot_points(bare, StageOrder(small.stages), until=t.end).empty
