@@ -129,4 +129,9 @@ def better_beyond_doubt(y: np.ndarray, p: np.ndarray, than: np.ndarray, w: np.nd
     """Whether `p`'s log loss is lower than `than`'s beyond doubt: the 90 % interval of their
     difference, over resamples of deals, lies below zero."""
     gap = log_loss_gap(y, p, than, w, deal, reps, seed)
-    return gap is not None and len(gap["draws"]) > 0 and float(np.quantile(gap["draws"], 0.95)) < 0
+    return gap is not None and below_zero(gap["draws"])
+
+
+def below_zero(draws: np.ndarray) -> bool:
+    """Whether resampled gaps lie below zero beyond doubt: the top of their 90 % interval does."""
+    return len(draws) > 0 and float(np.quantile(draws, 0.95)) < 0

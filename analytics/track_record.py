@@ -16,11 +16,11 @@ import pandas as pd
 from sklearn.calibration import calibration_curve
 
 from analytics.forecast import actual_won
-from analytics.metrics import bootstrap, log_loss_gap, metrics
+from analytics.metrics import below_zero, bootstrap, log_loss_gap, metrics
 from features.settings import MonitorConfig
 from features.stages import StageOrder
 from features.tables import Tables
-from scoring.drift import drifted, noise
+from scoring.drift import drifted, noise, silent
 from scoring.history import plain
 
 SHOWN = ("auc", "log_loss", "brier", "ece")
@@ -132,14 +132,15 @@ def _drift_rows(runs: pd.DataFrame, config: MonitorConfig) -> pd.DataFrame:
         top = max(feats, key=lambda c: feats[c]["psi"] or 0.0)
         moved = drifted(r.drift, config.psi_alert)
         score_psi = r.drift.get("score_psi")
-        silent = list(r.drift.get("silent") or [])
-        families = sorted({feats[c]["family"] for c in silent})
+        quiet = silent(r.drift, config.silent_share)
+        families = sorted({r.drift["features"][c]["family"] for c in quiet})
+        size = int(r.drift.get("rows") or 0)
+        shifted = score_psi is not None and score_psi >= config.psi_alert + noise(size)
         rows.append({
-            "run_id": r.id, "as_of": r.as_of, "rows": int(r.drift.get("rows") or 0), "noise": noise(r.drift.get("rows") or 0), "model_version": r.model_version, "largest_feature": top, "largest_psi": feats[top]["psi"],
-            "score_psi": score_psi, "drifted": moved, "silent": silent, "silent_families": families,
-            "flagged": bool(moved or silent or (score_psi is not None and score_psi >= config.psi_alert + noise(r.drift.get("rows") or 0))),
+            "run_id": r.id, "as_of": r.as_of, "rows": size, "noise": noise(size), "model_version": r.model_version, "largest_feature": top, "largest_psi": feats[top]["psi"],
+            "score_psi": score_psi, "score_shifted": shifted, "drifted": moved, "silent": quiet, "silent_families": families, "flagged": bool(moved or quiet or shifted),
         })
-    return pd.DataFrame(rows, columns=["run_id", "as_of", "rows", "noise", "model_version", "largest_feature", "largest_psi", "score_psi", "drifted", "silent", "silent_families", "flagged"])
+    return pd.DataFrame(rows, columns=["run_id", "as_of", "rows", "noise", "model_version", "largest_feature", "largest_psi", "score_psi", "score_shifted", "drifted", "silent", "silent_families", "flagged"])
 
 
 def _forecast_rows(forecasts: pd.DataFrame, tables: Tables, stages: StageOrder, known_at: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -199,7 +200,7 @@ def verdict(scores: pd.DataFrame, runs: pd.DataFrame, drift: pd.DataFrame, promi
         if latest["drifted"]:
             shown = ", ".join(latest["drifted"][:3])
             reasons.append(f"features drifted at the latest run: {shown} (largest PSI {latest['largest_psi']:.2f} on {latest['largest_feature']}; {config.psi_alert:.2f} counts as drifted)")
-        if latest["score_psi"] is not None and latest["score_psi"] >= config.psi_alert + latest["noise"]:
+        if latest["score_shifted"]:
             if status == "no reason to retrain":
                 status = "retrain recommended"
             reasons.append(f"the win probabilities served have shifted from the training reference (PSI {latest['score_psi']:.2f})")
@@ -257,5 +258,5 @@ def compare(scores: pd.DataFrame, version: str, champion: str) -> dict:
         "version": figures(y, both["p"].to_numpy(), deal, intervals=False), "champion": figures(y, both["p_champion"].to_numpy(), deal, intervals=False),
         "log_loss_gap": gap["gap"] if gap is not None else None,
         "gap_90": [float(np.quantile(draws, 0.05)), float(np.quantile(draws, 0.95))] if len(draws) else None,
-        "better_beyond_doubt": bool(len(draws) and np.quantile(draws, 0.95) < 0),
+        "better_beyond_doubt": below_zero(draws),
     }

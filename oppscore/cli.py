@@ -439,13 +439,13 @@ def score(
         history, previous = _history_for(settings, validated.tables.opportunities["opportunity_id"].to_numpy(), at)
         step("scoring")
         measured: dict = {}
-        scored = score_open(loaded.bundle, validated.tables, at, previous=previous, drift_into=measured, silent_share=settings.monitor.silent_share)
+        scored = score_open(loaded.bundle, validated.tables, at, previous=previous, drift_into=measured)
         where = account(loaded.bundle, validated.tables, at)
         shadowed = None
         if shadow is not None and str(shadow) != str(loaded.version):
             step(f"scoring with shadow v{shadow}")
             shadow_bundle = load_version(settings, str(shadow))
-            shadowed = score_open(shadow_bundle, validated.tables, at, previous=previous)
+            shadowed = score_open(shadow_bundle, validated.tables, at, with_factors=False)  # what the track record reads: no reasons, no change since the champion's last run
     show_table([{"opportunities": k, "count": v} for k, v in where.counts.items() if v], title=f"{len(validated.tables.opportunities):,} opportunities in the export, as of {at:%Y-%m-%d %H:%M} UTC")
     if where.unknown_stages:
         out.print(f"[yellow]not scored:[/yellow] {where.counts['in a stage the model does not know']} deals in stages champion v{loaded.version} was not trained on: {', '.join(where.unknown_stages[:10])}; retrain on this export (`oppscore train --data {data}`)")
@@ -499,11 +499,13 @@ def _say_drift(measured: dict, settings: Settings) -> None:
     if not measured:
         return
     from scoring.drift import drifted as drifted_features
+    from scoring.drift import silent
 
     feats = measured["features"]
     drifted = drifted_features(measured, settings.monitor.psi_alert)
-    if measured["silent"]:
-        out.print(f"[yellow]went silent:[/yellow] {', '.join(measured['silent'][:5])} carry no values in this pipeline, where training saw them: is the feed still arriving? (`oppscore monitor`)")
+    quiet = silent(measured, settings.monitor.silent_share)
+    if quiet:
+        out.print(f"[yellow]went silent:[/yellow] {', '.join(quiet[:5])} carry no values in this pipeline, where training saw them: is the feed still arriving? (`oppscore monitor`)")
     if drifted:
         shown = ", ".join(f"{c} (PSI {feats[c]['psi']:.2f})" for c in drifted[:4])
         out.print(f"[yellow]drift:[/yellow] {shown} against the training reference (`oppscore monitor`)")

@@ -2,11 +2,12 @@
 
 Training stores a reference in the bundle (`reference`): per model column, the bins of its
 recent training snapshots (deciles of a number, the levels of a category, and missing as a bin
-of its own) with their shares, and the same for the win probability it served in its backtest.
+of its own) with their shares, and the same for the win probability it gives those snapshots.
 Each scoring run measures the open pipeline against it (`measure`): the population stability
 index (PSI = Σ (now − then) · ln(now / then) over the bins; 0.1 is a moderate shift, 0.25 the
-usual "major" one), the share of rows zero or missing then and now, and which features went
-silent (values in training, none now: a feed that stopped, a column the export lost). The win
+usual "major" one) and the share of rows zero or missing then and now, from which `silent`
+reads the features gone silent (values in training, none now: a feed that stopped, a column the
+export lost) with the reader's threshold (`[monitor] silent_share`). The win
 rates a segment, owner or account earned so far move as deals close, by design: they are
 measured but never count as drift (`Feature.from_outcomes`); their segment itself is a
 column of its own.
@@ -75,11 +76,11 @@ def reference(x: np.ndarray, spec: FeatureSpec, win: np.ndarray) -> dict:
     return {"rows": int(len(x)), "columns": columns, "score": {"edges": score_edges, "shares": _shares(win, score_edges, None).tolist()}}
 
 
-def measure(ref: dict, x: np.ndarray, spec: FeatureSpec, win: np.ndarray, silent_share: float = 0.98) -> dict:
+def measure(ref: dict, x: np.ndarray, spec: FeatureSpec, win: np.ndarray) -> dict:
     """The open pipeline against the reference: per feature PSI and zero-or-missing share (then,
-    now), the score's PSI, the features gone silent and the largest PSI per family."""
+    now), the score's PSI and the largest PSI per family."""
     catalogue = spec.features
-    features, silent = {}, []
+    features = {}
     for j, col in enumerate(spec.columns):
         kept = ref["columns"].get(col)
         if kept is None:  # a column the version did not have: nothing to compare
@@ -90,14 +91,20 @@ def measure(ref: dict, x: np.ndarray, spec: FeatureSpec, win: np.ndarray, silent
         known = catalogue.get(col)
         features[col] = {"psi": psi(kept["shares"], now), "quiet_then": kept["quiet"], "quiet_now": quiet, "family": known.family if known else "other",
                          "from_outcomes": bool(known and known.from_outcomes)}
-        if len(values) and quiet >= silent_share and kept["quiet"] < silent_share - 0.2:
-            silent.append(col)
     score = psi(ref["score"]["shares"], _shares(win, ref["score"]["edges"], None)) if len(win) else float("nan")
     families: dict[str, float] = {}
     for f in features.values():
         if not f["from_outcomes"]:
             families[f["family"]] = max(families.get(f["family"], 0.0), f["psi"])
-    return {"rows": int(len(x)), "features": features, "score_psi": score, "silent": silent, "families": families}
+    return {"rows": int(len(x)), "features": features, "score_psi": score, "families": families}
+
+
+def silent(measured: dict, share: float) -> list[str]:
+    """The features gone silent: at least `share` of the rows zero or missing now, where the
+    reference had clearly fewer (below `share` − 0.2)."""
+    if not measured.get("rows"):
+        return []
+    return [c for c, f in (measured.get("features") or {}).items() if f["quiet_now"] >= share and f["quiet_then"] < share - 0.2]
 
 
 def noise(rows: int) -> float:

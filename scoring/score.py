@@ -27,7 +27,7 @@ def grade(win: np.ndarray, cutoffs: list[float]) -> np.ndarray:
 
 
 def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, with_factors: bool, previous: pd.DataFrame | None = None,
-            drift_into: dict | None = None, silent_share: float = 0.98) -> dict[str, np.ndarray | list]:
+            drift_into: dict | None = None) -> dict[str, np.ndarray | list]:
     """The score columns of open points, as arrays (the API turns them into records, the batch
     into a table). `previous`: the last recorded score per opportunity id (score history's
     `previous`): adds the change since and why, and every factor's contribution to record.
@@ -38,7 +38,7 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
     x = model_matrix(features, spec)
     win = bundle.models["win"].predict(x)
     if drift_into is not None and bundle.metadata.get("drift_reference"):
-        drift_into.update(drift.measure(bundle.metadata["drift_reference"], x, spec, win, silent_share))
+        drift_into.update(drift.measure(bundle.metadata["drift_reference"], x, spec, win))
     amount = tables.index.opportunity_values("amount", points.code).astype(float)
     out = {
         "stage": features["stage"],
@@ -63,14 +63,14 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
 
 
 def score_points(bundle: Bundle, tables: Tables, points: pd.DataFrame, with_factors: bool = True, previous: pd.DataFrame | None = None,
-                 drift_into: dict | None = None, silent_share: float = 0.98) -> pd.DataFrame:
+                 drift_into: dict | None = None) -> pd.DataFrame:
     """Scores of the given (opportunity_id, as_of) points, which must be open at their time."""
     if points.empty:  # nothing open: an empty table, not an error from the booster
         cols = SCORE_COLUMNS if with_factors or previous is not None else SCORE_COLUMNS[:-1]
         cols = cols + (CHANGE_COLUMNS if previous is not None else [])
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     at = Points.of(tables, points)
-    scores = _scores(bundle, tables, at, None, with_factors or previous is not None, previous, drift_into, silent_share)
+    scores = _scores(bundle, tables, at, None, with_factors or previous is not None, previous, drift_into)
     frame = pd.DataFrame(
         {
             "opportunity_id": pd.Series(at.ids, dtype=object),
@@ -111,11 +111,11 @@ def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestam
 
 
 def score_open(bundle: Bundle, tables: Tables, as_of: pd.Timestamp, with_factors: bool = True, previous: pd.DataFrame | None = None,
-               drift_into: dict | None = None, silent_share: float = 0.98) -> pd.DataFrame:
+               drift_into: dict | None = None) -> pd.DataFrame:
     """Every opportunity open at as_of, highest score first (`drift_into`: see `_scores`)."""
     t = to_utc(as_of)
     points = open_points(tables, bundle.spec.stages, t)
-    scored = score_points(bundle, tables, points, with_factors, previous, drift_into, silent_share)
+    scored = score_points(bundle, tables, points, with_factors, previous, drift_into)
     return scored.sort_values(["win_probability", "opportunity_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 

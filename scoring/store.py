@@ -94,8 +94,7 @@ def load_version(settings: Settings, version: str) -> Bundle:
             if missing(exc):
                 raise ModelNotFound(f"no version {version!r} of model {settings.model_name!r} in the registry") from None
             raise
-        folder = local / "artifacts" / BUNDLE_ARTIFACT if (local / "artifacts" / BUNDLE_ARTIFACT).exists() else local / BUNDLE_ARTIFACT
-        bundle = Bundle.load(folder)
+        bundle = Bundle.load(local / "artifacts" / BUNDLE_ARTIFACT)
     bundle.metadata["version"] = str(version)
     return bundle
 

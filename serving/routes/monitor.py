@@ -24,8 +24,12 @@ router = v1_router("monitor")
 _lock = threading.Lock()
 
 
-def _read(history) -> tuple:
-    return history.runs(), history.scores(), history.forecasts()
+def _read(app, call):
+    """One read of the history on its own threads, or 503 when it does not answer in time."""
+    got = bounded(app, "unreadable", call)
+    if got is None:
+        raise HTTPException(503, detail="the score history's database did not answer in time; try again in a minute")
+    return got
 
 
 def _answer(record, settings: Settings) -> dict[str, Any]:
@@ -45,14 +49,12 @@ def monitor(request: Request, loaded: LoadedDep, settings: SettingsDep, now: Now
     history = history_of(request.app)
     if history is None:
         raise HTTPException(503, detail="no score history to read: `oppscore score` records each run (or set [serving] record_scores); none is recorded here, or its database does not answer")
-    read = bounded(request.app, "unreadable", _read, history)
-    if read is None:
-        raise HTTPException(503, detail="the score history's database did not answer in time; try again in a minute")
-    runs, scores, forecasts = read
+    runs, forecasts = _read(request.app, history.runs), _read(request.app, history.forecasts)  # small: what the cache is keyed on
     key = (v.key, len(runs), int(runs["id"].max()) if len(runs) else 0, len(forecasts))
     with _lock:
         cached = getattr(request.app.state, "monitor_view", None)
         if cached is None or cached[0] != key:
+            scores = _read(request.app, history.scores)  # every recorded score: read only when the answer is computed again
             record = track_record(runs, scores, forecasts, v.validated.tables, v.validated.stages, settings.monitor)
             cached = (key, _answer(record, settings))
             request.app.state.monitor_view = cached
