@@ -103,6 +103,45 @@ class MonitorConfig(_Section):
     silent_share: float = Field(default=0.98, gt=0, le=1, description="a feature whose rows are this share zero or missing, where training saw values, has gone silent")
 
 
+SALESFORCE_FIELDS = {"win_probability": "Win_Probability__c", "stall_risk": "Stall_Risk__c", "score": "Opp_Score__c", "grade": "Opp_Grade__c",
+                     "reasons": "Opp_Reasons__c", "scored_at": "Opp_Scored_At__c"}
+HUBSPOT_PROPERTIES = {"win_probability": "oppscore_win_probability", "stall_risk": "oppscore_stall_risk", "score": "oppscore_score", "grade": "oppscore_grade",
+                      "reasons": "oppscore_reasons", "scored_at": "oppscore_scored_at"}
+SALESFORCE_FIELD_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,39}__c$"  # and no double or trailing underscore before __c
+HUBSPOT_PROPERTY_NAME = r"^[a-z][a-z0-9_]{0,99}$"
+
+
+class CrmConfig(_Section):
+    """Where scores go back into the CRM (`oppscore export-scores`): the field (or property) each
+    output is written to, and the CRM's address. Credentials come from the environment only
+    (SALESFORCE_ACCESS_TOKEN, HUBSPOT_ACCESS_TOKEN), never from a file that travels with data."""
+
+    salesforce_fields: dict[str, str] = Field(default_factory=lambda: dict(SALESFORCE_FIELDS), description="output → Opportunity field API name")
+    hubspot_properties: dict[str, str] = Field(default_factory=lambda: dict(HUBSPOT_PROPERTIES), description="output → deal property internal name")
+    reasons_length: int = Field(default=255, ge=40, le=131_072, description="the reasons field's length: Salesforce Text Area holds 255 characters, Long Text Area more")
+    salesforce_api_version: str = Field(default="62.0", pattern=r"^\d{2}\.0$")
+    hubspot_base_url: str = "https://api.hubapi.com"
+    poll_seconds: float = Field(default=5.0, gt=0, le=300, description="how often a Bulk API job is asked whether it is done")
+    push_timeout_seconds: float = Field(default=1800.0, gt=0, description="a push gives up (and says where it stood) after this long")
+
+    @field_validator("salesforce_fields", "hubspot_properties")
+    @classmethod
+    def _every_output_named(cls, value: dict[str, str], info) -> dict[str, str]:
+        defaults, rule, what = (SALESFORCE_FIELDS, SALESFORCE_FIELD_NAME, "a custom field API name: a letter, then letters, digits or single underscores, at most 40 before __c (Win_Probability__c)") \
+            if info.field_name == "salesforce_fields" else (HUBSPOT_PROPERTIES, HUBSPOT_PROPERTY_NAME, "a property internal name: lower-case letters, digits and underscores, starting with a letter")
+        unknown = sorted(set(value) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown outputs {unknown}; expected some of {sorted(defaults)}")
+        merged = {**defaults, **value}
+        stem = lambda v: v.removesuffix("__c") if info.field_name == "salesforce_fields" else v  # noqa: E731
+        bad = {k: v for k, v in merged.items() if not re.match(rule, v) or "__" in stem(v) or stem(v).endswith("_")}
+        if bad:
+            raise ValueError(f"{bad}: each must be {what}")
+        if len(set(merged.values())) != len(merged):
+            raise ValueError(f"two outputs share a name: {merged}")
+        return merged
+
+
 class Settings(BaseSettings):
     """Everything a run depends on."""
 
@@ -116,6 +155,7 @@ class Settings(BaseSettings):
     snapshots: SnapshotConfig = SnapshotConfig()
     serving: ServingConfig = ServingConfig()
     monitor: MonitorConfig = MonitorConfig()
+    crm: CrmConfig = CrmConfig()
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     home: Path = Field(default=Path(".oppscore"), description="local state: the embedded MLflow store")
     champion_dir: Path = Field(default=Path("models/champion"))
@@ -124,7 +164,10 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri")
     )
-    database_url: str | None = Field(default=None, description="score history: any SQLAlchemy URL (default: SQLite under home)")
+    database_url: str | None = Field(default=None, description="score history and events: any SQLAlchemy URL (default: SQLite under home)")
+    salesforce_instance_url: str | None = Field(default=None, validation_alias=AliasChoices("SALESFORCE_INSTANCE_URL", "salesforce_instance_url"))
+    salesforce_access_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SALESFORCE_ACCESS_TOKEN", "salesforce_access_token"))
+    hubspot_access_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HUBSPOT_ACCESS_TOKEN", "hubspot_access_token"))
     config_path: Path | None = None
 
     @model_validator(mode="after")

@@ -579,6 +579,65 @@ def _record_files(history, files: list[Path], now: pd.Timestamp, version: str, r
     return recorded
 
 
+CRMS = ("salesforce", "hubspot")
+
+
+@app.command("export-scores")
+def export_scores(
+    crm: Annotated[str, typer.Argument(help="the CRM: salesforce or hubspot")],
+    scores: Annotated[Path, typer.Option("--scores", help="the scores `oppscore score --out F` wrote (.csv, .parquet or .json)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the upsert file and the field definitions")],
+    push: Annotated[bool, typer.Option("--push", help="also write them into the CRM (Salesforce: SALESFORCE_INSTANCE_URL and SALESFORCE_ACCESS_TOKEN; HubSpot: HUBSPOT_ACCESS_TOKEN)")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Scores as the CRM's own upsert file with the fields' definitions, optionally pushed; the
+    rows a push could not write are listed by record id and reason (and the exit code is 1)."""
+    from scoring.crm import hubspot, salesforce
+    from scoring.crm.scores_file import read_scores
+
+    if crm not in CRMS:
+        raise InputInvalid(f"CRM: found {crm!r}, expected one of: {', '.join(CRMS)}")
+    settings = _settings(config)
+    frame = read_scores(scores)
+    module = salesforce if crm == "salesforce" else hubspot
+    written = module.write_files(frame, settings.crm, out_dir, scores.name)
+    out.print(f"wrote {len(frame):,} scores for {crm} → {written[0]}; the fields' definitions beside it ({len(written) - 1} files)")
+    if crm == "salesforce":
+        out.print(f"deploy the fields once: `sf project deploy start --source-dir {out_dir / 'salesforce-metadata' / 'force-app'} --target-org ORG`, "
+                  f"then assign the permission set {salesforce.PERMISSION_SET} to the user who upserts")
+    else:
+        out.print(f"create the properties once: POST {out_dir / 'property-group.json'} to /crm/v3/properties/deals/groups and {out_dir / 'properties.json'} to /crm/v3/properties/deals/batch/create")
+    if not push:
+        return
+    pushed = _push(crm, settings, frame, module)
+    out.print(f"{crm}: {pushed.written:,} of {pushed.sent:,} records written ({pushed.reference})")
+    if len(pushed.failed):
+        failures = out_dir / "push-failures.csv"
+        pushed.failed.to_csv(failures, index=False)
+        show_table([{"record": r.record_id, "why": r.error} for r in pushed.failed.head(20).itertuples()], title=f"{len(pushed.failed):,} records not written (all in {failures})")
+        raise typer.Exit(1)
+
+
+def _push(crm: str, settings: Settings, frame: pd.DataFrame, module):
+    from scoring.crm.hubspot import BatchUpdate
+    from scoring.crm.salesforce import BulkApi
+
+    with steps(f"push to {crm}") as step:
+        if crm == "salesforce":
+            if not settings.salesforce_instance_url or settings.salesforce_access_token is None:
+                raise InputInvalid("--push to Salesforce needs SALESFORCE_INSTANCE_URL (https://yourorg.my.salesforce.com) and SALESFORCE_ACCESS_TOKEN in the environment "
+                                   "(`sf org display --target-org ORG --json` prints both)")
+            rows = module.upsert_frame(frame, settings.crm)
+            api = BulkApi(settings.salesforce_instance_url, settings.salesforce_access_token.get_secret_value(), settings.crm.salesforce_api_version,
+                          settings.crm.poll_seconds, settings.crm.push_timeout_seconds)
+        else:
+            if settings.hubspot_access_token is None:
+                raise InputInvalid("--push to HubSpot needs HUBSPOT_ACCESS_TOKEN in the environment (a private app's token with the crm.objects.deals.write scope)")
+            rows = module.import_frame(frame, settings.crm)
+            api = BatchUpdate(settings.crm.hubspot_base_url, settings.hubspot_access_token.get_secret_value())
+        return api.push(rows, progress=step)
+
+
 @app.command("stage-weights")
 @engine_options
 def stage_weights(
