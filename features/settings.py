@@ -86,6 +86,7 @@ class SnapshotConfig(_Section):
 
 class ServingConfig(_Section):
     max_batch: int = Field(default=1000, ge=1)
+    max_events: int = Field(default=10_000, ge=1, description="events in one POST /v1/events")
     max_body_bytes: int = Field(default=10_000_000, ge=1_000)
     reload_seconds: float = Field(default=10.0, gt=0, description="how often the service asks the registry for a new champion")
     record_scores: bool = Field(default=False, description="keep what the CRM sends to POST /v1/score in score history (opt-in)")

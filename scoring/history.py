@@ -166,6 +166,15 @@ def _times(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
+def migrate(engine: sa.Engine) -> None:
+    """Bring the database to the latest revision (score history and events share it)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
 class ScoreHistory:
     def __init__(self, url: str, model_name: str) -> None:
         self.model_name = model_name
@@ -182,11 +191,7 @@ class ScoreHistory:
         return cls(settings.history_url, settings.model_name)
 
     def migrate(self) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        migrate(self.engine)
 
     def record(self, scored: pd.DataFrame, scored_at: pd.Timestamp, model_version: str, source: str, run: RunFacts | None = None) -> int:
         """One row per scored opportunity, and one for the run (what its version promised, the

@@ -30,7 +30,7 @@ from features.contract import ExportInvalid
 from features.settings import Settings
 from serving.deps import MISSING_KEY, has_key
 from serving.holder import ModelHolder
-from serving.routes import forecast, health, model, monitor, pipeline, score
+from serving.routes import forecast, health, model, monitor, opportunities, pipeline, score
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -234,6 +234,7 @@ def _routes(app: FastAPI) -> None:
     app.include_router(pipeline.router)
     app.include_router(forecast.router)
     app.include_router(monitor.router)
+    app.include_router(opportunities.router)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

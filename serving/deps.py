@@ -93,10 +93,11 @@ async def _count_first(request: Request) -> None:
         said = f"{exc}: send numbers as numbers and missing values as null" if "is not JSON" in str(exc) else f"not JSON that can be read: {str(exc)[:200]}"
         raise RequestValidationError([{"loc": ["body"], "msg": said, "type": "json_invalid"}]) from None
     request._json = parsed  # read by FastAPI instead of parsing again
-    limit = request.app.state.settings.serving.max_batch
-    items = parsed.get("opportunities") if isinstance(parsed, dict) else None
-    if isinstance(items, list) and len(items) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=f"{len(items)} opportunities in one batch; at most {limit}")
+    serving = request.app.state.settings.serving
+    for name, limit in (("opportunities", serving.max_batch), ("events", serving.max_events)):
+        items = parsed.get(name) if isinstance(parsed, dict) else None
+        if isinstance(items, list) and len(items) > limit:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=f"{len(items)} {name} in one batch; at most {limit}")
 
 
 def v1_router(tag: str) -> APIRouter:

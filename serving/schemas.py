@@ -79,6 +79,22 @@ class FieldChange(BaseModel):
     value: str = Field(min_length=1, max_length=100, description="the new value as text: a number for amount, an ISO 8601 date for expected_close_date")
     changed_at: Timestamp = Field(description="when it changed; ISO 8601, naive = UTC")
 
+    def problem(self) -> str | None:
+        """What is wrong with the value for its field (an amount is a number, a close date a date)."""
+        if self.field == "amount":
+            try:
+                ok = math.isfinite(float(self.value)) and 0 <= float(self.value) <= MAX_AMOUNT
+            except ValueError:
+                ok = False
+            return None if ok else f"found {self.value!r}, expected a number from 0 to 10^15 (the new amount)"
+        if self.field == "expected_close_date":
+            try:
+                ok = _EARLIEST <= _utc(datetime.fromisoformat(self.value.replace("Z", "+00:00"))) <= _LATEST
+            except ValueError:
+                ok = False
+            return None if ok else f"found {self.value!r}, expected an ISO 8601 date from {_EARLIEST:%Y-%m-%d} to {_LATEST:%Y-%m-%d} (the new close date)"
+        return None
+
 
 class Opportunity(BaseModel):
     """One opportunity with its own history; any extra scalar field is a segment attribute."""
@@ -102,20 +118,9 @@ class Opportunity(BaseModel):
             if not isinstance(value, Scalar):
                 raise ValueError(f"segment attribute {name!r} must be a string, number, boolean or null")
         for j, change in enumerate(self.field_history):
-            if change.field == "amount":
-                try:
-                    ok = math.isfinite(float(change.value)) and 0 <= float(change.value) <= MAX_AMOUNT
-                except ValueError:
-                    ok = False
-                if not ok:
-                    raise ValueError(f"field_history[{j}].value: found {change.value!r}, expected a number from 0 to 10^15 (the new amount)")
-            elif change.field == "expected_close_date":
-                try:
-                    ok = _EARLIEST <= _utc(datetime.fromisoformat(change.value.replace("Z", "+00:00"))) <= _LATEST
-                except ValueError:
-                    ok = False
-                if not ok:
-                    raise ValueError(f"field_history[{j}].value: found {change.value!r}, expected an ISO 8601 date from {_EARLIEST:%Y-%m-%d} to {_LATEST:%Y-%m-%d} (the new close date)")
+            said = change.problem()
+            if said:
+                raise ValueError(f"field_history[{j}].value: {said}")
         times = [e.entered_at for e in self.stage_history]
         for j in range(1, len(times)):
             try:
@@ -185,3 +190,102 @@ class Problem(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: list[Problem] | str
+
+
+OpportunityId = Annotated[str, Field(min_length=1, max_length=200, description="the CRM's record id")]
+
+
+class StageRow(StageEntry):
+    opportunity_id: OpportunityId
+
+
+class ActivityRow(Activity):
+    opportunity_id: OpportunityId
+
+
+class FieldRow(FieldChange):
+    opportunity_id: OpportunityId
+
+    @model_validator(mode="after")
+    def _value(self) -> FieldRow:
+        said = self.problem()
+        if said:
+            raise ValueError(f"value: {said}")
+        return self
+
+
+class OpportunityRecord(BaseModel):
+    """An opportunity's record, whole or in part: the fields it names replace the stored ones (null
+    empties one), the others stay. A new opportunity needs created_at and amount."""
+
+    model_config = ConfigDict(extra="allow")
+    opportunity_id: OpportunityId
+    created_at: Timestamp | None = None
+    amount: Annotated[float, Strict()] | None = Field(default=None, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
+    account_id: str | None = None
+    owner_id: str | None = None
+    team: str | None = None
+    expected_close_date: Timestamp | None = None
+    loss_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _scalars(self) -> OpportunityRecord:
+        for name, value in (self.model_extra or {}).items():
+            if not isinstance(value, Scalar):
+                raise ValueError(f"segment attribute {name!r} must be a string, number, boolean or null")
+        return self
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event_id: str = Field(min_length=1, max_length=200, description="the sender's id of this event: sending it again changes nothing")
+
+
+class OpportunityEvent(_Event):
+    table: Literal["opportunities"]
+    changed_at: Timestamp = Field(description="when the record changed in the CRM (LastModifiedDate, hs_lastmodifieddate): of two changes, the later stands")
+    row: OpportunityRecord
+
+
+class StageEvent(_Event):
+    table: Literal["stage_history"]
+    row: StageRow
+
+
+class ActivityEvent(_Event):
+    table: Literal["activities"]
+    row: ActivityRow
+
+
+class FieldEvent(_Event):
+    table: Literal["field_history"]
+    row: FieldRow
+
+
+EXAMPLE_EVENTS = [
+    {"event_id": "sf-00Q-1", "table": "opportunities", "changed_at": "2026-10-01T08:00:00Z",
+     "row": {"opportunity_id": "OPP-0002", "created_at": "2026-10-01T08:00:00Z", "amount": 18000, "owner_id": "rep-3", "industry": "retail"}},
+    {"event_id": "sf-hist-1", "table": "stage_history", "row": {"opportunity_id": "OPP-0002", "stage": "Prospecting", "entered_at": "2026-10-01T08:00:00Z"}},
+    {"event_id": "sf-task-1", "table": "activities", "row": {"opportunity_id": "OPP-0002", "occurred_at": "2026-10-02T14:00:00Z", "type": "call", "direction": "outbound"}},
+    {"event_id": "sf-fh-1", "table": "field_history", "row": {"opportunity_id": "OPP-0002", "field": "amount", "value": "21000", "changed_at": "2026-10-03T09:00:00Z"}},
+]
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"events": EXAMPLE_EVENTS}]})
+    events: list[Annotated[OpportunityEvent | StageEvent | ActivityEvent | FieldEvent, Field(discriminator="table")]] = Field(
+        min_length=1, description="rows of the contract's tables, each with its event id; in any order")
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="events stored now")
+    duplicates: int = Field(description="events already stored (sent before): nothing changed")
+    opportunities: list[str] = Field(description="the opportunities whose scores these events moved")
+    stored: int = Field(description="events stored in all")
+
+
+class OpportunityScore(Score):
+    model_version: str
+    model_source: Literal["registry", "export"]
+    as_of: datetime = Field(description="the time scored: the newest time of the served export or of any event (or the as_of asked for)")
+    events: int = Field(description="events laid over the export's rows of this opportunity")

@@ -47,6 +47,7 @@ class View:
     deals: pd.DataFrame
     validated: Any
     panels: dict = field(default_factory=dict)
+    positions: dict | None = None  # opportunity id → its row in deals, made on the first lookup by id
 
 
 def _export_stamp(folder: Path) -> float:
