@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from scoring.events import Event, EventConflict, EventStore, overlay
-from tests.postgres import postgres_url  # noqa: F401 - a fixture
 
 T = pd.Timestamp("2026-09-01T00:00:00Z")
 
@@ -61,5 +60,5 @@ def test_the_store_on_sqlite(tmp_path) -> None:
     _store_checks(EventStore(f"sqlite:///{tmp_path / 'events.db'}", "oppscore"))
 
 
-def test_the_store_on_postgresql(postgres_url) -> None:  # noqa: F811 - the fixture
+def test_the_store_on_postgresql(postgres_url) -> None:
     _store_checks(EventStore(postgres_url, f"events-{random.randrange(10**9)}"))
