@@ -11,6 +11,7 @@ import html
 import inspect
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,8 +26,9 @@ from typer.core import TyperGroup
 from engines.runner import EngineOptions
 from features.contract import load_export, recording_warnings, summary
 from features.errors import InputInvalid, ModelNotFound, NotEnoughData, OppscoreError
-from features.loading import table_path
+from features.loading import find_table, table_path, write_export
 from features.settings import Settings, load_settings, project_name, settings_toml
+from features.tables import TABLE_NAMES
 from features.times import to_utc, utc_now
 from oppscore.console import console, out, setup_logging, show_table, steps
 
@@ -117,7 +119,6 @@ def generate(
 ) -> None:
     """Write a synthetic CRM export with known signal, and its oppscore.toml (with a project
     name from the folder: its own model, champion and score history)."""
-    from features.loading import write_export
     from features.synthetic import generate as make
 
     if stages not in ("en", "zh"):
@@ -140,16 +141,17 @@ def generate(
 def import_(
     kind: Annotated[str, typer.Argument(help="the export's source: salesforce, hubspot or maven")],
     src: Annotated[Path, typer.Argument(help="the folder of the source export")],
-    out_dir: Annotated[Path, typer.Option("--out")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder to write the canonical tables to")] = None,
+    into: Annotated[Path | None, typer.Option("--into", help="salesforce: a folder imported before; SRC (a newer export, or only the rows changed since) is merged into it")] = None,
     attach_account_tasks: Annotated[bool, typer.Option(help="salesforce: attach tasks on an account to that account's deals")] = False,
     pipeline: Annotated[str | None, typer.Option(help="hubspot: the pipeline to import (default: the one with the most deals)")] = None,
     engagements: Annotated[Path | None, typer.Option(help="hubspot: the activities export (calls, e-mails, meetings, notes, tasks) with deal associations")] = None,
 ) -> None:
-    """Convert a known CRM export into the canonical tables (and an oppscore.toml)."""
+    """Convert a known CRM export into the canonical tables (and an oppscore.toml); with
+    --into, merge a newer Salesforce export into a folder imported before."""
     from features.adapters.hubspot import import_hubspot
     from features.adapters.maven import import_maven
-    from features.adapters.salesforce import import_salesforce
-    from features.loading import write_export
+    from features.adapters.salesforce import import_salesforce, save_source
 
     importers = {
         "salesforce": lambda: import_salesforce(src, attach_account_tasks=attach_account_tasks),
@@ -158,23 +160,100 @@ def import_(
     }
     if kind not in importers:
         raise InputInvalid(f"KIND: found {kind!r}, expected one of: {', '.join(importers)}")
+    if (out_dir is None) == (into is None):
+        raise typer.BadParameter("give --out (a new import) or --into (merge into an earlier one), one of the two", param_hint="--out/--into")
+    if into is not None:
+        if kind != "salesforce":
+            raise InputInvalid(f"--into: merging is for Salesforce exports (record ids say which row replaces which); re-import the {kind} export whole with --out")
+        _import_into(src, into)
+        return
     with steps(f"import {kind}") as step:
         step("reading")
         imported = importers[kind]()
         step("writing")
         write_export(imported.tables, out_dir)
-        header = getattr(imported, "header", "")
-        (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments, header=header, project=project_name(out_dir)), encoding="utf-8")
+        if kind == "salesforce":
+            save_source(imported.source, out_dir, {"attach_account_tasks": attach_account_tasks})
+        (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments, header=imported.header, project=project_name(out_dir)), encoding="utf-8")
+    _show_report(imported.report, f"import {kind}: what was kept and dropped")
+    for note in imported.notes:
+        out.print(note)
+    out.print(f"wrote the canonical tables and oppscore.toml to {out_dir}; next: oppscore validate --data {out_dir}")
+
+
+def _show_report(report: dict, title: str) -> None:
     rows = []
-    for name, value in imported.report.items():
+    for name, value in report.items():
         if isinstance(value, dict):
             rows += [{"": f"{name}: {k}", "value": v} for k, v in value.items()] or [{"": name, "value": "none"}]
         else:
             rows.append({"": name, "value": value})
-    show_table(rows, title=f"import {kind}: what was kept and dropped")
-    for note in getattr(imported, "notes", []):
-        out.print(note)
-    out.print(f"wrote the canonical tables and oppscore.toml to {out_dir}; next: oppscore validate --data {out_dir}")
+    show_table(rows, title=title)
+
+
+def _import_into(src: Path, into: Path) -> None:
+    """A newer export merged into an imported folder: the objects kept there with the newer
+    rows laid over (by record id; deleted rows honoured), converted again, and the tables
+    replaced only once the new ones are written; the folder's own oppscore.toml is kept."""
+    import tomllib
+
+    from features.adapters.salesforce import import_objects, load_source, merge, read_objects, save_source
+    from features.settings import StageConfig
+
+    with steps("import salesforce --into") as step:
+        step("reading what was imported before")
+        older, options = load_source(into)
+        before = _table_counts(into)
+        step(f"reading {src}")
+        newer = read_objects(src, delta=True)
+        step("merging")
+        merged, changes = merge(older, newer)
+        step("converting")
+        imported = import_objects(merged, f"{into} (merged with {src})", **options)
+        step("writing")
+        fresh = into / ".into.new"
+        if fresh.exists():
+            shutil.rmtree(fresh)
+        write_export(imported.tables, fresh)
+        for name in TABLE_NAMES:
+            stale = find_table(into, name)
+            made = find_table(fresh, name)
+            if made is not None:
+                made.replace(into / made.name)
+            if stale is not None and (made is None or stale.name != made.name):
+                stale.unlink()
+        shutil.rmtree(fresh)
+        save_source(merged, into, options)
+    after = _table_counts(into)
+    show_table([{"object": name, **counts} for name, counts in changes.items()], title=f"merged from {src}")
+    show_table([{"table": name, "before": before.get(name, 0), "after": after.get(name, 0), "change": f"{after.get(name, 0) - before.get(name, 0):+,}"} for name in TABLE_NAMES],
+               title=f"{into}: rows per table")
+    config_path = into / "oppscore.toml"
+    proposed = settings_toml(imported.stages, imported.segments, header=imported.header, project=project_name(into))
+    if not config_path.exists():
+        config_path.write_text(proposed, encoding="utf-8")
+    else:
+        kept = tomllib.loads(config_path.read_text(encoding="utf-8")).get("stages")
+        if kept is None or StageConfig(**kept).model_dump() != imported.stages.model_dump():
+            (into / "oppscore.imported.toml").write_text(proposed, encoding="utf-8")
+            out.print(f"[yellow]the stages changed[/yellow] with this export: {into / 'oppscore.toml'} is kept as it is; the stages as imported now are in {into / 'oppscore.imported.toml'}")
+    out.print(f"merged {src} into {into}; next: oppscore score --data {into} --out scores.csv")
+
+
+def _table_counts(folder: Path) -> dict[str, int]:
+    """Rows per canonical table of an export folder (CSV records, Parquet rows)."""
+    import pyarrow.parquet as pq
+
+    counts = {}
+    for name in TABLE_NAMES:
+        path = find_table(folder, name)
+        if path is None:
+            continue
+        if path.suffix == ".parquet":
+            counts[name] = pq.ParquetFile(path).metadata.num_rows
+        else:
+            counts[name] = len(pd.read_csv(path, usecols=[0], dtype=str))
+    return counts
 
 
 @app.command()
@@ -966,7 +1045,6 @@ def demo(
     Run again, it reuses the champion and the key when the data did not change."""
     import json
 
-    from features.loading import write_export
     from features.synthetic import generate as make
     from scoring.store import champion_version, load_version
 

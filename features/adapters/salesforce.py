@@ -30,6 +30,8 @@ is dropped and counted, in one of these it is an error naming file, line and col
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,7 @@ class Imported:
     report: dict[str, object]
     header: str = ""  # comment lines for oppscore.toml: where each value came from
     notes: list[str] = field(default_factory=list)
+    source: dict[str, pd.DataFrame] = field(default_factory=dict)  # the objects as read, kept beside the tables for `import --into`
 
 
 # What is read of each object (API names; found by exact name first, see `reading.read_csv`):
@@ -64,16 +67,16 @@ class Imported:
 FIELDS = {
     "Opportunity": ["Id", "IsDeleted", "AccountId", "StageName", "Amount", "Probability", "CloseDate", "Type", "LeadSource", "IsClosed", "IsWon",
                     "OwnerId", "CreatedDate", "CurrencyIsoCode", "StageSortOrder"],
-    "OpportunityHistory": ["OpportunityId", "CreatedDate", "StageName", "Amount", "CloseDate", "Probability", "ForecastCategory", "IsDeleted"],
+    "OpportunityHistory": ["Id", "OpportunityId", "CreatedDate", "StageName", "Amount", "CloseDate", "Probability", "ForecastCategory", "IsDeleted"],
     "OpportunityStage": ["MasterLabel", "IsClosed", "IsWon", "SortOrder", "DefaultProbability", "IsDeleted"],
-    "OpportunityFieldHistory": ["OpportunityId", "Field", "CreatedDate", "NewValue", "IsDeleted"],
+    "OpportunityFieldHistory": ["Id", "OpportunityId", "Field", "CreatedDate", "NewValue", "IsDeleted"],
     "CurrencyType": ["IsoCode", "ConversionRate", "IsCorporate", "IsDeleted"],
-    "DatedConversionRate": ["IsoCode", "ConversionRate", "StartDate", "NextStartDate", "IsDeleted"],
+    "DatedConversionRate": ["Id", "IsoCode", "ConversionRate", "StartDate", "NextStartDate", "IsDeleted"],
     "User": ["Id", "UserRoleId", "IsDeleted"],
     "UserRole": ["Id", "Name", "IsDeleted"],
     "Account": ["Id", "Type", "Industry", "BillingCountry", "IsDeleted"],
-    "Task": ["WhatId", "WhoId", "OwnerId", "Status", "IsClosed", "ActivityDate", "CompletedDateTime", "TaskSubtype", "Type", "CallType", "IsDeleted"],
-    "Event": ["WhatId", "WhoId", "OwnerId", "StartDateTime", "ActivityDateTime", "EventSubtype", "Type", "CallType", "IsDeleted"],
+    "Task": ["Id", "WhatId", "WhoId", "OwnerId", "Status", "IsClosed", "ActivityDate", "CompletedDateTime", "TaskSubtype", "Type", "CallType", "IsDeleted"],
+    "Event": ["Id", "WhatId", "WhoId", "OwnerId", "StartDateTime", "ActivityDateTime", "EventSubtype", "Type", "CallType", "IsDeleted"],
 }
 
 
@@ -81,29 +84,127 @@ def _custom(name: str) -> bool:
     return name.endswith("__c")
 
 
-class _Source:
-    """One export folder: each object's rows, deleted rows dropped, counts kept for the report."""
+# How a newer export's row replaces an older one (`merge`): by record id, else by the object's
+# natural key; rows without either are kept once each.
+MERGE_KEYS = {"OpportunityStage": "masterlabel", "CurrencyType": "isocode"}
 
-    def __init__(self, folder: Path) -> None:
-        if not folder.is_dir():
-            raise InputInvalid(f"{folder}: not a folder (expected a Salesforce Data Export folder with Opportunity.csv and OpportunityHistory.csv)")
-        missing = [name for name in REQUIRED_FILES if find(folder, name) is None]
-        if missing:
-            raise InputInvalid(f"{folder}: not a Salesforce export, missing {', '.join(missing)} (file names in any case)")
-        self.folder = folder
+
+def read_objects(folder: Path, delta: bool = False) -> dict[str, pd.DataFrame]:
+    """Every object of FIELDS the export folder holds, as read (deleted rows included, each row
+    with its `_file` and `_line`): what an import converts and keeps for the next `--into`.
+    A delta (`delta`: the rows changed since an earlier export) may lack the required files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputInvalid(f"{folder}: not a folder (expected a Salesforce Data Export folder with Opportunity.csv and OpportunityHistory.csv)")
+    missing = [name for name in REQUIRED_FILES if find(folder, name) is None]
+    if missing and not delta:
+        raise InputInvalid(f"{folder}: not a Salesforce export, missing {', '.join(missing)} (file names in any case)")
+    objects = {}
+    for name in FIELDS:
+        path = find(folder, f"{name}.csv")
+        if path is not None:
+            frame = read_csv(path, FIELDS[name], keep=_custom if name == "Opportunity" else lambda _c: False, line_column="_line")
+            control = frame.attrs["control bytes dropped"]
+            objects[name] = frame.assign(_file=path.name)
+            objects[name].attrs["control bytes dropped"] = control
+    if not objects:
+        raise InputInvalid(f"{folder}: no Salesforce object file in it (expected files such as Opportunity.csv, OpportunityHistory.csv, Task.csv)")
+    return objects
+
+
+def merge(older: dict[str, pd.DataFrame], newer: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, int]]]:
+    """The export as it stands after `newer`: each of its rows replaces the older row with the same
+    record id (a row marked IsDeleted replaces it too, and the import then drops it), the others
+    are added; older rows it does not name stay. With what was added, changed, deleted and
+    resent unchanged, per object."""
+    merged, changes = {}, {}
+    for name in FIELDS:
+        old, new = older.get(name), newer.get(name)
+        if new is None or old is None:
+            if new is not None or old is not None:
+                merged[name] = old if new is None else new
+            if new is not None:
+                changes[name] = {"added": len(new), "changed": 0, "deleted": int(_flag(new, "isdeleted").sum()), "unchanged": 0}
+            continue
+        by = MERGE_KEYS.get(name, "id")
+        content = [c for c in new.columns if c not in ("_file", "_line")]
+        if by not in old.columns or by not in new.columns:  # no key: rows are facts, each kept once
+            both = pd.concat([old, new], ignore_index=True)
+            merged[name] = both[~both.duplicated(subset=[c for c in both.columns if c not in ("_file", "_line")])].reset_index(drop=True)
+            changes[name] = {"added": len(merged[name]) - len(old), "changed": 0, "deleted": 0, "unchanged": len(both) - len(merged[name])}
+            continue
+        new = new.drop_duplicates(by, keep="last")
+        before = old.drop_duplicates(by, keep="last").set_index(by)
+        known = new[by].isin(before.index)
+        same = np.zeros(len(new), dtype=bool)
+        if known.any():
+            prior = before.loc[new.loc[known, by], [c for c in content if c != by and c in before.columns]].reset_index(drop=True)
+            now = new.loc[known, [c for c in content if c != by and c in before.columns]].reset_index(drop=True)
+            prior, now = prior.astype(object), now.astype(object)
+            same[np.flatnonzero(known.to_numpy())] = ((prior == now) | (prior.isna() & now.isna())).all(axis=1).to_numpy()
+        was_deleted = new[by].map(_flag(before, "isdeleted")).fillna(False).to_numpy(dtype=bool) if "isdeleted" in before.columns else np.zeros(len(new), dtype=bool)
+        deleted = _flag(new, "isdeleted").to_numpy() & ~was_deleted
+        changes[name] = {"added": int((~known).sum()), "changed": int((known.to_numpy() & ~same & ~deleted).sum()), "deleted": int(deleted.sum()), "unchanged": int(same.sum())}
+        merged[name] = pd.concat([old[~old[by].isin(new[by])], new], ignore_index=True)
+    for frame in merged.values():  # rows at one instant are taken in this order (the older export's first), as a file of the merged rows would give them
+        frame["_line"] = np.arange(len(frame)) + 2
+    return merged, changes
+
+
+SOURCE = Path(".source") / "salesforce"  # inside an imported folder: the objects it was made from
+
+
+def save_source(objects: dict[str, pd.DataFrame], folder: Path, options: dict) -> None:
+    """Keep the objects an import read beside its tables (Parquet, one file per object), with the
+    import's options, so that a newer export can be merged in later (`import --into`). Written
+    to a new folder and swapped in, so a failure leaves the previous source whole."""
+    target = Path(folder) / SOURCE
+    fresh = target.with_name(target.name + ".new")
+    if fresh.exists():
+        shutil.rmtree(fresh)
+    fresh.mkdir(parents=True)
+    for name, frame in objects.items():
+        frame.to_parquet(fresh / f"{name}.parquet", index=False)
+    (fresh / "import.json").write_text(json.dumps({"kind": "salesforce", "options": options}), encoding="utf-8")
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        target.rename(old)
+    fresh.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def load_source(folder: Path) -> tuple[dict[str, pd.DataFrame], dict]:
+    """The objects and options `save_source` kept in an imported folder."""
+    target = Path(folder) / SOURCE
+    if not (target / "import.json").exists():
+        raise InputInvalid(f"--into {folder}: no Salesforce import kept there ({SOURCE} is missing); import a full export into it first "
+                           f"(`oppscore import salesforce FULL_EXPORT --out {folder}`), then merge newer ones with --into")
+    objects = {}
+    for path in sorted(target.glob("*.parquet")):
+        frame = pd.read_parquet(path)
+        objects[path.stem] = frame.astype({c: object for c in frame.columns if c != "_line"})
+    return objects, json.loads((target / "import.json").read_text(encoding="utf-8"))["options"]
+
+
+class _Source:
+    """One export's objects: each object's rows, deleted rows dropped, counts kept for the report."""
+
+    def __init__(self, objects: dict[str, pd.DataFrame], label: str) -> None:
+        self.objects = objects
+        self.folder = label
         self.read: dict[str, dict[str, int]] = {}
         self.control: dict[str, int] = {}  # "file: column" → values whose control bytes were dropped
 
     def table(self, name: str, required: list[str] | None = None) -> pd.DataFrame | None:
-        path = find(self.folder, f"{name}.csv")
-        if path is None:
+        frame = self.objects.get(name)
+        if frame is None:
             return None
-        frame = read_csv(path, FIELDS[name], keep=_custom if name == "Opportunity" else lambda _c: False, line_column="_line")
+        file = frame["_file"].iloc[0] if len(frame) else f"{name}.csv"
         lacking = [c for c in required or [] if key(c) not in frame.columns]
         if lacking:
-            raise ExportInvalid([Problem(path.name, "line 1", c, "no such column", f"a column named {c!r} (required)") for c in lacking])
-        self.control.update({f"{path.name}: {col}": n for col, n in frame.attrs["control bytes dropped"].items()})
-        frame = frame.assign(_file=path.name)
+            raise ExportInvalid([Problem(file, "line 1", c, "no such column", f"a column named {c!r} (required)") for c in lacking])
+        self.control.update({f"{file}: {col}": n for col, n in frame.attrs.get("control bytes dropped", {}).items()})
         deleted = frame["isdeleted"].fillna("0").str.lower().isin(TRUE) if "isdeleted" in frame.columns else pd.Series(False, index=frame.index)
         self.read[name] = {"rows read": len(frame), "deleted rows dropped": int(deleted.sum())}
         return frame[~deleted].reset_index(drop=True)
@@ -243,7 +344,12 @@ def _stage_config(src: _Source, opps: pd.DataFrame, entries: pd.DataFrame, repor
 
 
 def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Imported:
-    src = _Source(Path(folder))
+    return import_objects(read_objects(Path(folder)), str(folder), attach_account_tasks)
+
+
+def import_objects(objects: dict[str, pd.DataFrame], label: str, attach_account_tasks: bool = False) -> Imported:
+    """The canonical tables of an export's objects (`read_objects`, or `merge`d ones)."""
+    src = _Source(objects, label)
     problems: list[Problem] = []
     report: dict[str, object] = {}
     opps = src.table("Opportunity", ["Id", "StageName", "CreatedDate"])
@@ -280,7 +386,7 @@ def import_salesforce(folder: Path, attach_account_tasks: bool = False) -> Impor
     _counted(src, report, stage_history, config, len(canonical))
     header = "Written by `oppscore import salesforce` from " + str(src.folder) + "\n" + "\n".join(said)
     segments = [s for s in SEGMENTS if canonical[s].notna().any() and canonical[s].nunique() >= 2]
-    return Imported(Tables(canonical, stage_history, activities, fields), config, segments, report, header, said)
+    return Imported(Tables(canonical, stage_history, activities, fields), config, segments, report, header, said, objects)
 
 
 def _entries(hist: pd.DataFrame, opps: pd.DataFrame, created: pd.Series, problems: list[Problem], report: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
