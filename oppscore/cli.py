@@ -174,9 +174,9 @@ def import_(
         write_export(imported.tables, out_dir)
         if kind == "salesforce":
             save_source(imported.source, out_dir, {"attach_account_tasks": attach_account_tasks})
-        (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments, header=imported.header, project=project_name(out_dir)), encoding="utf-8")
+        (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments, header=getattr(imported, "header", ""), project=project_name(out_dir)), encoding="utf-8")
     _show_report(imported.report, f"import {kind}: what was kept and dropped")
-    for note in imported.notes:
+    for note in getattr(imported, "notes", []):
         out.print(note)
     out.print(f"wrote the canonical tables and oppscore.toml to {out_dir}; next: oppscore validate --data {out_dir}")
 
