@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 from features.errors import InputInvalid
 from features.tables import FIELD_HISTORY, TABLE_NAMES
@@ -89,6 +92,24 @@ def write_table(frame: pd.DataFrame, out: Path) -> None:
         raise InputInvalid(f"{out}: unknown output format {suffix!r}, expected .csv, .parquet or .json")
 
 
+def _arrow_text(frame: pd.DataFrame) -> pa.Table:
+    """A table as Arrow with every time as 2026-01-31T09:30:00Z, formatted by Arrow in C++
+    (pandas' `strftime` and `to_csv` take a Python step per value: seconds on the millions of
+    rows of an activity table). A column of mixed Python types is written as its text."""
+    columns = {}
+    for col in frame.columns:
+        values = frame[col]
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            whole = pc.cast(pa.array(values.dt.tz_convert("UTC").dt.floor("s")), pa.timestamp("s", tz="UTC"))
+            columns[str(col)] = pc.strftime(whole, format="%Y-%m-%dT%H:%M:%SZ")
+            continue
+        try:
+            columns[str(col)] = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[str(col)] = pa.array(values.map(lambda v: None if v is None or v != v else str(v)), type=pa.string(), from_pandas=True)
+    return pa.table(columns)
+
+
 def write_export(tables, folder: Path, fmt: str = "csv") -> None:
     """Write canonical tables as an export folder (ISO 8601 timestamps)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,8 +120,4 @@ def write_export(tables, folder: Path, fmt: str = "csv") -> None:
         if fmt == "parquet":
             frame.to_parquet(folder / f"{name}.parquet", index=False)
         else:
-            text = frame.copy()
-            for col in text.columns:
-                if isinstance(text[col].dtype, pd.DatetimeTZDtype):
-                    text[col] = text[col].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-            text.to_csv(folder / f"{name}.csv", index=False)
+            pa_csv.write_csv(_arrow_text(frame), folder / f"{name}.csv")

@@ -173,7 +173,7 @@ def import_(
         step("writing")
         write_export(imported.tables, out_dir)
         if kind == "salesforce":
-            save_source(imported.source, out_dir, {"attach_account_tasks": attach_account_tasks})
+            save_source(imported.source, out_dir, {"attach_account_tasks": attach_account_tasks}, imported.tables)
         (out_dir / "oppscore.toml").write_text(settings_toml(imported.stages, imported.segments, header=getattr(imported, "header", ""), project=project_name(out_dir)), encoding="utf-8")
     _show_report(imported.report, f"import {kind}: what was kept and dropped")
     for note in getattr(imported, "notes", []):
@@ -196,20 +196,26 @@ def _import_into(src: Path, into: Path) -> None:
     rows laid over (by record id; deleted rows honoured), converted again, and the tables
     replaced only once the new ones are written; the folder's own oppscore.toml is kept."""
     import tomllib
+    from concurrent.futures import ThreadPoolExecutor
 
-    from features.adapters.salesforce import import_objects, load_source, merge, read_objects, save_source
+    from features.adapters.salesforce import commit_source, import_objects, load_source, merge, read_objects, stage_source
     from features.settings import StageConfig
 
-    with steps("import salesforce --into") as step:
+    with steps("import salesforce --into") as step, ThreadPoolExecutor(1) as background:
         step("reading what was imported before")
-        older, options = load_source(into)
-        before = _table_counts(into)
+        older, kept = load_source(into)
+        options, before = kept["options"], kept.get("rows", {})
         step(f"reading {src}")
         newer = read_objects(src, delta=True)
         step("merging")
         merged, changes = merge(older, newer)
+        staged = background.submit(stage_source, merged, into, options)  # Parquet written by Arrow beside the conversion (two cores)
         step("converting")
-        imported = import_objects(merged, f"{into} (merged with {src})", **options)
+        try:
+            imported = import_objects(merged, f"{into} (merged with {src})", **options)
+        except BaseException:
+            shutil.rmtree(staged.result(), ignore_errors=True)
+            raise
         step("writing")
         fresh = into / ".into.new"
         if fresh.exists():
@@ -223,8 +229,8 @@ def _import_into(src: Path, into: Path) -> None:
             if stale is not None and (made is None or stale.name != made.name):
                 stale.unlink()
         shutil.rmtree(fresh)
-        save_source(merged, into, options)
-    after = _table_counts(into)
+        commit_source(staged.result(), imported.tables)
+    after = {name: len(imported.tables.frame(name)) for name in TABLE_NAMES}
     show_table([{"object": name, **counts} for name, counts in changes.items()], title=f"merged from {src}")
     show_table([{"table": name, "before": before.get(name, 0), "after": after.get(name, 0), "change": f"{after.get(name, 0) - before.get(name, 0):+,}"} for name in TABLE_NAMES],
                title=f"{into}: rows per table")
@@ -238,22 +244,6 @@ def _import_into(src: Path, into: Path) -> None:
             (into / "oppscore.imported.toml").write_text(proposed, encoding="utf-8")
             out.print(f"[yellow]the stages changed[/yellow] with this export: {into / 'oppscore.toml'} is kept as it is; the stages as imported now are in {into / 'oppscore.imported.toml'}")
     out.print(f"merged {src} into {into}; next: oppscore score --data {into} --out scores.csv")
-
-
-def _table_counts(folder: Path) -> dict[str, int]:
-    """Rows per canonical table of an export folder (CSV records, Parquet rows)."""
-    import pyarrow.parquet as pq
-
-    counts = {}
-    for name in TABLE_NAMES:
-        path = find_table(folder, name)
-        if path is None:
-            continue
-        if path.suffix == ".parquet":
-            counts[name] = pq.ParquetFile(path).metadata.num_rows
-        else:
-            counts[name] = len(pd.read_csv(path, usecols=[0], dtype=str))
-    return counts
 
 
 @app.command()

@@ -83,21 +83,27 @@ def score_points(bundle: Bundle, tables: Tables, points: pd.DataFrame, with_fact
     return frame
 
 
+def statuses(bundle: Bundle, tables: Tables, ids, as_of: pd.Timestamp) -> tuple[np.ndarray, Points, dict]:
+    """Each opportunity's status at as_of (open, won, lost, not yet created, stage unknown to
+    the model), with the points and stage state that scoring them reads."""
+    stages = bundle.spec.stages
+    ids_array = np.asarray(ids, dtype=object)
+    points = Points(ids_array, tables.index.codes(ids_array), np.full(len(ids_array), to_utc(as_of).value, dtype=np.int64))
+    state = state_arrays(tables, stages, points)
+    rows = tables.index.opportunity_rows(points.code)
+    not_yet = (rows < 0) | (tables.index.opp_created[np.maximum(rows, 0)] > to_utc(as_of).value)
+    open_now = state["is_open"] & ~not_yet
+    won = state["index_now"] == stages.won_index
+    lost = state["index_now"] == LOST_INDEX
+    return np.select([open_now, not_yet, won, lost], ["open", "not yet created", "won", "lost"], "stage unknown to the model"), points, state
+
+
 def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestamp, previous: pd.DataFrame | None = None) -> list[dict]:
     """Every requested opportunity in the order given, with its status at as_of (open, won,
     lost, not yet created); only the open ones are scored and carry the score fields (and,
     given `previous`, the change since and every factor's contribution)."""
-    stages = bundle.spec.stages
-    as_of = to_utc(as_of)
-    ids_array = np.asarray(ids, dtype=object)
-    points = Points(ids_array, tables.index.codes(ids_array), np.full(len(ids), as_of.value, dtype=np.int64))
-    state = state_arrays(tables, stages, points)
-    rows = tables.index.opportunity_rows(points.code)
-    not_yet = (rows < 0) | (tables.index.opp_created[np.maximum(rows, 0)] > as_of.value)
-    open_now = state["is_open"] & ~not_yet
-    won = state["index_now"] == stages.won_index
-    lost = state["index_now"] == LOST_INDEX
-    status = np.select([open_now, not_yet, won, lost], ["open", "not yet created", "won", "lost"], "stage unknown to the model")
+    status, points, state = statuses(bundle, tables, ids, as_of)
+    open_now = status == "open"
     records = [{"opportunity_id": i, "status": s} for i, s in zip(ids, status.tolist(), strict=True)]
     if open_now.any():
         scores = _scores(bundle, tables, points.where(open_now), {k: v[open_now] for k, v in state.items()}, True, previous)

@@ -42,7 +42,7 @@ from features.adapters.reading import find, key, original, read_csv
 from features.errors import ExportInvalid, InputInvalid, Problem
 from features.settings import StageConfig
 from features.stages import infer_stage_config
-from features.tables import TS_DTYPE, Tables
+from features.tables import TABLE_NAMES, TS_DTYPE, Tables
 
 NULL_ID = "000000000000000AAA"
 OPPORTUNITY_PREFIX = "006"
@@ -133,19 +133,26 @@ def merge(older: dict[str, pd.DataFrame], newer: dict[str, pd.DataFrame]) -> tup
             merged[name] = both[~both.duplicated(subset=[c for c in both.columns if c not in ("_file", "_line")])].reset_index(drop=True)
             changes[name] = {"added": len(merged[name]) - len(old), "changed": 0, "deleted": 0, "unchanged": len(both) - len(merged[name])}
             continue
-        new = new.drop_duplicates(by, keep="last")
-        before = old.drop_duplicates(by, keep="last").set_index(by)
-        known = new[by].isin(before.index)
+        new = new.drop_duplicates(by, keep="last").reset_index(drop=True)
+        old_keys, new_keys = old[by].to_numpy(dtype=object), new[by].to_numpy(dtype=object)
+        index, positions = pd.Index(old_keys, dtype=object), np.arange(len(old))
+        if not index.is_unique:  # an id twice in the older export: its last row stands
+            last = pd.Series(positions).groupby(old_keys).last()
+            index, positions = pd.Index(last.index.to_numpy(dtype=object), dtype=object), last.to_numpy()
+        hit = index.get_indexer(new_keys)
+        at = np.where(hit >= 0, positions[np.maximum(hit, 0)], -1)
+        known = at >= 0
+        prior_rows = old.iloc[at[known]].reset_index(drop=True)
+        shared = [c for c in content if c != by and c in old.columns]
+        prior, now = prior_rows[shared].astype(object), new.loc[known, shared].reset_index(drop=True).astype(object)
         same = np.zeros(len(new), dtype=bool)
-        if known.any():
-            prior = before.loc[new.loc[known, by], [c for c in content if c != by and c in before.columns]].reset_index(drop=True)
-            now = new.loc[known, [c for c in content if c != by and c in before.columns]].reset_index(drop=True)
-            prior, now = prior.astype(object), now.astype(object)
-            same[np.flatnonzero(known.to_numpy())] = ((prior == now) | (prior.isna() & now.isna())).all(axis=1).to_numpy()
-        was_deleted = new[by].map(_flag(before, "isdeleted")).fillna(False).to_numpy(dtype=bool) if "isdeleted" in before.columns else np.zeros(len(new), dtype=bool)
+        same[np.flatnonzero(known)] = ((prior == now) | (prior.isna() & now.isna())).all(axis=1).to_numpy()
+        was_deleted = np.zeros(len(new), dtype=bool)
+        if "isdeleted" in old.columns:
+            was_deleted[np.flatnonzero(known)] = _flag(prior_rows, "isdeleted").to_numpy()
         deleted = _flag(new, "isdeleted").to_numpy() & ~was_deleted
-        changes[name] = {"added": int((~known).sum()), "changed": int((known.to_numpy() & ~same & ~deleted).sum()), "deleted": int(deleted.sum()), "unchanged": int(same.sum())}
-        merged[name] = pd.concat([old[~old[by].isin(new[by])], new], ignore_index=True)
+        changes[name] = {"added": int((~known).sum()), "changed": int((known & ~same & ~deleted).sum()), "deleted": int(deleted.sum()), "unchanged": int(same.sum())}
+        merged[name] = pd.concat([old[~_isin(old[by], new[by])], new], ignore_index=True)
     for frame in merged.values():  # rows at one instant are taken in this order (the older export's first), as a file of the merged rows would give them
         frame["_line"] = np.arange(len(frame)) + 2
     return merged, changes
@@ -154,18 +161,32 @@ def merge(older: dict[str, pd.DataFrame], newer: dict[str, pd.DataFrame]) -> tup
 SOURCE = Path(".source") / "salesforce"  # inside an imported folder: the objects it was made from
 
 
-def save_source(objects: dict[str, pd.DataFrame], folder: Path, options: dict) -> None:
+def save_source(objects: dict[str, pd.DataFrame], folder: Path, options: dict, tables: Tables) -> None:
     """Keep the objects an import read beside its tables (Parquet, one file per object), with the
-    import's options, so that a newer export can be merged in later (`import --into`). Written
-    to a new folder and swapped in, so a failure leaves the previous source whole."""
-    target = Path(folder) / SOURCE
-    fresh = target.with_name(target.name + ".new")
+    import's options and its tables' row counts, so that a newer export can be merged in later
+    (`import --into`)."""
+    staged = stage_source(objects, folder, options)
+    commit_source(staged, tables)
+
+
+def stage_source(objects: dict[str, pd.DataFrame], folder: Path, options: dict) -> Path:
+    """The objects written to a folder beside the kept ones (`commit_source` swaps it in), so
+    that a failure before the swap leaves the previous source whole."""
+    fresh = Path(folder) / SOURCE.with_name(SOURCE.name + ".new")
     if fresh.exists():
         shutil.rmtree(fresh)
     fresh.mkdir(parents=True)
     for name, frame in objects.items():
         frame.to_parquet(fresh / f"{name}.parquet", index=False)
-    (fresh / "import.json").write_text(json.dumps({"kind": "salesforce", "options": options}), encoding="utf-8")
+    (fresh / "options.json").write_text(json.dumps(options), encoding="utf-8")
+    return fresh
+
+
+def commit_source(fresh: Path, tables: Tables) -> None:
+    options = json.loads((fresh / "options.json").read_text(encoding="utf-8"))
+    counts = {name: len(tables.frame(name)) for name in TABLE_NAMES}
+    (fresh / "import.json").write_text(json.dumps({"kind": "salesforce", "options": options, "rows": counts}), encoding="utf-8")
+    target = fresh.with_name(SOURCE.name)
     old = target.with_name(target.name + ".old")
     if target.exists():
         target.rename(old)
@@ -175,16 +196,22 @@ def save_source(objects: dict[str, pd.DataFrame], folder: Path, options: dict) -
 
 
 def load_source(folder: Path) -> tuple[dict[str, pd.DataFrame], dict]:
-    """The objects and options `save_source` kept in an imported folder."""
+    """The objects `save_source` kept in an imported folder, and what it said of them (the
+    import's options, the rows of each canonical table)."""
     target = Path(folder) / SOURCE
     if not (target / "import.json").exists():
         raise InputInvalid(f"--into {folder}: no Salesforce import kept there ({SOURCE} is missing); import a full export into it first "
                            f"(`oppscore import salesforce FULL_EXPORT --out {folder}`), then merge newer ones with --into")
     objects = {}
     for path in sorted(target.glob("*.parquet")):
-        frame = pd.read_parquet(path)
-        objects[path.stem] = frame.astype({c: object for c in frame.columns if c != "_line"})
-    return objects, json.loads((target / "import.json").read_text(encoding="utf-8"))["options"]
+        objects[path.stem] = pd.read_parquet(path)
+    return objects, json.loads((target / "import.json").read_text(encoding="utf-8"))
+
+
+def _isin(values: pd.Series, among) -> pd.Series:
+    """`values.isin(among)` by a hash of Python strings: pandas' Arrow-backed strings test
+    membership element by element, minutes on millions of rows."""
+    return pd.Series(values.to_numpy(dtype=object), index=values.index, dtype=object).isin(pd.Index(np.asarray(among, dtype=object), dtype=object))
 
 
 class _Source:
@@ -213,14 +240,20 @@ class _Source:
 def _written(values: pd.Series) -> pd.Series:
     """Ids as the export writes them (15 or 18 characters), so scores join back to the CRM as
     they are; the null id and blanks are missing."""
-    text = values.astype(object).where(values.notna(), None).str.strip()
+    text = _arrow_text(values).str.strip()
     return text.where(~text.isin(["", NULL_ID]) & text.notna(), None).astype(object)
+
+
+def _arrow_text(values: pd.Series) -> pd.Series:
+    """Text as Arrow-backed strings, whose string methods run in C++ (object columns take a
+    Python step per value: seconds on a million tasks)."""
+    return values if values.dtype == "string[pyarrow]" or str(values.dtype) == "str" else values.astype(object).where(values.notna(), None).astype("str")
 
 
 def _id(values: pd.Series) -> pd.Series:
     """Ids as join keys: the 15-character id (an 18-character id is its 15-character id and a
     checksum, and one file of an export may write 15 where another writes 18)."""
-    written = _written(values)
+    written = _arrow_text(_written(values))
     return written.str[:15].where(written.notna(), None).astype(object)
 
 
@@ -369,7 +402,8 @@ def import_objects(objects: dict[str, pd.DataFrame], label: str, attach_account_
     entries = entries.sort_values(["opportunity_id", "at"], kind="stable")
     entries = entries[~(entries["opportunity_id"].eq(entries["opportunity_id"].shift()) & entries["stage"].eq(entries["stage"].shift()))]
     first_at = entries.groupby("opportunity_id")["at"].min()
-    created = pd.Series(created.to_numpy(), index=opps["id_"]).combine(first_at.reindex(opps["id_"]), lambda a, b: b if pd.isna(a) or (pd.notna(b) and b < a) else a)
+    given, first = pd.Series(created.to_numpy(), index=opps["id_"]), first_at.reindex(opps["id_"])
+    created = given.where(given.notna() & ~(first < given), first)  # the first history row, when earlier
     first_stage = entries.groupby("opportunity_id")["stage"].first()
     report["deals created at a later stage (entered after the fact)"] = int((first_stage != config.open[0]).sum())
 

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from features.errors import ExportInvalid
 from features.times import to_utc
 from scoring.events import Event, EventConflict, EventStore, live_end, live_tables
-from scoring.score import score_ids
+from scoring.score import score_ids, statuses
 from serving.deps import LoadedDep, NowDep, SettingsDep, v1_router
 from serving.routes.pipeline import _records, view
 from serving.routes.score import ERRORS, bounded, history_of, previous_scores
@@ -112,17 +112,15 @@ def opportunity(request: Request, loaded: LoadedDep, settings: SettingsDep, now:
     end = to_utc(pd.Timestamp(as_of)) if as_of is not None else live_end(tables, latest)
     if end is None:
         raise HTTPException(404, detail=f"no opportunity {opportunity_id!r}: this service serves no export (`serve --data DIR`) and has received no events")
-    if not mine and v is not None and end == v.as_of:
-        answer = _from_view(v, opportunity_id)
-        if answer is not None:
-            return _respond(answer, loaded, end, 0)
     key = (opportunity_id, loaded.version, loaded.source, end, tuple(sorted(e.event_id for e in mine)), v.key if v is not None else None)
     cache = app.state.__dict__.setdefault("live_scores", OrderedDict())
     with _lock:
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-    answer = _score_live(app, loaded, tables, opportunity_id, mine, end, now)
+    answer = _from_view(v, opportunity_id, loaded) if not mine and v is not None and end == v.as_of else None
+    if answer is None:
+        answer = _score_live(app, loaded, tables, opportunity_id, mine, end, now)
     response = _respond(answer, loaded, end, len(mine))
     with _lock:
         cache[key] = response
@@ -131,15 +129,21 @@ def opportunity(request: Request, loaded: LoadedDep, settings: SettingsDep, now:
     return response
 
 
-def _from_view(v, opportunity_id: str) -> dict | None:
-    """The open deal's row of the served export's scores, when it is there."""
-    if v.positions is None:
-        v.positions = {oid: i for i, oid in enumerate(v.deals["opportunity_id"].tolist())}
+def _from_view(v, opportunity_id: str, loaded) -> dict | None:
+    """The deal's answer from the served export's scores: its scored row when it is open, its
+    status when it is not; None when the export does not hold it."""
+    with _lock:
+        if v.positions is None:
+            ids = v.validated.tables.opportunities["opportunity_id"].to_numpy(dtype=object)
+            status, _, _ = statuses(loaded.bundle, v.validated.tables, ids, v.as_of)
+            v.statuses = dict(zip(ids.tolist(), status.tolist(), strict=True))
+            v.positions = {oid: i for i, oid in enumerate(v.deals["opportunity_id"].tolist())}
     i = v.positions.get(opportunity_id)
-    if i is None:
-        return None
-    row = _records(v.deals.iloc[[i]])[0]
-    return {"opportunity_id": opportunity_id, "status": "open", **{k: row.get(k) for k in SCORE_FIELDS}}
+    if i is not None:
+        row = _records(v.deals.iloc[[i]])[0]
+        return {"opportunity_id": opportunity_id, "status": "open", **{k: row.get(k) for k in SCORE_FIELDS}}
+    status = v.statuses.get(opportunity_id)
+    return None if status is None or status == "open" else {"opportunity_id": opportunity_id, "status": status}
 
 
 def _score_live(app, loaded, tables, opportunity_id: str, mine: list[Event], end: pd.Timestamp, now: pd.Timestamp) -> dict:

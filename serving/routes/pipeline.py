@@ -48,6 +48,7 @@ class View:
     validated: Any
     panels: dict = field(default_factory=dict)
     positions: dict | None = None  # opportunity id → its row in deals, made on the first lookup by id
+    statuses: dict | None = None  # opportunity id → its status at as_of (open, won, lost, …), made with positions
 
 
 def _export_stamp(folder: Path) -> float:

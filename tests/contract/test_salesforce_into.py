@@ -97,3 +97,22 @@ def test_into_needs_an_earlier_salesforce_import(tmp_path: Path, export_dir: Pat
     assert result.exit_code == 1 and "merging is for Salesforce exports" in " ".join(result.output.split())
     result = runner.invoke(app, ["import", "salesforce", str(tmp_path / "sf"), "--into", str(export_dir), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
+
+
+def test_merge_by_record_id_counts_what_changed() -> None:
+    """Unit rules of the merge: the newer row replaces the older one by id (of an id written
+    twice in the older export, its last row), deletions are counted once, rows resent alike
+    are unchanged, objects without ids keep every distinct row once."""
+    from features.adapters.salesforce import merge
+
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["id", "isdeleted", "stagename", "_file", "_line"], dtype=object)
+
+    older = {"Opportunity": frame([["A", "0", "One", "o", 2], ["B", "0", "One", "o", 3], ["B", "0", "Two", "o", 4], ["C", "1", "One", "o", 5]]),
+             "Event": pd.DataFrame({"whatid": ["A", "B"], "_file": "e", "_line": [2, 3]}, dtype=object)}
+    newer = {"Opportunity": frame([["B", "0", "Two", "n", 2], ["A", "1", "One", "n", 3], ["C", "1", "One", "n", 4], ["D", "0", "One", "n", 5]]),
+             "Event": pd.DataFrame({"whatid": ["B", "C"], "_file": "f", "_line": [2, 3]}, dtype=object)}
+    merged, changes = merge(older, newer)
+    assert changes["Opportunity"] == {"added": 1, "changed": 0, "deleted": 1, "unchanged": 2}
+    assert merged["Opportunity"]["id"].tolist() == ["B", "A", "C", "D"] and merged["Opportunity"]["_line"].tolist() == [2, 3, 4, 5]
+    assert merged["Event"]["whatid"].tolist() == ["A", "B", "C"]
