@@ -148,3 +148,21 @@ def test_malformed_events_are_named_and_unknown_ids_are_404(live) -> None:
     assert r.status_code == 404 and "no opportunities record" in r.json()["detail"]
     assert client.get("/v1/opportunities/NOPE-1").status_code == 401
     assert client.post("/v1/events", json={"events": []}, headers=AUTH).status_code == 422
+
+
+def test_a_score_by_id_says_what_changed_since_the_last_recorded_run(served_store, tmp_path, medium, trained) -> None:
+    from scoring.history import RunFacts, ScoreHistory
+
+    folder = tmp_path / "export"
+    write_export(medium.tables, folder)
+    (folder / "oppscore.toml").write_text(settings_toml(medium.stages, medium.segments), encoding="utf-8")
+    settings = served_store.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'live.db'}"})
+    earlier = medium.tables.end - pd.Timedelta(days=14)
+    before = score_open(trained.bundle, medium.tables, earlier, previous=ScoreHistory.of(settings).previous([], earlier))
+    ScoreHistory.of(settings).record(before, earlier, "1", "batch", RunFacts.of(trained.bundle))
+    now = score_open(trained.bundle, medium.tables, medium.tables.end)
+    oid = next(i for i in now["opportunity_id"] if i in set(before["opportunity_id"]))
+    with TestClient(create_app(settings, data=folder, start_reloader=False), raise_server_exceptions=False) as client:
+        got = client.get(f"/v1/opportunities/{oid}", headers=AUTH).json()
+    was = int(before.set_index("opportunity_id").loc[oid, "score"])
+    assert got["previous_score"] == was and got["score_change"] == got["score"] - was and got["why_changed"] is not None
