@@ -230,6 +230,22 @@ class Tables:
             self.field_history[self.field_history["opportunity_id"].isin(ids)].reset_index(drop=True),
         )
 
+    @cached_property
+    def _opportunity_row(self) -> dict[str, int]:
+        return {oid: i for i, oid in enumerate(self.columns(OPPORTUNITIES)["opportunity_id"].tolist())}
+
+    def of_one(self, opportunity_id: str) -> Tables:
+        """One opportunity's rows, found by bisection in the tables' sort order (opportunity,
+        then time): a lookup among a hundred thousand deals, where `subset` scans every row."""
+        row = self._opportunity_row.get(opportunity_id)
+        opps = self.opportunities.iloc[[row]] if row is not None else self.opportunities.iloc[:0]
+        parts = []
+        for table in (STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY):
+            ids = self.columns(table)["opportunity_id"]
+            start, stop = np.searchsorted(ids, opportunity_id, "left"), np.searchsorted(ids, opportunity_id, "right")
+            parts.append(self.frame(table).iloc[start:stop].reset_index(drop=True))
+        return Tables(opps.reset_index(drop=True), *parts)
+
     def as_of(self, t: pd.Timestamp, stages: StageOrder) -> Tables:
         """The export as it looked at t: no row after t survives.
 

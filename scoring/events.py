@@ -15,12 +15,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from features.contract import validate_columns
 from features.settings import StageConfig
-from features.tables import ACTIVITIES, FIELD_HISTORY, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, TS_DTYPE, Tables, columns_of, empty
+from features.tables import ACTIVITIES, FIELD_HISTORY, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, Columns, Tables, empty
+from features.times import NAT, ns
 from scoring.history import METADATA, HistoryUnavailable, _engine, _utc, migrate
 
 EVENTS = sa.Table(
@@ -166,10 +168,10 @@ def _records(given: pd.DataFrame | None, events: list[Event]) -> pd.DataFrame | 
     return pd.DataFrame(list(records.values()))
 
 
-def overlay(tables: Tables | None, ids: list[str], events: list[Event]) -> pd.DataFrame | dict[str, pd.DataFrame]:
-    """These deals' rows of the served export (none without one) with their events laid over,
-    as the CRM's next export would hold them: a frame per table."""
-    base = tables.subset(ids) if tables is not None else None
+def overlay(tables: Tables | None, opportunity_id: str, events: list[Event]) -> dict[str, pd.DataFrame]:
+    """The deal's rows of the served export (none without one) with its events laid over, as
+    the CRM's next export would hold them: a frame per table."""
+    base = tables.of_one(opportunity_id) if tables is not None else None
     frames: dict[str, pd.DataFrame] = {}
     for kind in KINDS:
         given = base.frame(kind) if base is not None else None
@@ -188,29 +190,32 @@ def overlay(tables: Tables | None, ids: list[str], events: list[Event]) -> pd.Da
 def live_tables(tables: Tables | None, opportunity_id: str, events: list[Event], stages: StageConfig, now: pd.Timestamp) -> Tables:
     """One deal's checked tables: LookupError when neither the export nor an event holds its
     record; ExportInvalid (located by the deal) when its rows break the contract together."""
-    frames = overlay(tables, [opportunity_id], events)
+    frames = overlay(tables, opportunity_id, events)
     if frames[OPPORTUNITIES].empty:
         raise LookupError(opportunity_id)
-    columns = {kind: columns_of(_canonical(frames[kind], kind), kind) for kind in KINDS}
+    columns = {kind: _columns(frames[kind], kind) for kind in KINDS}
     where = {kind: (lambda i, k=kind: f"opportunity {opportunity_id}: {k}[{i}]") for kind in KINDS}
     return validate_columns(columns, stages, now, where).tables
 
 
-def _canonical(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """Rows laid over each other as the contract types them (times UTC, amount a float)."""
-    frame = frame.copy()
-    for col in TIMESTAMPS[kind]:
-        if col in frame.columns:
-            frame[col] = pd.to_datetime(frame[col], utc=True).astype(TS_DTYPE)
-    for col in REQUIRED[kind]:
-        if col not in frame.columns:
-            frame[col] = None
-    if "amount" in frame.columns:
-        frame["amount"] = pd.to_numeric(frame["amount"]).astype("float64")
+def _columns(frame: pd.DataFrame, kind: str) -> Columns:
+    """A deal's rows as the contract's arrays (times int64 ns UTC, amount float, the rest
+    objects with None), built column by column: a live score asks for one deal at a time."""
+    out: Columns = {}
     for col in frame.columns:
-        if col not in TIMESTAMPS[kind] and col != "amount":
-            frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
-    return frame
+        values = frame[col]
+        if col in TIMESTAMPS[kind]:
+            out[col] = ns(values)
+        elif col == "amount":
+            out[col] = pd.to_numeric(values).to_numpy(dtype="float64")
+        else:
+            array = values.to_numpy(dtype=object)
+            out[col] = np.where(pd.isna(array), None, array)
+    n = len(frame)
+    for col in REQUIRED[kind]:
+        if col not in out:
+            out[col] = np.full(n, NAT, dtype=np.int64) if col in TIMESTAMPS[kind] else np.full(n, None, dtype=object)
+    return out
 
 
 def _current_values(opps: pd.DataFrame, fields: pd.DataFrame, sent: pd.DataFrame) -> pd.DataFrame:
