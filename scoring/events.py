@@ -3,10 +3,11 @@ once per event id, and laid over the served export so that a deal's score follow
 
 Idempotent and order-free: a resent event is a no-op (the same id with other content is a
 conflict, never a silent overwrite); rows are appended to the deal's history and sorted by
-their own times, so arrival order changes nothing. An opportunities event carries the whole
-record; of several, the latest by `changed_at` stands (ties by event id). A field change of
-amount or expected close date also moves the record's current value when it is the newest
-change of that field, as the CRM's next export would show it.
+their own times, so arrival order changes nothing. An opportunities event names the fields of
+the record that changed; they are laid over the export's record in `changed_at` order (ties by
+event id), so of two changes of a field the later stands. A field change of amount or expected
+close date also moves the record's current value when it is the newest change of that field,
+as the CRM's next export would show it.
 """
 
 from __future__ import annotations

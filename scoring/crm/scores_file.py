@@ -1,5 +1,5 @@
 """The scores a write-back reads: `oppscore score`'s output as written (CSV, Parquet or JSON),
-checked for what the CRM fields need, each outputs's value ready to write."""
+checked for what the CRM's fields need."""
 
 from __future__ import annotations
 
@@ -22,14 +22,17 @@ def read_scores(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputInvalid(f"--scores {path}: no such file (the output of `oppscore score --out F`)")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        frame = pd.read_csv(path, dtype={"opportunity_id": str, "grade": str}, keep_default_na=False, na_values=[""])
-    elif suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    elif suffix == ".json":
-        frame = pd.read_json(path, orient="records", dtype={"opportunity_id": str, "grade": str}, convert_dates=False)
-    else:
+    readers = {
+        ".csv": lambda: pd.read_csv(path, dtype={"opportunity_id": str, "grade": str}, keep_default_na=False, na_values=[""]),
+        ".parquet": lambda: pd.read_parquet(path),
+        ".json": lambda: pd.read_json(path, orient="records", dtype={"opportunity_id": str, "grade": str}, convert_dates=False),
+    }
+    if suffix not in readers:
         raise InputInvalid(f"--scores {path}: unknown format {suffix!r}, expected the .csv, .parquet or .json that `oppscore score` wrote")
+    try:
+        frame = readers[suffix]()
+    except (ValueError, OSError, UnicodeDecodeError) as exc:  # pandas' parser errors and Arrow's are ValueErrors
+        raise InputInvalid(f"--scores {path}: not a {suffix[1:]} file of scores that can be read ({type(exc).__name__}: {str(exc)[:200]})") from None
     missing = [c for c in NEEDED if c not in frame.columns]
     if missing:
         raise ExportInvalid([Problem(path.name, "header", c, "no such column", "the columns `oppscore score` writes") for c in missing])

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from features.errors import ExportInvalid
+from features.tables import TIMESTAMPS
 from features.times import to_utc
 from scoring.events import Event, EventConflict, EventStore, live_end, live_tables
 from scoring.score import score_ids, statuses
@@ -62,13 +63,15 @@ async def events(req: EventsRequest, request: Request, now: NowDep) -> EventsRes
 
 
 def _as_event(e, i: int, now: pd.Timestamp, problems: list[dict]) -> Event:
+    """An event as stored: its row JSON-ready with every time in UTC (the same event sent with
+    another offset is the same event), and a problem for a time after now."""
     row = e.row.model_dump(mode="json", exclude_unset=e.table == "opportunities")
     stamps = {}
     for col, value in e.row.model_dump(exclude_unset=e.table == "opportunities").items():
         if isinstance(value, datetime):
             stamps[col] = to_utc(pd.Timestamp(value))
             row[col] = stamps[col].isoformat()
-    at = to_utc(pd.Timestamp(e.changed_at)) if e.table == "opportunities" else next(iter(stamps.values()))
+    at = to_utc(pd.Timestamp(e.changed_at)) if e.table == "opportunities" else stamps[TIMESTAMPS[e.table][0]]  # the row's own time orders it
     for col, t in {**stamps, **({"changed_at": at} if e.table == "opportunities" else {})}.items():
         if t > now + CLOCK_SKEW and col != "expected_close_date":
             problems.append({"loc": ["body", "events", i, *(["row"] if col != "changed_at" or e.table != "opportunities" else []), col],
