@@ -116,7 +116,9 @@ def opportunity(request: Request, loaded: LoadedDep, settings: SettingsDep, now:
     if end is None:
         raise HTTPException(404, detail=f"no opportunity {opportunity_id!r}: this service serves no export (`serve --data DIR`) and has received no events")
     key = (opportunity_id, loaded.version, loaded.source, end, tuple(sorted(e.event_id for e in mine)), v.key if v is not None else None)
-    cache = app.state.__dict__.setdefault("live_scores", OrderedDict())
+    cache = getattr(app.state, "live_scores", None)
+    if cache is None:
+        cache = app.state.live_scores = OrderedDict()
     with _lock:
         if key in cache:
             cache.move_to_end(key)
