@@ -631,21 +631,25 @@ def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, en
 
 
 def _record_files(history, files: list[Path], now: pd.Timestamp, version: str, run) -> int | None:
-    """The scores written per partition, recorded a file at a time (a folder is for exports
-    too large to gather)."""
+    """The scores written per partition, recorded as one run a file at a time (a folder is for
+    exports too large to gather)."""
+    from scoring.history import HistoryUnavailable
+
     if history is None:
         return None
-    recorded = 0
-    for file in files:
-        scored = pd.read_parquet(file, columns=["opportunity_id", "as_of", "win_probability", "stall_risk", "score", "grade", "factors"])
-        scored["as_of"] = pd.to_datetime(scored["as_of"], utc=True, format="ISO8601")
-        scored["factors"] = scored["factors"].map(lambda text: json.loads(text) if isinstance(text, str) else text)
-        done = _record(history, scored, now, version, run)
-        if done is None:
-            log.warning("score history: %d scores of %s were recorded before its database stopped answering", recorded, file.parent)
-            return None
-        recorded += done
-    return recorded
+
+    def pieces():
+        for file in files:
+            scored = pd.read_parquet(file, columns=["opportunity_id", "as_of", "stage", "win_probability", "stall_risk", "score", "grade", "factors"])
+            scored["as_of"] = pd.to_datetime(scored["as_of"], utc=True, format="ISO8601")
+            scored["factors"] = scored["factors"].map(lambda text: json.loads(text) if isinstance(text, str) else text)
+            yield scored
+
+    try:
+        return history.record_pieces(pieces(), now, version, "batch", run)
+    except HistoryUnavailable as exc:
+        log.warning("score history skipped: %s (none of this run's scores were recorded)", exc)
+        return None
 
 
 CRMS = ("salesforce", "hubspot")

@@ -197,30 +197,45 @@ class ScoreHistory:
         """One row per scored opportunity, and one for the run (what its version promised, the
         drift it measured); `scored` as `score_open(..., previous=...)` returns it. Run and
         scores are one transaction: a run is recorded whole or not at all."""
-        if scored.empty:
-            return 0
+        return self.record_pieces([scored], scored_at, model_version, source, run)
+
+    def record_pieces(self, pieces, scored_at: pd.Timestamp, model_version: str, source: str, run: RunFacts | None = None) -> int:
+        """One run whose scores come in pieces (a partitioned score's files, read one at a time so
+        that they are never all in memory): one transaction, one run row."""
         run = run or RunFacts()
-        stages = scored["stage"] if "stage" in scored.columns else pd.Series([None] * len(scored), index=scored.index)
+        total = 0
         try:
             with self.engine.begin() as connection:
-                run_id = connection.execute(RUNS.insert(), {
-                    "model_name": self.model_name, "scored_at": _utc(scored_at), "as_of": _utc(scored["as_of"].max()), "source": source,
-                    "model_version": str(model_version), "role": run.role, "horizon_days": run.horizon_days, "scored": len(scored),
-                    "promised": run.promised, "drift": run.drift,
-                }).inserted_primary_key[0]
-                rows = [
-                    {
-                        "model_name": self.model_name, "opportunity_id": str(r.opportunity_id), "scored_at": _utc(scored_at),
-                        "as_of": _utc(r.as_of), "source": source, "model_version": str(model_version),
-                        "win_probability": float(r.win_probability), "stall_risk": float(r.stall_risk), "score": int(r.score), "grade": str(r.grade),
-                        "factors": getattr(r, "factors", None) or {}, "role": run.role, "run_id": run_id, "stage": None if stage is None or stage != stage else str(stage),
-                    }
-                    for r, stage in zip(scored.itertuples(), stages.tolist(), strict=True)
-                ]
-                connection.execute(SCORES.insert(), rows)
+                run_id, latest = None, None
+                for scored in pieces:
+                    if scored.empty:
+                        continue
+                    if run_id is None:
+                        run_id = connection.execute(RUNS.insert(), {
+                            "model_name": self.model_name, "scored_at": _utc(scored_at), "as_of": _utc(scored["as_of"].max()), "source": source,
+                            "model_version": str(model_version), "role": run.role, "horizon_days": run.horizon_days, "scored": 0,
+                            "promised": run.promised, "drift": run.drift,
+                        }).inserted_primary_key[0]
+                    connection.execute(SCORES.insert(), self._rows(scored, scored_at, model_version, source, run, run_id))
+                    total += len(scored)
+                    latest = max(latest, scored["as_of"].max()) if latest is not None else scored["as_of"].max()
+                if run_id is not None:
+                    connection.execute(RUNS.update().where(RUNS.c.id == run_id).values(scored=total, as_of=_utc(latest)))
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise HistoryUnavailable(f"the score history's database did not take the scores ({type(exc).__name__})") from None
-        return len(rows)
+        return total
+
+    def _rows(self, scored: pd.DataFrame, scored_at: pd.Timestamp, model_version: str, source: str, run: RunFacts, run_id: int) -> list[dict]:
+        stages = scored["stage"] if "stage" in scored.columns else pd.Series([None] * len(scored), index=scored.index)
+        return [
+            {
+                "model_name": self.model_name, "opportunity_id": str(r.opportunity_id), "scored_at": _utc(scored_at),
+                "as_of": _utc(r.as_of), "source": source, "model_version": str(model_version),
+                "win_probability": float(r.win_probability), "stall_risk": float(r.stall_risk), "score": int(r.score), "grade": str(r.grade),
+                "factors": getattr(r, "factors", None) or {}, "role": run.role, "run_id": run_id, "stage": None if stage is None or stage != stage else str(stage),
+            }
+            for r, stage in zip(scored.itertuples(), stages.tolist(), strict=True)
+        ]
 
     def record_forecast(self, methods: pd.DataFrame, made_at: pd.Timestamp, as_of: pd.Timestamp, period: tuple[pd.Timestamp, pd.Timestamp],
                         open_deals: int, model_version: str | None, source: str) -> int:

@@ -150,6 +150,11 @@ def test_the_cli_trains_on_a_cluster_and_a_second_run_on_the_same_data_is_not_pr
     assert later.exit_code == 0, later.output
     second = pd.concat(pd.read_parquet(f) for f in sorted((tmp_path / "later").glob("part-*.parquet")) if f.name != "part-00999.parquet")
     assert f"{len(second):,} scores kept in the score history" in " ".join(later.output.split())
+    import sqlalchemy as sa
+
+    with sa.create_engine(f"sqlite:///{tmp_path / '.oppscore' / 'history.db'}").connect() as c:
+        runs = c.execute(sa.text("select scored from runs order by id")).scalars().all()
+    assert runs == [len(first), len(second)]  # one run per command: a folder's files make one run, not one each
     again = second[second["opportunity_id"].isin(first["opportunity_id"])]
     assert len(again) > 0 and again["previous_score"].notna().all()
     assert (again["score_change"] == again["score"] - again["previous_score"]).all()
