@@ -169,6 +169,13 @@ class Settings(BaseSettings):
     salesforce_instance_url: str | None = Field(default=None, validation_alias=AliasChoices("SALESFORCE_INSTANCE_URL", "salesforce_instance_url"))
     salesforce_access_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SALESFORCE_ACCESS_TOKEN", "salesforce_access_token"))
     hubspot_access_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HUBSPOT_ACCESS_TOKEN", "hubspot_access_token"))
+    # an OAuth refresh grant, for a push that outlives its access token (a nightly job)
+    salesforce_refresh_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SALESFORCE_REFRESH_TOKEN", "salesforce_refresh_token"))
+    salesforce_client_id: str | None = Field(default=None, validation_alias=AliasChoices("SALESFORCE_CLIENT_ID", "salesforce_client_id"))
+    salesforce_client_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SALESFORCE_CLIENT_SECRET", "salesforce_client_secret"))
+    hubspot_refresh_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HUBSPOT_REFRESH_TOKEN", "hubspot_refresh_token"))
+    hubspot_client_id: str | None = Field(default=None, validation_alias=AliasChoices("HUBSPOT_CLIENT_ID", "hubspot_client_id"))
+    hubspot_client_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HUBSPOT_CLIENT_SECRET", "hubspot_client_secret"))
     config_path: Path | None = None
 
     @model_validator(mode="after")

@@ -691,6 +691,15 @@ def export_scores(
         raise typer.Exit(1)
 
 
+def _refresh(url: str, token, client_id: str | None, secret):
+    """The OAuth refresh grant, when its refresh token and client id are in the environment."""
+    from scoring.crm.calls import Refresh
+
+    if token is None or not client_id:
+        return None
+    return Refresh(url, token.get_secret_value(), client_id, secret.get_secret_value() if secret is not None else None)
+
+
 def _push(crm: str, settings: Settings, frame: pd.DataFrame, module):
     from scoring.crm.hubspot import BatchUpdate
     from scoring.crm.salesforce import BulkApi
@@ -701,13 +710,17 @@ def _push(crm: str, settings: Settings, frame: pd.DataFrame, module):
                 raise InputInvalid("--push to Salesforce needs SALESFORCE_INSTANCE_URL (https://yourorg.my.salesforce.com) and SALESFORCE_ACCESS_TOKEN in the environment "
                                    "(`sf org display --target-org ORG --json` prints both)")
             rows = module.upsert_frame(frame, settings.crm)
+            refresh = _refresh(f"{settings.salesforce_instance_url.rstrip('/')}/services/oauth2/token", settings.salesforce_refresh_token,
+                               settings.salesforce_client_id, settings.salesforce_client_secret)
             api = BulkApi(settings.salesforce_instance_url, settings.salesforce_access_token.get_secret_value(), settings.crm.salesforce_api_version,
-                          settings.crm.poll_seconds, settings.crm.push_timeout_seconds)
+                          settings.crm.poll_seconds, settings.crm.push_timeout_seconds, refresh)
         else:
             if settings.hubspot_access_token is None:
                 raise InputInvalid("--push to HubSpot needs HUBSPOT_ACCESS_TOKEN in the environment (a private app's token with the crm.objects.deals.write scope)")
             rows = module.import_frame(frame, settings.crm)
-            api = BatchUpdate(settings.crm.hubspot_base_url, settings.hubspot_access_token.get_secret_value())
+            refresh = _refresh(f"{settings.crm.hubspot_base_url.rstrip('/')}/oauth/v1/token", settings.hubspot_refresh_token,
+                               settings.hubspot_client_id, settings.hubspot_client_secret)
+            api = BatchUpdate(settings.crm.hubspot_base_url, settings.hubspot_access_token.get_secret_value(), refresh=refresh)
         return api.push(rows, progress=step)
 
 

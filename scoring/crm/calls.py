@@ -57,3 +57,35 @@ def answered(response: httpx.Response) -> str:
         message = body.get("message") or body.get("error_description") or ""
         return f"{code}: {message}".strip(": ") or str(body)[:300]
     return str(body)[:300]
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """An OAuth refresh-token grant (RFC 6749 §6), to get a new access token when the CRM says
+    the current one expired: what keeps a nightly push working past the token's lifetime."""
+
+    token_url: str
+    refresh_token: str
+    client_id: str
+    client_secret: str | None = None
+
+    def __call__(self, crm: str) -> str:
+        form = {"grant_type": "refresh_token", "refresh_token": self.refresh_token, "client_id": self.client_id}
+        if self.client_secret:
+            form["client_secret"] = self.client_secret
+        try:
+            response = httpx.post(self.token_url, data=form, timeout=TIMEOUT)
+        except httpx.HTTPError as exc:
+            raise unreachable(crm, self.token_url, exc) from None
+        if response.status_code != 200 or "access_token" not in response.text:
+            raise CrmRefused(f"{crm} refused to refresh the access token ({response.status_code}: {answered(response)}): check the refresh token and the client id and secret")
+        return response.json()["access_token"]
+
+
+def renewed(http: httpx.Client, refresh: Refresh | None, crm: str, progress) -> bool:
+    """After a 401: a new access token on the client, when a refresh grant is configured."""
+    if refresh is None:
+        return False
+    http.headers["Authorization"] = f"Bearer {refresh(crm)}"
+    progress(f"{crm}: the access token had expired; refreshed it")
+    return True

@@ -19,7 +19,7 @@ import pandas as pd
 
 from features.errors import ExportInvalid, Problem
 from features.settings import CrmConfig
-from scoring.crm.calls import CrmRefused, Pushed, answered, client, unreachable
+from scoring.crm.calls import CrmRefused, Pushed, Refresh, answered, client, renewed, unreachable
 from scoring.crm.salesforce import csv_text
 from scoring.crm.scores_file import reasons_text
 
@@ -103,8 +103,10 @@ class BatchUpdate:
     base_url: str
     token: str
     wait_seconds: float = 10.0
+    refresh: Refresh | None = None
 
     def push(self, rows: pd.DataFrame, progress=lambda said: None) -> Pushed:
+        self.progress = progress
         failed: list[dict] = []
         written = 0
         names = [c for c in rows.columns if c != "Record ID"]
@@ -131,6 +133,9 @@ class BatchUpdate:
     def _post(self, http: httpx.Client, body: dict) -> httpx.Response:
         for attempt in range(RETRIES + 1):
             response = http.post("/crm/v3/objects/deals/batch/update", json=body)
+            if response.status_code == 401 and renewed(http, self.refresh, "HubSpot", getattr(self, "progress", lambda said: None)):
+                self.refresh = None  # once: a second 401 is not an expired token
+                response = http.post("/crm/v3/objects/deals/batch/update", json=body)
             if response.status_code == 401:
                 raise CrmRefused(f"HubSpot answered 401 ({answered(response)}): the access token (HUBSPOT_ACCESS_TOKEN) has expired or is not valid; "
                                  "get a new one (a private app's token, or refresh the OAuth token) and run again")

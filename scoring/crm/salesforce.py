@@ -23,7 +23,7 @@ import pandas as pd
 
 from features.errors import ExportInvalid, Problem
 from features.settings import CrmConfig
-from scoring.crm.calls import CrmRefused, CrmUnavailable, Pushed, answered, client, unreachable
+from scoring.crm.calls import CrmRefused, CrmUnavailable, Pushed, Refresh, answered, client, renewed, unreachable
 from scoring.crm.scores_file import reasons_text
 
 OPPORTUNITY_PREFIX = "006"
@@ -164,12 +164,14 @@ class BulkApi:
     version: str
     poll_seconds: float = 5.0
     timeout_seconds: float = 1800.0
+    refresh: Refresh | None = None
 
     @property
     def jobs(self) -> str:
         return f"/services/data/v{self.version}/jobs/ingest"
 
     def push(self, rows: pd.DataFrame, progress=lambda said: None) -> Pushed:
+        self.progress = progress
         failed, written, refs = [], 0, []
         try:
             with client(self.instance_url, self.token) as http:
@@ -194,6 +196,9 @@ class BulkApi:
 
     def _call(self, http: httpx.Client, method: str, url: str, **kwargs) -> httpx.Response:
         response = http.request(method, url, **kwargs)
+        if response.status_code == 401 and renewed(http, self.refresh, "Salesforce", getattr(self, "progress", lambda said: None)):
+            self.refresh = None  # once: a second 401 is not an expired token
+            response = http.request(method, url, **kwargs)
         if response.status_code == 401:
             raise CrmRefused(f"Salesforce answered 401 ({answered(response)}) to {method} {url}: the access token (SALESFORCE_ACCESS_TOKEN) has expired or "
                              "is not valid; get a new one (`sf org display --target-org ORG --json` prints accessToken) and run again")

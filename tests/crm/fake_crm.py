@@ -10,12 +10,14 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from urllib.parse import parse_qs
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 TOKEN = "good-token"
+REFRESH, CLIENT = "refresh-me", "oppscore-app"  # the refresh grant the fakes accept
 EXPIRED_SF = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
 EXPIRED_HS = {"status": "error", "message": "The OAuth token used to make this call expired 2 hour(s) ago.", "correlationId": "x", "category": "EXPIRED_AUTHENTICATION"}
 
@@ -33,9 +35,16 @@ def salesforce(refuse: dict[str, str] | None = None, fail_job: str | None = None
 
     @app.middleware("http")
     async def auth(request: Request, call_next):
-        if not authorised(request):
+        if not authorised(request) and request.url.path != "/services/oauth2/token":
             return JSONResponse(EXPIRED_SF, status_code=401)
         return await call_next(request)
+
+    @app.post("/services/oauth2/token")
+    async def token(request: Request) -> JSONResponse:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}  # form-encoded, as RFC 6749 sends it
+        if form.get("grant_type") == "refresh_token" and form.get("refresh_token") == REFRESH and form.get("client_id") == CLIENT:
+            return JSONResponse({"access_token": TOKEN, "instance_url": str(request.base_url).rstrip("/"), "token_type": "Bearer", "issued_at": "1764950000000"})
+        return JSONResponse({"error": "invalid_grant", "error_description": "expired access/refresh token"}, status_code=400)
 
     @app.post(base)
     async def create(request: Request) -> dict:
@@ -109,6 +118,13 @@ def hubspot(missing: set[str] | None = None, unknown_property: str | None = None
     app = FastAPI()
     app.state.deals, app.state.calls = {}, 0
     missing = missing or set()
+
+    @app.post("/oauth/v1/token")
+    async def token(request: Request) -> JSONResponse:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}  # form-encoded, as RFC 6749 sends it
+        if form.get("grant_type") == "refresh_token" and form.get("refresh_token") == REFRESH and form.get("client_id") == CLIENT:
+            return JSONResponse({"access_token": TOKEN, "refresh_token": REFRESH, "expires_in": 1800, "token_type": "bearer"})
+        return JSONResponse({"status": "BAD_REFRESH_TOKEN", "message": "missing or unknown refresh token"}, status_code=400)
 
     @app.post("/crm/v3/objects/deals/batch/update")
     async def update(request: Request) -> Response:

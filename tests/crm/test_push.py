@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from features.settings import CrmConfig
 from oppscore.cli import app
 from scoring.crm import hubspot, salesforce
-from scoring.crm.calls import CrmUnavailable
+from scoring.crm.calls import CrmUnavailable, Refresh
 from scoring.crm.scores_file import read_scores
 from tests.crm import fake_crm
 from tests.crm.conftest import scores_table
@@ -74,6 +74,23 @@ def test_an_expired_salesforce_token_is_said_and_nothing_is_written(tmp_path: Pa
     assert fake.state.records == {} and fake.state.jobs == {}
 
 
+def test_an_expired_token_is_refreshed_when_a_refresh_grant_is_configured(tmp_path: Path, scores_csv: Path, monkeypatch) -> None:
+    """A nightly push outlives its access token: with SALESFORCE_REFRESH_TOKEN and a client id
+    it gets a new one and goes on; a refresh token Salesforce refuses is said as such."""
+    fake = fake_crm.salesforce()
+    with fake_crm.serving(fake) as url:
+        _salesforce_env(monkeypatch, url, token="expired")
+        monkeypatch.setenv("SALESFORCE_REFRESH_TOKEN", fake_crm.REFRESH)
+        monkeypatch.setenv("SALESFORCE_CLIENT_ID", fake_crm.CLIENT)
+        result = _push(["salesforce", "--scores", str(scores_csv), "--out", str(tmp_path / "sf")])
+        assert result.exit_code == 0, result.output
+        assert "4 of 4 records written" in result.output and len(fake.state.records) == 4
+        monkeypatch.setenv("SALESFORCE_REFRESH_TOKEN", "revoked")
+        result = _push(["salesforce", "--scores", str(scores_csv), "--out", str(tmp_path / "sf2")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Salesforce refused to refresh the access token (400: invalid_grant: expired access/refresh token)" in said
+
+
 def test_push_without_credentials_says_which_are_needed(tmp_path: Path, scores_csv: Path, monkeypatch) -> None:
     for name in ("SALESFORCE_INSTANCE_URL", "SALESFORCE_ACCESS_TOKEN", "HUBSPOT_ACCESS_TOKEN"):
         monkeypatch.delenv(name, raising=False)
@@ -113,6 +130,9 @@ def test_hubspot_batch_refused_whole_and_expired_token(tmp_path: Path) -> None:
         assert pushed.failed["error"].str.contains("400 (VALIDATION_ERROR: Property values were not valid", regex=False).all()
         with pytest.raises(Exception, match="HubSpot answered 401 \\(EXPIRED_AUTHENTICATION"):
             hubspot.BatchUpdate(url, "expired").push(rows)
+    with fake_crm.serving(fake_crm.hubspot()) as url:
+        renewed = hubspot.BatchUpdate(url, "expired", refresh=Refresh(f"{url}/oauth/v1/token", fake_crm.REFRESH, fake_crm.CLIENT, "secret")).push(rows)
+        assert renewed.written == 8 and renewed.failed.empty
 
 
 def test_a_crm_that_is_not_there_is_named() -> None:
