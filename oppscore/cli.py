@@ -239,8 +239,12 @@ def _import_into(src: Path, into: Path) -> None:
     if not config_path.exists():
         config_path.write_text(proposed, encoding="utf-8")
     else:
-        kept = tomllib.loads(config_path.read_text(encoding="utf-8")).get("stages")
-        if kept is None or StageConfig(**kept).model_dump() != imported.stages.model_dump():
+        try:
+            kept = tomllib.loads(config_path.read_text(encoding="utf-8")).get("stages")
+            same = kept is not None and StageConfig(**kept).model_dump() == imported.stages.model_dump()
+        except (tomllib.TOMLDecodeError, ValueError):  # a config the user broke: the tables are merged, its stages cannot be compared
+            same = False
+        if not same:
             (into / "oppscore.imported.toml").write_text(proposed, encoding="utf-8")
             out.print(f"[yellow]the stages changed[/yellow] with this export: {into / 'oppscore.toml'} is kept as it is; the stages as imported now are in {into / 'oppscore.imported.toml'}")
     out.print(f"merged {src} into {into}; next: oppscore score --data {into} --out scores.csv")
