@@ -95,16 +95,23 @@ def write_table(frame: pd.DataFrame, out: Path) -> None:
 def _arrow_text(frame: pd.DataFrame) -> pa.Table:
     """A table as Arrow with every time as 2026-01-31T09:30:00Z, formatted by Arrow in C++
     (pandas' `strftime` and `to_csv` take a Python step per value: seconds on the millions of
-    rows of an activity table). A column of mixed Python types is written as its text."""
+    rows of an activity table). Numbers and booleans are spelled as pandas spells them (58990.0,
+    True), so a category read back as text is the one a model learnt; a column of mixed Python
+    types is written as its text."""
     columns = {}
     for col in frame.columns:
         values = frame[col]
+        if pd.api.types.is_float_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+            columns[str(col)] = pa.array(values.astype(object).map(lambda v: None if v is None or v != v else repr(v.item() if hasattr(v, "item") else v)), type=pa.string())
+            continue
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             whole = pc.cast(pa.array(values.dt.tz_convert("UTC").dt.floor("s")), pa.timestamp("s", tz="UTC"))
             columns[str(col)] = pc.strftime(whole, format="%Y-%m-%dT%H:%M:%SZ")
             continue
         try:
             columns[str(col)] = pa.array(values, from_pandas=True)
+            if not (pa.types.is_string(columns[str(col)].type) or pa.types.is_large_string(columns[str(col)].type) or pa.types.is_null(columns[str(col)].type)):
+                raise pa.ArrowTypeError("not text")  # numbers or booleans in an object column: as pandas writes them
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             columns[str(col)] = pa.array(values.map(lambda v: None if v is None or v != v else str(v)), type=pa.string(), from_pandas=True)
     return pa.table(columns)
