@@ -69,6 +69,7 @@ def test_salesforce_field_metadata_deploys_as_source(tmp_path: Path, scores_csv:
     assert json.loads((project / "sfdx-project.json").read_text())["packageDirectories"][0]["path"] == "force-app"
     fields = sorted((project / "force-app/main/default/objects/Opportunity/fields").glob("*.field-meta.xml"))
     names = {f.name.removesuffix(".field-meta.xml") for f in fields}
+    header, rows = _rows(tmp_path / "sf" / "Opportunity-upsert.csv")
     assert names == {*SALESFORCE_FIELDS.values()} - {"Opp_Reasons__c"} | {"Deal_Reasons__c"}
     for path in fields:
         root = ET.parse(path).getroot()
@@ -79,8 +80,10 @@ def test_salesforce_field_metadata_deploys_as_source(tmp_path: Path, scores_csv:
         kind = get("type")
         if kind in ("Percent", "Number"):
             precision, scale = int(get("precision")), int(get("scale"))
-            assert 1 <= precision <= 18 and 0 <= scale <= precision
             assert 10 ** (precision - scale) > (100 if kind == "Percent" else 99)  # 100.00 % and a score of 99 fit
+            for row in rows:  # every value the upsert writes fits the field as declared: digits before and after the point
+                whole, _, decimals = row[get("fullName")].partition(".")
+                assert len(whole) <= precision - scale and len(decimals) <= scale, (get("fullName"), row[get("fullName")], precision, scale)
         elif kind == "LongTextArea":
             assert 256 <= int(get("length")) <= 131_072 and int(get("length")) >= 1000 and get("visibleLines")
         elif kind == "Picklist":
@@ -90,7 +93,6 @@ def test_salesforce_field_metadata_deploys_as_source(tmp_path: Path, scores_csv:
     perms = ET.parse(project / "force-app/main/default/permissionsets/Oppscore_Scores.permissionset-meta.xml").getroot()
     granted = {p.findtext("m:field", namespaces=NS): (p.findtext("m:editable", namespaces=NS), p.findtext("m:readable", namespaces=NS)) for p in perms.iterfind("m:fieldPermissions", NS)}
     assert granted == {f"Opportunity.{n}": ("true", "true") for n in names}
-    header, rows = _rows(tmp_path / "sf" / "Opportunity-upsert.csv")
     assert "Deal_Reasons__c" in header and not rows[1]["Deal_Reasons__c"].endswith("…")  # 1000 characters hold it whole
 
 
