@@ -92,7 +92,7 @@ def write_table(frame: pd.DataFrame, out: Path) -> None:
         raise InputInvalid(f"{out}: unknown output format {suffix!r}, expected .csv, .parquet or .json")
 
 
-def _arrow_text(frame: pd.DataFrame) -> pa.Table:
+def _as_arrow_table(frame: pd.DataFrame) -> pa.Table:
     """A table as Arrow with every time as 2026-01-31T09:30:00Z, formatted by Arrow in C++
     (pandas' `strftime` and `to_csv` take a Python step per value: seconds on the millions of
     rows of an activity table). Numbers and booleans are spelled as pandas spells them (58990.0,
@@ -127,4 +127,4 @@ def write_export(tables, folder: Path, fmt: str = "csv") -> None:
         if fmt == "parquet":
             frame.to_parquet(folder / f"{name}.parquet", index=False)
         else:
-            pa_csv.write_csv(_arrow_text(frame), folder / f"{name}.csv")
+            pa_csv.write_csv(_as_arrow_table(frame), folder / f"{name}.csv")

@@ -43,7 +43,7 @@ EVENTS = sa.Table(
     sa.Index("events_by_time", "model_name", "at"),
 )
 KINDS = (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY)
-CURRENT = {"amount": "amount", "expected_close_date": "expected_close_date"}  # field changes that move the record's current value
+CURRENT = ("amount", "expected_close_date")  # fields whose change moves the record's current value (same name in both tables)
 CHUNK = 900  # ids per IN list (SQLite's default limit on bound parameters is 999)
 
 
@@ -225,7 +225,7 @@ def _current_values(opps: pd.DataFrame, fields: pd.DataFrame, sent: pd.DataFrame
     if sent.empty:
         return opps
     opps = opps.copy()
-    for field, column in CURRENT.items():
+    for field in CURRENT:
         mine = fields[fields["field"] == field].sort_values("changed_at", kind="stable")
         newest = mine.groupby("opportunity_id").tail(1)
         newest = newest[newest.set_index(["opportunity_id", "changed_at", "value"]).index.isin(sent.set_index(["opportunity_id", "changed_at", "value"]).index)]
@@ -233,11 +233,11 @@ def _current_values(opps: pd.DataFrame, fields: pd.DataFrame, sent: pd.DataFrame
             continue
         value = pd.Series(newest["value"].to_numpy(), index=newest["opportunity_id"].to_numpy())
         hit = opps["opportunity_id"].isin(value.index)
-        if column == "amount":
-            opps.loc[hit, column] = pd.to_numeric(opps.loc[hit, "opportunity_id"].map(value)).to_numpy()
+        if field == "amount":
+            opps.loc[hit, field] = pd.to_numeric(opps.loc[hit, "opportunity_id"].map(value)).to_numpy()
         else:
-            opps[column] = pd.to_datetime(opps[column], utc=True)
-            opps.loc[hit, column] = pd.to_datetime(opps.loc[hit, "opportunity_id"].map(value), utc=True, format="ISO8601").to_numpy()
+            opps[field] = pd.to_datetime(opps[field], utc=True)
+            opps.loc[hit, field] = pd.to_datetime(opps.loc[hit, "opportunity_id"].map(value), utc=True, format="ISO8601").to_numpy()
     return opps
 
 

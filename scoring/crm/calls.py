@@ -31,9 +31,6 @@ class Pushed:
     failed: pd.DataFrame  # record_id, error
     reference: str = ""  # the CRM's job id(s), to look the push up there
 
-    def to_dict(self) -> dict:
-        return {"sent": self.sent, "written": self.written, "failed": self.failed.to_dict("records"), "reference": self.reference}
-
 
 def client(base_url: str, token: str) -> httpx.Client:
     return httpx.Client(base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)

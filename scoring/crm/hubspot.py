@@ -21,7 +21,7 @@ from features.errors import ExportInvalid, Problem
 from features.settings import CrmConfig
 from scoring.crm.calls import CrmRefused, Pushed, Refresh, answered, client, renewed, unreachable
 from scoring.crm.salesforce import csv_text
-from scoring.crm.scores_file import reasons_text
+from scoring.crm.scores_file import crm_values
 
 GROUP = {"name": "oppscore", "label": "oppscore", "displayOrder": -1}
 BATCH = 100  # the batch update endpoint takes at most 100 records per call
@@ -47,16 +47,7 @@ def import_frame(scores: pd.DataFrame, crm: CrmConfig, source: str = "scores") -
     problems = [Problem(source, f"row {i + 1}", "opportunity_id", repr(ids.iloc[i]), "a HubSpot deal's Record ID (digits)") for i in range(len(ids)) if bad.iloc[i]][:50]
     if problems:
         raise ExportInvalid(problems)
-    names = crm.hubspot_properties
-    return pd.DataFrame({
-        "Record ID": ids,
-        names["win_probability"]: (scores["win_probability"] * 100).round(2).map("{:.2f}".format),
-        names["stall_risk"]: (scores["stall_risk"] * 100).round(2).map("{:.2f}".format),
-        names["score"]: scores["score"].astype(int).astype(str),
-        names["grade"]: scores["grade"].astype(str),
-        names["reasons"]: scores["top_factors"].map(lambda f: reasons_text(f, crm.reasons_length)),
-        names["scored_at"]: scores["as_of"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-    })
+    return pd.DataFrame({"Record ID": ids, **crm_values(scores, crm.hubspot_properties, crm.reasons_length)})
 
 
 def property_definitions(crm: CrmConfig) -> dict:

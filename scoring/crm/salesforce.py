@@ -24,7 +24,7 @@ import pandas as pd
 from features.errors import ExportInvalid, Problem
 from features.settings import CrmConfig
 from scoring.crm.calls import CrmRefused, CrmUnavailable, Pushed, Refresh, answered, client, renewed, unreachable
-from scoring.crm.scores_file import reasons_text
+from scoring.crm.scores_file import crm_values
 
 OPPORTUNITY_PREFIX = "006"
 CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
@@ -70,17 +70,7 @@ def upsert_frame(scores: pd.DataFrame, crm: CrmConfig, source: str = "scores") -
                 for i, full in enumerate(ids) if full is None or not full.startswith(OPPORTUNITY_PREFIX)][:50]
     if problems:
         raise ExportInvalid(problems)
-    names = crm.salesforce_fields
-    reasons = scores["top_factors"].map(lambda f: reasons_text(f, crm.reasons_length))
-    return pd.DataFrame({
-        "Id": ids,
-        names["win_probability"]: (scores["win_probability"] * 100).round(2).map("{:.2f}".format),
-        names["stall_risk"]: (scores["stall_risk"] * 100).round(2).map("{:.2f}".format),
-        names["score"]: scores["score"].astype(int).astype(str),
-        names["grade"]: scores["grade"].astype(str),
-        names["reasons"]: reasons.where(reasons != "", NULL),
-        names["scored_at"]: scores["as_of"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-    })
+    return pd.DataFrame({"Id": ids, **crm_values(scores, crm.salesforce_fields, crm.reasons_length, empty_reasons=NULL)})
 
 
 def csv_text(frame: pd.DataFrame) -> str:

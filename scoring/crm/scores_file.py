@@ -105,3 +105,18 @@ def _cut(sentence: str, length: int) -> str:
         while cut and utf16_length(cut + ELLIPSIS) > length:
             cut = cut[:-1]
     return cut.rstrip(" ,;") + ELLIPSIS
+
+
+def crm_values(scores: pd.DataFrame, names: dict[str, str], reasons_length: int, empty_reasons: str = "") -> dict[str, pd.Series]:
+    """Each output as the CRMs take it, under its field (or property) name: percentages 0–100
+    with two decimals, the whole score, the grade, the reasons within their length (`empty_reasons`
+    where there are none) and the time scored in UTC with milliseconds."""
+    reasons = scores["top_factors"].map(lambda f: reasons_text(f, reasons_length))
+    return {
+        names["win_probability"]: (scores["win_probability"] * 100).round(2).map("{:.2f}".format),
+        names["stall_risk"]: (scores["stall_risk"] * 100).round(2).map("{:.2f}".format),
+        names["score"]: scores["score"].astype(int).astype(str),
+        names["grade"]: scores["grade"].astype(str),
+        names["reasons"]: reasons.where(reasons != "", empty_reasons),
+        names["scored_at"]: scores["as_of"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    }

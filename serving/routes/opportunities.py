@@ -25,8 +25,8 @@ from features.times import to_utc
 from scoring.events import Event, EventConflict, EventStore, live_end, live_tables
 from scoring.score import score_ids, statuses
 from serving.deps import LoadedDep, NowDep, SettingsDep, v1_router
-from serving.routes.pipeline import _records, view
-from serving.routes.score import ERRORS, bounded, history_of, previous_scores
+from serving.routes.pipeline import records, view
+from serving.routes.score import ERRORS, bounded, database_at_hand, history_of, opened_once, previous_scores
 from serving.schemas import ErrorBody, EventsRequest, EventsResponse, OpportunityScore, Timestamp
 
 router = v1_router("opportunities")
@@ -36,18 +36,10 @@ _lock = threading.Lock()
 SCORE_FIELDS = ["stage", "win_probability", "stall_risk", "score", "grade", "expected_value", "top_factors", "previous_score", "score_change", "why_changed"]
 
 
-def events_wanted(app) -> bool:
-    settings = app.state.settings
-    return settings.database_url is not None or (settings.home / "history.db").exists()
-
-
 def store_of(app, create: bool = False) -> EventStore | None:
-    """The events' store (the score history's database), opened once; None when none exists and
-    none is to be made, or when its database does not answer in time."""
-    opened = getattr(app.state, "events", None)
-    if opened is None and (create or events_wanted(app)):
-        opened = app.state.events = bounded(app, "unavailable (events)", EventStore.of, app.state.settings)
-    return opened
+    """The events' store (in the score history's database): None when no database exists and
+    none is to be made, or when it does not answer in time."""
+    return opened_once(app, "events", EventStore.of, create or database_at_hand(app.state.settings))
 
 
 def _unavailable() -> HTTPException:
@@ -65,12 +57,12 @@ async def events(req: EventsRequest, request: Request, now: NowDep) -> EventsRes
 def _as_event(e, i: int, now: pd.Timestamp, problems: list[dict]) -> Event:
     """An event as stored: its row JSON-ready with every time in UTC (the same event sent with
     another offset is the same event), and a problem for a time after now."""
-    row = e.row.model_dump(mode="json", exclude_unset=e.table == "opportunities")
+    row = e.row.model_dump(exclude_unset=e.table == "opportunities")  # scalars and datetimes: the times become UTC text here
     stamps = {}
-    for col, value in e.row.model_dump(exclude_unset=e.table == "opportunities").items():
+    for col, value in row.items():
         if isinstance(value, datetime):
             stamps[col] = to_utc(pd.Timestamp(value))
-            row[col] = stamps[col].isoformat()
+    row.update({col: t.isoformat() for col, t in stamps.items()})
     at = to_utc(pd.Timestamp(e.changed_at)) if e.table == "opportunities" else stamps[TIMESTAMPS[e.table][0]]  # the row's own time orders it
     for col, t in {**stamps, **({"changed_at": at} if e.table == "opportunities" else {})}.items():
         if t > now + CLOCK_SKEW and col != "expected_close_date":
@@ -88,12 +80,12 @@ def _store(req: EventsRequest, request: Request, now: pd.Timestamp) -> EventsRes
     if store is None:
         raise _unavailable()
     try:
-        stored = bounded(request.app, "did not take events", store.add, converted, now)
+        stored = bounded(request.app, "did not take events", store.add, converted, now, handle="events")
     except EventConflict as exc:
         raise HTTPException(409, detail=str(exc)) from None
     if stored is None:
         raise _unavailable()
-    total = bounded(request.app, "unreadable (events)", store.count)
+    total = bounded(request.app, "unreadable", store.count, handle="events")
     return EventsResponse(accepted=stored.accepted, duplicates=stored.duplicates, opportunities=stored.opportunities, stored=total or 0)
 
 
@@ -108,8 +100,8 @@ def opportunity(request: Request, loaded: LoadedDep, settings: SettingsDep, now:
     v = view(request, loaded, settings, now) if app.state.data is not None else None
     tables = v.validated.tables if v is not None else None
     store = store_of(app)
-    mine = bounded(app, "unreadable (events)", store.of_deals, [opportunity_id]) if store is not None else []
-    latest = bounded(app, "unreadable (events)", store.latest) if store is not None else None
+    mine = bounded(app, "unreadable", store.of_deals, [opportunity_id], handle="events") if store is not None else []
+    latest = bounded(app, "unreadable", store.latest, handle="events") if store is not None else None
     if mine is None:
         raise _unavailable()
     end = to_utc(pd.Timestamp(as_of)) if as_of is not None else live_end(tables, latest)
@@ -145,7 +137,7 @@ def _from_view(v, opportunity_id: str, loaded) -> dict | None:
             v.positions = {oid: i for i, oid in enumerate(v.deals["opportunity_id"].tolist())}
     i = v.positions.get(opportunity_id)
     if i is not None:
-        row = _records(v.deals.iloc[[i]])[0]
+        row = records(v.deals.iloc[[i]])[0]
         return {"opportunity_id": opportunity_id, "status": "open", **{k: row.get(k) for k in SCORE_FIELDS}}
     status = v.statuses.get(opportunity_id)
     return None if status is None or status == "open" else {"opportunity_id": opportunity_id, "status": status}

@@ -89,7 +89,7 @@ def view(request: Request, loaded, settings: Settings, now: pd.Timestamp) -> Vie
     return cached
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
+def records(frame: pd.DataFrame) -> list[dict]:
     """JSON-ready rows: NaN and NaT as null."""
     out = frame.astype(object).where(frame.notna(), None).to_dict("records")
     for row in out:
@@ -119,8 +119,8 @@ def pipeline(request: Request, loaded: LoadedDep, settings: SettingsDep, now: No
         "expected_value": float(deals["expected_value"].sum()),
         "pipeline_amount": float(deals["amount"].sum()),
         "stall_alert_from": STALL_ALERT,
-        "deals": _records(deals.head(limit)),
-        "stall_alerts": _records(alerts.head(limit)),
+        "deals": records(deals.head(limit)),
+        "stall_alerts": records(alerts.head(limit)),
     }
 
 
@@ -136,13 +136,13 @@ def _panels(v: View, loaded, settings: Settings) -> dict:
     for name, p in (("this period", month), ("next period", month + 1)):
         start, end = pd.Timestamp(p.start_time, tz="UTC"), pd.Timestamp((p + 1).start_time, tz="UTC")
         done = in_order(forecast(tables, stages, (max(start, v.as_of), end), methods, as_of=v.as_of).methods, summary)  # the best on the backtest first
-        periods[name] = {"period": str(p), "methods": _records(done), "chart": report.forecast_plot(done, f"{name}: {p}", uri=True)}
+        periods[name] = {"period": str(p), "methods": records(done), "chart": report.forecast_plot(done, f"{name}: {p}", uri=True)}
     return {
         "as_of": v.as_of.isoformat(),
-        "funnel": {"conversion": _records(f.conversion), "dwell": _records(f.dwell),
+        "funnel": {"conversion": records(f.conversion), "dwell": records(f.dwell),
                    "chart": report.funnel_plot(f.conversion, uri=True), "dwell_chart": report.dwell_quantiles_plot(f.dwell, uri=True)},
-        "stage_weights": {"rows": _records(sw.weights_), "chart": report.stage_weights_plot(sw.weights_, uri=True)},
-        "forecast": {**periods, "backtest": {"summary": _records(summary), "said": verdict(summary), "chart": report.backtest_plot(bt, uri=True) if len(bt) else None}},
+        "stage_weights": {"rows": records(sw.weights_), "chart": report.stage_weights_plot(sw.weights_, uri=True)},
+        "forecast": {**periods, "backtest": {"summary": records(summary), "said": verdict(summary), "chart": report.backtest_plot(bt, uri=True) if len(bt) else None}},
     }
 
 

@@ -37,36 +37,49 @@ HISTORY_DEADLINE = 3.0  # seconds a request waits on the score history's databas
 _DATABASE = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score-history")
 
 
-def bounded(app, what: str, call, *args):
-    """`call(*args)` on the history's own threads, waited for HISTORY_DEADLINE at most: a
+def bounded(app, what: str, call, *args, handle: str = "history"):
+    """`call(*args)` on the database's own threads, waited for HISTORY_DEADLINE at most: a
     database that accepts connections and never answers costs a request seconds, not minutes,
-    and after one miss the history is left alone for RETRY_HISTORY_SECONDS (a thread still
-    waiting on it is let be). None when it failed or did not answer in time."""
+    and after one miss the handle it was called through (`app.state.<handle>`: the score
+    history, the events' store) is dropped and left alone for RETRY_HISTORY_SECONDS (a thread
+    still waiting on it is let be). None when it failed or did not answer in time."""
     try:
         return _DATABASE.submit(call, *args).result(timeout=HISTORY_DEADLINE)
     except (TimeoutError, *HISTORY_ERRORS) as exc:
-        app.state.history_retry_at = time.monotonic() + RETRY_HISTORY_SECONDS
-        app.state.history = None
+        setattr(app.state, f"{handle}_retry_at", time.monotonic() + RETRY_HISTORY_SECONDS)
+        setattr(app.state, handle, None)
         why = f"no answer within {HISTORY_DEADLINE:.0f} s" if isinstance(exc, TimeoutError) else type(exc).__name__
-        log.warning("score history %s (%s); scoring without the change since the last run, trying again in %.0f s", what, why, RETRY_HISTORY_SECONDS)
+        log.warning("%s: database %s (%s); going on without it, trying again in %.0f s", handle, what, why, RETRY_HISTORY_SECONDS)
         return None
+
+
+def database_at_hand(settings) -> bool:
+    """Whether the score history's database exists, or is named (score history and events share it)."""
+    return settings.database_url is not None or (settings.home / "history.db").exists()
 
 
 def history_wanted(app) -> bool:
     """Whether scoring reads or writes a score history: one exists, or recording is on."""
-    settings = app.state.settings
-    return settings.database_url is not None or settings.serving.record_scores or (settings.home / "history.db").exists()
+    return database_at_hand(app.state.settings) or app.state.settings.serving.record_scores
+
+
+def opened_once(app, handle: str, factory, wanted: bool):
+    """`factory(settings)` opened once and kept as `app.state.<handle>`, on the database's
+    threads; not opened when not `wanted` (not cached while absent: `oppscore score` may create
+    the database later), and not tried again for a minute after it failed (`bounded`)."""
+    opened = getattr(app.state, handle, None)
+    if opened is None and wanted and time.monotonic() >= getattr(app.state, f"{handle}_retry_at", 0.0):
+        opened = bounded(app, "unavailable", factory, app.state.settings, handle=handle)
+        setattr(app.state, handle, opened)
+    return opened
 
 
 def history_of(app) -> ScoreHistory | None:
-    """The service's score history, opened once: when recording is switched on (then created if
-    need be), or when one exists to read the previous scores from; else None. A history that
-    cannot be opened in time never fails a score: it is logged, scores go without the change
-    since the last run, and opening is tried again a minute later."""
-    opened = getattr(app.state, "history", None)
-    if opened is None and time.monotonic() >= getattr(app.state, "history_retry_at", 0.0) and history_wanted(app):  # not cached while absent: `oppscore score` may create it later
-        opened = app.state.history = bounded(app, "unavailable", ScoreHistory.of, app.state.settings)
-    return opened
+    """The service's score history: when recording is switched on (then created if need be),
+    or when one exists to read the previous scores from; else None. A history that cannot be
+    opened in time never fails a score: it is logged, scores go without the change since the
+    last run, and opening is tried again a minute later."""
+    return opened_once(app, "history", ScoreHistory.of, history_wanted(app))
 
 
 def previous_scores(app, history: ScoreHistory | None, ids, as_of: pd.Timestamp) -> pd.DataFrame | None:
