@@ -15,7 +15,9 @@ out-of-fold predictions, so calibration never starves on a slice.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -24,6 +26,7 @@ import pandas as pd
 
 from analytics.metrics import better_beyond_doubt, bootstrap, metrics
 from features.frame import FeatureSpec
+from training import cores
 from training import models as fit
 from training.snapshots import Snapshots
 from training.targets import Target
@@ -184,6 +187,28 @@ class TargetBacktest:
         return out
 
 
+def _submit_fold(pool: Executor, target: Target, snaps: Snapshots, candidates: list[Candidate], at: pd.Timestamp):
+    """One fold's fits, handed to the pool: each candidate on the rows known at `at` (the
+    fallback, fitted once, where a candidate lacks deals), each predicting the deals open then.
+    Returns the evaluation rows, a future per candidate, and the candidates the fallback stood in for."""
+    train = {"target": target.train(at).sample(LARGE_ROWS).rows(snaps.x)}
+    if target.recorded is not None and any(c.labels == "recorded" for c in candidates):
+        train["recorded"] = target.recorded(at).sample(LARGE_ROWS).rows(snaps.x)
+    rows, y, w = target.evaluate(at)
+    x_eval = snaps.x[rows]
+    deals = {kind: r.deals_of_each_outcome() for kind, r in train.items()}
+
+    def fitted(cand: Candidate, labels: str):
+        model = cand.fit(train[labels], at)
+        return model, fit.predict(model.model if isinstance(model, fit.FittedBooster) else model, x_eval)
+
+    fell_back = [c.name for c in candidates if c.labels not in train or deals[c.labels] < c.min_deals]
+    fallback = next(c for c in candidates if c.fallback)
+    stand_in = pool.submit(fitted, fallback, "target") if fell_back else None
+    futures = {c.name: stand_in if c.name in fell_back else pool.submit(fitted, c, c.labels) for c in sorted(candidates, key=lambda c: -c.rank)}  # the longest first
+    return (rows, y, w), futures, fell_back
+
+
 def run(
     target: Target,
     snaps: Snapshots,
@@ -191,57 +216,63 @@ def run(
     candidates: list[Candidate],
     progress: Callable[[str], None] | None = None,
 ) -> TargetBacktest | None:
-    """Fit every candidate at every fold date; None when no date can be backtested."""
+    """Fit every candidate at every fold date, side by side on the machine's cores
+    (`training.cores`); None when no date can be backtested."""
+    with cores.side_by_side() as pool:
+        return _run(target, snaps, spec, candidates, progress, pool)
+
+
+def _run(target: Target, snaps: Snapshots, spec: FeatureSpec, candidates: list[Candidate], progress: Callable[[str], None] | None, pool: Executor) -> TargetBacktest | None:
     step = progress or (lambda _m: None)
     folds = fold_dates(target, snaps)
     if not folds:
         return None
     names = [c.name for c in candidates]
+    candidates_by = {c.name: c for c in candidates}
     preds: dict[str, list[np.ndarray]] = {n: [] for n in names}
     stood_in: dict[str, list[int]] = {n: [] for n in names}
     fold_models: dict[str, list] = {n: [] for n in names}
     rows_all, fold_all, y_all, w_all = [], [], [], []
     rounds: dict[str, list[int]] = {n: [] for n in names}
+
+    def collect(k: int, evaluated: tuple, fitted: dict[str, Future]) -> None:
+        for name, future in fitted.items():
+            model, p = future.result()
+            if isinstance(model, fit.FittedBooster):
+                rounds[name].append(model.rounds)
+                model = model.model
+            fold_models[name].append(model)
+            preds[name].append(p)
+        rows, y, w = evaluated
+        rows_all.append(rows), fold_all.append(np.full(len(rows), k)), y_all.append(y), w_all.append(w)
+
+    in_flight: deque = deque()  # folds whose fits are running: two at most, so two folds' rows are held, not every fold's
     for k, at in enumerate(folds):
         step(f"{target.name} backtest: fold {k + 1} of {len(folds)} ({at:%Y-%m-%d})")
-        train = {"target": target.train(at).sample(LARGE_ROWS).rows(snaps.x)}
-        if target.recorded is not None and any(c.labels == "recorded" for c in candidates):
-            train["recorded"] = target.recorded(at).sample(LARGE_ROWS).rows(snaps.x)
-        rows, y, w = target.evaluate(at)
-        x_eval = snaps.x[rows]
-        deals = {kind: r.deals_of_each_outcome() for kind, r in train.items()}
-        fallback = None
-        for cand in candidates:
-            if cand.labels not in train or deals[cand.labels] < cand.min_deals:
-                if fallback is None:
-                    fallback = next(c for c in candidates if c.fallback).fit(train["target"], at)
-                model = fallback
-                stood_in[cand.name].append(k)
-            else:
-                model = cand.fit(train[cand.labels], at)
-            if isinstance(model, fit.FittedBooster):
-                rounds[cand.name].append(model.rounds)
-                model = model.model
-            fold_models[cand.name].append(model)
-            preds[cand.name].append(fit.predict(model, x_eval))
-        rows_all.append(rows), fold_all.append(np.full(len(rows), k)), y_all.append(y), w_all.append(w)
-        del train
+        evaluated, fitted, fell_back = _submit_fold(pool, target, snaps, candidates, at)
+        for name in fell_back:
+            stood_in[name].append(k)
+        in_flight.append((k, evaluated, fitted))
+        if len(in_flight) > 1:
+            collect(*in_flight.popleft())
+    while in_flight:
+        collect(*in_flight.popleft())
     rows = np.concatenate(rows_all)
     y, w, fold_of = np.concatenate(y_all), np.concatenate(w_all), np.concatenate(fold_all)
     pooled = {n: np.concatenate(p) for n, p in preds.items()}
+    kinds = fit.calibrator_kinds(y[w > 0])
+    mapped = {(c.name, kind): pool.submit(fit.cross_fitted, pooled[c.name], y, w, fold_of, kind) for c in candidates if c.serves for kind in kinds}
+    options_of = {c.name: {kind: mapped[c.name, kind].result() for kind in kinds} for c in candidates if c.serves}
     deal_of = snaps.deal[rows]
     calibrated = {}
-    for cand in candidates:
-        if not cand.serves:
-            continue
-        options = {kind: fit.cross_fitted(pooled[cand.name], y, w, fold_of, kind) for kind in fit.calibrator_kinds(y[w > 0])}
+    for name, options in options_of.items():
         # a calibrator learned on the folds' models, which learned from less, is applied to the
         # refitted one: only where it helps beyond doubt (the rates and the linear model come
         # calibrated), and always to the models of recorded outcomes (another label's levels)
-        if cand.labels != "target" and len(options) > 1:  # learned from another label: its levels are that label's, and always need mapping
+        if candidates_by[name].labels != "target" and len(options) > 1:  # learned from another label: its levels are that label's, and always need mapping
             kind = min((kd for kd in options if kd != "identity"), key=lambda kd: fit.weighted_log_loss(y, options[kd], w))
         else:
             better = [kd for kd in options if kd != "identity" and better_beyond_doubt(y, options[kd], options["identity"], w, deal_of)]
             kind = min(better, key=lambda kd: fit.weighted_log_loss(y, options[kd], w)) if better else "identity"
-        calibrated[cand.name] = (kind, options[kind])
-    return TargetBacktest(target.name, folds, rows, fold_of, y, w, deal_of, pooled, calibrated, stood_in, rounds, fold_models, candidates={c.name: c for c in candidates})
+        calibrated[name] = (kind, options[kind])
+    return TargetBacktest(target.name, folds, rows, fold_of, y, w, deal_of, pooled, calibrated, stood_in, rounds, fold_models, candidates=candidates_by)
