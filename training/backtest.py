@@ -205,7 +205,7 @@ def _submit_fold(pool: Executor, target: Target, snaps: Snapshots, candidates: l
     fell_back = [c.name for c in candidates if c.labels not in train or deals[c.labels] < c.min_deals]
     fallback = next(c for c in candidates if c.fallback)
     stand_in = pool.submit(fitted, fallback, "target") if fell_back else None
-    futures = {c.name: stand_in if c.name in fell_back else pool.submit(fitted, c, c.labels) for c in sorted(candidates, key=lambda c: -c.rank)}  # the longest first
+    futures = {c.name: stand_in if c.name in fell_back else pool.submit(fitted, c, c.labels) for c in candidates}  # in the candidates' order: a booster, then a linear model (whose design is the larger in memory), so two linear models rarely fit at once
     return (rows, y, w), futures, fell_back
 
 
