@@ -4,8 +4,9 @@ A backtest is dozens of independent fits (every candidate at every fold date) of
 part is single-threaded: the logistic regression's line search, the calibrators, the rates'
 group-bys, LightGBM's Python loop and its evaluation. Two threads inside one fit left a third of
 two cores idle (30,000 deals: 74 s on two cores against 106 s on one); fits side by side, each on
-one core, keep both busy. LightGBM's model does not depend on its thread count, and BLAS at one
-thread sums in the same order, so what each fit returns is unchanged (benchmarks/RESULTS.md).
+one core, keep both busy. LightGBM's model does not depend on its thread count (its model files
+come out byte-identical), and BLAS at one thread differs from two by rounding alone (5e-16 at
+most in a run's figures), so what a training run returns is unchanged (benchmarks/RESULTS.md).
 
 Threads, not processes: the fits read the same snapshot matrix, and LightGBM, BLAS and numpy
 release the GIL while they work.
