@@ -125,12 +125,13 @@ def _partition_seconds(split: Path) -> dict:
         source = PartitionedExport(run, split, settings, now)
     from engines.work import stages_of
 
-    spec, stats = source.spec_and_stats(stages_of(settings), settings)
+    stages = stages_of(settings)
+    spec, stats = source.spec_and_stats(stages, settings)
     times, peaks = [], []
     for part in sorted(split.glob("part-*"))[:3]:
         before = psutil.Process().memory_info().rss
         t0 = time.perf_counter()
-        snaps, x = snapshot_piece(part, None, settings, now, spec, stats, source.end, False)
+        snaps, x = snapshot_piece(part, None, settings, now, stages, spec, stats, source.end, False)
         times.append(time.perf_counter() - t0)
         peaks.append((len(snaps), x.nbytes, psutil.Process().memory_info().rss - before))
         del snaps, x

@@ -21,13 +21,14 @@ from scoring.bundle import Bundle
 
 def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, with_history: bool = False, fingerprint: bool = False) -> Outline:
     parts = partitions(folder)
-    return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of, with_history=with_history, fingerprint=fingerprint))
+    stages = work.stages_of(settings, folder, now)
+    return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of, stages=stages, with_history=with_history, fingerprint=fingerprint))
 
 
-def export_end(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> pd.Timestamp:
+def export_end(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> pd.Timestamp | None:
     """The newest time of any partition (what a whole export's `Tables.end` is): the default
-    as-of of every command."""
-    return first_pass(run, folder, settings, now, now).end
+    as-of of every command. None when no partition holds a deal."""
+    return max((e for e in run.map(work.end, partitions(folder), settings=settings, now=now) if e is not None), default=None)
 
 
 def outs(parts: list[Path], out_dir: Path | None) -> list[Path | None]:
@@ -41,7 +42,7 @@ def outs(parts: list[Path], out_dir: Path | None) -> list[Path | None]:
 def features(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, out_dir: Path | None = None) -> tuple[FeatureSpec, pd.DataFrame | int]:
     """The feature frame of every deal open at as_of: a frame, or (with `out_dir`) one Parquet
     file per partition there and the number of rows written."""
-    stages = work.stages_of(settings)
+    stages = work.stages_of(settings, folder, now)
     outline = first_pass(run, folder, settings, now, as_of)
     small = outline.tables()
     spec = make_spec(small, stages, segment_columns(settings, small), type_counts=outline.activity_types)
@@ -85,14 +86,15 @@ def score(
 def stage_weights(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp) -> StageWeights:
     """Stage weights read no activity: fitted on the first pass's small tables of every deal."""
     small = first_pass(run, folder, settings, now, as_of, with_history=True).tables()
-    return StageWeights(segment_columns(settings, small)).fit(small, work.stages_of(settings), as_of)
+    return StageWeights(segment_columns(settings, small)).fit(small, work.stages_of(settings, folder, now), as_of)
 
 
 def score_points(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, bundle: Bundle, points: pd.DataFrame, known_at: pd.Timestamp | None = None) -> pd.DataFrame:
     """`bundle`'s scores of (opportunity_id, as_of) points of any partition, in the points' order
     (the gate's comparison on backtest points, a forecast's model method)."""
     points = points.reset_index(drop=True)
-    pieces = run.map(work.scored_points, partitions(folder), settings=settings, now=now, bundle=bundle, points=points, known_at=known_at)
+    stages = work.stages_of(settings, folder, now)
+    pieces = run.map(work.scored_points, partitions(folder), settings=settings, now=now, bundle=bundle, points=points, stages=stages, known_at=known_at)
     return pd.concat(pieces).sort_index()
 
 

@@ -218,7 +218,10 @@ def runner(options: EngineOptions | str = "local", progress=None) -> Iterator[Ru
     if engine not in ENGINES:
         raise ConfigInvalid(f"--engine: found {engine!r}, expected one of {', '.join(ENGINES)}")
     if engine == "local":
-        yield LocalRunner(progress)
+        from engines.work import read_once
+
+        with read_once():
+            yield LocalRunner(progress)
         return
     import dask
     from distributed import Client, LocalCluster

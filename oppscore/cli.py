@@ -311,34 +311,38 @@ def features(
     engine: EngineOptions = DEFAULT_ENGINE,
 ) -> None:
     """The feature frame of the opportunities open at --as-of."""
-    from features.frame import features_as_of, segment_columns
+    from engines import partitioned
+    from engines.runner import runner
     from features.loading import write_table
 
     settings = _settings(config, data)
     now = utc_now()
     if out_file.suffix:
         table_path(out_file)
-    if _partitioned(data, engine):
-        from engines import partitioned
-        from engines.runner import runner
+    with steps("features") as step, runner(engine, progress=step) as run:
+        t = _as_of(as_of, _export_end(run, data, settings, now), now)
+        folder = out_file if not out_file.suffix else None
+        spec, frame = partitioned.features(run, data, settings, now, t, out_dir=folder)
+        if folder is None:
+            step("writing")
+            write_table(frame, out_file)
+    rows = frame if isinstance(frame, int) else len(frame)
+    out.print(f"{rows:,} open opportunities as of {t:%Y-%m-%d %H:%M} UTC, {len(spec.columns)} features → {out_file}{_where(data, engine)}")
 
-        with steps("features") as step, runner(engine, progress=step) as run:
-            t = _as_of(as_of, partitioned.export_end(run, data, settings, now), now)
-            folder = out_file if not out_file.suffix else None
-            spec, frame = partitioned.features(run, data, settings, now, t, out_dir=folder)
-            if folder is None:
-                write_table(frame, out_file)
-        rows = frame if isinstance(frame, int) else len(frame)
-        out.print(f"{rows:,} open opportunities as of {t:%Y-%m-%d %H:%M} UTC, {len(spec.columns)} features → {out_file} ({engine.engine} engine)")
-        return
-    with steps("features") as step:
-        step("loading")
-        validated = load_export(data, settings, now)
-        t = _as_of(as_of, validated.tables.end, now)
-        frame, spec = features_as_of(validated.tables, validated.stages, segment_columns(settings, validated.tables), t, progress=step)
-        step("writing")
-        write_table(frame, out_file)
-    out.print(f"{len(frame):,} open opportunities as of {t:%Y-%m-%d %H:%M} UTC, {len(spec.columns)} features → {out_file}")
+
+def _export_end(run, data: Path, settings: Settings, now: pd.Timestamp) -> pd.Timestamp:
+    """The newest time of any partition: every command's default as-of."""
+    from engines import partitioned
+
+    end = partitioned.export_end(run, data, settings, now)
+    if end is None:
+        raise NotEnoughData(f"--data {data}: no opportunity in any partition")
+    return end
+
+
+def _where(data: Path, engine: EngineOptions) -> str:
+    """Said after a result of a partitioned export or another engine; nothing for a whole export here."""
+    return f" ({engine.engine} engine)" if _partitioned(data, engine) else ""
 
 
 def _comparison(metrics: dict) -> None:
@@ -735,23 +739,14 @@ def stage_weights(
 ) -> None:
     """Data-driven stage weights (with intervals, by dwell, per segment) beside the configured ones."""
     from analytics import report
-    from analytics.stage_weights import StageWeights
-    from features.frame import segment_columns
+    from engines import partitioned
+    from engines.runner import runner
     from oppscore import output
 
     settings = _settings(config, data)
-    if _partitioned(data, engine):
-        from engines import partitioned
-        from engines.runner import runner
-
-        now = utc_now()
-        with steps("stage weights") as step, runner(engine, progress=step) as run:
-            sw = partitioned.stage_weights(run, data, settings, now, _as_of(as_of, partitioned.export_end(run, data, settings, now), now))
-    else:
-        now = utc_now()
-        validated = load_export(data, settings, now)
-        t = _as_of(as_of, validated.tables.end, now)
-        sw = StageWeights(segment_columns(settings, validated.tables)).fit(validated.tables, validated.stages, t)
+    now = utc_now()
+    with steps("stage weights") as step, runner(engine, progress=step) as run:
+        sw = partitioned.stage_weights(run, data, settings, now, _as_of(as_of, _export_end(run, data, settings, now), now))
     tables = {"stage_weights": sw.weights_, "by_dwell": sw.by_dwell_, "by_segment": sw.by_segment_}
     output.write(f"Stage weights as of {sw.as_of_:%Y-%m-%d}", tables, out_file, lambda: [
         ("Stage weights beside the configured ones", report.stage_weights_plot(sw.weights_) + report._table(sw.weights_)),

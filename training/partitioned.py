@@ -17,8 +17,7 @@ import pandas as pd
 
 from engines.partitioned import first_pass, score_points
 from engines.runner import Runner, release_memory
-from engines.work import stages_of
-from features.contract import load_export
+from engines.work import read
 from features.errors import NotEnoughData
 from features.frame import FeatureSpec, make_spec, segment_columns
 from features.partitions import partitions
@@ -35,10 +34,11 @@ from training.targets import Labelled
 log = logging.getLogger(__name__)
 
 
-def snapshot_piece(folder: Path, out: None, settings: Settings, now: pd.Timestamp, spec: FeatureSpec, stats: PointInTimeStats, end: pd.Timestamp, open_now: bool) -> tuple[Snapshots, np.ndarray]:
+def snapshot_piece(folder: Path, out: None, settings: Settings, now: pd.Timestamp, stages: StageOrder, spec: FeatureSpec, stats: PointInTimeStats, end: pd.Timestamp,
+                   open_now: bool) -> tuple[Snapshots, np.ndarray]:
     """One partition's snapshots, and apart from them their model matrix (which a worker keeps)."""
-    tables = load_export(folder, settings, now).tables
-    snaps = snapshots.build(tables, stages_of(settings), settings, spec, stats, end, open_now=open_now)
+    tables = read(folder, settings, now).tables
+    snaps = snapshots.build(tables, stages, settings, spec, stats, end, open_now=open_now)
     x, snaps.x = snaps.x, None
     return snaps, x
 
@@ -73,7 +73,7 @@ class PartitionedExport:
 
     def snapshots(self, stages: StageOrder, settings: Settings, spec: FeatureSpec, stats: PointInTimeStats, step) -> Snapshots:
         parts = partitions(self.folder)
-        shared = {"settings": settings, "now": self.now, "spec": spec, "stats": stats, "end": self.end}
+        shared = {"settings": settings, "now": self.now, "stages": stages, "spec": spec, "stats": stats, "end": self.end}
         light, heavy = self.run.map_held(snapshot_piece, parts, **shared, open_now=False)
         if sum(len(p) for p in light) == 0:
             log.warning(snapshots.NO_GRID_SNAPSHOT)
