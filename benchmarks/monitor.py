@@ -35,6 +35,7 @@ def main() -> None:
     from features.settings import MonitorConfig, SegmentConfig, Settings
     from features.stages import StageOrder
     from features.synthetic import generate
+    from scoring.drift import of_run
     from scoring.history import RunFacts, ScoreHistory
     from scoring.score import score_open
     from training.pipeline import train
@@ -50,9 +51,9 @@ def main() -> None:
         for k in range(args.runs):
             at = first + pd.Timedelta(weeks=k)
             t = time.perf_counter()
-            drift: dict = {}
-            scored = score_open(bundle, g.tables, at, previous=history.previous(g.tables.opportunities["opportunity_id"].to_numpy(), at), drift_into=drift)
-            history.record(scored, at, "1", "batch", RunFacts.of(bundle, drift=drift))
+            tally: dict = {}
+            scored = score_open(bundle, g.tables, at, previous=history.previous(g.tables.opportunities["opportunity_id"].to_numpy(), at), drift_into=tally)
+            history.record(scored, at, "1", "batch", RunFacts.of(bundle, drift=of_run(bundle, [tally])))
             recording.append(time.perf_counter() - t)
             sizes.append(len(scored))
         print(f"{args.runs} runs recorded: median {statistics.median(sizes):,.0f} open deals per run ({sum(sizes):,} scores); scoring and recording a run: median {statistics.median(recording):.2f} s", flush=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analytics.forecast import win_horizon_days
@@ -16,6 +17,7 @@ from engines.runner import Runner
 from features.frame import FeatureSpec, make_spec, segment_columns
 from features.partitions import Outline, partitions
 from features.settings import Settings
+from scoring import drift
 from scoring.bundle import Bundle
 
 
@@ -61,26 +63,42 @@ class Scored:
     rows: int
     counts: dict[str, int]
     unknown_stages: list[str]
+    drift: dict  # the run's drift from the bundle's training reference (`scoring.drift.of_run`); {} without one
+    shadow: pd.DataFrame | None = None  # the shadow version's scores, gathered
+
+
+def opportunities(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> tuple[np.ndarray, pd.Timestamp | None]:
+    """Every opportunity id of the export, and its newest time (None without a deal)."""
+    pieces = run.map(work.ids, partitions(folder), settings=settings, now=now)
+    ends = [end for _, end in pieces if end is not None]
+    return np.concatenate([ids for ids, _ in pieces]), max(ends, default=None)
 
 
 def score(
-    run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, bundle: Bundle, out_dir: Path | None = None, previous: pd.DataFrame | None = None
+    run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, bundle: Bundle, out_dir: Path | None = None, previous: pd.DataFrame | None = None,
+    shadow: Bundle | None = None,
 ) -> Scored:
-    """Every open deal scored by `bundle` (highest first when gathered), and where every deal of
-    the export stands; `previous`: the score history's last scores (`work.score`)."""
+    """Every open deal scored by `bundle` (highest first when gathered), where every deal of the
+    export stands and the run's drift; `previous`: the score history's last scores (`work.score`);
+    `shadow`: a second version scoring the same deals."""
     parts = partitions(folder)
-    results = run.map(work.score, parts, outs(parts, out_dir), settings=settings, now=now, as_of=as_of, bundle=bundle, previous=previous)
+    results = run.map(work.score, parts, outs(parts, out_dir), settings=settings, now=now, as_of=as_of, bundle=bundle, previous=previous, shadow=shadow)
     counts: dict[str, int] = {}
     unknown: set[str] = set()
-    for _, c, u in results:
-        for k, v in c.items():
+    for part in results:
+        for k, v in part.counts.items():
             counts[k] = counts.get(k, 0) + v
-        unknown |= set(u)
+        unknown |= set(part.unknown_stages)
+    measured = drift.of_run(bundle, [part.tally for part in results])
+    shadowed = _highest_first(pd.concat([part.shadow for part in results], ignore_index=True)) if shadow is not None else None
     if out_dir is not None:
-        return Scored(None, int(sum(r[0] for r in results)), counts, sorted(unknown))
-    table = pd.concat([r[0] for r in results], ignore_index=True)
-    table = table.sort_values(["win_probability", "opportunity_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
-    return Scored(table, len(table), counts, sorted(unknown))
+        return Scored(None, int(sum(part.scores for part in results)), counts, sorted(unknown), measured, shadowed)
+    table = _highest_first(pd.concat([part.scores for part in results], ignore_index=True))
+    return Scored(table, len(table), counts, sorted(unknown), measured, shadowed)
+
+
+def _highest_first(table: pd.DataFrame) -> pd.DataFrame:
+    return table.sort_values(["win_probability", "opportunity_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 
 def stage_weights(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp) -> StageWeights:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features.contract import Validated, load_export
@@ -83,19 +85,43 @@ def features(folder: Path, out: Path | None, settings: Settings, now: pd.Timesta
     return len(frame)
 
 
+def ids(folder: Path, out: None, settings: Settings, now: pd.Timestamp) -> tuple[np.ndarray, pd.Timestamp | None]:
+    """The partition's opportunity ids and its newest time (`Tables.end`; None without a deal):
+    what a scoring run reads before it scores (the score history's last scores, the default as-of)."""
+    tables = read(folder, settings, now).tables
+    return tables.opportunities["opportunity_id"].to_numpy(dtype=object), tables.end if len(tables.opportunities) else None
+
+
+@dataclass
+class ScoredPart:
+    """A partition scored: its scores (or, written to a file, their count), where each of its deals
+    stands, the stages the model does not know, the counts its drift is judged from
+    (`scoring.drift.tally`) and, with a shadow version, that version's scores."""
+
+    scores: pd.DataFrame | int
+    counts: dict[str, int]
+    unknown_stages: list[str]
+    tally: dict
+    shadow: pd.DataFrame | None = None
+
+
 def score(
-    folder: Path, out: Path | None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, bundle: Bundle, previous: pd.DataFrame | None = None
-) -> tuple[pd.DataFrame | int, dict[str, int], list[str]]:
+    folder: Path, out: Path | None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, bundle: Bundle, previous: pd.DataFrame | None = None,
+    shadow: Bundle | None = None,
+) -> ScoredPart:
     """The partition's open deals scored, and where every one of its deals stands; given the
     score history's `previous` scores, with the change since and every factor's contribution
-    (what the history records: written to `out` too, as JSON text)."""
+    (what the history records: written to `out` too, as JSON text). `shadow`: a version that
+    scores the same deals beside the champion (without reasons: what the track record reads)."""
     tables = read(folder, settings, now).tables
-    scored = score_open(bundle, tables, as_of, previous=previous)
+    tally: dict = {}
+    scored = score_open(bundle, tables, as_of, previous=previous, drift_into=tally)
     where = account(bundle, tables, as_of)
+    shadowed = score_open(shadow, tables, as_of, with_factors=False) if shadow is not None else None
     if out is None:
-        return scored, where.counts, where.unknown_stages
+        return ScoredPart(scored, where.counts, where.unknown_stages, tally, shadowed)
     write_table(scored.assign(as_of=scored["as_of"].astype(str)), out)
-    return len(scored), where.counts, where.unknown_stages
+    return ScoredPart(len(scored), where.counts, where.unknown_stages, tally, shadowed)
 
 
 def scored_points(folder: Path, out: None, settings: Settings, now: pd.Timestamp, bundle: Bundle, points: pd.DataFrame, stages: StageOrder, known_at: pd.Timestamp | None = None) -> pd.DataFrame:

@@ -491,53 +491,62 @@ def score(
 ) -> None:
     """Score every open opportunity with the champion; highest win probability first. Each run
     is recorded in the score history with the drift it measured (`oppscore monitor`)."""
+    from engines import partitioned
+    from engines.runner import runner
     from features.loading import write_table
-    from scoring.explain import changes_in_words
     from scoring.history import RunFacts
-    from scoring.score import account, score_open
     from scoring.store import load_champion, load_version
 
     settings = _settings(config, data)
     shadow = shadow or settings.serving.shadow
-    if out_file.suffix or not _partitioned(data, engine):
+    folder = out_file if not out_file.suffix else None  # a folder: one Parquet file per partition, for exports too large to gather
+    if folder is None:
         table_path(out_file)  # before any work: a command that fails on its output records nothing
-    if _partitioned(data, engine):
-        if shadow is not None:
-            raise typer.BadParameter("a shadow version scores a whole export only; score the partitioned one without --shadow (and without [serving] shadow)", param_hint="--shadow")
-        _score_partitioned(data, out_file, as_of, settings, engine)
-        return
-    with steps("score") as step:
+    now = utc_now()
+    with steps("score") as step, runner(engine, progress=step) as run:
         step("loading")
-        now = utc_now()
-        validated = load_export(data, settings, now)
+        ids, end = partitioned.opportunities(run, data, settings, now)
+        if end is None:
+            raise NotEnoughData(f"--data {data}: no opportunity in any partition")
         loaded = load_champion(settings)
-        at = _as_of(as_of, validated.tables.end, now)
-        step("reading score history")
-        history, previous = _history_for(settings, validated.tables.opportunities["opportunity_id"].to_numpy(), at)
-        step("scoring")
-        measured: dict = {}
-        scored = score_open(loaded.bundle, validated.tables, at, previous=previous, drift_into=measured)
-        where = account(loaded.bundle, validated.tables, at)
-        shadowed = None
+        shadow_bundle = None
         if shadow is not None and str(shadow) != str(loaded.version):
-            step(f"scoring with shadow v{shadow}")
+            step(f"loading shadow v{shadow}")
             shadow_bundle = load_version(settings, str(shadow))
-            shadowed = score_open(shadow_bundle, validated.tables, at, with_factors=False)  # what the track record reads: no reasons, no change since the champion's last run
-    show_table([{"opportunities": k, "count": v} for k, v in where.counts.items() if v], title=f"{len(validated.tables.opportunities):,} opportunities in the export, as of {at:%Y-%m-%d %H:%M} UTC")
-    if where.unknown_stages:
-        out.print(f"[yellow]not scored:[/yellow] {where.counts['in a stage the model does not know']} deals in stages champion v{loaded.version} was not trained on: {', '.join(where.unknown_stages[:10])}; retrain on this export (`oppscore train --data {data}`)")
-    if where.scored == 0:
+        at = _as_of(as_of, end, now)
+        step("reading score history")
+        history, previous = _history_for(settings, ids, at)
+        step("scoring")
+        done = partitioned.score(run, data, settings, now, at, loaded.bundle, out_dir=folder, previous=previous, shadow=shadow_bundle)
+    show_table([{"opportunities": k, "count": v} for k, v in done.counts.items() if v], title=f"{len(ids):,} opportunities in the export, as of {at:%Y-%m-%d %H:%M} UTC{_where(data, engine)}")
+    if done.unknown_stages:
+        out.print(f"[yellow]not scored:[/yellow] {done.counts['in a stage the model does not know']} deals in stages champion v{loaded.version} was not trained on: {', '.join(done.unknown_stages[:10])}; retrain on this export (`oppscore train --data {data}`)")
+    if done.rows == 0:
         raise NotEnoughData(f"--data {data}: no opportunity was open at {at:%Y-%m-%d %H:%M} UTC in a stage the model knows; nothing scored, {out_file} not written")
-    table = scored.drop(columns=["factors"])
-    table["as_of"] = table["as_of"].astype(str)
-    write_table(table, out_file)
-    recorded = _record(history, scored, now, loaded.version, RunFacts.of(loaded.bundle, drift=measured))  # only once the scores are written
-    if shadowed is not None:
-        kept = _record(history, shadowed, now, str(shadow), RunFacts.of(shadow_bundle, role="shadow"))
-        out.print(f"shadow v{shadow} scored the same {len(shadowed):,} deals: " + (f"{kept:,} scores recorded beside the champion's" if kept is not None else "not recorded (the score history did not answer)"))
+    facts = RunFacts.of(loaded.bundle, drift=done.drift)
+    if done.table is not None:
+        write_table(done.table.drop(columns=["factors"]).assign(as_of=done.table["as_of"].astype(str)), out_file)
+        recorded = _record(history, done.table, now, loaded.version, facts)  # only once the scores are written
+    else:
+        from features.partitions import partitions
+
+        recorded = _record_files(history, partitioned.outs(partitions(data), folder), now, loaded.version, facts)  # this run's files, not an older run's left in the folder
+    if done.shadow is not None:
+        kept = _record(history, done.shadow, now, str(shadow), RunFacts.of(shadow_bundle, role="shadow"))
+        out.print(f"shadow v{shadow} scored the same {len(done.shadow):,} deals: " + (f"{kept:,} scores recorded beside the champion's" if kept is not None else "not recorded (the score history did not answer)"))
     elif shadow is not None:
         out.print(f"shadow v{shadow} is the champion: nothing scored beside it")
-    _say_drift(measured, settings)
+    _say_drift(done.drift, settings)
+    if done.table is not None:
+        _say_top_and_moved(done.table)
+    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {_kept(recorded)}")
+    out.print(f"next: `oppscore serve --data {data}` shows them on the managers' page")
+
+
+def _say_top_and_moved(table: pd.DataFrame) -> None:
+    """The ten highest, and the deals whose score moved 5 points or more since the last run."""
+    from scoring.explain import changes_in_words
+
     show_table(
         [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade,
           "change": "new" if r.previous_score != r.previous_score else f"{r.score_change:+.0f}", "top reason": r.top_factors[0]["sentence"] if r.top_factors else ""}
@@ -548,8 +557,6 @@ def score(
     if len(changed):
         show_table([{"opportunity": r.opportunity_id, "score": r.score, "change": f"{r.score_change:+.0f}", "why": changes_in_words(r.why_changed)} for r in changed.head(10).itertuples()],
                    title=f"moved 5 points or more since the last run: {len(changed):,}")
-    out.print(f"scored {len(scored):,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {_kept(recorded)}")
-    out.print(f"next: `oppscore serve --data {data}` shows them on the managers' page")
 
 
 def _history_for(settings: Settings, ids, at: pd.Timestamp):
@@ -601,41 +608,6 @@ def _record(history, scored: pd.DataFrame, now: pd.Timestamp, version: str, run=
 
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html (a report with plots); default: the terminal")]
-
-
-def _score_partitioned(data: Path, out_file: Path, as_of, settings: Settings, engine: EngineOptions) -> None:
-    """Scores per partition; one file (gathered) or a folder of Parquet files (each with every
-    factor's contribution, as JSON text). The score history is read before and recorded after,
-    as for a whole export: from the gathered table, or file by file from the folder."""
-    from engines import partitioned
-    from engines.runner import runner
-    from features.loading import write_table
-    from scoring.history import RunFacts
-    from scoring.store import load_champion
-
-    now = utc_now()
-    loaded = load_champion(settings)
-    folder = out_file if not out_file.suffix else None
-    with steps("score") as step, runner(engine, progress=step) as run:
-        outline = partitioned.first_pass(run, data, settings, now, now)
-        at = _as_of(as_of, outline.end, now)
-        step("reading score history")
-        history, previous = _history_for(settings, outline.opportunities["opportunity_id"].to_numpy(), at)
-        del outline
-        done = partitioned.score(run, data, settings, now, at, loaded.bundle, out_dir=folder, previous=previous)
-    show_table([{"opportunities": k, "count": v} for k, v in done.counts.items() if v], title=f"as of {at:%Y-%m-%d %H:%M} UTC ({engine.engine} engine)")
-    if done.unknown_stages:
-        out.print(f"[yellow]not scored:[/yellow] deals in stages champion v{loaded.version} was not trained on: {', '.join(done.unknown_stages[:10])}")
-    if done.rows == 0:
-        raise NotEnoughData(f"--data {data}: no opportunity was open at {at:%Y-%m-%d %H:%M} UTC in a stage the model knows; nothing scored")
-    if done.table is not None:
-        write_table(done.table.drop(columns=["factors"]).assign(as_of=done.table["as_of"].astype(str)), out_file)
-        recorded = _record(history, done.table, now, loaded.version, RunFacts.of(loaded.bundle))  # only once the scores are written
-    else:
-        from features.partitions import partitions
-
-        recorded = _record_files(history, partitioned.outs(partitions(data), folder), now, loaded.version, RunFacts.of(loaded.bundle))  # this run's files, not an older run's left in the folder
-    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} → {out_file}; {_kept(recorded)}")
 
 
 def _record_files(history, files: list[Path], now: pd.Timestamp, version: str, run) -> int | None:

@@ -3,7 +3,8 @@
 Training stores a reference in the bundle (`reference`): per model column, the bins of its
 recent training snapshots (deciles of a number, the levels of a category, and missing as a bin
 of its own) with their shares, and the same for the win probability it gives those snapshots.
-Each scoring run measures the open pipeline against it (`measure`): the population stability
+Each scoring run measures the open pipeline against it (`measure`; a partitioned export's
+partitions are tallied apart and judged together: `tally`, `judge`): the population stability
 index (PSI = Σ (now − then) · ln(now / then) over the bins; 0.1 is a moderate shift, 0.25 the
 usual "major" one) and the share of rows zero or missing then and now, from which `silent`
 reads the features gone silent (values in training, none now: a feed that stopped, a column the
@@ -34,8 +35,8 @@ def _numeric_edges(values: np.ndarray) -> list[float]:
     return np.unique(np.quantile(known, np.linspace(0, 1, BINS + 1)[1:-1])).tolist()
 
 
-def _shares(values: np.ndarray, edges: list[float] | None, levels: int | None) -> np.ndarray:
-    """Shares of the bins: the numeric bins split at `edges` (or one per level), then missing."""
+def _counts(values: np.ndarray, edges: list[float] | None, levels: int | None) -> np.ndarray:
+    """Rows in each bin: the numeric bins split at `edges` (or one per level), then missing."""
     values = np.asarray(values, dtype=float)
     missing = np.isnan(values)
     n_bins = (len(edges) + 1) if edges is not None else levels
@@ -47,7 +48,12 @@ def _shares(values: np.ndarray, edges: list[float] | None, levels: int | None) -
         which = np.clip(known.astype(np.int64), 0, n_bins - 1)
     counts[:n_bins] = np.bincount(which, minlength=n_bins)[:n_bins]
     counts[n_bins] = missing.sum()
-    return counts / max(len(values), 1)
+    return counts
+
+
+def _shares(values: np.ndarray, edges: list[float] | None, levels: int | None) -> np.ndarray:
+    """Shares of the bins (`_counts`)."""
+    return _counts(values, edges, levels) / max(len(values), 1)
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -76,27 +82,56 @@ def reference(x: np.ndarray, spec: FeatureSpec, win: np.ndarray) -> dict:
     return {"rows": int(len(x)), "columns": columns, "score": {"edges": score_edges, "shares": _shares(win, score_edges, None).tolist()}}
 
 
-def measure(ref: dict, x: np.ndarray, spec: FeatureSpec, win: np.ndarray) -> dict:
-    """The open pipeline against the reference: per feature PSI and zero-or-missing share (then,
-    now), the score's PSI and the largest PSI per family."""
-    catalogue = spec.features
-    features = {}
+def tally(ref: dict, x: np.ndarray, spec: FeatureSpec, win: np.ndarray) -> dict:
+    """What drift is judged from, in counts that add up: per reference column its rows in each
+    of the reference's bins and its rows zero or missing, and the same bins of the win
+    probability. A partitioned export's partitions are tallied apart and judged together."""
+    columns = {}
     for j, col in enumerate(spec.columns):
         kept = ref["columns"].get(col)
         if kept is None:  # a column the version did not have: nothing to compare
             continue
         values = np.asarray(x[:, j], dtype=float)
-        now = _shares(values, kept.get("edges"), kept.get("levels"))
-        quiet = _quiet(values)
+        columns[col] = {"bins": _counts(values, kept.get("edges"), kept.get("levels")), "quiet": int(np.count_nonzero(np.isnan(values) | (values == 0)))}
+    return {"rows": int(len(x)), "columns": columns, "score": _counts(win, ref["score"]["edges"], None)}
+
+
+def judge(ref: dict, tallies: list[dict], spec: FeatureSpec) -> dict:
+    """The open pipeline (its tallies added up) against the reference: per feature PSI and
+    zero-or-missing share (then, now), the score's PSI and the largest PSI per family."""
+    rows = sum(t["rows"] for t in tallies)
+    catalogue = spec.features
+    features = {}
+    for col in spec.columns:
+        kept = ref["columns"].get(col)
+        counted = [t["columns"][col] for t in tallies if col in t["columns"]]
+        if kept is None or not counted:
+            continue
+        now = sum(c["bins"] for c in counted) / max(rows, 1)
+        quiet = sum(c["quiet"] for c in counted) / rows if rows else float("nan")
         known = catalogue.get(col)
         features[col] = {"psi": psi(kept["shares"], now), "quiet_then": kept["quiet"], "quiet_now": quiet, "family": known.family if known else "other",
                          "from_outcomes": bool(known and known.from_outcomes)}
-    score = psi(ref["score"]["shares"], _shares(win, ref["score"]["edges"], None)) if len(win) else float("nan")
+    score = psi(ref["score"]["shares"], sum(t["score"] for t in tallies) / rows) if rows else float("nan")
     families: dict[str, float] = {}
     for f in features.values():
         if not f["from_outcomes"]:
             families[f["family"]] = max(families.get(f["family"], 0.0), f["psi"])
-    return {"rows": int(len(x)), "features": features, "score_psi": score, "families": families}
+    return {"rows": rows, "features": features, "score_psi": score, "families": families}
+
+
+def of_run(bundle, tallies: list[dict]) -> dict:
+    """A scoring run's drift from `bundle`'s training reference, its points tallied whole or
+    partition by partition (`scoring.score.score_open(..., drift_into=)`); {} when the bundle
+    has no reference (trained before drift was kept) or nothing was tallied."""
+    ref = bundle.metadata.get("drift_reference")
+    tallies = [t for t in tallies if t]
+    return judge(ref, tallies, bundle.spec) if ref and tallies else {}
+
+
+def measure(ref: dict, x: np.ndarray, spec: FeatureSpec, win: np.ndarray) -> dict:
+    """The open pipeline `x` against the reference (`judge` of its `tally`)."""
+    return judge(ref, [tally(ref, x, spec, win)], spec)
 
 
 def silent(measured: dict, share: float) -> list[str]:

@@ -31,14 +31,15 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
     """The score columns of open points, as arrays (the API turns them into records, the batch
     into a table). `previous`: the last recorded score per opportunity id (score history's
     `previous`): adds the change since and why, and every factor's contribution to record.
-    `drift_into`: filled with the drift of these points from the bundle's training reference
-    (`scoring.drift`), when the bundle has one."""
+    `drift_into`: filled with the counts these points' drift from the bundle's training
+    reference is judged from (`scoring.drift.tally`; `drift.of_run` judges one or several),
+    when the bundle has one."""
     spec = bundle.spec
     features = feature_arrays(tables, points, spec, bundle.stats, state=state)
     x = model_matrix(features, spec)
     win = bundle.models["win"].predict(x)
     if drift_into is not None and bundle.metadata.get("drift_reference"):
-        drift_into.update(drift.measure(bundle.metadata["drift_reference"], x, spec, win))
+        drift_into.update(drift.tally(bundle.metadata["drift_reference"], x, spec, win))
     amount = tables.index.opportunity_values("amount", points.code).astype(float)
     out = {
         "stage": features["stage"],

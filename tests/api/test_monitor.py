@@ -11,6 +11,7 @@ from analytics.track_record import track_record
 from features.loading import write_export
 from features.settings import settings_toml
 from features.stages import StageOrder
+from scoring.drift import of_run
 from scoring.history import RunFacts, ScoreHistory
 from scoring.score import score_open
 from serving.app import create_app
@@ -34,8 +35,8 @@ def test_the_track_record_of_the_served_export(served_store, tmp_path, exported,
     history = ScoreHistory.of(settings)
     for weeks in range(36, 12, -4):
         at = medium.tables.end - pd.Timedelta(weeks=weeks)
-        drift: dict = {}
-        history.record(score_open(trained.bundle, medium.tables, at, with_factors=False, drift_into=drift), at, "1", "batch", RunFacts.of(trained.bundle, drift=drift))
+        tally: dict = {}
+        history.record(score_open(trained.bundle, medium.tables, at, with_factors=False, drift_into=tally), at, "1", "batch", RunFacts.of(trained.bundle, drift=of_run(trained.bundle, [tally])))
     with TestClient(create_app(settings, data=exported, start_reloader=False), raise_server_exceptions=False) as client:
         r = client.get("/v1/monitor", headers=AUTH)
         assert r.status_code == 200, r.text

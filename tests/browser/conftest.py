@@ -16,6 +16,7 @@ import pytest
 
 from features.loading import write_export
 from features.settings import SegmentConfig, Settings, settings_toml
+from scoring.drift import of_run
 from scoring.history import RunFacts, ScoreHistory
 from scoring.score import score_open
 from training.registry import log_and_register
@@ -51,9 +52,9 @@ def served(tmp_path_factory, medium, trained):
     ids = medium.tables.opportunities["opportunity_id"].to_numpy()
     for days in (*range(280, 100, -28), 30, 14):
         at = medium.tables.end - pd.Timedelta(days=days)
-        drift: dict = {}
-        scored = score_open(trained.bundle, medium.tables, at, previous=history.previous(ids, at), drift_into=drift)
-        history.record(scored, at, "1", "batch", RunFacts.of(trained.bundle, drift=drift))
+        tally: dict = {}
+        scored = score_open(trained.bundle, medium.tables, at, previous=history.previous(ids, at), drift_into=tally)
+        history.record(scored, at, "1", "batch", RunFacts.of(trained.bundle, drift=of_run(trained.bundle, [tally])))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

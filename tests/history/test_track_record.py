@@ -18,6 +18,7 @@ from analytics.track_record import compare, track_record
 from features.settings import MonitorConfig
 from features.stages import StageOrder
 from features.tables import Tables
+from scoring.drift import of_run
 from scoring.history import RunFacts, ScoreHistory
 from scoring.score import score_open
 from tests.conftest import weaker
@@ -37,8 +38,9 @@ def _weekly(history: ScoreHistory, bundle, tables: Tables, first: pd.Timestamp, 
     measured = []
     for k in range(runs):
         at = first + k * WEEK
-        drift: dict = {}
-        scored = score_open(bundle, tables, at, with_factors=False, drift_into=drift)
+        tally: dict = {}
+        scored = score_open(bundle, tables, at, with_factors=False, drift_into=tally)
+        drift = of_run(bundle, [tally])
         history.record(scored, at, bundle.version, "batch", RunFacts.of(bundle, role=role, drift=drift if role == "champion" else None))
         measured.append(drift)
     return measured

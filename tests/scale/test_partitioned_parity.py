@@ -17,6 +17,7 @@ from features.partitions import partitions, split_export
 from features.settings import SegmentConfig, Settings, settings_toml
 from features.synthetic import generate
 from features.times import utc_now
+from scoring import drift
 from scoring.score import score_open
 
 
@@ -54,11 +55,20 @@ def test_features_scores_and_weights_equal_the_whole_export(engine, dask_run, tm
         assert got_spec.activity_types == spec.activity_types and got_spec.categories == spec.categories
         _same(got, expected.sort_values("opportunity_id", kind="stable").reset_index(drop=True))
 
-        scored = partitioned.score(run, split, settings, now, t, trained.bundle)
-        want = score_open(trained.bundle, tables, t)
+        scored = partitioned.score(run, split, settings, now, t, trained.bundle, shadow=trained.bundle)
+        tally: dict = {}
+        want = score_open(trained.bundle, tables, t, drift_into=tally)
         _same(scored.table.drop(columns=["top_factors"]), want.drop(columns=["top_factors"]))
         assert scored.table["top_factors"].tolist() == want["top_factors"].tolist()
         assert scored.counts["scored (open)"] == len(want)
+        # the partitions' drift, tallied apart and judged together, is the whole export's
+        whole_drift = drift.of_run(trained.bundle, [tally])
+        assert scored.drift["rows"] == whole_drift["rows"] == len(want) and scored.drift["features"].keys() == whole_drift["features"].keys()
+        for col, measured in whole_drift["features"].items():
+            assert scored.drift["features"][col]["psi"] == pytest.approx(measured["psi"], abs=1e-9), col
+            assert scored.drift["features"][col]["quiet_now"] == pytest.approx(measured["quiet_now"], abs=1e-12), col
+        assert scored.drift["score_psi"] == pytest.approx(whole_drift["score_psi"], abs=1e-9)
+        _same(scored.shadow, score_open(trained.bundle, tables, t, with_factors=False))  # a shadow version scores the same deals, partition by partition
 
         from analytics.stage_weights import StageWeights
 
