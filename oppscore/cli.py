@@ -891,24 +891,21 @@ def forecast(
 
 @contextmanager
 def _forecast_inputs(data: Path, settings: Settings, bundle, engine: EngineOptions, step):
-    """(tables, stages, end, methods): a whole export's; or, for a partitioned one, its first
-    pass's opportunities and stage history (all the weights and timing read) with the model's
-    probabilities computed partition by partition."""
+    """(tables, stages, end, methods): the first pass's opportunities and stage history (all the
+    weights and timing read), with the model's probabilities computed partition by partition (a
+    whole export: its one partition, read once)."""
     from analytics.forecast import methods_for
-
-    now = utc_now()
-    step("loading")
-    if not _partitioned(data, engine):
-        validated = load_export(data, settings, now)
-        yield validated.tables, validated.stages, validated.tables.end, methods_for(validated.stages, bundle)
-        return
     from engines import partitioned
     from engines.runner import runner
     from engines.work import stages_of
 
+    now = utc_now()
+    step("loading")
     with runner(engine, progress=step) as run:
         outline = partitioned.first_pass(run, data, settings, now, now, with_history=True)
-        stages = stages_of(settings)
+        if outline.end is None:
+            raise NotEnoughData(f"--data {data}: no opportunity in any partition")
+        stages = stages_of(settings, data, now)
         methods = methods_for(stages, bundle)
         if bundle is not None:
             methods["model"] = partitioned.model_method(run, data, settings, now, bundle)
