@@ -370,32 +370,7 @@ def train(
     """Train both models, backtest them at past dates as known then beside the baselines, register, and promote if better."""
 
     settings = _settings(config, data)
-    if _partitioned(data, engine):
-        _train_partitioned(data, settings, to_utc(cutoff) if cutoff else None, engine)
-        return
-    _train_and_register(data, settings, to_utc(cutoff) if cutoff else None)
-
-
-def _train_partitioned(data: Path, settings: Settings, cutoff: pd.Timestamp | None, engine: EngineOptions) -> None:
-    """Training on a partitioned export: snapshots built where the partitions are read, the
-    booster fitted there on a cluster; the same bundle, run and gate as a whole export's."""
-
-    from engines.runner import runner
-    from engines.work import stages_of
-    from training.partitioned import PartitionedExport
-    from training.pipeline import train as fit
-    from training.registry import log_and_register
-    from training.runs import exit_on_termination, scratch
-
-    exit_on_termination()
-    with steps("train") as step, runner(engine, progress=step) as run:
-        step("first pass")
-        source = PartitionedExport(run, data, settings, utc_now())
-        with scratch(settings) as tmp:
-            result = fit(source, stages_of(settings), settings, cutoff, workdir=tmp, progress=step)
-            step("logging to MLflow")
-            registered = log_and_register(result, source, settings, str(data))
-    _said_after_training(result, registered, data, f" ({engine.engine} engine)")
+    _train_and_register(data, settings, to_utc(cutoff) if cutoff else None, engine)
 
 
 def _said_after_training(result, registered, data: Path, where: str = "") -> None:
@@ -408,23 +383,41 @@ def _said_after_training(result, registered, data: Path, where: str = "") -> Non
     out.print(f"next: `oppscore score --data {data} --out scores.csv`, or `oppscore serve --data {data}` for the API and the managers' page")
 
 
-def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | None, title: str = "train"):
-    """Load, train, log, register, gate; print the comparison. Returns the validated export."""
-
+def _train_and_register(data: Path, settings: Settings, cutoff: pd.Timestamp | None, engine: EngineOptions = DEFAULT_ENGINE, title: str = "train"):
+    """Read, train, log, register, gate; print the comparison. Returns what was trained on (its
+    `tables` the export's)."""
+    from engines.runner import runner
     from training.pipeline import train as fit
     from training.registry import log_and_register
     from training.runs import exit_on_termination, scratch
 
     exit_on_termination()
-    with steps(title) as step:
+    with steps(title) as step, runner(engine, progress=step) as run:
         step("loading")
-        validated = load_export(data, settings, utc_now())
+        source, stages = _training_data(run, data, settings, engine)
         with scratch(settings) as tmp:
-            result = fit(validated.tables, validated.stages, settings, cutoff, workdir=tmp, progress=step)
+            result = fit(source, stages, settings, cutoff, workdir=tmp, progress=step)
             step("logging to MLflow")
-            registered = log_and_register(result, validated.tables, settings, str(data))
-    _said_after_training(result, registered, data)
-    return validated
+            registered = log_and_register(result, source, settings, str(data))
+    _said_after_training(result, registered, data, _where(data, engine))
+    return source
+
+
+def _training_data(run, data: Path, settings: Settings, engine: EngineOptions):
+    """(training data, stage order): a whole export on this machine is read once and held whole,
+    its snapshot matrix built in place (`training.data.WholeExport`); partitions, or any export on
+    Dask, are read where they are, the snapshots built per partition and the booster fitted there
+    on a cluster (`training.partitioned.PartitionedExport`). One training run either way (`training.pipeline`)."""
+    if not _partitioned(data, engine):
+        from training.data import WholeExport
+
+        validated = load_export(data, settings, utc_now())
+        return WholeExport(validated.tables), validated.stages
+    from engines.work import stages_of
+    from training.partitioned import PartitionedExport
+
+    now = utc_now()
+    return PartitionedExport(run, data, settings, now), stages_of(settings, data, now)
 
 
 @app.command()
@@ -1037,7 +1030,7 @@ def demo(
         out.print(f"champion v{current} was trained on these same demo data: reusing it (`oppscore train --data {folder}` retrains)")
         validated = load_export(folder, settings, utc_now())
     else:
-        validated = _train_and_register(folder, settings, None, title="demo training")
+        validated = _train_and_register(folder, settings, None, title="demo training")  # what it trained on: the export's tables
         champion = load_version(settings, champion_version(settings))
     out.print(f"next: `oppscore score --data {folder} --out scores.csv`, or the page and the API below")
     if no_serve:
