@@ -45,11 +45,11 @@ def read(folder: Path, settings: Settings, now: pd.Timestamp) -> Validated:
     kept = _kept.get()
     key = (Path(folder).resolve(), now, id(settings))
     if kept is not None and key in kept:
-        return kept[key]
+        return kept[key][1]
     validated = load_export(folder, settings, now)
     if kept is not None:
         kept.clear()
-        kept[key] = validated
+        kept[key] = (settings, validated)  # the settings held too: their id is not another's while kept
     return validated
 
 
