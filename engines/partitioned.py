@@ -21,10 +21,14 @@ from scoring import drift
 from scoring.bundle import Bundle
 
 
-def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, with_history: bool = False, fingerprint: bool = False) -> Outline:
+def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, with_history: bool = False, fingerprint: bool = False,
+               statistics: bool = True) -> Outline:
+    """Every partition's outline, combined; `statistics` False: without the point-in-time
+    statistics' increments (`Outline.of`)."""
     parts = partitions(folder)
     stages = work.stages_of(settings, folder, now)
-    return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of, stages=stages, with_history=with_history, fingerprint=fingerprint))
+    return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of, stages=stages, with_history=with_history, fingerprint=fingerprint,
+                                   statistics=statistics))
 
 
 def export_end(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> pd.Timestamp | None:
@@ -103,7 +107,7 @@ def _highest_first(table: pd.DataFrame) -> pd.DataFrame:
 
 def stage_weights(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp) -> StageWeights:
     """Stage weights read no activity: fitted on the first pass's small tables of every deal."""
-    small = first_pass(run, folder, settings, now, as_of, with_history=True).tables()
+    small = first_pass(run, folder, settings, now, as_of, with_history=True, statistics=False).tables()
     return StageWeights(segment_columns(settings, small)).fit(small, work.stages_of(settings, folder, now), as_of)
 
 

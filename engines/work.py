@@ -64,8 +64,9 @@ def stages_of(settings: Settings, export: Path | None = None, now: pd.Timestamp 
     raise ConfigInvalid("a partitioned export needs [stages] in its oppscore.toml (the order cannot be inferred partition by partition)")
 
 
-def outline(folder: Path, out: None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, stages: StageOrder, with_history: bool = False, fingerprint: bool = False) -> Outline:
-    return Outline.of(read(folder, settings, now).tables, stages, as_of, with_history, fingerprint)
+def outline(folder: Path, out: None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, stages: StageOrder, with_history: bool = False, fingerprint: bool = False,
+            statistics: bool = True) -> Outline:
+    return Outline.of(read(folder, settings, now).tables, stages, as_of, with_history, fingerprint, statistics)
 
 
 def end(folder: Path, out: None, settings: Settings, now: pd.Timestamp) -> pd.Timestamp | None:

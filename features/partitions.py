@@ -90,11 +90,13 @@ class Outline:
     fingerprints: tuple[str, ...] = ()  # each partition's (Tables.fingerprint), when asked for
 
     @classmethod
-    def of(cls, tables: Tables, stages: StageOrder, as_of: pd.Timestamp, with_history: bool = False, fingerprint: bool = False) -> Outline:
+    def of(cls, tables: Tables, stages: StageOrder, as_of: pd.Timestamp, with_history: bool = False, fingerprint: bool = False, statistics: bool = True) -> Outline:
+        """`statistics` False: without the increments (None), for what fits no statistic (stage
+        weights, forecasts)."""
         known = tables.as_of(as_of, stages)
         opps = known.opportunities
         keys = [c for c in opps.columns if c not in NOT_KEYS and opps[c].dtype == object]  # every column a statistic may be keyed by
-        wins, dwell = PointInTimeStats(keys).increments(known, stages)
+        wins, dwell = PointInTimeStats(keys).increments(known, stages) if statistics else (None, None)
         types = known.activities["type"].astype(str).str.strip().str.lower().value_counts()
         last = known.activities["occurred_at"].max() if len(known.activities) else None
         end = known.end if len(known.opportunities) else None

@@ -895,7 +895,7 @@ def _forecast_inputs(data: Path, settings: Settings, bundle, engine: EngineOptio
     now = utc_now()
     step("loading")
     with runner(engine, progress=step) as run:
-        outline = partitioned.first_pass(run, data, settings, now, now, with_history=True)
+        outline = partitioned.first_pass(run, data, settings, now, now, with_history=True, statistics=False)
         if outline.end is None:
             raise NotEnoughData(f"--data {data}: no opportunity in any partition")
         stages = stages_of(settings, data, now)
