@@ -3,8 +3,8 @@
 Training stores a reference in the bundle (`reference`): per model column, the bins of its
 recent training snapshots (deciles of a number, the levels of a category, and missing as a bin
 of its own) with their shares, and the same for the win probability it gives those snapshots.
-Each scoring run measures the open pipeline against it (`measure`; a partitioned export's
-partitions are tallied apart and judged together: `tally`, `judge`): the population stability
+Each scoring run measures the open pipeline against it (its points tallied, `tally`, whole or
+partition by partition, then judged together, `judge`, `of_run`): the population stability
 index (PSI = Σ (now − then) · ln(now / then) over the bins; 0.1 is a moderate shift, 0.25 the
 usual "major" one) and the share of rows zero or missing then and now, from which `silent`
 reads the features gone silent (values in training, none now: a feed that stopped, a column the
@@ -127,11 +127,6 @@ def of_run(bundle, tallies: list[dict]) -> dict:
     ref = bundle.metadata.get("drift_reference")
     tallies = [t for t in tallies if t]
     return judge(ref, tallies, bundle.spec) if ref and tallies else {}
-
-
-def measure(ref: dict, x: np.ndarray, spec: FeatureSpec, win: np.ndarray) -> dict:
-    """The open pipeline `x` against the reference (`judge` of its `tally`)."""
-    return judge(ref, [tally(ref, x, spec, win)], spec)
 
 
 def silent(measured: dict, share: float) -> list[str]:

@@ -124,7 +124,7 @@ def _engine(url: str) -> sa.Engine:
 class RunFacts:
     """What a run records beside its scores: whose they are (the champion's, or a shadow
     version's), the label horizon of its win probability, what its version's backtest promised
-    and the drift it measured (`scoring.drift.measure`)."""
+    and the drift it measured (`scoring.drift.of_run`)."""
 
     role: str = CHAMPION
     horizon_days: int | None = None
