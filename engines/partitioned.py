@@ -17,16 +17,18 @@ from engines.runner import Runner
 from features.frame import FeatureSpec, make_spec, segment_columns
 from features.partitions import Outline, partitions
 from features.settings import Settings
+from features.stages import StageOrder
 from scoring import drift
 from scoring.bundle import Bundle
 
 
 def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, with_history: bool = False, fingerprint: bool = False,
-               statistics: bool = True) -> Outline:
+               statistics: bool = True, stages: StageOrder | None = None) -> Outline:
     """Every partition's outline, combined; `statistics` False: without the point-in-time
-    statistics' increments (`Outline.of`)."""
+    statistics' increments (`Outline.of`). `stages`: the command's order when it has decided it
+    (`work.stages_of`: an inferred one reads the export)."""
     parts = partitions(folder)
-    stages = work.stages_of(settings, folder, now)
+    stages = stages or work.stages_of(settings, folder, now)
     return Outline.combine(run.map(work.outline, parts, settings=settings, now=now, as_of=as_of, stages=stages, with_history=with_history, fingerprint=fingerprint,
                                    statistics=statistics))
 
@@ -49,7 +51,7 @@ def features(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, a
     """The feature frame of every deal open at as_of: a frame, or (with `out_dir`) one Parquet
     file per partition there and the number of rows written."""
     stages = work.stages_of(settings, folder, now)
-    outline = first_pass(run, folder, settings, now, as_of)
+    outline = first_pass(run, folder, settings, now, as_of, stages=stages)
     small = outline.tables()
     spec = make_spec(small, stages, segment_columns(settings, small), type_counts=outline.activity_types)
     stats = outline.statistics(spec.stat_keys)
@@ -107,25 +109,27 @@ def _highest_first(table: pd.DataFrame) -> pd.DataFrame:
 
 def stage_weights(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp) -> StageWeights:
     """Stage weights read no activity: fitted on the first pass's small tables of every deal."""
-    small = first_pass(run, folder, settings, now, as_of, with_history=True, statistics=False).tables()
-    return StageWeights(segment_columns(settings, small)).fit(small, work.stages_of(settings, folder, now), as_of)
-
-
-def score_points(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, bundle: Bundle, points: pd.DataFrame, known_at: pd.Timestamp | None = None) -> pd.DataFrame:
-    """`bundle`'s scores of (opportunity_id, as_of) points of any partition, in the points' order
-    (the gate's comparison on backtest points, a forecast's model method)."""
-    points = points.reset_index(drop=True)
     stages = work.stages_of(settings, folder, now)
+    small = first_pass(run, folder, settings, now, as_of, with_history=True, statistics=False, stages=stages).tables()
+    return StageWeights(segment_columns(settings, small)).fit(small, stages, as_of)
+
+
+def score_points(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, bundle: Bundle, points: pd.DataFrame, known_at: pd.Timestamp | None = None,
+                 stages: StageOrder | None = None) -> pd.DataFrame:
+    """`bundle`'s scores of (opportunity_id, as_of) points of any partition, in the points' order
+    (the gate's comparison on backtest points, a forecast's model method); `stages` as `first_pass`."""
+    points = points.reset_index(drop=True)
+    stages = stages or work.stages_of(settings, folder, now)
     pieces = run.map(work.scored_points, partitions(folder), settings=settings, now=now, bundle=bundle, points=points, stages=stages, known_at=known_at)
     return pd.concat(pieces).sort_index()
 
 
-def model_method(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, bundle: Bundle):
+def model_method(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp, bundle: Bundle, stages: StageOrder):
     """A forecast's model method (analytics.forecast.Method) for a partitioned export: the
     deals open at t scored partition by partition, each partition as it stood at t."""
 
     def method(known, points: pd.DataFrame, t: pd.Timestamp):
-        return score_points(run, folder, settings, now, bundle, points, known_at=t)["win_probability"].to_numpy(dtype=float)
+        return score_points(run, folder, settings, now, bundle, points, known_at=t, stages=stages)["win_probability"].to_numpy(dtype=float)
 
     method.horizon_days = win_horizon_days(bundle)  # what the probability counts (analytics.forecast.ModelMethod)
     return method

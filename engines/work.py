@@ -21,6 +21,7 @@ from features.partitions import Outline, partitions
 from features.pit_stats import PointInTimeStats
 from features.settings import Settings
 from features.stages import StageOrder
+from features.tables import Tables
 from scoring.bundle import Bundle
 from scoring.score import account, score_open, score_points
 
@@ -71,7 +72,10 @@ def outline(folder: Path, out: None, settings: Settings, now: pd.Timestamp, as_o
 
 def end(folder: Path, out: None, settings: Settings, now: pd.Timestamp) -> pd.Timestamp | None:
     """The newest time in the partition (`Tables.end`), None when it holds no deal."""
-    tables = read(folder, settings, now).tables
+    return _newest(read(folder, settings, now).tables)
+
+
+def _newest(tables: Tables) -> pd.Timestamp | None:
     return tables.end if len(tables.opportunities) else None
 
 
@@ -90,7 +94,7 @@ def ids(folder: Path, out: None, settings: Settings, now: pd.Timestamp) -> tuple
     """The partition's opportunity ids and its newest time (`Tables.end`; None without a deal):
     what a scoring run reads before it scores (the score history's last scores, the default as-of)."""
     tables = read(folder, settings, now).tables
-    return tables.opportunities["opportunity_id"].to_numpy(dtype=object), tables.end if len(tables.opportunities) else None
+    return tables.opportunities["opportunity_id"].to_numpy(dtype=object), _newest(tables)
 
 
 @dataclass

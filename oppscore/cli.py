@@ -413,11 +413,10 @@ def _training_data(run, data: Path, settings: Settings, engine: EngineOptions):
 
         validated = load_export(data, settings, utc_now())
         return WholeExport(validated.tables), validated.stages
-    from engines.work import stages_of
     from training.partitioned import PartitionedExport
 
-    now = utc_now()
-    return PartitionedExport(run, data, settings, now), stages_of(settings, data, now)
+    source = PartitionedExport(run, data, settings, utc_now())
+    return source, source.stages
 
 
 @app.command()
@@ -895,13 +894,13 @@ def _forecast_inputs(data: Path, settings: Settings, bundle, engine: EngineOptio
     now = utc_now()
     step("loading")
     with runner(engine, progress=step) as run:
-        outline = partitioned.first_pass(run, data, settings, now, now, with_history=True, statistics=False)
+        stages = stages_of(settings, data, now)
+        outline = partitioned.first_pass(run, data, settings, now, now, with_history=True, statistics=False, stages=stages)
         if outline.end is None:
             raise NotEnoughData(f"--data {data}: no opportunity in any partition")
-        stages = stages_of(settings, data, now)
         methods = methods_for(stages, bundle)
         if bundle is not None:
-            methods["model"] = partitioned.model_method(run, data, settings, now, bundle)
+            methods["model"] = partitioned.model_method(run, data, settings, now, bundle, stages)
         tables, end = outline.tables(), outline.end
         del outline  # its stage history, unsorted: the tables hold a sorted copy
         yield tables, stages, end, methods

@@ -17,7 +17,7 @@ import pandas as pd
 
 from engines.partitioned import first_pass, score_points
 from engines.runner import Runner, release_memory
-from engines.work import read
+from engines.work import read, stages_of
 from features.errors import NotEnoughData
 from features.frame import FeatureSpec, make_spec, segment_columns
 from features.partitions import partitions
@@ -48,7 +48,8 @@ class PartitionedExport:
 
     def __init__(self, run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> None:
         self.run, self.folder, self.settings, self.now = run, Path(folder), settings, now
-        self.outline = first_pass(run, self.folder, settings, now, now, with_history=True, fingerprint=True)
+        self.stages = stages_of(settings, self.folder, now)  # decided once: an inferred order reads the export
+        self.outline = first_pass(run, self.folder, settings, now, now, with_history=True, fingerprint=True, stages=self.stages)
         if self.outline.end is None:
             raise NotEnoughData(f"{folder}: no opportunity in any partition")
         self.tables = self.outline.tables()
@@ -65,7 +66,7 @@ class PartitionedExport:
         spec = make_spec(self.tables, stages, segment_columns(settings, self.tables), type_counts=self.outline.activity_types)
         keys = tuple(spec.stat_keys)
         if keys not in self._stats:
-            outline = self.outline if self.outline.wins is not None else first_pass(self.run, self.folder, self.settings, self.now, self.now)
+            outline = self.outline if self.outline.wins is not None else first_pass(self.run, self.folder, self.settings, self.now, self.now, stages=self.stages)
             self._stats[keys] = outline.statistics(spec.stat_keys)
             self.outline = replace(self.outline, wins=None, dwell=None)
             release_memory()
@@ -102,4 +103,4 @@ class PartitionedExport:
         return BoosterModel(booster)
 
     def score(self, bundle: Bundle, points: pd.DataFrame) -> pd.DataFrame:
-        return score_points(self.run, self.folder, self.settings, self.now, bundle, points)
+        return score_points(self.run, self.folder, self.settings, self.now, bundle, points, stages=self.stages)

@@ -91,7 +91,7 @@ def test_forecasts_and_their_backtest_equal_the_whole_export(engine, dask_run, t
         run = dask_run if engine == "dask" else local
         outline = partitioned.first_pass(run, split, settings, now, now, with_history=True)
         methods = methods_for(validated.stages, trained.bundle)
-        methods["model"] = partitioned.model_method(run, split, settings, now, trained.bundle)
+        methods["model"] = partitioned.model_method(run, split, settings, now, trained.bundle, validated.stages)
         got = forecast(outline.tables(), validated.stages, window, methods, as_of=t, sims=400)
         got_bt = backtest(outline.tables(), validated.stages, methods, periods=2, sims=400, end=outline.end)
     assert outline.end == validated.tables.end
