@@ -3,34 +3,14 @@ returns must not depend on how many run at once."""
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 
 import numpy as np
 import pytest
 
+from tests.nested import assert_close
 from training import cores
-
-
-def _differences(a, b, path: str = "") -> list[tuple[str, float]]:
-    """Every numeric leaf of two nested results that differs by more than 1e-12 (or in shape or text)."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        return [d for k in a for d in _differences(a[k], b[k], f"{path}.{k}")]
-    if isinstance(a, list | tuple):
-        assert len(a) == len(b), path
-        return [d for i, (p, q) in enumerate(zip(a, b, strict=True)) for d in _differences(p, q, f"{path}[{i}]")]
-    if isinstance(a, np.ndarray):
-        assert a.shape == b.shape, path
-        if a.dtype.kind != "f":
-            return [] if np.array_equal(a, b) else [(path, math.inf)]
-        assert np.array_equal(np.isnan(a), np.isnan(b)), path
-        gap = float(np.nanmax(np.abs(a - b))) if a.size else 0.0
-        return [(path, gap)] if gap > 1e-12 else []
-    if isinstance(a, float) and not (math.isnan(a) and math.isnan(b)):
-        return [(path, abs(a - b))] if abs(a - b) > 1e-12 else []
-    return [] if a == b or (isinstance(a, float) and math.isnan(a)) else [(path, math.inf)]
 
 
 def test_two_fits_at_once_train_what_one_at_a_time_trains(trained, medium, monkeypatch) -> None:
@@ -43,15 +23,16 @@ def test_two_fits_at_once_train_what_one_at_a_time_trains(trained, medium, monke
     assert cores.available() == min(2, len(os.sched_getaffinity(0)))
     again = train(medium.tables, StageOrder(medium.stages), Settings(segments=SegmentConfig(columns=medium.segments)))
 
-    assert _differences(trained.metrics, again.metrics) == []
-    assert _differences(trained.per_fold, again.per_fold) == []
-    assert _differences(trained.held_out.ours, again.held_out.ours) == []
+    assert_close(trained.metrics, again.metrics, atol=1e-12)
+    assert_close(trained.per_fold, again.per_fold, atol=1e-12)
+    assert_close(trained.held_out.ours, again.held_out.ours, atol=1e-12)
     assert trained.bundle.metadata["served"] == again.bundle.metadata["served"]
     assert trained.bundle.metadata["counts"] == again.bundle.metadata["counts"]
     points = trained.held_out.points.iloc[:300]
     scored = [WholeExport(medium.tables).score(result.bundle, points) for result in (trained, again)]
     for column in ("win_probability", "stall_risk"):
         assert np.abs(scored[0][column].to_numpy() - scored[1][column].to_numpy()).max() <= 1e-12
+
 
 @pytest.mark.parametrize(("limit", "expected"), [("1", 1), ("3", 3), ("0", 1), ("", None), ("lots", None), ("2,1", 2)])
 def test_the_cores_a_process_may_use_honour_omp_num_threads(limit, expected, monkeypatch) -> None:

@@ -18,6 +18,7 @@ from features.partitions import split_export
 from features.settings import SegmentConfig, Settings, WinConfig, settings_toml
 from features.stages import StageOrder
 from features.times import utc_now
+from tests.nested import assert_close
 from training.partitioned import PartitionedExport
 from training.pipeline import backtest_points, evaluate_on, train
 
@@ -43,22 +44,6 @@ def cut(medium, tmp_path_factory):
     return {"settings": settings, "whole": whole, "split": split, "now": now, "tables": tables, "later": later, "full": medium.tables, "single": train(tables, stages, settings)}
 
 
-def _close(a, b, path: str = "") -> None:
-    """Nested dicts and lists equal, numbers to 1e-9 (sums in another order differ in the last bit)."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for k, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{path}[{k}]")
-    elif isinstance(a, float):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=path)
-    else:
-        assert a == b, path
-
-
 def _metrics_equal(a: dict, b: dict) -> None:
     for target in a:
         for name in a[target]:
@@ -79,7 +64,7 @@ def test_on_the_local_engine_partitions_train_the_whole_exports_model(cut) -> No
     for target in ("win", "stall"):
         np.testing.assert_allclose(ours[target]["log_loss"], theirs[target]["log_loss"], rtol=1e-9)
     for ours_part, theirs_part in ((got.bundle.stage_weights, single.bundle.stage_weights), (got.bundle.grades, single.bundle.grades), (got.bundle.reference, single.bundle.reference)):
-        _close(ours_part, theirs_part)
+        assert_close(ours_part, theirs_part, rtol=1e-9, atol=1e-12)  # sums in another order differ in the last bit
     assert got.bundle.metadata["sufficiency"]["said"] == single.bundle.metadata["sufficiency"]["said"]
 
 
