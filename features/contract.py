@@ -300,14 +300,21 @@ def validate_raw(
     return Validated(tables, StageOrder(config), notes)
 
 
+def rule_problems(columns: dict[str, Columns | None], stage_names: list[str] | None, now: pd.Timestamp, locators: dict[str, Locator]) -> list[Problem]:
+    """The rules across rows and tables, on arrays whose types a schema has already checked;
+    every problem, none raised (events are checked against their deal before and after)."""
+    out = _Collector()
+    _rules(columns, stage_names, now, {name: name for name in TABLE_NAMES}, locators, out)
+    return out.problems
+
+
 def validate_columns(columns: dict[str, Columns], stages: StageConfig, now: pd.Timestamp, locators: dict[str, Locator]) -> Validated:
     """Checked tables from arrays whose types, required values and ranges a schema has already
     checked (the API's pydantic models): only the rules across rows and tables run."""
-    out = _Collector()
     order = StageOrder(stages)
-    _rules(columns, order.names, now, {name: name for name in TABLE_NAMES}, locators, out)
-    if out.problems:
-        raise ExportInvalid(out.problems)
+    problems = rule_problems(columns, order.names, now, locators)
+    if problems:
+        raise ExportInvalid(problems)
     return Validated(Tables.of_columns(columns[OPPORTUNITIES], columns[STAGE_HISTORY], columns[ACTIVITIES], columns.get(FIELD_HISTORY)), order, [])
 
 

@@ -246,6 +246,19 @@ class Tables:
             parts.append(self.frame(table).iloc[start:stop].reset_index(drop=True))
         return Tables(opps.reset_index(drop=True), *parts)
 
+    def of_many(self, opportunity_ids: list[str]) -> Tables:
+        """Some opportunities' rows, found by bisection as `of_one` finds one (the events of a
+        batch are checked against their deals' rows at once)."""
+        wanted = np.asarray(sorted({str(i) for i in opportunity_ids}), dtype=object)
+        rows = [self._opportunity_row[i] for i in wanted if i in self._opportunity_row]
+        parts = []
+        for table in (STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY):
+            ids = self.columns(table)["opportunity_id"]
+            starts, stops = np.searchsorted(ids, wanted, "left"), np.searchsorted(ids, wanted, "right")
+            take = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)]) if len(wanted) else np.empty(0, dtype=np.int64)
+            parts.append(self.frame(table).iloc[take].reset_index(drop=True))
+        return Tables(self.opportunities.iloc[rows].reset_index(drop=True), *parts)
+
     def as_of(self, t: pd.Timestamp, stages: StageOrder) -> Tables:
         """The export as it looked at t: no row after t survives.
 

@@ -555,12 +555,13 @@ def _history_for(settings: Settings, ids, at: pd.Timestamp):
     """The score history and each deal's last recorded score; no history and no previous score
     when its database does not answer: the scores are worth having without the change since
     the last run."""
-    from scoring.history import PREVIOUS_COLUMNS, HistoryUnavailable, ScoreHistory
+    from scoring.database import DatabaseUnavailable
+    from scoring.history import PREVIOUS_COLUMNS, ScoreHistory
 
     try:
         history = ScoreHistory.of(settings)
         return history, history.previous(ids, at)
-    except HistoryUnavailable as exc:
+    except DatabaseUnavailable as exc:
         log.warning("score history skipped: %s", exc)
         return None, pd.DataFrame(columns=PREVIOUS_COLUMNS, index=pd.Index([], dtype=object, name="opportunity_id"))  # every deal new
 
@@ -588,13 +589,13 @@ def _say_drift(measured: dict, settings: Settings) -> None:
 
 
 def _record(history, scored: pd.DataFrame, now: pd.Timestamp, version: str, run=None) -> int | None:
-    from scoring.history import HistoryUnavailable
+    from scoring.database import DatabaseUnavailable
 
     if history is None:
         return None
     try:
         return history.record(scored, now, version, "batch", run)
-    except HistoryUnavailable as exc:
+    except DatabaseUnavailable as exc:
         log.warning("score history skipped: %s", exc)
         return None
 
@@ -605,7 +606,7 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help=".json, .csv or .html
 def _record_files(history, files: list[Path], now: pd.Timestamp, version: str, run) -> int | None:
     """The scores written per partition, recorded as one run a file at a time (a folder is for
     exports too large to gather)."""
-    from scoring.history import HistoryUnavailable
+    from scoring.database import DatabaseUnavailable
 
     if history is None:
         return None
@@ -619,7 +620,7 @@ def _record_files(history, files: list[Path], now: pd.Timestamp, version: str, r
 
     try:
         return history.record_pieces(pieces(), now, version, "batch", run)
-    except HistoryUnavailable as exc:
+    except DatabaseUnavailable as exc:
         log.warning("score history skipped: %s (none of this run's scores were recorded)", exc)
         return None
 
@@ -765,13 +766,14 @@ def _realised_gate(settings: Settings, data: Path, version: str, champion: str) 
 
 def _track_record(settings: Settings, data: Path):
     from analytics.track_record import track_record
-    from scoring.history import HistoryUnavailable, ScoreHistory
+    from scoring.database import DatabaseUnavailable
+    from scoring.history import ScoreHistory
 
     validated = load_export(data, settings, utc_now())
     try:
         history = ScoreHistory.of(settings)
         runs, scores, forecasts = history.runs(), history.scores(), history.forecasts()
-    except HistoryUnavailable as exc:
+    except DatabaseUnavailable as exc:
         raise NotEnoughData(f"the track record needs the score history: {exc}") from None
     return track_record(runs, scores, forecasts, validated.tables, validated.stages, settings.monitor)
 
@@ -825,11 +827,12 @@ def monitor(
 
 def _record_forecast(settings: Settings, f, version: str | None) -> None:
     """Every forecast is recorded, for its track record once its period has passed."""
-    from scoring.history import HistoryUnavailable, ScoreHistory
+    from scoring.database import DatabaseUnavailable
+    from scoring.history import ScoreHistory
 
     try:
         ScoreHistory.of(settings).record_forecast(f.methods, utc_now(), f.as_of, f.period, f.open_deals, version, "batch")
-    except HistoryUnavailable as exc:
+    except DatabaseUnavailable as exc:
         log.warning("forecast not recorded in the score history: %s", exc)
 
 

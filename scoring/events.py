@@ -1,30 +1,42 @@
 """Events a CRM sends as they happen (POST /v1/events): rows of the contract's tables, stored
 once per event id, and laid over the served export so that a deal's score follows them.
 
-Idempotent and order-free: a resent event is a no-op (the same id with other content is a
-conflict, never a silent overwrite); rows are appended to the deal's history and sorted by
-their own times, so arrival order changes nothing. An opportunities event names the fields of
-the record that changed; they are laid over the export's record in `changed_at` order (ties by
-event id), so of two changes of a field the later stands. A field change of amount or expected
-close date also moves the record's current value when it is the newest change of that field,
-as the CRM's next export would show it.
+Idempotent and order-free: a resent event is a no-op inside the database (insert-or-ignore,
+then the content compared: the same id with other content is a conflict, never a silent
+overwrite), so two copies arriving at once are as harmless as one sent twice. Rows are
+appended to the deal's history and sorted by their own times, so arrival order changes
+nothing. An opportunities event names the fields of the record that changed; they are laid
+over the export's record in `changed_at` order (ties by event id), so of two changes of a field
+the later stands. A field change of amount or expected close date also moves the record's
+current value when it is the newest change of that field, as the CRM's next export would.
+
+Checked when they arrive: a batch whose events would leave a deal breaking the contract (a
+stage the model does not know, a stage entered before the deal was created, …) is refused
+whole, naming the event and field. Rules that depend on arrival order (a stage row before its
+deal's record, a record before its first stage) are not refusals: a deal without a record is
+not found, a record without a stage is "no stage yet". A deal's events can be corrected:
+`delete` removes one by id (then the corrected event may be sent under the same id).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from features.contract import validate_columns
+from features.contract import rule_problems, validate_columns
+from features.errors import ExportInvalid, Problem
 from features.settings import StageConfig
+from features.stages import StageOrder
 from features.tables import ACTIVITIES, FIELD_HISTORY, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, Columns, Tables, empty
 from features.times import NAT, ns
-from scoring.history import METADATA, HistoryUnavailable, _engine, _utc, migrate
+from scoring.database import METADATA, Database, unavailable
+from scoring.history import _utc, database_of
 
 EVENTS = sa.Table(
     "events",
@@ -45,6 +57,7 @@ EVENTS = sa.Table(
 KINDS = (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY)
 CURRENT = ("amount", "expected_close_date")  # fields whose change moves the record's current value (same name in both tables)
 CHUNK = 900  # ids per IN list (SQLite's default limit on bound parameters is 999)
+ORDER_DEPENDENT = "opportunity_id"  # the rules on this column (a row of a deal without a record, a record without a stage) depend on arrival order
 
 
 class EventConflict(ValueError):
@@ -52,7 +65,26 @@ class EventConflict(ValueError):
 
     def __init__(self, ids: list[str]) -> None:
         self.ids = ids
-        super().__init__(f"{len(ids)} event id(s) already stored with other content: {', '.join(ids[:10])}; an event id names one event, for good")
+        super().__init__(f"{len(ids)} event id(s) already stored with other content: {', '.join(ids[:10])}; an event id names one event, for good "
+                         "(DELETE /v1/events/{event_id} removes one sent in error, then the corrected event may be sent under its id)")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One reason a batch was refused: the event to blame (its id), the field, and what is wrong."""
+
+    event_id: str
+    opportunity_id: str
+    field: str | None
+    message: str
+
+
+class EventsRefused(ValueError):
+    """Events that would leave their deal breaking the contract: nothing of the batch is stored."""
+
+    def __init__(self, refusals: list[Refusal]) -> None:
+        self.refusals = refusals
+        super().__init__("; ".join(f"event {r.event_id}: {r.message}" for r in refusals[:10]))
 
 
 @dataclass(frozen=True)
@@ -83,130 +115,214 @@ class Stored:
     opportunities: list[str]
 
 
+Check = Callable[[list[Event], list[Event]], None]  # (the deals' stored events, the events arriving or leaving) → raises EventsRefused
+
+
+def _utc_stamp(value) -> pd.Timestamp:
+    t = pd.Timestamp(value)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
 class EventStore:
-    def __init__(self, url: str, model_name: str) -> None:
+    def __init__(self, database: Database | str, model_name: str) -> None:
         self.model_name = model_name
-        self.engine = _engine(url)
-        try:
-            migrate(self.engine)
-        except (sa.exc.SQLAlchemyError, OSError) as exc:
-            raise HistoryUnavailable(f"the events' database did not answer ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        self.database = Database.at(database) if isinstance(database, str) else database
 
     @classmethod
     def of(cls, settings) -> EventStore:
-        if settings.database_url is None:
-            settings.home.mkdir(parents=True, exist_ok=True)
-        return cls(settings.history_url, settings.model_name)
+        return cls(database_of(settings), settings.model_name)
 
-    def add(self, events: list[Event], received_at: pd.Timestamp) -> Stored:
+    @property
+    def engine(self) -> sa.Engine:
+        return self.database.engine
+
+    def add(self, events: list[Event], received_at: pd.Timestamp, check: Check | None = None) -> Stored:
         """Store the new events in one transaction; resent ones are counted, not stored again;
-        an id stored with other content refuses the whole batch (`EventConflict`)."""
-        mine = {}
+        an id stored with other content refuses the whole batch (`EventConflict`), and so does
+        `check` (`EventsRefused`). The batch's deals are locked while it is checked, so two
+        batches of one deal cannot each pass alone and break it together."""
+        mine: dict[str, Event] = {}
         for e in events:  # the same id twice in one batch: the same event, or a conflict
             if e.event_id in mine and mine[e.event_id].digest != e.digest:
                 raise EventConflict([e.event_id])
             mine[e.event_id] = e
-        with self.engine.begin() as connection:
-            known: dict[str, str] = {}
-            ids = list(mine)
-            for start in range(0, len(ids), CHUNK):
-                rows = connection.execute(sa.select(EVENTS.c.event_id, EVENTS.c.digest).where(EVENTS.c.model_name == self.model_name, EVENTS.c.event_id.in_(ids[start:start + CHUNK])))
-                known.update(dict(rows.all()))
-            conflicts = [i for i, d in known.items() if d != mine[i].digest]
-            if conflicts:
-                raise EventConflict(sorted(conflicts))
-            new = [e for i, e in mine.items() if i not in known]
-            if new:
-                connection.execute(EVENTS.insert(), [
-                    {"model_name": self.model_name, "event_id": e.event_id, "kind": e.kind, "opportunity_id": e.opportunity_id, "at": _utc(e.at),
-                     "received_at": _utc(received_at), "digest": e.digest, "row": e.row} for e in new
-                ])
-        return Stored(len(new), len(events) - len(new), sorted({e.opportunity_id for e in new}))
+        deals = sorted({e.opportunity_id for e in mine.values()})
+        try:
+            with self.database.write() as connection:
+                self.database.lock(connection, [f"{self.model_name}\x1f{d}" for d in deals])
+                known = self._digests(connection, list(mine))
+                conflicts = sorted(i for i, d in known.items() if d != mine[i].digest)
+                if conflicts:
+                    raise EventConflict(conflicts)
+                new = [e for i, e in mine.items() if i not in known]
+                if new and check is not None:
+                    check(self._of_deals(connection, deals), new)
+                inserted = self.database.insert_new(connection, EVENTS, [self._row(e, received_at) for e in new], key=EVENTS.c.event_id)
+                if inserted is not None and len(inserted) < len(new):  # stored meanwhile by a writer of another deal under the same id
+                    missed = [e.event_id for e in new if e.event_id not in set(inserted)]
+                    clash = sorted(i for i, d in self._digests(connection, missed).items() if d != mine[i].digest)
+                    if clash:
+                        raise EventConflict(clash)
+                    new = [e for e in new if e.event_id in set(inserted)]
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise unavailable("storing the events", exc) from None
+        return Stored(len(new), len(mine) - len(new) + (len(events) - len(mine)), sorted({e.opportunity_id for e in new}))
+
+    def delete(self, event_id: str, check: Check | None = None) -> Event:
+        """Remove one event (LookupError when no event has this id); `check` may refuse it when
+        its deal would break the contract without it."""
+        try:
+            with self.database.write() as connection:
+                found = connection.execute(sa.select(EVENTS.c.opportunity_id).where(EVENTS.c.model_name == self.model_name, EVENTS.c.event_id == event_id)).first()
+                if found is None:
+                    raise LookupError(event_id)
+                self.database.lock(connection, [f"{self.model_name}\x1f{found[0]}"])
+                stored = self._of_deals(connection, [found[0]])
+                gone = next((e for e in stored if e.event_id == event_id), None)
+                if gone is None:  # deleted meanwhile
+                    raise LookupError(event_id)
+                if check is not None:
+                    check(stored, [gone])
+                connection.execute(EVENTS.delete().where(EVENTS.c.model_name == self.model_name, EVENTS.c.event_id == event_id))
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise unavailable("deleting the event", exc) from None
+        return gone
+
+    def _row(self, e: Event, received_at: pd.Timestamp) -> dict:
+        return {"model_name": self.model_name, "event_id": e.event_id, "kind": e.kind, "opportunity_id": e.opportunity_id, "at": _utc(e.at),
+                "received_at": _utc(received_at), "digest": e.digest, "row": e.row}
+
+    def _digests(self, connection: sa.Connection, ids: list[str]) -> dict[str, str]:
+        known: dict[str, str] = {}
+        for start in range(0, len(ids), CHUNK):
+            rows = connection.execute(sa.select(EVENTS.c.event_id, EVENTS.c.digest).where(EVENTS.c.model_name == self.model_name, EVENTS.c.event_id.in_(ids[start:start + CHUNK])))
+            known.update(dict(rows.all()))
+        return known
+
+    def _of_deals(self, connection: sa.Connection, ids: list[str]) -> list[Event]:
+        out = []
+        for start in range(0, len(ids), CHUNK):
+            query = sa.select(EVENTS.c.event_id, EVENTS.c.kind, EVENTS.c.row, EVENTS.c.at).where(
+                EVENTS.c.model_name == self.model_name, EVENTS.c.opportunity_id.in_(ids[start:start + CHUNK]))
+            out += [Event(r.event_id, r.kind, r.row, _utc_stamp(r.at)) for r in connection.execute(query)]
+        return out
 
     def of_deals(self, ids: list[str]) -> list[Event]:
         """Every stored event of these deals."""
-        out = []
-        with self.engine.connect() as connection:
-            for start in range(0, len(ids), CHUNK):
-                query = sa.select(EVENTS.c.event_id, EVENTS.c.kind, EVENTS.c.row, EVENTS.c.at).where(
-                    EVENTS.c.model_name == self.model_name, EVENTS.c.opportunity_id.in_(ids[start:start + CHUNK]))
-                out += [Event(r.event_id, r.kind, r.row, pd.Timestamp(r.at).tz_localize("UTC") if pd.Timestamp(r.at).tzinfo is None else pd.Timestamp(r.at).tz_convert("UTC"))
-                        for r in connection.execute(query)]
-        return out
+        try:
+            with self.database.read() as connection:
+                return self._of_deals(connection, ids)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise unavailable("reading the events", exc) from None
 
     def latest(self) -> pd.Timestamp | None:
         """The newest row time of any stored event: how far the live pipeline reaches."""
-        with self.engine.connect() as connection:
-            at = connection.execute(sa.select(sa.func.max(EVENTS.c.at)).where(EVENTS.c.model_name == self.model_name)).scalar()
-        return None if at is None else pd.Timestamp(at).tz_localize("UTC") if pd.Timestamp(at).tzinfo is None else pd.Timestamp(at).tz_convert("UTC")
+        try:
+            with self.database.read() as connection:
+                at = connection.execute(sa.select(sa.func.max(EVENTS.c.at)).where(EVENTS.c.model_name == self.model_name)).scalar()
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise unavailable("reading the events", exc) from None
+        return None if at is None else _utc_stamp(at)
 
     def count(self) -> int:
-        with self.engine.connect() as connection:
-            return int(connection.execute(sa.select(sa.func.count()).select_from(EVENTS).where(EVENTS.c.model_name == self.model_name)).scalar())
+        try:
+            with self.database.read() as connection:
+                return int(connection.execute(sa.select(sa.func.count()).select_from(EVENTS).where(EVENTS.c.model_name == self.model_name)).scalar())
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise unavailable("counting the events", exc) from None
 
 
-def _rows(events: list[Event], kind: str) -> pd.DataFrame:
+# ---- a deal's rows: the export's with its events laid over ----------------------------------
+
+
+def _rows(events: list[Event], kind: str) -> tuple[pd.DataFrame, list[str]]:
     chosen = sorted((e for e in events if e.kind == kind), key=lambda e: (e.at, e.event_id))
     frame = pd.DataFrame([e.row for e in chosen])
     for col in TIMESTAMPS[kind]:
         if col in frame.columns:
             frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
-    return frame
+    return frame, [e.event_id for e in chosen]
 
 
-def _records(given: pd.DataFrame | None, events: list[Event]) -> pd.DataFrame | None:
+def _records(given: pd.DataFrame, events: list[Event]) -> pd.DataFrame:
     """Opportunity records with the events' fields laid over, oldest change first: a field an
     event names takes its value (null empties it), the others keep the export's (or an earlier
     event's)."""
     sent = sorted((e for e in events if e.kind == OPPORTUNITIES), key=lambda e: (e.at, e.event_id))
     if not sent:
         return given
-    records = {r["opportunity_id"]: r for r in (given.to_dict("records") if given is not None else [])}
+    records = {r["opportunity_id"]: r for r in given.to_dict("records")}
     for e in sent:
-        fields = {k: (pd.Timestamp(v).tz_convert("UTC") if pd.Timestamp(v).tzinfo else pd.Timestamp(v).tz_localize("UTC")) if k in TIMESTAMPS[OPPORTUNITIES] and v is not None else v
-                  for k, v in e.row.items()}
+        fields = {k: _utc_stamp(v) if k in TIMESTAMPS[OPPORTUNITIES] and v is not None else v for k, v in e.row.items()}
         records[e.opportunity_id] = {**records.get(e.opportunity_id, {}), **fields}
-    return pd.DataFrame(list(records.values()))
+    frame = pd.DataFrame(list(records.values()))
+    for col in REQUIRED[OPPORTUNITIES] + ["expected_close_date"]:
+        if col not in frame.columns:
+            frame[col] = None
+    return frame
 
 
-def overlay(tables: Tables | None, opportunity_id: str, events: list[Event]) -> dict[str, pd.DataFrame]:
-    """The deal's rows of the served export (none without one) with its events laid over, as
-    the CRM's next export would hold them: a frame per table."""
-    base = tables.of_one(opportunity_id) if tables is not None else None
+def overlay(tables: Tables | None, ids: list[str], events: list[Event]) -> tuple[dict[str, pd.DataFrame], dict[str, list[str | None]]]:
+    """These deals' rows of the served export (none without one) with their events laid over,
+    as the CRM's next export would hold them: a frame per table, and per row where it came from
+    (an event id; None for the export's own rows). A record without created_at or amount is
+    not a record yet (its creation event has not arrived)."""
+    base = tables.of_many(ids) if tables is not None else None
     frames: dict[str, pd.DataFrame] = {}
+    sources: dict[str, list[str | None]] = {}
     for kind in KINDS:
-        given = base.frame(kind) if base is not None else None
+        given = base.frame(kind) if base is not None else empty(kind)
         if kind == OPPORTUNITIES:
             frame = _records(given, events)
+            frame = frame[frame["created_at"].notna() & frame["amount"].notna()].reset_index(drop=True)
+            source = [None] * len(frame)  # a record is named by its deal (`_where`)
         else:
-            added = _rows(events, kind)
-            parts = [f for f in (given, added) if f is not None and len(f)]
-            frame = pd.concat(parts, ignore_index=True).drop_duplicates(ignore_index=True) if parts else empty(kind)  # a row the export holds too (re-sent, or exported since): once
-        frames[kind] = frame if frame is not None else empty(kind)
+            added, ids_of = _rows(events, kind)
+            if len(added):
+                frame = pd.concat([given, added], ignore_index=True) if len(given) else added.reset_index(drop=True)
+                source = [None] * len(given) + ids_of
+                again = frame.duplicated().to_numpy()  # a row the export holds too (re-sent, or exported since): once
+                frame, source = frame[~again].reset_index(drop=True), [s for s, d in zip(source, again, strict=True) if not d]
+            else:
+                frame, source = given.reset_index(drop=True), [None] * len(given)
+        frames[kind], sources[kind] = frame, source
     if len(frames[FIELD_HISTORY]):
-        frames[OPPORTUNITIES] = _current_values(frames[OPPORTUNITIES], frames[FIELD_HISTORY], _rows(events, FIELD_HISTORY))
-    return frames
+        frames[OPPORTUNITIES] = _current_values(frames[OPPORTUNITIES], frames[FIELD_HISTORY], [s is not None for s in sources[FIELD_HISTORY]])
+    return frames, sources
 
 
-def live_tables(tables: Tables | None, opportunity_id: str, events: list[Event], stages: StageConfig, now: pd.Timestamp) -> Tables:
-    """One deal's checked tables: LookupError when neither the export nor an event holds its
-    record; ExportInvalid (located by the deal) when its rows break the contract together."""
-    frames = overlay(tables, opportunity_id, events)
-    if frames[OPPORTUNITIES].empty:
-        raise LookupError(opportunity_id)
-    columns = {kind: _columns(frames[kind], kind) for kind in KINDS}
-    where = {kind: (lambda i, k=kind: f"opportunity {opportunity_id}: {k}[{i}]") for kind in KINDS}
-    return validate_columns(columns, stages, now, where).tables
+def _current_values(opps: pd.DataFrame, fields: pd.DataFrame, sent: list[bool]) -> pd.DataFrame:
+    """A record's amount and close date follow a field-change event that is the newest change
+    of that field (a change the export already held leaves the export's value)."""
+    if not any(sent) or opps.empty:
+        return opps
+    opps = opps.copy()
+    fields = fields.assign(_sent=sent)
+    for field in CURRENT:
+        mine = fields[fields["field"] == field].sort_values("changed_at", kind="stable")
+        newest = mine.groupby("opportunity_id").tail(1)
+        newest = newest[newest["_sent"]]
+        if newest.empty:
+            continue
+        value = pd.Series(newest["value"].to_numpy(), index=newest["opportunity_id"].to_numpy())
+        hit = opps["opportunity_id"].isin(value.index)
+        if field == "amount":
+            opps.loc[hit, field] = pd.to_numeric(opps.loc[hit, "opportunity_id"].map(value)).to_numpy()
+        else:
+            current = pd.to_datetime(opps[field] if field in opps.columns else pd.Series(pd.NaT, index=opps.index), utc=True)
+            new = pd.to_datetime(opps["opportunity_id"].map(value), utc=True, format="ISO8601")
+            opps[field] = current.where(~hit, new)
+    return opps
 
 
 def _columns(frame: pd.DataFrame, kind: str) -> Columns:
-    """A deal's rows as the contract's arrays (times int64 ns UTC, amount float, the rest
-    objects with None), built column by column: a live score asks for one deal at a time."""
+    """Rows as the contract's arrays (times int64 ns UTC, amount float, the rest objects with
+    None), built column by column: a live score asks for one deal at a time."""
     out: Columns = {}
     for col in frame.columns:
         values = frame[col]
         if col in TIMESTAMPS[kind]:
-            out[col] = ns(values)
+            out[col] = ns(pd.to_datetime(values, utc=True)) if values.dtype == object else ns(values)
         elif col == "amount":
             out[col] = pd.to_numeric(values).to_numpy(dtype="float64")
         else:
@@ -219,32 +335,82 @@ def _columns(frame: pd.DataFrame, kind: str) -> Columns:
     return out
 
 
-def _current_values(opps: pd.DataFrame, fields: pd.DataFrame, sent: pd.DataFrame) -> pd.DataFrame:
-    """A record's amount and close date follow a field-change event that is the newest change
-    of that field (a change the export already held leaves the export's value)."""
-    if sent.empty:
-        return opps
-    opps = opps.copy()
-    for field in CURRENT:
-        mine = fields[fields["field"] == field].sort_values("changed_at", kind="stable")
-        newest = mine.groupby("opportunity_id").tail(1)
-        newest = newest[newest.set_index(["opportunity_id", "changed_at", "value"]).index.isin(sent.set_index(["opportunity_id", "changed_at", "value"]).index)]
-        if newest.empty:
-            continue
-        value = pd.Series(newest["value"].to_numpy(), index=newest["opportunity_id"].to_numpy())
-        hit = opps["opportunity_id"].isin(value.index)
-        if field == "amount":
-            opps.loc[hit, field] = pd.to_numeric(opps.loc[hit, "opportunity_id"].map(value)).to_numpy()
-        else:
-            opps[field] = pd.to_datetime(opps[field], utc=True)
-            opps.loc[hit, field] = pd.to_datetime(opps.loc[hit, "opportunity_id"].map(value), utc=True, format="ISO8601").to_numpy()
-    return opps
+def _where(frames: dict[str, pd.DataFrame], sources: dict[str, list[str | None]]):
+    """Locators that name each row by where it came from: an event id, or the export."""
+
+    def of(kind: str):
+        ids = frames[kind]["opportunity_id"].tolist()
+        if kind == OPPORTUNITIES:
+            return lambda i: f"the record of opportunity {ids[i]}"
+        return lambda i: f"event {sources[kind][i]}" if sources[kind][i] is not None else f"the export's {kind} row of opportunity {ids[i]}"
+
+    return {kind: of(kind) for kind in KINDS}
+
+
+def problems_of(frames: dict[str, pd.DataFrame], sources: dict[str, list[str | None]], stages: StageConfig | None, now: pd.Timestamp) -> list[Problem]:
+    """The contract's problems of these rows, less those that depend on the order events arrive in."""
+    columns = {kind: _columns(frames[kind], kind) for kind in KINDS}
+    names = StageOrder(stages).names if stages is not None else None
+    return [p for p in rule_problems(columns, names, now, _where(frames, sources)) if p.column != ORDER_DEPENDENT]
+
+
+def checker(tables: Tables | None, stages: StageConfig | None, now: pd.Timestamp, removing: bool = False) -> Check:
+    """A `Check` for `EventStore.add` (or `.delete`, `removing`): the events' deals are checked
+    as they are stored and as they would be; a problem that is new is a refusal, blamed on the
+    event whose row shows it, or on the batch's events of that deal when the row is another's
+    (a record whose created_at moves after a stored stage entry)."""
+
+    def check(stored: list[Event], changing: list[Event]) -> None:
+        deals = sorted({e.opportunity_id for e in changing})
+        gone = {e.event_id for e in changing} if removing else set()
+        before_events = stored
+        after_events = [e for e in stored if e.event_id not in gone] if removing else stored + changing
+        key = lambda p: (p.table, p.location, p.column, p.found, p.expected)  # noqa: E731
+        before = {key(p) for p in problems_of(*overlay(tables, deals, before_events), stages, now)}
+        refusals = []
+        for p in problems_of(*overlay(tables, deals, after_events), stages, now):
+            if key(p) in before:
+                continue
+            source = p.location.removeprefix("event ") if p.location and p.location.startswith("event ") else None
+            deal = _deal_of(p, after_events, source)
+            mine = [e.event_id for e in changing if e.opportunity_id == deal] or [e.event_id for e in changing]
+            blamed = source if source in {e.event_id for e in changing} else mine[0]
+            said = f"{p.column}: found {p.found}, expected {p.expected}"
+            if blamed != source:
+                said = f"{'removing it' if removing else 'with it'}, {p.location} of opportunity {deal} would break the contract: {said}"
+            refusals.append(Refusal(blamed, deal, p.column if blamed == source else None, said))
+        if refusals:
+            raise EventsRefused(refusals)
+
+    return check
+
+
+def _deal_of(p: Problem, events: list[Event], source: str | None) -> str:
+    if source is not None:
+        found = next((e.opportunity_id for e in events if e.event_id == source), None)
+        if found is not None:
+            return found
+    return (p.location or "").rsplit("of opportunity ", 1)[-1]
+
+
+def live_tables(tables: Tables | None, opportunity_id: str, events: list[Event], stages: StageConfig, now: pd.Timestamp) -> Tables | None:
+    """One deal's checked tables; None when it has a record but no stage yet. LookupError when
+    neither the export nor an event holds its record (with created_at and amount); ExportInvalid
+    naming the rows' events when its rows break the contract together (events stored before
+    they were checked on arrival, or a champion with other stage names)."""
+    frames, sources = overlay(tables, [opportunity_id], events)
+    if frames[OPPORTUNITIES].empty:
+        raise LookupError(opportunity_id)
+    problems = problems_of(frames, sources, stages, now)
+    if problems:
+        raise ExportInvalid(problems)
+    if frames[STAGE_HISTORY].empty:
+        return None
+    columns = {kind: _columns(frames[kind], kind) for kind in KINDS}
+    return validate_columns(columns, stages, now, _where(frames, sources)).tables
 
 
 def live_end(tables: Tables | None, latest: pd.Timestamp | None) -> pd.Timestamp | None:
     """'Now' for the live pipeline: the newest time of the export or of any event."""
     stamps = [t for t in (tables.end if tables is not None else None, latest) if t is not None]
     return max(stamps) if stamps else None
-
-
-

@@ -1,7 +1,7 @@
 """Score history: what each scoring run said about each deal, so the next run can say what
-changed and why. SQLite under OPPSCORE_HOME by default, any SQLAlchemy URL for a team
-(`OPPSCORE_DATABASE_URL`, e.g. PostgreSQL); the schema is Alembic's to migrate, brought to
-the latest revision when the history is opened.
+changed and why. It lives in the service's database (`scoring.database`: SQLite under
+OPPSCORE_HOME by default, any SQLAlchemy URL a team names), whose schema is brought up to date
+once per process.
 
 Scores the CRM sends to the API are recorded only when `[serving] record_scores` is on:
 storing what a CRM sends is the operator's choice.
@@ -10,18 +10,14 @@ storing what a CRM sends is the operator's choice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
-from features.errors import ConfigInvalid, OppscoreError
 from features.settings import Settings
+from scoring.database import METADATA, Database, unavailable
 
-METADATA = sa.MetaData()
 SCORES = sa.Table(
     "scores",
     METADATA,
@@ -80,7 +76,6 @@ FORECASTS = sa.Table(
     sa.Index("forecasts_by_period", "model_name", "period_end"),
 )
 CHAMPION, SHADOW = "champion", "shadow"
-MIGRATIONS = Path(__file__).with_name("migrations")
 PREVIOUS_COLUMNS = ["score", "win_probability", "factors", "as_of"]
 
 
@@ -88,36 +83,6 @@ def _utc(t: pd.Timestamp):
     """Times go in as UTC datetimes: PostgreSQL keeps the zone, SQLite the UTC wall time; both
     read back as UTC (`pd.to_datetime(..., utc=True)`)."""
     return pd.Timestamp(t).tz_convert("UTC").to_pydatetime()
-
-
-CONNECT_SECONDS = 5  # a database that accepts connections and never answers fails within this
-
-
-class HistoryUnavailable(OppscoreError):
-    """The score history's database could not be reached or read now: scores go on without the
-    change since the last run, and say so."""
-
-
-DRIVERS = {"postgresql": ("psycopg", "pip install 'psycopg[binary]' into oppscore's environment, or install oppscore with its [postgres] extra"),
-           "mysql": ("pymysql", "pip install pymysql into oppscore's environment")}
-
-
-def _engine(url: str) -> sa.Engine:
-    """An engine whose connections give up after CONNECT_SECONDS (a hanging server must not hold
-    a scoring run or a worker); a missing driver is named with what to install."""
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigInvalid(f"OPPSCORE_DATABASE_URL: not a usable SQLAlchemy URL ({exc})") from None
-    backend = parsed.get_backend_name()
-    connect_args = {"connect_timeout": CONNECT_SECONDS} if backend in ("postgresql", "mysql") else ({"timeout": CONNECT_SECONDS} if backend == "sqlite" else {})
-    try:
-        return sa.create_engine(parsed, connect_args=connect_args, pool_timeout=CONNECT_SECONDS, pool_pre_ping=True)
-    except (ImportError, sa.exc.NoSuchModuleError) as exc:
-        if backend not in DRIVERS:
-            raise ConfigInvalid(f"OPPSCORE_DATABASE_URL: not a usable SQLAlchemy URL ({exc})") from None
-        module, remedy = DRIVERS[backend]
-        raise ConfigInvalid(f"OPPSCORE_DATABASE_URL names a {backend} database, whose driver ({module}) is not installed: {remedy} ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -166,32 +131,26 @@ def _times(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def migrate(engine: sa.Engine) -> None:
-    """Bring the database to the latest revision (score history and events share it)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+def database_of(settings: Settings, **timeouts) -> Database:
+    """The process's handle on the settings' database (made under home when it is the default
+    SQLite file), its schema up to date."""
+    if settings.database_url is None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return Database.at(settings.history_url, **timeouts)
 
 
 class ScoreHistory:
-    def __init__(self, url: str, model_name: str) -> None:
+    def __init__(self, database: Database | str, model_name: str) -> None:
         self.model_name = model_name
-        self.engine = _engine(url)
-        try:
-            self.migrate()
-        except (sa.exc.SQLAlchemyError, OSError) as exc:
-            raise HistoryUnavailable(f"the score history's database did not answer ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        self.database = Database.at(database) if isinstance(database, str) else database
 
     @classmethod
     def of(cls, settings: Settings) -> ScoreHistory:
-        if settings.database_url is None:
-            settings.home.mkdir(parents=True, exist_ok=True)
-        return cls(settings.history_url, settings.model_name)
+        return cls(database_of(settings), settings.model_name)
 
-    def migrate(self) -> None:
-        migrate(self.engine)
+    @property
+    def engine(self) -> sa.Engine:
+        return self.database.engine
 
     def record(self, scored: pd.DataFrame, scored_at: pd.Timestamp, model_version: str, source: str, run: RunFacts | None = None) -> int:
         """One row per scored opportunity, and one for the run (what its version promised, the
@@ -205,7 +164,7 @@ class ScoreHistory:
         run = run or RunFacts()
         total = 0
         try:
-            with self.engine.begin() as connection:
+            with self.database.write() as connection:
                 run_id, latest = None, None
                 for scored in pieces:
                     if scored.empty:
@@ -216,13 +175,13 @@ class ScoreHistory:
                             "model_version": str(model_version), "role": run.role, "horizon_days": run.horizon_days, "scored": 0,
                             "promised": run.promised, "drift": run.drift,
                         }).inserted_primary_key[0]
-                    connection.execute(SCORES.insert(), self._rows(scored, scored_at, model_version, source, run, run_id))
+                    self.database.insert_new(connection, SCORES, self._rows(scored, scored_at, model_version, source, run, run_id))  # a score stored already (same deal, run time and role): once
                     total += len(scored)
                     latest = max(latest, scored["as_of"].max()) if latest is not None else scored["as_of"].max()
                 if run_id is not None:
                     connection.execute(RUNS.update().where(RUNS.c.id == run_id).values(scored=total, as_of=_utc(latest)))
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            raise HistoryUnavailable(f"the score history's database did not take the scores ({type(exc).__name__})") from None
+            raise unavailable("recording the scores", exc) from None
         return total
 
     def _rows(self, scored: pd.DataFrame, scored_at: pd.Timestamp, model_version: str, source: str, run: RunFacts, run_id: int) -> list[dict]:
@@ -247,19 +206,19 @@ class ScoreHistory:
             for r in methods.itertuples()
         ]
         try:
-            with self.engine.begin() as connection:
+            with self.database.write() as connection:
                 connection.execute(FORECASTS.insert(), rows)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            raise HistoryUnavailable(f"the score history's database did not take the forecast ({type(exc).__name__})") from None
+            raise unavailable("recording the forecast", exc) from None
         return len(rows)
 
     def _read(self, query) -> pd.DataFrame:
         try:
-            with self.engine.connect() as connection:
+            with self.database.read() as connection:
                 result = connection.execute(query)
                 return pd.DataFrame(result.mappings().all(), columns=list(result.keys()))
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            raise HistoryUnavailable(f"the score history's database could not be read ({type(exc).__name__})") from None
+            raise unavailable("reading the score history", exc) from None
 
     def runs(self) -> pd.DataFrame:
         """Every recorded run of this project, oldest first."""
@@ -277,31 +236,36 @@ class ScoreHistory:
         return _times(frame, ["made_at", "as_of", "period_start", "period_end"])
 
     def previous(self, ids: list[str] | np.ndarray, before: pd.Timestamp) -> pd.DataFrame:
-        """Per opportunity, its latest recorded score with as_of before `before`; indexed by id."""
+        """Per opportunity, its latest recorded score with as_of before `before`; indexed by id.
+        The ids filter the latest-per-deal step itself (the `scores_by_deal` index), so a
+        lookup costs the deals asked for, not the whole history."""
         ids = [str(i) for i in ids]
-        latest = (
-            sa.select(SCORES.c.opportunity_id, sa.func.max(SCORES.c.as_of).label("as_of"))
-            .where(SCORES.c.model_name == self.model_name, SCORES.c.role == CHAMPION, SCORES.c.as_of < _utc(before))
-            .group_by(SCORES.c.opportunity_id)
-            .subquery()
-        )
-        query = (
-            sa.select(SCORES.c.opportunity_id, SCORES.c.score, SCORES.c.win_probability, SCORES.c.factors, SCORES.c.as_of, SCORES.c.scored_at)
-            .join(latest, (SCORES.c.opportunity_id == latest.c.opportunity_id) & (SCORES.c.as_of == latest.c.as_of))
-            .where(SCORES.c.model_name == self.model_name, SCORES.c.role == CHAMPION)
-        )
         frames = []
         try:
-            with self.engine.connect() as connection:
+            with self.database.read() as connection:
                 for start in range(0, max(len(ids), 1), 5_000):  # bounded IN lists
                     chunk = ids[start:start + 5_000]
                     if chunk:
-                        frames.append(pd.DataFrame(connection.execute(query.where(SCORES.c.opportunity_id.in_(chunk))).mappings().all()))
+                        frames.append(pd.DataFrame(connection.execute(self._previous_query(chunk, before)).mappings().all()))
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            raise HistoryUnavailable(f"the score history's database could not be read ({type(exc).__name__})") from None
+            raise unavailable("reading the previous scores", exc) from None
         found = pd.concat(frames) if frames else pd.DataFrame()
         if found.empty:
             return pd.DataFrame(columns=PREVIOUS_COLUMNS, index=pd.Index([], dtype=object, name="opportunity_id"))
         found = found.sort_values("scored_at").drop_duplicates("opportunity_id", keep="last")  # two runs at one as_of: the later
         found["as_of"] = pd.to_datetime(found["as_of"], utc=True)
         return found.set_index("opportunity_id")[PREVIOUS_COLUMNS]
+
+    def _previous_query(self, ids: list[str], before: pd.Timestamp):
+        mine = (SCORES.c.model_name == self.model_name, SCORES.c.role == CHAMPION, SCORES.c.opportunity_id.in_(ids))
+        latest = (
+            sa.select(SCORES.c.opportunity_id, sa.func.max(SCORES.c.as_of).label("as_of"))
+            .where(*mine, SCORES.c.as_of < _utc(before))
+            .group_by(SCORES.c.opportunity_id)
+            .subquery()
+        )
+        return (
+            sa.select(SCORES.c.opportunity_id, SCORES.c.score, SCORES.c.win_probability, SCORES.c.factors, SCORES.c.as_of, SCORES.c.scored_at)
+            .join(latest, (SCORES.c.opportunity_id == latest.c.opportunity_id) & (SCORES.c.as_of == latest.c.as_of))
+            .where(*mine)
+        )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.util import find_spec
@@ -19,8 +21,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,9 +29,12 @@ from starlette.requests import ClientDisconnect
 
 from features.contract import ExportInvalid
 from features.settings import Settings
+from scoring.database import DatabaseUnavailable
 from serving.deps import MISSING_KEY, has_key
 from serving.holder import ModelHolder
 from serving.routes import forecast, health, model, monitor, opportunities, pipeline, score
+from serving.state import ServiceDatabase
+from serving.views import ServedExport
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -50,6 +54,14 @@ def _loc(location: str | None, column: str | None) -> list[str | int]:
     if column:
         loc.append(column)
     return loc
+
+
+def _with_input(error: dict) -> str:
+    """The message, and what was found when it is a short scalar ("expected …; found '0'")."""
+    found = error.get("input")
+    if isinstance(found, str | int | float) and not isinstance(found, bool) and len(repr(found)) <= 80 and error.get("type") != "missing":
+        return f"{error.get('msg', '')}; found {found!r}"
+    return str(error.get("msg", ""))
 
 
 SHOWN_PROBLEMS = 100  # a 422 names at most this many problems, and says how many there were
@@ -128,25 +140,32 @@ class PagePolicy:
         await self.app(scope, receive, with_policy)
 
 
-class ModelCollector:
-    """Prometheus: which model version is being served, and from where; and the track record's
-    realised log loss and largest feature PSI as `/v1/monitor` last computed them (absent
-    until it has)."""
+class InFlight:
+    """A bounded queue: past `limit` requests in progress in this worker, the next is answered
+    503 with Retry-After at once, instead of waiting behind the others until p99 grows without
+    bound and clients give up (or the kernel resets their connections). Health and metrics are
+    never refused: an orchestrator must see a busy worker as alive."""
 
-    def __init__(self, holder: ModelHolder, track: dict) -> None:
-        self.holder = holder
-        self.track = track
+    OPEN = ("/healthz", "/readyz", "/metrics")
 
-    def collect(self):
-        g = GaugeMetricFamily("oppscore_model_info", "the model being served (1 = loaded)", labels=["version", "source"])
-        loaded = self.holder.current
-        if loaded is not None:
-            g.add_metric([loaded.version, loaded.source], 1.0)
-        yield g
-        for name, says in (("realised_log_loss", "realised log loss of the champion's resolved scores in the verdict's window"),
-                           ("largest_psi", "the largest feature PSI against the training reference at the latest scoring run")):
-            if self.track.get(name) is not None:
-                yield GaugeMetricFamily(f"oppscore_{name}", says, value=float(self.track[name]))
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.now = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.OPEN:
+            await self.app(scope, receive, send)
+            return
+        if self.now >= self.limit:
+            await JSONResponse({"detail": f"this worker has {self.now} requests in progress (at most {self.limit}); send again shortly", "cause": "overloaded"},
+                               status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
+            return
+        self.now += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.now -= 1
 
 
 def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path | None = None, start_reloader: bool = True) -> FastAPI:
@@ -154,6 +173,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.database.start()  # opened and brought up to date in the background, once
         if start_reloader:
             # loading (a registry that accepts but never answers can take its full timeout) runs
             # in the reloader's thread: /healthz is up from the first second, /readyz says when
@@ -166,6 +186,9 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
         gc.freeze()
         yield
         holder.stop()
+        app.state.database.close()
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            multiprocess.mark_process_dead(os.getpid())  # this worker's live gauges leave the scrape
 
     app = FastAPIOffline(  # Swagger UI and ReDoc from the package: /docs works inside a company network
         static_url="/assets/docs",
@@ -177,21 +200,46 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
     app.state.settings = settings
     app.state.holder = holder
     app.state.data = data
+    app.state.database = ServiceDatabase(settings)
+    app.state.export = ServedExport(data, settings, app.state.database)
+    app.state.live_scores = OrderedDict()  # GET /v1/opportunities/{id}'s answers, most recently used last
     app.state.api_keys = [k.get_secret_value() if isinstance(k, SecretStr) else str(k) for k in settings.api_keys]
     _metrics(app, holder)
     _error_handlers(app)
     _routes(app)
     app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes, keys=app.state.api_keys)
     app.add_middleware(PagePolicy)
+    app.add_middleware(InFlight, limit=settings.serving.max_in_flight)
     return app
 
 
 def _metrics(app: FastAPI, holder: ModelHolder) -> None:
-    """Prometheus at /metrics: requests (the instrumentator), scores served, the model loaded."""
+    """Prometheus at /metrics: requests (the instrumentator), scores served, the model loaded,
+    the track record's figures. Under `serve --workers N` every worker writes its figures to
+    PROMETHEUS_MULTIPROC_DIR and a scrape reads them all (prometheus_client's multiprocess
+    mode): one consistent view, whichever worker answers."""
     registry = CollectorRegistry()
     app.state.scores_served = Counter("oppscore_scores_served", "opportunities scored", registry=registry)
-    app.state.track_gauges = {}
-    registry.register(ModelCollector(holder, app.state.track_gauges))
+    served = Gauge("oppscore_model_info", "the model being served (1 = loaded) by any worker", ["version", "source"], registry=registry, multiprocess_mode="livemax")
+    app.state.track_gauges = {
+        name: Gauge(f"oppscore_{name}", says, registry=registry, multiprocess_mode="livemostrecent")
+        for name, says in (("realised_log_loss", "realised log loss of the champion's resolved scores in the verdict's window"),
+                           ("largest_psi", "the largest feature PSI against the training reference at the latest scoring run"))
+    }
+    for gauge in app.state.track_gauges.values():
+        gauge.set(float("nan"))  # not known until GET /v1/monitor computes it
+    shown: list[tuple[str, str]] = []
+
+    def show(loaded) -> None:
+        for labels in shown:
+            served.labels(*labels).set(0)
+        shown.clear()
+        if loaded is not None:
+            served.labels(loaded.version, loaded.source).set(1)
+            shown.append((loaded.version, loaded.source))
+
+    holder.on_change = show
+    show(holder.current)
     Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False, tags=["health"])
 
 
@@ -202,13 +250,23 @@ def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        problems = [{"loc": list(e.get("loc", [])), "msg": str(e.get("msg", "")), "type": str(e.get("type", "value_error"))} for e in errors[:SHOWN_PROBLEMS]]
+        problems = [{"loc": list(e.get("loc", [])), "msg": _with_input(e), "type": str(e.get("type", "value_error"))} for e in errors[:SHOWN_PROBLEMS]]
         return _unprocessable(problems, len(errors))
 
     @app.exception_handler(ExportInvalid)
     async def contract(request: Request, exc: ExportInvalid) -> JSONResponse:
         problems = [{"loc": _loc(p.location, p.column), "msg": f"found {p.found}, expected {p.expected}", "type": "contract"} for p in exc.problems[:SHOWN_PROBLEMS]]
         return _unprocessable(problems, len(exc.problems))
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def database(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        writes = request.method in ("POST", "DELETE")
+        body = {"detail": str(exc), "cause": exc.cause}
+        if writes:
+            body["stored"] = "maybe" if exc.maybe_stored else "no"
+            body["resend"] = "sending the same request again is safe: an event is stored once per id" if request.url.path.startswith("/v1/events") else "sending it again is safe"
+        log.warning("%s %s: 503 (%s)", request.method, request.url.path, exc)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(request.app.state.database.retry_after())})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

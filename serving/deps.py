@@ -22,6 +22,8 @@ from features.settings import Settings
 from features.times import utc_now
 from scoring.store import Loaded
 from serving.holder import ModelHolder
+from serving.state import ServiceDatabase
+from serving.views import ServedExport
 
 bearer = HTTPBearer(auto_error=False, description="an API key from OPPSCORE_API_KEYS")
 
@@ -32,6 +34,14 @@ async def get_settings(request: Request) -> Settings:
 
 async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder
+
+
+async def get_database(request: Request) -> ServiceDatabase:
+    return request.app.state.database
+
+
+async def get_export(request: Request) -> ServedExport:
+    return request.app.state.export
 
 
 MISSING_KEY = "missing or invalid API key: send Authorization: Bearer <key>"
@@ -121,3 +131,12 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 NowDep = Annotated[pd.Timestamp, Depends(request_time)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 LoadedDep = Annotated[Loaded, Depends(get_loaded)]
+DatabaseDep = Annotated[ServiceDatabase, Depends(get_database)]
+ExportDep = Annotated[ServedExport, Depends(get_export)]
+
+
+async def get_loaded_if_any(holder: Annotated[ModelHolder, Depends(get_holder)]) -> Loaded | None:
+    return holder.current
+
+
+MaybeLoadedDep = Annotated[Loaded | None, Depends(get_loaded_if_any)]

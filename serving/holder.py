@@ -30,6 +30,7 @@ class ModelHolder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._status = Status(None, False, "not loaded yet")
+        self.on_change = lambda loaded: None  # told of every bundle swapped in (the metrics' model gauge)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -42,6 +43,12 @@ class ModelHolder:
     def current(self) -> Loaded | None:
         return self._status.loaded
 
+    def _set(self, status: Status) -> None:
+        before = self._status.loaded
+        self._status = status
+        if status.loaded is not before:
+            self.on_change(status.loaded)
+
     def load(self) -> Status:
         """First load: the exported bundle at once when there is one (a registry that hangs
         until its timeout must not keep a service that has a model on disk from serving), then
@@ -50,7 +57,7 @@ class ModelHolder:
         with self._lock:
             try:
                 exported = load_champion(self.settings, prefer_registry=False)
-                self._status = Status(exported, False, "serving the exported bundle while the model registry is asked for its champion")
+                self._set(Status(exported, False, "serving the exported bundle while the model registry is asked for its champion"))
             except Exception:  # noqa: BLE001 - none on disk: the registry is all there is
                 pass
             self._reconcile()
@@ -58,9 +65,9 @@ class ModelHolder:
                 loaded = load_champion(self.settings)
                 reachable = loaded.source == "registry" or self._registry_reachable()
                 note = "" if loaded.source == "registry" else "model registry unreachable or without a champion: serving the exported bundle"
-                self._status = Status(loaded, reachable, note)
+                self._set(Status(loaded, reachable, note))
             except Exception as exc:  # noqa: BLE001 - no model must not stop the service starting
-                self._status = Status(None, self._registry_reachable(), f"no model to serve: {exc}")
+                self._set(Status(None, self._registry_reachable(), f"no model to serve: {exc}"))
                 log.warning(self._status.message)
         return self._status
 
@@ -91,14 +98,14 @@ class ModelHolder:
             except Exception as exc:  # noqa: BLE001 - keep serving what we have
                 if self._status.registry_reachable:
                     log.warning("model registry unreachable (%s); keeping version %s", type(exc).__name__, self.current.version if self.current else None)
-                self._status = Status(self._status.loaded, False, self._status.message)
+                self._set(Status(self._status.loaded, False, self._status.message))
                 return False
             current = self._status.loaded
             if version is None or (current is not None and current.source == "registry" and current.version == version):
-                self._status = Status(current, True, self._status.message if current is None or current.source == "export" else "")
+                self._set(Status(current, True, self._status.message if current is None or current.source == "export" else ""))
                 return False
             bundle = load_version(self.settings, version)
-            self._status = Status(Loaded(bundle, version, "registry"), True, "")
+            self._set(Status(Loaded(bundle, version, "registry"), True, ""))
             log.info("now serving champion version %s", version)
             return True
 

@@ -7,12 +7,11 @@ has to reconcile a half-scored batch (it fixes the rows named and sends the batc
 
 from __future__ import annotations
 
-import math
-import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic_core import core_schema
 
 EXAMPLE_OPPORTUNITY = {
     "opportunity_id": "OPP-0001",
@@ -36,104 +35,125 @@ EXAMPLE_OPPORTUNITY = {
     ],
 }
 
-Scalar = str | int | float | bool | None
-# Times are computed in nanoseconds: any two of a request's must lie within 292 years of each
-# other, and every one within 1678-2262; a CRM's dates lie within these. The bounds are checked
-# by pydantic-core itself (a Python validator per timestamp cost half of parsing a batch)
-_EARLIEST, _LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(2199, 12, 31, tzinfo=UTC)
 MAX_AMOUNT = 1e15  # past any deal: sums of a batch stay finite
-_EPOCH = re.compile(r"\s*[+-]?\d+(\.\d*)?\s*")
+
+# What the schema says is what is accepted (schemathesis checks both ways). Times are ISO 8601
+# text from 1970 to 2199 (computed in nanoseconds: a CRM's dates lie well within 1678-2262),
+# naive = UTC; a bare number could be seconds or milliseconds and is refused. The pattern
+# knows each month's days and the leap years, so every text it allows is a real time; it is
+# matched, and the time parsed, inside pydantic-core (a Python validator per timestamp cost
+# half of parsing a batch).
+_YEAR = r"(19[7-9]\d|2[01]\d\d)"
+_MONTH_DAY = r"((0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)"
+_LEAP_YEAR = r"(19(7[26]|8[048]|9[26])|20([02468][048]|[13579][26])|21(0[48]|[2468][048]|[13579][26]))"
+_CLOCK = r"([Tt ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d([.,]\d{1,9})?)?([Zz]|[+-]([01]\d|2[0-3]):?[0-5]\d)?)?"
+TIME_PATTERN = rf"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29){_CLOCK}$"
+TIME_SAID = "an ISO 8601 time from 1970 to 2199 as text, e.g. 2026-09-30T12:00:00Z or 2026-09-30 (naive = UTC)"
+# Ids are the CRM's record ids: printable, without spaces or the characters a URL path gives a
+# meaning to (an id with '/' could be stored but never fetched by GET /v1/opportunities/{id}).
+ID_PATTERN = r"^[^\s/\\?#%\x00-\x1f\x7f]{1,200}$"
+ID_SAID = "1 to 200 characters, none of them a space, a control character or / \\ ? # %"
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # names and free text: no control characters (NUL included)
+AMOUNT_TEXT = r"^\d{1,15}(\.\d{1,9})?$"  # a field history's amount value: a plain decimal below 10^15
 
 
-def _text_only(value: object) -> object:
-    """Times as ISO 8601 text: a bare number could be seconds or milliseconds, and is refused,
-    in a string too ("1775000000")."""
-    if isinstance(value, (int, float)) or (isinstance(value, str) and _EPOCH.fullmatch(value)):
-        raise ValueError("a timestamp as ISO 8601 text (2026-09-30T12:00:00Z), not a number")
-    return value
+def _constrained(inner: core_schema.CoreSchema, error: str, said: str, json: dict):
+    """A type checked inside pydantic-core, with one plain message and the JSON schema given."""
+
+    class Checked:
+        @classmethod
+        def __get_pydantic_core_schema__(cls, source, handler):
+            return core_schema.custom_error_schema(inner, custom_error_type=error, custom_error_message=said)
+
+        @classmethod
+        def __get_pydantic_json_schema__(cls, schema, handler):
+            return {**json, "description": said}
+
+    return Checked
 
 
-Timestamp = Annotated[datetime, Field(ge=_EARLIEST, le=_LATEST), BeforeValidator(_text_only)]  # the bounds checked inside pydantic-core
+Timestamp = Annotated[datetime, _constrained(core_schema.chain_schema([core_schema.str_schema(pattern=TIME_PATTERN), core_schema.datetime_schema()]),
+                                             "timestamp", f"expected {TIME_SAID}", {"type": "string", "pattern": TIME_PATTERN})]
+Id = Annotated[str, _constrained(core_schema.str_schema(pattern=ID_PATTERN), "record_id", f"expected a record id of {ID_SAID}",
+                                 {"type": "string", "pattern": ID_PATTERN, "minLength": 1, "maxLength": 200})]
+
+
+def _text(max_length: int, min_length: int = 0) -> Any:
+    """Free text of `min_length` to `max_length` characters, no control characters (NUL included)."""
+    said = f"text of {min_length} to {max_length} characters without control characters" if min_length else f"text of at most {max_length} characters without control characters"
+    return Annotated[str, _constrained(core_schema.str_schema(pattern=TEXT_PATTERN, min_length=min_length, max_length=max_length), "text", f"expected {said}",
+                                       {"type": "string", "pattern": TEXT_PATTERN, "maxLength": max_length, **({"minLength": min_length} if min_length else {})})]
+
+
+Name = _text(200, 1)  # a stage, an activity type
+Short = _text(200)  # owner, account, contact, team
+Long = _text(1000)  # a loss reason
+AmountText = Annotated[str, _constrained(core_schema.str_schema(pattern=AMOUNT_TEXT), "amount_text", "expected the new amount as a plain decimal from 0 to below 10^15, e.g. 42000 or 42000.5",
+                                         {"type": "string", "pattern": AMOUNT_TEXT})]
+DateText = Annotated[str, _constrained(core_schema.str_schema(pattern=TIME_PATTERN), "date_text", f"expected the new close date as {TIME_SAID}",
+                                       {"type": "string", "pattern": TIME_PATTERN})]
+
+
+SegmentValue = _text(500) | Annotated[float, Field(allow_inf_nan=False)] | bool | None  # a segment attribute
 
 
 class StageEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    stage: str = Field(min_length=1, description="a stage name from the model's stage list (GET /v1/model)")
+    stage: Name = Field(description="a stage name from the model's stage list (GET /v1/model)")
     entered_at: Timestamp = Field(description="when the stage was entered; ISO 8601, naive = UTC")
 
 
 class Activity(BaseModel):
     model_config = ConfigDict(extra="forbid")
     occurred_at: Timestamp = Field(description="ISO 8601, naive = UTC")
-    type: str = Field(min_length=1, description="call, email, meeting, demo, proposal_sent, … (free text)")
+    type: Name = Field(description="call, email, meeting, demo, proposal_sent, … (free text)")
     direction: Literal["inbound", "outbound"] | None = None
-    owner_id: str | None = None
-    contact_id: str | None = None
+    owner_id: Short | None = None
+    contact_id: Short | None = None
 
 
-class FieldChange(BaseModel):
+class _Change(BaseModel):
     """A change of a tracked field (Salesforce's OpportunityHistory, HubSpot's property history)."""
 
     model_config = ConfigDict(extra="forbid")
-    field: Literal["amount", "expected_close_date", "probability", "forecast_category"]
-    value: str = Field(min_length=1, max_length=100, description="the new value as text: a number for amount, an ISO 8601 date for expected_close_date")
     changed_at: Timestamp = Field(description="when it changed; ISO 8601, naive = UTC")
 
-    def problem(self) -> str | None:
-        """What is wrong with the value for its field (an amount is a number, a close date a date)."""
-        if self.field == "amount":
-            try:
-                ok = math.isfinite(float(self.value)) and 0 <= float(self.value) <= MAX_AMOUNT
-            except ValueError:
-                ok = False
-            return None if ok else f"found {self.value!r}, expected a number from 0 to 10^15 (the new amount)"
-        if self.field == "expected_close_date":
-            try:
-                ok = _EARLIEST <= _utc(datetime.fromisoformat(self.value.replace("Z", "+00:00"))) <= _LATEST
-            except ValueError:
-                ok = False
-            return None if ok else f"found {self.value!r}, expected an ISO 8601 date from {_EARLIEST:%Y-%m-%d} to {_LATEST:%Y-%m-%d} (the new close date)"
-        return None
+
+class AmountChange(_Change):
+    field: Literal["amount"]
+    value: AmountText = Field(description="the new amount as text: a plain decimal from 0 to below 10^15")
+
+
+class CloseDateChange(_Change):
+    field: Literal["expected_close_date"]
+    value: DateText = Field(description=f"the new close date as text: {TIME_SAID}")
+
+
+class OtherChange(_Change):
+    field: Literal["probability", "forecast_category"]
+    value: Name = Field(description="the new value as text")
+
+
+FieldChange = Annotated[AmountChange | CloseDateChange | OtherChange, Field(discriminator="field")]
 
 
 class Opportunity(BaseModel):
     """One opportunity with its own history; any extra scalar field is a segment attribute."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE_OPPORTUNITY]})
-    opportunity_id: str = Field(min_length=1, max_length=200)
+    __pydantic_extra__: dict[str, SegmentValue] = Field(init=False)
+    opportunity_id: Id
     created_at: Timestamp
     amount: Annotated[float, Strict()] = Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="expected deal value, ≥ 0 and ≤ 10^15 (a number: not text, not a boolean)")
-    account_id: str | None = None
-    owner_id: str | None = None
-    team: str | None = None
+    account_id: Short | None = None
+    owner_id: Short | None = None
+    team: Short | None = None
     expected_close_date: Timestamp | None = Field(default=None, description="ISO 8601, naive = UTC; not a model input (its value at scoring time is not what was expected earlier)")
-    loss_reason: str | None = Field(default=None, description="for lost deals; not a model input")
-    stage_history: list[StageEntry] = Field(min_length=1, max_length=1000, description="stage entries, oldest first")
+    loss_reason: Long | None = Field(default=None, description="for lost deals; not a model input")
+    stage_history: list[StageEntry] = Field(min_length=1, max_length=1000, description="stage entries, in any order (they are ordered by their times)")
     activities: list[Activity] = Field(default_factory=list, max_length=10_000)
     field_history: list[FieldChange] = Field(default_factory=list, max_length=1000, description="amount and close-date changes, for the point-in-time close-date and amount features")
 
-    @model_validator(mode="after")
-    def _check(self) -> Opportunity:
-        for name, value in (self.model_extra or {}).items():
-            if not isinstance(value, Scalar):
-                raise ValueError(f"segment attribute {name!r} must be a string, number, boolean or null")
-        for j, change in enumerate(self.field_history):
-            said = change.problem()
-            if said:
-                raise ValueError(f"field_history[{j}].value: {said}")
-        times = [e.entered_at for e in self.stage_history]
-        for j in range(1, len(times)):
-            try:
-                out_of_order = times[j] < times[j - 1]
-            except TypeError:  # naive beside aware: compare as UTC
-                out_of_order = _utc(times[j]) < _utc(times[j - 1])
-            if out_of_order:
-                raise ValueError(f"stage_history[{j}].entered_at is before stage_history[{j - 1}].entered_at; expected entries oldest first")
-        return self
-
-
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 class ScoreRequest(BaseModel):
@@ -162,7 +182,8 @@ class Change(BaseModel):
 
 class Score(BaseModel):
     opportunity_id: str
-    status: Literal["open", "won", "lost", "not yet created", "stage unknown to the model"] = Field(description="only open opportunities are scored")
+    status: Literal["open", "won", "lost", "not yet created", "stage unknown to the model", "no stage yet"] = Field(
+        description="only open opportunities are scored; 'no stage yet': a record sent as an event whose first stage has not arrived")
     stage: str | None = None
     win_probability: float | None = Field(default=None, ge=0, le=1)
     stall_risk: float | None = Field(default=None, ge=0, le=1, description="chance of no forward move in the stall horizon")
@@ -192,53 +213,59 @@ class ErrorBody(BaseModel):
     detail: list[Problem] | str
 
 
-OpportunityId = Annotated[str, Field(min_length=1, max_length=200, description="the CRM's record id")]
+class Unavailable(BaseModel):
+    """A 503: the service could not do it now. Sending the same request again later is safe
+    (events are stored once per id); Retry-After says when."""
+
+    detail: str
+    cause: str | None = Field(default=None, description="refused, timed out, disk full, busy, schema, starting, failed (the database); overloaded; no model")
+    stored: Literal["no", "maybe"] | None = Field(default=None, description="for a write: no = nothing was stored; maybe = the database may have committed it after the deadline")
+    resend: str | None = Field(default=None, description="what sending again does")
 
 
 class StageRow(StageEntry):
-    opportunity_id: OpportunityId
+    opportunity_id: Id
 
 
 class ActivityRow(Activity):
-    opportunity_id: OpportunityId
+    opportunity_id: Id
 
 
-class FieldRow(FieldChange):
-    opportunity_id: OpportunityId
+class AmountRow(AmountChange):
+    opportunity_id: Id
 
-    @model_validator(mode="after")
-    def _value(self) -> FieldRow:
-        said = self.problem()
-        if said:
-            raise ValueError(f"value: {said}")
-        return self
+
+class CloseDateRow(CloseDateChange):
+    opportunity_id: Id
+
+
+class OtherRow(OtherChange):
+    opportunity_id: Id
+
+
+FieldRow = Annotated[AmountRow | CloseDateRow | OtherRow, Field(discriminator="field")]
 
 
 class OpportunityRecord(BaseModel):
     """An opportunity's record, whole or in part: the fields it names replace the stored ones (null
-    empties one), the others stay. A new opportunity needs created_at and amount."""
+    empties one, but never created_at or amount), the others stay. A new opportunity needs
+    created_at and amount: until one of its events brings them, it is not found."""
 
     model_config = ConfigDict(extra="allow")
-    opportunity_id: OpportunityId
-    created_at: Timestamp | None = None
-    amount: Annotated[float, Strict()] | None = Field(default=None, ge=0, le=MAX_AMOUNT, allow_inf_nan=False)
-    account_id: str | None = None
-    owner_id: str | None = None
-    team: str | None = None
+    __pydantic_extra__: dict[str, SegmentValue] = Field(init=False)
+    opportunity_id: Id
+    created_at: Timestamp = Field(default=None, description="when it was created; may be left out, never null")
+    amount: Annotated[float, Strict()] = Field(default=None, ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="may be left out, never null")
+    account_id: Short | None = None
+    owner_id: Short | None = None
+    team: Short | None = None
     expected_close_date: Timestamp | None = None
-    loss_reason: str | None = None
-
-    @model_validator(mode="after")
-    def _scalars(self) -> OpportunityRecord:
-        for name, value in (self.model_extra or {}).items():
-            if not isinstance(value, Scalar):
-                raise ValueError(f"segment attribute {name!r} must be a string, number, boolean or null")
-        return self
+    loss_reason: Long | None = None
 
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    event_id: str = Field(min_length=1, max_length=200, description="the sender's id of this event: sending it again changes nothing")
+    event_id: Id = Field(description="the sender's id of this event: sending it again changes nothing (DELETE /v1/events/{event_id} takes it back)")
 
 
 class OpportunityEvent(_Event):
@@ -284,8 +311,22 @@ class EventsResponse(BaseModel):
     stored: int = Field(description="events stored in all")
 
 
+class EventDeleted(BaseModel):
+    deleted: str = Field(description="the event id taken back")
+    table: str
+    opportunity_id: str
+
+
 class OpportunityScore(Score):
     model_version: str
     model_source: Literal["registry", "export"]
     as_of: datetime = Field(description="the time scored: the newest time of the served export or of any event (or the as_of asked for)")
     events: int = Field(description="events laid over the export's rows of this opportunity")
+
+
+ERRORS = {
+    401: {"model": ErrorBody, "description": "missing or invalid API key"},
+    413: {"model": ErrorBody, "description": "batch or body too large"},
+    422: {"model": ErrorBody, "description": "malformed request: every problem, each with its field path"},
+    503: {"model": Unavailable, "description": "no model loaded, too busy (Retry-After), or the database did not answer (the body says whether anything may have been stored)"},
+}

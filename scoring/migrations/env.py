@@ -1,13 +1,13 @@
-"""Alembic's entry point for score history: runs on the connection scoring.history hands it."""
+"""Alembic's entry point for the score history's and events' database: runs on the connection
+(and in the transaction) that scoring.database hands it."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from scoring.history import METADATA
+from scoring.database import METADATA, VERSION_TABLE
 
 connection = context.config.attributes["connection"]
-# its own version table: the database may be shared with MLflow, which keeps `alembic_version`
-context.configure(connection=connection, target_metadata=METADATA, render_as_batch=True, version_table="oppscore_schema_version")
+context.configure(connection=connection, target_metadata=METADATA, render_as_batch=True, version_table=VERSION_TABLE)
 with context.begin_transaction():
     context.run_migrations()

@@ -4,6 +4,7 @@ the request carries only the open deals, and nothing sent is stored)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -13,11 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from analytics.forecast import TimeToWin, forecast, methods_for, parse_period
 from features.payload import records_to_tables
 from features.times import to_utc
-from serving.deps import LoadedDep, NowDep, v1_router
-from serving.routes.score import ERRORS, bounded, history_of
-from serving.schemas import EXAMPLE_OPPORTUNITY, Opportunity, Timestamp
+from scoring.database import DatabaseUnavailable
+from serving.deps import DatabaseDep, LoadedDep, NowDep, v1_router
+from serving.schemas import ERRORS, EXAMPLE_OPPORTUNITY, Opportunity, Timestamp
 
 router = v1_router("forecast")
+log = logging.getLogger(__name__)
 
 
 class ForecastRequest(BaseModel):
@@ -46,7 +48,7 @@ class ForecastResponse(BaseModel):
 
 
 @router.post("/forecast", response_model=ForecastResponse, responses=ERRORS, summary="expected won amount in a period, with P10–P90, by three methods")
-def post_forecast(req: ForecastRequest, loaded: LoadedDep, now: NowDep, request: Request) -> Any:
+def post_forecast(req: ForecastRequest, loaded: LoadedDep, now: NowDep, request: Request, database: DatabaseDep) -> Any:
     """With `[serving] record_scores` on, the forecast is kept in the score history for its
     track record (`GET /v1/monitor`, `oppscore monitor`)."""
     bundle = loaded.bundle
@@ -61,9 +63,12 @@ def post_forecast(req: ForecastRequest, loaded: LoadedDep, now: NowDep, request:
     validated = records_to_tables(records, bundle.spec.stages.config, now=max(now, as_of), typed=True)
     timing = TimeToWin.from_frame(bundle.timing) if bundle.timing is not None else None
     f = forecast(validated.tables, bundle.spec.stages, window, methods_for(bundle.spec.stages, bundle, learned_weights=True), as_of=as_of, timing=timing)
-    history = history_of(request.app) if request.app.state.settings.serving.record_scores else None
+    history = database.history(wait=True) if request.app.state.settings.serving.record_scores else None
     if history is not None:
-        bounded(request.app, "did not take the forecast", history.record_forecast, f.methods, now, f.as_of, f.period, f.open_deals, loaded.version, "api")
+        try:
+            database.run("recording the forecast", history.record_forecast, f.methods, now, f.as_of, f.period, f.open_deals, loaded.version, "api", writes=True)
+        except DatabaseUnavailable as exc:  # the forecast is answered all the same
+            log.warning("%s", exc)
     return ForecastResponse(
         model_version=loaded.version, period_start=window[0].to_pydatetime(), period_end=window[1].to_pydatetime(), as_of=as_of.to_pydatetime(),
         open_deals=f.open_deals, pipeline_amount=f.pipeline_amount, methods=[MethodRange(**r) for r in f.methods.to_dict("records")],

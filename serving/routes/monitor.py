@@ -3,7 +3,7 @@ against the export the service serves (`serve --data`), what drifted and the ver
 figures as `oppscore monitor`, with the plots the managers' page shows.
 
 Computed when asked and kept until the export, the champion or the score history's runs
-change; the history is read on its own threads with a deadline (serving.routes.score)."""
+change; the history is read on the database's own threads with a deadline (serving.state)."""
 
 from __future__ import annotations
 
@@ -15,21 +15,11 @@ from fastapi import HTTPException, Request
 from analytics import report
 from analytics.track_record import track_record
 from features.settings import Settings
-from serving.deps import LoadedDep, NowDep, SettingsDep, v1_router
-from serving.routes.pipeline import view
-from serving.routes.score import bounded, history_of
-from serving.schemas import ErrorBody
+from serving.deps import DatabaseDep, ExportDep, LoadedDep, NowDep, SettingsDep, v1_router
+from serving.schemas import ErrorBody, Unavailable
 
 router = v1_router("monitor")
 _lock = threading.Lock()
-
-
-def _read(app, call):
-    """One read of the history on its own threads, or 503 when it does not answer in time."""
-    got = bounded(app, "unreadable", call)
-    if got is None:
-        raise HTTPException(503, detail="the score history's database did not answer in time; try again in a minute")
-    return got
 
 
 def _answer(record, settings: Settings) -> dict[str, Any]:
@@ -43,22 +33,24 @@ def _answer(record, settings: Settings) -> dict[str, Any]:
 
 
 @router.get("/monitor", summary="the track record: realised performance of the scores and forecasts served beside what the backtest promised, drift, and whether to retrain",
-            responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 503: {"model": ErrorBody}})
-def monitor(request: Request, loaded: LoadedDep, settings: SettingsDep, now: NowDep) -> dict[str, Any]:
-    v = view(request, loaded, settings, now)  # 404 without --data: outcomes come from the served export
-    history = history_of(request.app)
-    if history is None:
-        raise HTTPException(503, detail="no score history to read: `oppscore score` records each run (or set [serving] record_scores); none is recorded here, or its database does not answer")
-    runs, forecasts = _read(request.app, history.runs), _read(request.app, history.forecasts)  # small: what the cache is keyed on
+            responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 503: {"model": Unavailable}})
+def monitor(request: Request, loaded: LoadedDep, settings: SettingsDep, now: NowDep, export: ExportDep, database: DatabaseDep) -> dict[str, Any]:
+    v = export.view(loaded, now)  # 404 without --data: outcomes come from the served export
+    handles = database.handles()
+    if handles is None:
+        raise HTTPException(503, detail="no score history to read: `oppscore score` records each run (or set [serving] record_scores); none is recorded here")
+    history = handles.history
+    runs, forecasts = database.run("reading the runs", history.runs), database.run("reading the forecasts", history.forecasts)  # small: what the cache is keyed on
     key = (v.key, len(runs), int(runs["id"].max()) if len(runs) else 0, len(forecasts))
     with _lock:
         cached = getattr(request.app.state, "monitor_view", None)
         if cached is None or cached[0] != key:
-            scores = _read(request.app, history.scores)  # every recorded score: read only when the answer is computed again
+            scores = database.run("reading the scores", history.scores)  # every recorded score: read only when the answer is computed again
             record = track_record(runs, scores, forecasts, v.validated.tables, v.validated.stages, settings.monitor)
             cached = (key, _answer(record, settings))
             request.app.state.monitor_view = cached
             realised = record.verdict.get("realised") or {}
-            request.app.state.track_gauges["realised_log_loss"] = realised.get("log_loss")
-            request.app.state.track_gauges["largest_psi"] = float(record.drift["largest_psi"].iloc[-1]) if len(record.drift) else None
+            gauges = request.app.state.track_gauges
+            gauges["realised_log_loss"].set(realised.get("log_loss") if realised.get("log_loss") is not None else float("nan"))
+            gauges["largest_psi"].set(float(record.drift["largest_psi"].iloc[-1]) if len(record.drift) else float("nan"))
     return cached[1]

@@ -2,56 +2,49 @@
 id, and what the CRM sends as deals change.
 
 GET /v1/opportunities/{id} answers from the served export (`serve --data`), scored once per
-export and champion (`routes.pipeline.view`), while the deal has no events and time has not
-moved past the export; otherwise the deal alone is scored from its export rows with its events
-laid over (`scoring.events`), as of the newest time of the export or of any event, and that
-answer is kept until the deal's events, the champion or that time change.
+export and champion (`serving.views`), while the deal has no events and time has not moved
+past the export; otherwise the deal alone is scored from its export rows with its events laid
+over (`scoring.events`), as of the newest time of the export or of any event, and that answer
+is kept until the deal's events, the champion or that time change.
+
+POST /v1/events checks each batch against its deals before storing it (a batch that would
+break a deal is 422, naming the event); DELETE /v1/events/{id} takes one back.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from datetime import datetime
 
 import pandas as pd
-from fastapi import HTTPException, Path, Query, Request
+from fastapi import HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from features.errors import ExportInvalid
 from features.tables import TIMESTAMPS
 from features.times import to_utc
-from scoring.events import Event, EventConflict, EventStore, live_end, live_tables
-from scoring.score import score_ids, statuses
-from serving.deps import LoadedDep, NowDep, SettingsDep, v1_router
-from serving.routes.pipeline import records, view
-from serving.routes.score import ERRORS, bounded, database_at_hand, history_of, opened_once, previous_scores
-from serving.schemas import ErrorBody, EventsRequest, EventsResponse, OpportunityScore, Timestamp
+from scoring.events import Event, EventConflict, EventsRefused, checker, live_end, live_tables
+from scoring.score import score_ids
+from serving.deps import DatabaseDep, ExportDep, LoadedDep, MaybeLoadedDep, NowDep, SettingsDep, v1_router
+from serving.schemas import ERRORS, ID_PATTERN, ErrorBody, EventDeleted, EventsRequest, EventsResponse, OpportunityScore, Timestamp, Unavailable
 
 router = v1_router("opportunities")
 CACHED = 10_000  # deals whose live answer is kept
 CLOCK_SKEW = pd.Timedelta(minutes=5)  # an event may be this far ahead of the service's clock
 _lock = threading.Lock()
-SCORE_FIELDS = ["stage", "win_probability", "stall_risk", "score", "grade", "expected_value", "top_factors", "previous_score", "score_change", "why_changed"]
-
-
-def store_of(app, create: bool = False) -> EventStore | None:
-    """The events' store (in the score history's database): None when no database exists and
-    none is to be made, or when it does not answer in time."""
-    return opened_once(app, "events", EventStore.of, create or database_at_hand(app.state.settings))
-
-
-def _unavailable() -> HTTPException:
-    return HTTPException(503, detail="the events' database did not answer in time; try again shortly (nothing was stored)")
 
 
 @router.post("/events", response_model=EventsResponse, summary="stage changes, activities, field changes and records as they happen",
-             responses={**ERRORS, 409: {"model": ErrorBody, "description": "an event id already stored with other content"}})
-async def events(req: EventsRequest, request: Request, now: NowDep) -> EventsResponse:
+             responses={**ERRORS, 409: {"model": ErrorBody, "description": "an event id already stored with other content"},
+                        422: {"model": ErrorBody, "description": "malformed, or events that would break their deal (each named by its place in the batch)"}})
+async def events(req: EventsRequest, request: Request, now: NowDep, database: DatabaseDep, export: ExportDep, loaded: MaybeLoadedDep, settings: SettingsDep) -> EventsResponse:
     """Stored once per event id, in any order; the deals' scores by id follow at once. A batch
-    is stored whole or not at all."""
-    return await run_in_threadpool(_store, req, request, now)
+    is stored whole or not at all: an event that would leave its deal breaking the contract (a
+    stage the model does not know, a stage entered before the deal was created, …) refuses the
+    batch. Sending the same batch again is always safe."""
+    return await run_in_threadpool(_store, req, now, database, export, loaded, settings)
 
 
 def _as_event(e, i: int, now: pd.Timestamp, problems: list[dict]) -> Event:
@@ -71,53 +64,78 @@ def _as_event(e, i: int, now: pd.Timestamp, problems: list[dict]) -> Event:
     return Event(e.event_id, e.table, row, at)
 
 
-def _store(req: EventsRequest, request: Request, now: pd.Timestamp) -> EventsResponse:
+def _stages(loaded, settings):
+    """The stage names events are checked against: the served model's (what scoring will read),
+    else the config's; None when neither is known (no stage name is refused then)."""
+    return loaded.bundle.spec.stages.config if loaded is not None else settings.stages
+
+
+def _store(req: EventsRequest, now: pd.Timestamp, database, export, loaded, settings) -> EventsResponse:
     problems: list[dict] = []
     converted = [_as_event(e, i, now, problems) for i, e in enumerate(req.events)]
     if problems:
         raise HTTPException(422, detail=problems[:100])
-    store = store_of(request.app, create=True)
-    if store is None:
-        raise _unavailable()
+    handles = database.handles(create=True)  # 503 (serving.app) when it cannot be had now
+    served = export.tables(now)
+    check = checker(served.tables if served is not None else None, _stages(loaded, settings), now)
     try:
-        stored = bounded(request.app, "did not take events", store.add, converted, now, handle="events")
+        stored = database.run(f"storing {len(converted)} events", handles.events.add, converted, now, check, writes=True)
     except EventConflict as exc:
         raise HTTPException(409, detail=str(exc)) from None
-    if stored is None:
-        raise _unavailable()
-    total = bounded(request.app, "unreadable", store.count, handle="events")
+    except EventsRefused as exc:
+        place = {e.event_id: i for i, e in enumerate(req.events)}
+        raise HTTPException(422, detail=[{"loc": ["body", "events", place.get(r.event_id, 0), *(["row", r.field] if r.field else [])],
+                                          "msg": f"event {r.event_id} (opportunity {r.opportunity_id}): {r.message}; nothing of this batch was stored",
+                                          "type": "contract"} for r in exc.refusals[:100]]) from None
+    total = database.optional("counting the events", handles.events.count)
     return EventsResponse(accepted=stored.accepted, duplicates=stored.duplicates, opportunities=stored.opportunities, stored=total or 0)
 
 
+@router.delete("/events/{event_id}", response_model=EventDeleted, summary="take back one event sent in error",
+               responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": Unavailable}})
+def delete_event(request: Request, now: NowDep, database: DatabaseDep, export: ExportDep, loaded: MaybeLoadedDep, settings: SettingsDep,
+                 event_id: str = PathParam(min_length=1, max_length=200, pattern=ID_PATTERN)) -> EventDeleted:
+    """The event is removed and its deal scored without it; the corrected event may then be
+    sent, under the same id or another. Refused (422) only when the deal would break the
+    contract without it."""
+    handles = database.handles()
+    if handles is None:
+        raise HTTPException(404, detail=f"no event {event_id!r}: no event has been stored here")
+    served = export.tables(now)
+    check = checker(served.tables if served is not None else None, _stages(loaded, settings), now, removing=True)
+    try:
+        gone = database.run("deleting an event", handles.events.delete, event_id, check, writes=True)
+    except LookupError:
+        raise HTTPException(404, detail=f"no event {event_id!r}") from None
+    except EventsRefused as exc:
+        raise HTTPException(422, detail=[{"loc": ["path", "event_id"], "msg": r.message, "type": "contract"} for r in exc.refusals[:100]]) from None
+    return EventDeleted(deleted=gone.event_id, table=gone.kind, opportunity_id=gone.opportunity_id)
+
+
 @router.get("/opportunities/{opportunity_id}", response_model=OpportunityScore, summary="the latest score of one record, by its id",
-            responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}})
-def opportunity(request: Request, loaded: LoadedDep, settings: SettingsDep, now: NowDep,
-                opportunity_id: str = Path(min_length=1, max_length=200),
+            responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 503: {"model": Unavailable}})
+def opportunity(request: Request, loaded: LoadedDep, now: NowDep, database: DatabaseDep, export: ExportDep,
+                opportunity_id: str = PathParam(min_length=1, max_length=200, pattern=ID_PATTERN),
                 as_of: Timestamp | None = Query(default=None, description="score as of this time (default: the newest time of the served export or of any event)")) -> Response:
     """Win probability, stall risk, score, grade, reasons and the change since the last run of
     one opportunity, from the served export and the events sent since."""
-    app = request.app
-    v = view(request, loaded, settings, now) if app.state.data is not None else None
+    v = export.view(loaded, now) if export.folder is not None else None
     tables = v.validated.tables if v is not None else None
-    store = store_of(app)
-    mine = bounded(app, "unreadable", store.of_deals, [opportunity_id], handle="events") if store is not None else []
-    latest = bounded(app, "unreadable", store.latest, handle="events") if store is not None else None
-    if mine is None:
-        raise _unavailable()
+    handles = database.handles()
+    mine = database.run("reading the deal's events", handles.events.of_deals, [opportunity_id]) if handles is not None else []
+    latest = database.run("reading the events' end", handles.events.latest) if handles is not None else None
     end = to_utc(pd.Timestamp(as_of)) if as_of is not None else live_end(tables, latest)
     if end is None:
         raise HTTPException(404, detail=f"no opportunity {opportunity_id!r}: this service serves no export (`serve --data DIR`) and has received no events")
     key = (opportunity_id, loaded.version, loaded.source, end, tuple(sorted(e.event_id for e in mine)), v.key if v is not None else None)
-    cache = getattr(app.state, "live_scores", None)
-    if cache is None:
-        cache = app.state.live_scores = OrderedDict()
+    cache = request.app.state.live_scores  # an OrderedDict made with the app: most recently used last
     with _lock:
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-    answer = _from_view(v, opportunity_id, loaded) if not mine and v is not None and end == v.as_of else None
+    answer = v.answer_for(opportunity_id, loaded) if not mine and v is not None and end == v.as_of else None
     if answer is None:
-        answer = _score_live(app, loaded, tables, opportunity_id, mine, end, now)
+        answer = _score_live(database, loaded, tables, opportunity_id, mine, end, now)
     response = _respond(answer, loaded, end, len(mine))
     with _lock:
         cache[key] = response
@@ -126,33 +144,20 @@ def opportunity(request: Request, loaded: LoadedDep, settings: SettingsDep, now:
     return response
 
 
-def _from_view(v, opportunity_id: str, loaded) -> dict | None:
-    """The deal's answer from the served export's scores: its scored row when it is open, its
-    status when it is not; None when the export does not hold it."""
-    with _lock:
-        if v.positions is None:
-            ids = v.validated.tables.opportunities["opportunity_id"].to_numpy(dtype=object)
-            status, _, _ = statuses(loaded.bundle, v.validated.tables, ids, v.as_of)
-            v.statuses = dict(zip(ids.tolist(), status.tolist(), strict=True))
-            v.positions = {oid: i for i, oid in enumerate(v.deals["opportunity_id"].tolist())}
-    i = v.positions.get(opportunity_id)
-    if i is not None:
-        row = records(v.deals.iloc[[i]])[0]
-        return {"opportunity_id": opportunity_id, "status": "open", **{k: row.get(k) for k in SCORE_FIELDS}}
-    status = v.statuses.get(opportunity_id)
-    return None if status is None or status == "open" else {"opportunity_id": opportunity_id, "status": status}
-
-
-def _score_live(app, loaded, tables, opportunity_id: str, mine: list[Event], end: pd.Timestamp, now: pd.Timestamp) -> dict:
+def _score_live(database, loaded, tables, opportunity_id: str, mine: list[Event], end: pd.Timestamp, now: pd.Timestamp) -> dict:
     bundle = loaded.bundle
     try:
         live = live_tables(tables, opportunity_id, mine, bundle.spec.stages.config, max(now, end))
     except LookupError:
-        held = "" if not mine else f" ({len(mine)} event(s) hold rows of it, but no opportunities record with created_at and amount)"
+        held = "" if not mine else f" ({len(mine)} event(s) hold rows of it, but no opportunities record with created_at and amount yet)"
         raise HTTPException(404, detail=f"no opportunity {opportunity_id!r} in the served export or the events{held}") from None
     except ExportInvalid as exc:
-        raise HTTPException(409, detail=f"the rows of opportunity {opportunity_id!r} (export and events) break the contract: " + "; ".join(str(p) for p in exc.problems[:5])) from None
-    previous = previous_scores(app, history_of(app), [opportunity_id], end)
+        raise HTTPException(409, detail=f"the rows of opportunity {opportunity_id!r} (export and events) break the contract: " + "; ".join(str(p) for p in exc.problems[:5])
+                            + " — DELETE /v1/events/{event_id} takes back an event named here") from None
+    if live is None:
+        return {"opportunity_id": opportunity_id, "status": "no stage yet"}
+    history = database.history()
+    previous = database.optional("reading the previous score", history.previous, [opportunity_id], end) if history is not None else None
     return score_ids(bundle, live, [opportunity_id], end, previous)[0]
 
 

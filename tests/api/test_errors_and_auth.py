@@ -68,11 +68,13 @@ def test_unknown_stage_names_the_entry(client, body) -> None:
     assert "found 'Demo Booked', expected a stage named in the config" in msg
 
 
-def test_history_out_of_order(client, body) -> None:
-    history = body["opportunities"][0]["stage_history"]
-    history[1]["entered_at"], history[2]["entered_at"] = history[2]["entered_at"], history[1]["entered_at"]
-    loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
-    assert loc == ["body", "opportunities", 0] and "stage_history[2].entered_at is before stage_history[1].entered_at" in msg
+def test_stage_history_in_any_order_is_ordered_by_its_times(client, body) -> None:
+    """Entries used to be refused unless oldest first, which the schema could not say (issue
+    39: what the schema allows is accepted); they are ordered by their own times instead."""
+    in_order = client.post("/v1/score", json=body, headers=AUTH).json()["scores"][0]
+    body["opportunities"][0]["stage_history"].reverse()
+    shuffled = client.post("/v1/score", json=body, headers=AUTH)
+    assert shuffled.status_code == 200 and shuffled.json()["scores"][0] == in_order
 
 
 def test_stage_before_creation_and_duplicate_ids_all_listed(client, body) -> None:
@@ -97,7 +99,7 @@ def test_optional_contract_columns_are_typed(client, body) -> None:
     one that is (or none) is accepted. It used to be taken as a segment attribute and fail."""
     body["opportunities"][0]["expected_close_date"] = "next quarter"
     loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
-    assert loc == ["body", "opportunities", 0, "expected_close_date"] and "datetime" in msg
+    assert loc == ["body", "opportunities", 0, "expected_close_date"] and "expected an ISO 8601 time" in msg
     for close in ("2026-12-01T00:00:00Z", "2026-12-01", None):
         body["opportunities"][0].update(expected_close_date=close, loss_reason=None)
         assert client.post("/v1/score", json=body, headers=AUTH).status_code == 200, close
@@ -106,7 +108,7 @@ def test_optional_contract_columns_are_typed(client, body) -> None:
 def test_segment_attribute_must_be_a_scalar(client, body) -> None:
     body["opportunities"][0]["industry"] = {"nested": True}
     loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
-    assert loc == ["body", "opportunities", 0] and "'industry' must be a string" in msg
+    assert loc[:4] == ["body", "opportunities", 0, "industry"], loc
 
 
 def test_batch_over_the_limit_is_413(client, body) -> None:
@@ -131,7 +133,7 @@ def test_error_bodies_carry_no_trace_or_path(client, body) -> None:
 def test_time_outside_the_representable_range_is_422(client, body) -> None:
     body["as_of"] = "9999-12-31T00:00:00Z"  # found by the schema fuzzer: it used to overflow
     loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
-    assert loc == ["body", "as_of"] and "less than or equal to 2199-12-31" in msg
+    assert loc == ["body", "as_of"] and "from 1970 to 2199" in msg
 
 
 def test_field_history_values_are_checked(client, body) -> None:
@@ -142,10 +144,10 @@ def test_field_history_values_are_checked(client, body) -> None:
     assert client.post("/v1/score", json=body, headers=AUTH).status_code == 200
     body["opportunities"][0]["field_history"][1]["value"] = "end of quarter"
     loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
-    assert loc == ["body", "opportunities", 0] and "field_history[1].value: found 'end of quarter', expected an ISO 8601 date" in msg
+    assert loc == ["body", "opportunities", 0, "field_history", 1, "expected_close_date", "value"] and "should match pattern" in msg
     body["opportunities"][0]["field_history"] = [{"field": "stage", "value": "x", "changed_at": "2026-08-03T09:00:00Z"}]
     loc, _ = _problem(client.post("/v1/score", json=body, headers=AUTH))
-    assert loc == ["body", "opportunities", 0, "field_history", 0, "field"]
+    assert loc == ["body", "opportunities", 0, "field_history", 0]  # the discriminator names no known field
 
 
 def test_strict_types_booleans_are_not_numbers_times_are_text_and_nan_is_not_json(client, body) -> None:
@@ -154,7 +156,7 @@ def test_strict_types_booleans_are_not_numbers_times_are_text_and_nan_is_not_jso
     assert loc == ["body", "opportunities", 0, "amount"]
     epoch = dict(body["opportunities"][0], created_at=1754211600)
     loc, msg = _problem(client.post("/v1/score", json={**body, "opportunities": [epoch]}, headers=AUTH))
-    assert loc == ["body", "opportunities", 0, "created_at"] and "ISO 8601 text" in msg
+    assert loc == ["body", "opportunities", 0, "created_at"] and "ISO 8601 time from 1970 to 2199 as text" in msg
     text = json.dumps(body).replace('"amount": 42000', '"amount": NaN')
     r = client.post("/v1/score", content=text.encode(), headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 422 and "NaN is not JSON" in r.json()["detail"][0]["msg"]

@@ -56,10 +56,13 @@ def hanging():
 
 def test_a_hanging_history_database_never_freezes_the_service(served_store, hanging, body) -> None:
     """One score and a /healthz a moment later: before, both waited 40 s and more (the driver's
-    connect timeout, on the event loop). Now /healthz answers at once, the score within the
-    history's deadline, without the change since the last run; the next ones do not wait."""
+    connect timeout, on the event loop). Now the database is opened in the background and
+    nothing waits on it: /healthz and the scores answer long before the database would have
+    (its connect timeout), without the change since the last run. The limits are that timeout,
+    not a speed: a loaded machine answers in seconds, a request waiting on the database never
+    would."""
+    from scoring.database import CONNECT_SECONDS
     from serving.app import create_app
-    from serving.routes.score import HISTORY_DEADLINE
 
     settings = served_store.model_copy(update={"database_url": f"postgresql+psycopg://oppscore@127.0.0.1:{hanging}/history"})
     with Served(create_app(settings, start_reloader=False)) as port:
@@ -81,10 +84,10 @@ def test_a_hanging_history_database_never_freezes_the_service(served_store, hang
         again = time.monotonic()
         second = httpx.post(f"{base}/v1/score", json=body, headers=AUTH, timeout=60)
         second_seconds = time.monotonic() - again
-    assert health.status_code == 200 and health_seconds < 1.0, health_seconds
-    assert answers["score"].status_code == 200 and answers["score seconds"] < HISTORY_DEADLINE + 3, answers
+    assert health.status_code == 200 and health_seconds < CONNECT_SECONDS - 1, health_seconds
+    assert answers["score"].status_code == 200 and answers["score seconds"] < CONNECT_SECONDS - 1, answers
     assert answers["score"].json()["scores"][0].get("previous_score") is None
-    assert second.status_code == 200 and second_seconds < 1.5, second_seconds  # the history is left alone for a while
+    assert second.status_code == 200 and second_seconds < CONNECT_SECONDS - 1, second_seconds
 
 
 def _serve(tmp_path: Path, env: dict, data: Path | None = None) -> tuple[subprocess.Popen, str]:
@@ -92,6 +95,15 @@ def _serve(tmp_path: Path, env: dict, data: Path | None = None) -> tuple[subproc
     args = [sys.executable, "-m", "oppscore.cli", "serve", "--port", str(port)] + (["--data", str(data)] if data else [])
     proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(ROOT), "OPPSCORE_API_KEYS": KEY, **env}, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, f"http://127.0.0.1:{port}"
+
+
+def _import_floor() -> float:
+    """Seconds this machine takes, now, to start an interpreter and import what `serve` imports:
+    the floor that the service's own start is measured against (a loaded machine takes 30 s
+    where a quiet one takes 4)."""
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import oppscore.cli, serving.app, serving.main"], env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
+    return time.monotonic() - started
 
 
 def _first_answer(base: str, path: str, within: float, status: int = 200) -> float:
@@ -115,16 +127,18 @@ def test_health_and_the_exported_model_from_the_first_seconds_when_the_registry_
     service listens at once and serves the exported bundle while it asks the registry."""
     uri = f"http://127.0.0.1:{hanging}" if registry == "http" else f"postgresql+psycopg://oppscore@127.0.0.1:{hanging}/mlflow"
     env = {"OPPSCORE_HOME": str(served_store.home), "OPPSCORE_CHAMPION_DIR": str(served_store.champion_dir), "MLFLOW_TRACKING_URI": uri}
+    floor = _import_floor()
     proc, base = _serve(tmp_path, env)
     try:
-        started = _first_answer(base, "/healthz", within=60)  # the process's own start (imports) first
-        ready = _first_answer(base, "/readyz", within=10)
+        started = _first_answer(base, "/healthz", within=120)  # the process's own start (imports) first
+        ready = _first_answer(base, "/readyz", within=120)
         model = httpx.get(f"{base}/v1/model", headers=AUTH, timeout=5).json()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    # measured: /healthz 3.5 s after launch (the interpreter's imports), /readyz 0.1 s later
-    assert started < 12 and ready < 5, (started, ready)
+    # measured on a quiet machine: imports 3.2 s, /healthz 3.5 s after launch, /readyz 0.1 s later;
+    # a registry that hangs held /healthz for 13 s (http) or for ever (PostgreSQL) before
+    assert started < 2 * floor + 5 and ready < floor + 5, (floor, started, ready)
     assert model["source"] == "export" and model["registry_reachable"] is False
 
 
@@ -163,7 +177,7 @@ def test_the_cli_scores_and_says_so_when_the_history_database_does_not_answer(ex
     """`oppscore score` wrote nothing and exited 1 with a traceback when the history refused
     connections. Now the scores are written, the history is said to be skipped, exit 0; a
     database that never answers is given up after its connect timeout."""
-    from scoring.history import CONNECT_SECONDS
+    from scoring.database import CONNECT_SECONDS
 
     port = free_port() if database == "refused" else hanging
     monkeypatch.setenv("OPPSCORE_DATABASE_URL", f"postgresql+psycopg://oppscore@127.0.0.1:{port}/history")

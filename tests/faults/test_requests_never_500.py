@@ -34,7 +34,7 @@ def test_a_close_date_no_clock_can_hold_is_422_naming_it(client, close) -> None:
     opp = _opportunity(field_history=[{"field": "expected_close_date", "value": close, "changed_at": "2026-08-10T00:00:00Z"}])
     r = client.post("/v1/score", json={"as_of": "2026-09-30T00:00:00Z", "opportunities": [opp]}, headers=AUTH)
     assert r.status_code == 422, r.text
-    assert "field_history[0].value" in r.text and close in r.text
+    assert r.json()["detail"][0]["loc"][:5] == ["body", "opportunities", 0, "field_history", 0] and close in r.text
     _ok_after(client)
 
 

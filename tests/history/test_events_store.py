@@ -29,11 +29,11 @@ def _events() -> list[Event]:
 
 def test_any_arrival_order_gives_the_same_tables() -> None:
     events = _events()
-    first = overlay(None, "N-1", events)
+    first, _ = overlay(None, ["N-1"], events)
     for seed in range(5):
         shuffled = events[:]
         random.Random(seed).shuffle(shuffled)
-        again = overlay(None, "N-1", shuffled)
+        again, _ = overlay(None, ["N-1"], shuffled)
         for name, frame in first.items():
             pd.testing.assert_frame_equal(frame.reset_index(drop=True), again[name].reset_index(drop=True))
     record = first["opportunities"].iloc[0]

@@ -51,7 +51,7 @@ def _head() -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from scoring.history import MIGRATIONS
+    from scoring.database import MIGRATIONS
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -103,7 +103,7 @@ def _at_revision_0001_with_scores(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from scoring.history import MIGRATIONS
+    from scoring.database import MIGRATIONS
 
     engine = sa.create_engine(url)
     config = Config()
@@ -121,8 +121,12 @@ def _at_revision_0001_with_scores(url: str) -> None:
 
 
 def _upgraded_keeps_every_score(url: str) -> None:
+    from scoring.database import Database
+
     _at_revision_0001_with_scores(url)
-    history = ScoreHistory(url, "oppscore")  # opening migrates to the latest revision
+    database = Database(url)  # a new handle (a process's own is brought up to date once): as a process started after the upgrade shipped
+    database.upgrade()
+    history = ScoreHistory(database, "oppscore")
     runs, scores = history.runs(), history.scores()
     assert len(scores) == 3 and scores["run_id"].notna().all() and (scores["role"] == "champion").all()
     assert list(runs["model_version"]) == ["3", "4"] and list(runs["scored"]) == [2, 1] and runs["horizon_days"].isna().all()
