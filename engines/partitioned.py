@@ -33,10 +33,21 @@ def first_pass(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp,
                                    statistics=statistics))
 
 
+def export_span(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """When the export's first deal was created, and its newest time (what a whole export's
+    `Tables.end` is: the default as-of of every command). None when no partition holds a deal."""
+    return _joined(run.map(work.span, partitions(folder), settings=settings, now=now))
+
+
+def _joined(spans) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    spans = [s for s in spans if s is not None]
+    return (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
+
+
 def export_end(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> pd.Timestamp | None:
-    """The newest time of any partition (what a whole export's `Tables.end` is): the default
-    as-of of every command. None when no partition holds a deal."""
-    return max((e for e in run.map(work.end, partitions(folder), settings=settings, now=now) if e is not None), default=None)
+    """The newest time of any partition; None when no partition holds a deal."""
+    found = export_span(run, folder, settings, now)
+    return found[1] if found is not None else None
 
 
 def outs(parts: list[Path], out_dir: Path | None) -> list[Path | None]:
@@ -73,11 +84,10 @@ class Scored:
     shadow: pd.DataFrame | None = None  # the shadow version's scores, gathered
 
 
-def opportunities(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> tuple[np.ndarray, pd.Timestamp | None]:
-    """Every opportunity id of the export, and its newest time (None without a deal)."""
+def opportunities(run: Runner, folder: Path, settings: Settings, now: pd.Timestamp) -> tuple[np.ndarray, tuple[pd.Timestamp, pd.Timestamp] | None]:
+    """Every opportunity id of the export, and its span (`export_span`; None without a deal)."""
     pieces = run.map(work.ids, partitions(folder), settings=settings, now=now)
-    ends = [end for _, end in pieces if end is not None]
-    return np.concatenate([ids for ids, _ in pieces]), max(ends, default=None)
+    return np.concatenate([ids for ids, _ in pieces]), _joined(span for _, span in pieces)
 
 
 def score(

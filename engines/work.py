@@ -70,13 +70,14 @@ def outline(folder: Path, out: None, settings: Settings, now: pd.Timestamp, as_o
     return Outline.of(read(folder, settings, now).tables, stages, as_of, with_history, fingerprint, statistics)
 
 
-def end(folder: Path, out: None, settings: Settings, now: pd.Timestamp) -> pd.Timestamp | None:
-    """The newest time in the partition (`Tables.end`), None when it holds no deal."""
-    return _newest(read(folder, settings, now).tables)
+def span(folder: Path, out: None, settings: Settings, now: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """When the partition's first deal was created and its newest time (`Tables.end`); None
+    when it holds no deal."""
+    return _span(read(folder, settings, now).tables)
 
 
-def _newest(tables: Tables) -> pd.Timestamp | None:
-    return tables.end if len(tables.opportunities) else None
+def _span(tables: Tables) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    return (tables.opportunities["created_at"].min(), tables.end) if len(tables.opportunities) else None
 
 
 def features(folder: Path, out: Path | None, settings: Settings, now: pd.Timestamp, as_of: pd.Timestamp, spec: FeatureSpec, stats: PointInTimeStats) -> pd.DataFrame | int:
@@ -90,11 +91,11 @@ def features(folder: Path, out: Path | None, settings: Settings, now: pd.Timesta
     return len(frame)
 
 
-def ids(folder: Path, out: None, settings: Settings, now: pd.Timestamp) -> tuple[np.ndarray, pd.Timestamp | None]:
-    """The partition's opportunity ids and its newest time (`Tables.end`; None without a deal):
-    what a scoring run reads before it scores (the score history's last scores, the default as-of)."""
+def ids(folder: Path, out: None, settings: Settings, now: pd.Timestamp) -> tuple[np.ndarray, tuple[pd.Timestamp, pd.Timestamp] | None]:
+    """The partition's opportunity ids and its span (`span`): what a scoring run reads before it
+    scores (the score history's last scores, the default as-of)."""
     tables = read(folder, settings, now).tables
-    return tables.opportunities["opportunity_id"].to_numpy(dtype=object), _newest(tables)
+    return tables.opportunities["opportunity_id"].to_numpy(dtype=object), _span(tables)
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from features.errors import InputInvalid
+from features.errors import ExportInvalid, InputInvalid, Problem
 from features.tables import FIELD_HISTORY, TABLE_NAMES
 
 
@@ -43,6 +45,28 @@ def find_table(folder: Path, name: str) -> Path | None:
     return None
 
 
+_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_OPEN_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
+
+
+def parse_csv(source: Path | str, label: str) -> pd.DataFrame:
+    """A CSV file (a path, or its text) with every value as text, empty as missing. A row that
+    cannot be read (more fields than the header, a quote never closed, bytes that are not
+    UTF-8) is a Problem naming the file and line, never a parser's traceback."""
+    try:
+        return pd.read_csv(io.StringIO(source) if isinstance(source, str) else source, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    except pd.errors.ParserError as exc:
+        said = str(exc)
+        if m := _FIELDS.search(said):
+            raise ExportInvalid([Problem(label, f"line {m.group(2)}", None, f"{m.group(3)} fields", f"{m.group(1)} fields, as the header line has (a comma inside a value needs quotes)")]) from None
+        if m := _OPEN_QUOTE.search(said):
+            raise ExportInvalid([Problem(label, f"line {int(m.group(1)) + 1}", None, "a quote opened and never closed (the file ends inside it)",
+                                         "every quoted value closed (a cut-off or truncated file?)")]) from None
+        raise ExportInvalid([Problem(label, None, None, f"a file the CSV reader could not read ({said.splitlines()[-1][:200]})", "comma-separated text with a header line")]) from None
+    except UnicodeDecodeError as exc:
+        raise ExportInvalid([Problem(label, f"byte {exc.start}", None, f"bytes that are not UTF-8 ({exc.object[exc.start:exc.start + 4]!r})", "UTF-8 text (save the export as CSV, UTF-8)")]) from None
+
+
 def read_raw(folder: Path) -> dict[str, RawTable | None]:
     """Every table of the export as text; a missing optional table is None."""
     if not folder.is_dir():
@@ -54,9 +78,12 @@ def read_raw(folder: Path) -> dict[str, RawTable | None]:
             out[name] = None
             continue
         if path.suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+            frame = parse_csv(path, path.name)
         else:
-            frame = pd.read_parquet(path)
+            try:
+                frame = pd.read_parquet(path)
+            except (pa.ArrowException, OSError) as exc:
+                raise ExportInvalid([Problem(path.name, None, None, f"a file the Parquet reader could not read ({str(exc).splitlines()[0][:200]})", "a Parquet file")]) from None
         out[name] = RawTable(name, frame, path)
     return out
 

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -290,15 +291,24 @@ def validate(data: DataOpt, config: ConfigOpt = None) -> None:
     out.print(f"next: `oppscore train --data {data}`")
 
 
-def _as_of(given: datetime | None, end: pd.Timestamp, now: pd.Timestamp) -> pd.Timestamp:
+def _as_of(given: datetime | None, span: tuple[pd.Timestamp, pd.Timestamp], now: pd.Timestamp) -> pd.Timestamp:
     """--as-of, else the export's end: what it knew when it was taken. Looked at as of today, an
     export taken weeks ago makes every deal look stalled (nothing recorded since); said when
-    today is STALE_DAYS past it."""
-    if given is not None:
-        return to_utc(given)
-    if now - end > pd.Timedelta(days=STALE_DAYS):
-        log.warning("as of the export's end, %s, %d days before today (nothing after it is in the export); `--as-of` picks another time", f"{end:%Y-%m-%d %H:%M} UTC", (now - end).days)
-    return end
+    today is STALE_DAYS past it. Before the first deal nothing was open (InputInvalid); after
+    the export's end, every deal looks quiet since (said)."""
+    start, end = span
+    if given is None:
+        if now - end > pd.Timedelta(days=STALE_DAYS):
+            log.warning("as of the export's end, %s, %d days before today (nothing after it is in the export); `--as-of` picks another time", f"{end:%Y-%m-%d %H:%M} UTC", (now - end).days)
+        return end
+    t = to_utc(given)
+    if t < start:
+        raise InputInvalid(f"--as-of {t:%Y-%m-%d %H:%M} UTC: before the export's first deal (created {start:%Y-%m-%d %H:%M} UTC): nothing was open then; "
+                           f"pick a time from {start:%Y-%m-%d} to {end:%Y-%m-%d}")
+    if t > end:
+        log.warning("--as-of %s is %d days after the export's end (%s): the export knows nothing after it, so every deal looks as if nothing happened since "
+                    "(no activity, no stage change); a newer export scores what really happened", f"{t:%Y-%m-%d %H:%M} UTC", (t - end).days, f"{end:%Y-%m-%d %H:%M} UTC")
+    return t
 
 
 @app.command()
@@ -320,7 +330,7 @@ def features(
     if out_file.suffix:
         table_path(out_file)
     with steps("features") as step, runner(engine, progress=step) as run:
-        t = _as_of(as_of, _export_end(run, data, settings, now), now)
+        t = _as_of(as_of, _export_span(run, data, settings, now), now)
         folder = out_file if not out_file.suffix else None
         spec, frame = partitioned.features(run, data, settings, now, t, out_dir=folder)
         if folder is None:
@@ -330,14 +340,14 @@ def features(
     out.print(f"{rows:,} open opportunities as of {t:%Y-%m-%d %H:%M} UTC, {len(spec.columns)} features → {out_file}{_where(data, engine)}")
 
 
-def _export_end(run, data: Path, settings: Settings, now: pd.Timestamp) -> pd.Timestamp:
-    """The newest time of any partition: every command's default as-of."""
+def _export_span(run, data: Path, settings: Settings, now: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """When the export's first deal was created and its newest time (every command's default as-of)."""
     from engines import partitioned
 
-    end = partitioned.export_end(run, data, settings, now)
-    if end is None:
+    span = partitioned.export_span(run, data, settings, now)
+    if span is None:
         raise NotEnoughData(f"--data {data}: no opportunity in any partition")
-    return end
+    return span
 
 
 def _where(data: Path, engine: EngineOptions) -> str:
@@ -478,11 +488,14 @@ def score(
     out_file: TableOutOpt,
     as_of: AsOfOpt = None,
     shadow: Annotated[str | None, typer.Option("--shadow", help="a registered version that scores beside the champion: its scores are recorded for `oppscore monitor` (default: [serving] shadow)")] = None,
+    record_past_end: Annotated[bool, typer.Option("--record-past-end", help="record the run in the score history even when --as-of lies after the export's end")] = False,
     config: ConfigOpt = None,
     engine: EngineOptions = DEFAULT_ENGINE,
 ) -> None:
     """Score every open opportunity with the champion; highest win probability first. Each run
-    is recorded in the score history with the drift it measured (`oppscore monitor`)."""
+    is recorded in the score history with the drift it measured (`oppscore monitor`); a run as
+    of a time after the export's end is not (what it says is not what the export knew), unless
+    --record-past-end."""
     from engines import partitioned
     from engines.runner import runner
     from features.loading import write_table
@@ -497,15 +510,16 @@ def score(
     now = utc_now()
     with steps("score") as step, runner(engine, progress=step) as run:
         step("loading")
-        ids, end = partitioned.opportunities(run, data, settings, now)
-        if end is None:
+        ids, span = partitioned.opportunities(run, data, settings, now)
+        if span is None:
             raise NotEnoughData(f"--data {data}: no opportunity in any partition")
         loaded = load_champion(settings)
         shadow_bundle = None
         if shadow is not None and str(shadow) != str(loaded.version):
             step(f"loading shadow v{shadow}")
             shadow_bundle = load_version(settings, str(shadow))
-        at = _as_of(as_of, end, now)
+        at = _as_of(as_of, span, now)
+        past_end = at > span[1] and not record_past_end
         step("reading score history")
         history, previous = _history_for(settings, ids, at)
         step("scoring")
@@ -516,6 +530,8 @@ def score(
     if done.rows == 0:
         raise NotEnoughData(f"--data {data}: no opportunity was open at {at:%Y-%m-%d %H:%M} UTC in a stage the model knows; nothing scored, {out_file} not written")
     facts = RunFacts.of(loaded.bundle, drift=done.drift)
+    if past_end:
+        history = None  # what it says is not what the export knew: not a run for the track record
     if done.table is not None:
         write_table(done.table.drop(columns=["factors"]).assign(as_of=done.table["as_of"].astype(str)), out_file)
         recorded = _record(history, done.table, now, loaded.version, facts)  # only once the scores are written
@@ -531,7 +547,8 @@ def score(
     _say_drift(done.drift, settings)
     if done.table is not None:
         _say_top_and_moved(done.table)
-    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {_kept(recorded)}")
+    kept = "not kept in the score history (--as-of is after the export's end; --record-past-end keeps it)" if past_end else _kept(recorded)
+    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {kept}")
     out.print(f"next: `oppscore serve --data {data}` shows them on the managers' page")
 
 
@@ -711,7 +728,7 @@ def stage_weights(
     settings = _settings(config, data)
     now = utc_now()
     with steps("stage weights") as step, runner(engine, progress=step) as run:
-        sw = partitioned.stage_weights(run, data, settings, now, _as_of(as_of, _export_end(run, data, settings, now), now))
+        sw = partitioned.stage_weights(run, data, settings, now, _as_of(as_of, _export_span(run, data, settings, now), now))
     tables = {"stage_weights": sw.weights_, "by_dwell": sw.by_dwell_, "by_segment": sw.by_segment_}
     output.write(f"Stage weights as of {sw.as_of_:%Y-%m-%d}", tables, out_file, lambda: [
         ("Stage weights beside the configured ones", report.stage_weights_plot(sw.weights_) + report._table(sw.weights_)),
@@ -731,7 +748,7 @@ def funnel(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config
     settings = _settings(config, data)
     now = utc_now()
     validated = load_export(data, settings, now)
-    t = _as_of(as_of, validated.tables.end, now)
+    t = _as_of(as_of, (validated.tables.opportunities["created_at"].min(), validated.tables.end), now)
     f = build(validated.tables, validated.stages, t, segment_columns(settings, validated.tables))
     won_back = f.reopened["outcome"].value_counts().rename_axis("outcome").reset_index(name="deals")
     tables = {**f.tables(), "won_back": won_back}
@@ -932,7 +949,8 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
         os.environ["OPPSCORE_SERVE_CONFIG"] = str(settings.config_path or "")
         if data is not None:
             os.environ["OPPSCORE_SERVE_DATA"] = str(data)
-        uvicorn.run("serving.main:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="warning", http=PROTOCOL)
+        with _metrics_across_workers(workers):
+            uvicorn.run("serving.main:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="warning", http=PROTOCOL)
         return
     from serving.app import create_app
     from serving.protocol import DeadlineProtocol
@@ -942,6 +960,54 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
 
 
 PROTOCOL = "serving.protocol:DeadlineProtocol"  # uvicorn's HTTP protocol, with a deadline for a request to arrive
+
+
+@contextmanager
+def _metrics_across_workers(workers: int):
+    """Under several workers, each writes its Prometheus figures to one folder that a scrape
+    reads whole (prometheus_client's multiprocess mode), made empty for this run and removed
+    after it; an operator's own PROMETHEUS_MULTIPROC_DIR is used as it is."""
+    import os
+    import tempfile
+
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="oppscore-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class DbAction(StrEnum):
+    upgrade = "upgrade"
+    status = "status"
+
+
+@app.command("db")
+def db(action: Annotated[DbAction, typer.Argument(help="upgrade: bring the schema up to date; status: the revision it is at")] = DbAction.status, config: ConfigOpt = None) -> None:
+    """The score history's and events' database (OPPSCORE_DATABASE_URL, or SQLite under the home):
+    `upgrade` brings its schema to the latest revision, once, under a lock that holds across
+    processes (run it before a team's services start on a shared PostgreSQL; each process also
+    does it once at start). A database an older oppscore left half-migrated is repaired, or
+    named with what to do."""
+    from scoring.database import Database
+    from scoring.history import database_of
+
+    settings = _settings(config)
+    where = settings.database_url or settings.history_url
+    if action is DbAction.status and settings.database_url is None and not (settings.home / "history.db").exists():
+        out.print(f"no database yet at {where}: `oppscore score`, `oppscore serve` or `oppscore db upgrade` makes it")
+        return
+    database = database_of(settings) if action is DbAction.upgrade else Database(settings.history_url)
+    out.print(f"{_safe_url(database.engine)}: schema at revision {database.head()}" + (" (brought up to date)" if action is DbAction.upgrade else ""))
+
+
+def _safe_url(engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
 
 @app.command()

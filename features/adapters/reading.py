@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import ExportInvalid, Problem
+from features.loading import parse_csv
 
 _CP1252_UNDEFINED = {0x81, 0x8D, 0x8F, 0x90, 0x9D}
 
@@ -67,7 +68,7 @@ def read_csv(path: Path, fields: Collection[str] | None = None, keep: Callable[[
     if raw.startswith(codecs.BOM_UTF16_LE) or raw.startswith(codecs.BOM_UTF16_BE):
         raise ExportInvalid([Problem(path.name, "line 1", None, "a UTF-16 file", "UTF-8 or Windows-1252 text (save the export as CSV, UTF-8)")])
     text = raw.decode("utf-8-sig", errors="oppscore_cp1252")
-    frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+    frame = parse_csv(text, path.name)
     written = [str(c) for c in frame.columns]  # pandas has made repeated names unique ("Name", "Name.1")
     lines = _record_lines(text, len(frame))
     names, problems = _resolve(path.name, written, fields)
