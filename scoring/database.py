@@ -157,6 +157,11 @@ class Database:
         self.engine = _engine(url, wait_seconds, statement_seconds)
         self.backend = self.engine.dialect.name
         self.upgraded = False
+        # SQLite lets one writer in at a time, and its busy handler retries by sleeping: under
+        # steady contention a writer could lose every race until its timeout. Writers of this
+        # process queue here instead, blocked rather than polling (other processes still meet
+        # the busy handler).
+        self._writers = threading.Lock() if self.backend == "sqlite" else None
 
     @classmethod
     def at(cls, url: str, wait_seconds: float = CONNECT_SECONDS, statement_seconds: float | None = None) -> Database:
@@ -174,10 +179,16 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A transaction that writes: committed whole at the end of the block, or not at all."""
-        with self.engine.connect() as connection:
-            connection.execution_options(oppscore_writes=True)
-            with connection.begin():
-                yield connection
+        if self._writers is not None and not self._writers.acquire(timeout=self.wait_seconds):
+            raise DatabaseUnavailable(f"the database {SAID['busy']}: this process's other writers held it for {self.wait_seconds:.0f} s", "busy")
+        try:
+            with self.engine.connect() as connection:
+                connection.execution_options(oppscore_writes=True)
+                with connection.begin():
+                    yield connection
+        finally:
+            if self._writers is not None:
+                self._writers.release()
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:

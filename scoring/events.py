@@ -57,6 +57,7 @@ EVENTS = sa.Table(
 KINDS = (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY)
 CURRENT = ("amount", "expected_close_date")  # fields whose change moves the record's current value (same name in both tables)
 CHUNK = 900  # ids per IN list (SQLite's default limit on bound parameters is 999)
+ATTEMPTS = 3  # checks of a batch outside the write lock, while other batches change its deals meanwhile; the last is under it
 ORDER_DEPENDENT = "opportunity_id"  # the rules on this column (a row of a deal without a record, a record without a stage) depend on arrival order
 
 
@@ -139,8 +140,13 @@ class EventStore:
     def add(self, events: list[Event], received_at: pd.Timestamp, check: Check | None = None) -> Stored:
         """Store the new events in one transaction; resent ones are counted, not stored again;
         an id stored with other content refuses the whole batch (`EventConflict`), and so does
-        `check` (`EventsRefused`). The batch's deals are locked while it is checked, so two
-        batches of one deal cannot each pass alone and break it together."""
+        `check` (`EventsRefused`).
+
+        The check reads the deals' stored events and runs outside the write lock (it takes
+        milliseconds per deal; held under SQLite's one write lock it queued 8 clients past the
+        lock timeout); the write then stores the batch only if the deals' events are still the
+        ones checked, else checks again. So two batches of one deal cannot each pass alone
+        and break it together, and the lock is held for an insert only."""
         mine: dict[str, Event] = {}
         for e in events:  # the same id twice in one batch: the same event, or a conflict
             if e.event_id in mine and mine[e.event_id].digest != e.digest:
@@ -148,25 +154,46 @@ class EventStore:
             mine[e.event_id] = e
         deals = sorted({e.opportunity_id for e in mine.values()})
         try:
-            with self.database.write() as connection:
-                self.database.lock(connection, [f"{self.model_name}\x1f{d}" for d in deals])
-                known = self._digests(connection, list(mine))
-                conflicts = sorted(i for i, d in known.items() if d != mine[i].digest)
-                if conflicts:
-                    raise EventConflict(conflicts)
-                new = [e for i, e in mine.items() if i not in known]
-                if new and check is not None:
-                    check(self._of_deals(connection, deals), new)
-                inserted = self.database.insert_new(connection, EVENTS, [self._row(e, received_at) for e in new], key=EVENTS.c.event_id)
-                if inserted is not None and len(inserted) < len(new):  # stored meanwhile by a writer of another deal under the same id
-                    missed = [e.event_id for e in new if e.event_id not in set(inserted)]
-                    clash = sorted(i for i, d in self._digests(connection, missed).items() if d != mine[i].digest)
-                    if clash:
-                        raise EventConflict(clash)
-                    new = [e for e in new if e.event_id in set(inserted)]
+            for attempt in range(ATTEMPTS):
+                last = attempt == ATTEMPTS - 1  # checked under the write lock: sure to end
+                if not last:
+                    with self.database.read() as connection:
+                        known, stored, new = self._checked(connection, mine, deals, check)
+                with self.database.write() as connection:
+                    self.database.lock(connection, [f"{self.model_name}\x1f{d}" for d in deals])
+                    if last:
+                        known, stored, new = self._checked(connection, mine, deals, check)
+                    elif check is not None and self._ids_of_deals(connection, deals) != {e.event_id for e in stored}:
+                        continue  # the deals changed since they were checked: check again
+                    inserted = self.database.insert_new(connection, EVENTS, [self._row(e, received_at) for e in new], key=EVENTS.c.event_id)
+                    if inserted is not None and len(inserted) < len(new):  # stored meanwhile under the same id (another deal's, or no check)
+                        missed = [e.event_id for e in new if e.event_id not in set(inserted)]
+                        clash = sorted(i for i, d in self._digests(connection, missed).items() if d != mine[i].digest)
+                        if clash:
+                            raise EventConflict(clash)
+                        new = [e for e in new if e.event_id in set(inserted)]
+                return Stored(len(new), len(events) - len(new), sorted({e.opportunity_id for e in new}))
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise unavailable("storing the events", exc) from None
-        return Stored(len(new), len(mine) - len(new) + (len(events) - len(mine)), sorted({e.opportunity_id for e in new}))
+        raise AssertionError("the last attempt always returns or raises")
+
+    def _checked(self, connection: sa.Connection, mine: dict[str, Event], deals: list[str], check: Check | None) -> tuple[dict, list[Event], list[Event]]:
+        """The batch's ids already stored, its deals' stored events, and the new events, checked."""
+        known = self._digests(connection, list(mine))
+        conflicts = sorted(i for i, d in known.items() if d != mine[i].digest)
+        if conflicts:
+            raise EventConflict(conflicts)
+        stored = self._of_deals(connection, deals) if check is not None else []
+        new = [e for i, e in mine.items() if i not in known]
+        if new and check is not None:
+            check(stored, new)
+        return known, stored, new
+
+    def _ids_of_deals(self, connection: sa.Connection, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), CHUNK):
+            found |= {r[0] for r in connection.execute(sa.select(EVENTS.c.event_id).where(EVENTS.c.model_name == self.model_name, EVENTS.c.opportunity_id.in_(ids[start:start + CHUNK])))}
+        return found
 
     def delete(self, event_id: str, check: Check | None = None) -> Event:
         """Remove one event (LookupError when no event has this id); `check` may refuse it when
@@ -262,11 +289,12 @@ def _records(given: pd.DataFrame, events: list[Event]) -> pd.DataFrame:
     return frame
 
 
-def overlay(tables: Tables | None, ids: list[str], events: list[Event]) -> tuple[dict[str, pd.DataFrame], dict[str, list[str | None]]]:
+def overlay(tables: Tables | None, ids: list[str], events: list[Event], current: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, list[str | None]]]:
     """These deals' rows of the served export (none without one) with their events laid over,
     as the CRM's next export would hold them: a frame per table, and per row where it came from
     (an event id; None for the export's own rows). A record without created_at or amount is
-    not a record yet (its creation event has not arrived)."""
+    not a record yet (its creation event has not arrived). `current`: the records' amount and
+    close date follow their field changes (scoring reads them; the contract's rules do not)."""
     base = tables.of_many(ids) if tables is not None else None
     frames: dict[str, pd.DataFrame] = {}
     sources: dict[str, list[str | None]] = {}
@@ -286,7 +314,7 @@ def overlay(tables: Tables | None, ids: list[str], events: list[Event]) -> tuple
             else:
                 frame, source = given.reset_index(drop=True), [None] * len(given)
         frames[kind], sources[kind] = frame, source
-    if len(frames[FIELD_HISTORY]):
+    if current and len(frames[FIELD_HISTORY]):
         frames[OPPORTUNITIES] = _current_values(frames[OPPORTUNITIES], frames[FIELD_HISTORY], [s is not None for s in sources[FIELD_HISTORY]])
     return frames, sources
 
@@ -363,12 +391,14 @@ def checker(tables: Tables | None, stages: StageConfig | None, now: pd.Timestamp
     def check(stored: list[Event], changing: list[Event]) -> None:
         deals = sorted({e.opportunity_id for e in changing})
         gone = {e.event_id for e in changing} if removing else set()
-        before_events = stored
         after_events = [e for e in stored if e.event_id not in gone] if removing else stored + changing
+        after = problems_of(*overlay(tables, deals, after_events, current=False), stages, now)
+        if not after:
+            return
         key = lambda p: (p.table, p.location, p.column, p.found, p.expected)  # noqa: E731
-        before = {key(p) for p in problems_of(*overlay(tables, deals, before_events), stages, now)}
+        before = {key(p) for p in problems_of(*overlay(tables, deals, stored, current=False), stages, now)}  # a deal broken already: only what is new refuses
         refusals = []
-        for p in problems_of(*overlay(tables, deals, after_events), stages, now):
+        for p in after:
             if key(p) in before:
                 continue
             source = p.location.removeprefix("event ") if p.location and p.location.startswith("event ") else None

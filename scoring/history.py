@@ -10,6 +10,7 @@ storing what a CRM sends is the operator's choice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,8 +135,9 @@ def _times(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def database_of(settings: Settings, **timeouts) -> Database:
     """The process's handle on the settings' database (made under home when it is the default
     SQLite file), its schema up to date."""
-    if settings.database_url is None:
-        settings.home.mkdir(parents=True, exist_ok=True)
+    url = sa.engine.make_url(settings.history_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)  # a file's folder, as the home's
     return Database.at(settings.history_url, **timeouts)
 
 

@@ -158,7 +158,7 @@ class ServiceDatabase:
         except TimeoutError:
             raise self._missed(what, writes) from None
         except DatabaseUnavailable as exc:
-            self._down(exc)
+            self._failed(exc)
             raise
 
     async def arun(self, what: str, call, *args, writes: bool = False):
@@ -169,8 +169,14 @@ class ServiceDatabase:
         except TimeoutError:
             raise self._missed(what, writes) from None
         except DatabaseUnavailable as exc:
-            self._down(exc)
+            self._failed(exc)
             raise
+
+    def _failed(self, failure: DatabaseUnavailable) -> None:
+        """A lock held by another writer is contention, not a database gone: that request is
+        answered 503 (nothing stored) and the others go on trying."""
+        if failure.cause != "busy":
+            self._down(failure)
 
     def _missed(self, what: str, writes: bool) -> DatabaseUnavailable:
         failure = DatabaseUnavailable(f"{what}: the database {SAID['timed out']} (no answer within {self.deadline:.0f} s)", "timed out", maybe_stored=writes)
