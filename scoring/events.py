@@ -403,8 +403,8 @@ def checker(tables: Tables | None, stages: StageConfig | None, now: pd.Timestamp
                 continue
             source = p.location.removeprefix("event ") if p.location and p.location.startswith("event ") else None
             deal = _deal_of(p, after_events, source)
-            mine = [e.event_id for e in changing if e.opportunity_id == deal] or [e.event_id for e in changing]
-            blamed = source if source in {e.event_id for e in changing} else mine[0]
+            mine = sorted((e for e in changing if e.opportunity_id == deal), key=lambda e: e.kind != OPPORTUNITIES) or changing  # a record first: its created_at rules the others
+            blamed = source if source in {e.event_id for e in changing} else mine[0].event_id
             said = f"{p.column}: found {p.found}, expected {p.expected}"
             if blamed != source:
                 said = f"{'removing it' if removing else 'with it'}, {p.location} of opportunity {deal} would break the contract: {said}"
