@@ -187,9 +187,9 @@ def _rules(
     def report(name: str, mask: np.ndarray, column: str, found: list | np.ndarray, expected: str) -> None:
         out.rows(labels[name], locators[name], np.flatnonzero(mask), column, found, expected)
 
-    latest = (now + FUTURE_TOLERANCE).value
+    latest = (now + FUTURE_TOLERANCE).value if now is not None else None  # None: times after now are kept (events: they count from their time on)
     for name, columns in typed.items():
-        if columns is None:
+        if columns is None or latest is None:
             continue
         for col in TIMESTAMPS[name]:
             if col in columns and col not in NOT_CHECKED_FOR_FUTURE:
@@ -300,9 +300,10 @@ def validate_raw(
     return Validated(tables, StageOrder(config), notes)
 
 
-def rule_problems(columns: dict[str, Columns | None], stage_names: list[str] | None, now: pd.Timestamp, locators: dict[str, Locator]) -> list[Problem]:
+def rule_problems(columns: dict[str, Columns | None], stage_names: list[str] | None, now: pd.Timestamp | None, locators: dict[str, Locator]) -> list[Problem]:
     """The rules across rows and tables, on arrays whose types a schema has already checked;
-    every problem, none raised (events are checked against their deal before and after)."""
+    every problem, none raised (events are checked against their deal before and after).
+    `now` None: no time is too late."""
     out = _Collector()
     _rules(columns, stage_names, now, {name: name for name in TABLE_NAMES}, locators, out)
     return out.problems

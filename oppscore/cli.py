@@ -59,6 +59,17 @@ def _when(text: str) -> datetime:
         raise typer.BadParameter(f"found {text!r}, expected a date or a time in ISO 8601: 2026-06-01, 2026-06-01T09:00 or 2026-06-01T09:00:00Z (naive = UTC)") from None
 
 
+def _period_form(text: str) -> str:
+    """--period in one of the forms read; anything else is misuse (exit 2), named with them."""
+    import re
+
+    from analytics.forecast import PERIOD_PATTERN, PERIODS_SAID
+
+    if not re.fullmatch(PERIOD_PATTERN, text.strip()):
+        raise typer.BadParameter(f"found {text!r}, expected {PERIODS_SAID}")
+    return text.strip()
+
+
 AsOfOpt = Annotated[datetime | None, typer.Option("--as-of", parser=_when, metavar="TIME", help="the time to look from, e.g. 2026-06-01 or 2026-06-01T09:00:00 (default: the export's end, the newest time in it; naive = UTC)")]
 STALE_DAYS = 14  # an export older than this, looked at as of its end, is said to be
 TableOutOpt = Annotated[Path, typer.Option("--out", help=".csv, .parquet or .json; with --engine dask also a folder (one Parquet file per partition)")]
@@ -857,7 +868,7 @@ def _record_forecast(settings: Settings, f, version: str | None) -> None:
 @engine_options
 def forecast(
     data: DataOpt,
-    period: Annotated[str, typer.Option(help="2026-10, 2026Q4, 2026 or next-30d")],
+    period: Annotated[str, typer.Option(help="2026-10, 2026Q4, 2026 or next-30d", callback=_period_form)],
     out_file: OutOpt = None,
     as_of: AsOfOpt = None,
     backtest_periods: Annotated[int, typer.Option("--backtest", min=0, help="past months to replay")] = 6,

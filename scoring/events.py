@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from features.contract import rule_problems, validate_columns
+from features.contract import rule_problems
 from features.errors import ExportInvalid, Problem
 from features.settings import StageConfig
 from features.stages import StageOrder
@@ -242,11 +242,12 @@ class EventStore:
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise unavailable("reading the events", exc) from None
 
-    def latest(self) -> pd.Timestamp | None:
-        """The newest row time of any stored event: how far the live pipeline reaches."""
+    def latest(self, until: pd.Timestamp) -> pd.Timestamp | None:
+        """The newest row time of any stored event up to `until` (now: an event planned for
+        later is not yet): how far the live pipeline reaches."""
         try:
             with self.database.read() as connection:
-                at = connection.execute(sa.select(sa.func.max(EVENTS.c.at)).where(EVENTS.c.model_name == self.model_name)).scalar()
+                at = connection.execute(sa.select(sa.func.max(EVENTS.c.at)).where(EVENTS.c.model_name == self.model_name, EVENTS.c.at <= _utc(until))).scalar()
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise unavailable("reading the events", exc) from None
         return None if at is None else _utc_stamp(at)
@@ -375,14 +376,16 @@ def _where(frames: dict[str, pd.DataFrame], sources: dict[str, list[str | None]]
     return {kind: of(kind) for kind in KINDS}
 
 
-def problems_of(frames: dict[str, pd.DataFrame], sources: dict[str, list[str | None]], stages: StageConfig | None, now: pd.Timestamp) -> list[Problem]:
-    """The contract's problems of these rows, less those that depend on the order events arrive in."""
+def problems_of(frames: dict[str, pd.DataFrame], sources: dict[str, list[str | None]], stages: StageConfig | None) -> list[Problem]:
+    """The contract's problems of these rows, less those that depend on the order events arrive
+    in. A time after now is not one: an event may tell of what is planned (a meeting next
+    week), and counts from its time on, as every row does."""
     columns = {kind: _columns(frames[kind], kind) for kind in KINDS}
     names = StageOrder(stages).names if stages is not None else None
-    return [p for p in rule_problems(columns, names, now, _where(frames, sources)) if p.column != ORDER_DEPENDENT]
+    return [p for p in rule_problems(columns, names, None, _where(frames, sources)) if p.column != ORDER_DEPENDENT]
 
 
-def checker(tables: Tables | None, stages: StageConfig | None, now: pd.Timestamp, removing: bool = False) -> Check:
+def checker(tables: Tables | None, stages: StageConfig | None, removing: bool = False) -> Check:
     """A `Check` for `EventStore.add` (or `.delete`, `removing`): the events' deals are checked
     as they are stored and as they would be; a problem that is new is a refusal, blamed on the
     event whose row shows it, or on the batch's events of that deal when the row is another's
@@ -392,11 +395,11 @@ def checker(tables: Tables | None, stages: StageConfig | None, now: pd.Timestamp
         deals = sorted({e.opportunity_id for e in changing})
         gone = {e.event_id for e in changing} if removing else set()
         after_events = [e for e in stored if e.event_id not in gone] if removing else stored + changing
-        after = problems_of(*overlay(tables, deals, after_events, current=False), stages, now)
+        after = problems_of(*overlay(tables, deals, after_events, current=False), stages)
         if not after:
             return
         key = lambda p: (p.table, p.location, p.column, p.found, p.expected)  # noqa: E731
-        before = {key(p) for p in problems_of(*overlay(tables, deals, stored, current=False), stages, now)}  # a deal broken already: only what is new refuses
+        before = {key(p) for p in problems_of(*overlay(tables, deals, stored, current=False), stages)}  # a deal broken already: only what is new refuses
         refusals = []
         for p in after:
             if key(p) in before:
@@ -423,7 +426,7 @@ def _deal_of(p: Problem, events: list[Event], source: str | None) -> str:
     return (p.location or "").rsplit("of opportunity ", 1)[-1]
 
 
-def live_tables(tables: Tables | None, opportunity_id: str, events: list[Event], stages: StageConfig, now: pd.Timestamp) -> Tables | None:
+def live_tables(tables: Tables | None, opportunity_id: str, events: list[Event], stages: StageConfig) -> Tables | None:
     """One deal's checked tables; None when it has a record but no stage yet. LookupError when
     neither the export nor an event holds its record (with created_at and amount); ExportInvalid
     naming the rows' events when its rows break the contract together (events stored before
@@ -431,13 +434,13 @@ def live_tables(tables: Tables | None, opportunity_id: str, events: list[Event],
     frames, sources = overlay(tables, [opportunity_id], events)
     if frames[OPPORTUNITIES].empty:
         raise LookupError(opportunity_id)
-    problems = problems_of(frames, sources, stages, now)
+    problems = problems_of(frames, sources, stages)
     if problems:
         raise ExportInvalid(problems)
     if frames[STAGE_HISTORY].empty:
         return None
     columns = {kind: _columns(frames[kind], kind) for kind in KINDS}
-    return validate_columns(columns, stages, now, _where(frames, sources)).tables
+    return Tables.of_columns(columns[OPPORTUNITIES], columns[STAGE_HISTORY], columns[ACTIVITIES], columns[FIELD_HISTORY])
 
 
 def live_end(tables: Tables | None, latest: pd.Timestamp | None) -> pd.Timestamp | None:

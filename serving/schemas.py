@@ -94,7 +94,7 @@ DateText = Annotated[str, _constrained(core_schema.str_schema(pattern=TIME_PATTE
                                        {"type": "string", "pattern": TIME_PATTERN})]
 
 
-SegmentValue = _text(500) | Annotated[float, Field(allow_inf_nan=False)] | bool | None  # a segment attribute
+SegmentValue = _text(500) | Annotated[float, Strict(), Field(allow_inf_nan=False)] | bool | None  # a segment attribute; a number sent as text stays text
 
 
 class StageEntry(BaseModel):

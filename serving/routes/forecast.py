@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from analytics.forecast import TimeToWin, forecast, methods_for, parse_period
+from analytics.forecast import PERIOD_PATTERN, PERIODS_SAID, TimeToWin, forecast, methods_for, parse_period
 from features.payload import records_to_tables
 from features.times import to_utc
 from scoring.database import DatabaseUnavailable
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 class ForecastRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"period": "2026-10", "as_of": "2026-09-30T00:00:00Z", "opportunities": [EXAMPLE_OPPORTUNITY]}]})
-    period: str = Field(pattern=r"^(\d{4}(-\d{2}|[Qq][1-4])?|next-\d{1,4}d)$", description="2026-10, 2026Q4, 2026 or next-30d")
+    period: str = Field(pattern=PERIOD_PATTERN, description=PERIODS_SAID)
     as_of: Timestamp | None = None
     opportunities: list[Opportunity] = Field(min_length=1, description="the open pipeline")
 
@@ -58,7 +58,8 @@ def post_forecast(req: ForecastRequest, loaded: LoadedDep, now: NowDep, request:
     except ValueError as exc:
         raise HTTPException(422, detail=[{"loc": ["body", "period"], "msg": str(exc), "type": "value_error"}]) from None
     if window[1] <= as_of:
-        raise HTTPException(422, detail=[{"loc": ["body", "period"], "msg": f"the period ends {window[1]:%Y-%m-%d}, before as_of", "type": "value_error"}])
+        raise HTTPException(422, detail=[{"loc": ["body", "period"], "msg": f"the period ends {window[1]:%Y-%m-%d}, before as_of ({as_of:%Y-%m-%d}): nothing of it is left to forecast",
+                                          "type": "contract"}])
     records = [o.model_dump() for o in req.opportunities]
     validated = records_to_tables(records, bundle.spec.stages.config, now=max(now, as_of), typed=True)
     timing = TimeToWin.from_frame(bundle.timing) if bundle.timing is not None else None

@@ -59,13 +59,13 @@ def _meaning(meta: dict) -> dict[str, Any]:
     return {"means": f"the chance that the deal is won within {label['horizon_days']} days of the date scored (a label that needs no record of a loss)", **label}
 
 
-@router.get("/stage-weights", summary="data-driven stage weights, with intervals, by dwell, optionally per segment", responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-def stage_weights(loaded: LoadedDep, segment: str | None = Query(default=None, description="a segment column, e.g. source")) -> dict[str, Any]:
+@router.get("/stage-weights", summary="data-driven stage weights, with intervals, by dwell, optionally per segment", responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+def stage_weights(loaded: LoadedDep, segment: str | None = Query(default=None, min_length=1, max_length=200, description="a segment column of the model (GET /v1/model: segments), e.g. source")) -> dict[str, Any]:
     weights = loaded.bundle.stage_weights
     body = {"model_version": loaded.version, "as_of": weights["as_of"], "level": weights["level"], "stages": weights["stages"], "by_dwell": weights["by_dwell"]}
     if segment is not None:
         known = sorted({r["segment"] for r in weights["by_segment"]})
-        if segment not in known:
-            raise HTTPException(422, detail=[{"loc": ["query", "segment"], "msg": f"found {segment!r}, expected one of {known}", "type": "value_error"}])
+        if segment not in known:  # a segment this model does not have: nothing to show, as for an id not found
+            raise HTTPException(404, detail=f"no segment {segment!r} in model version {loaded.version}: its segments are {', '.join(known) or 'none'}")
         body["by_segment"] = [r for r in weights["by_segment"] if r["segment"] == segment]
     return body

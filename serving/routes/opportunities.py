@@ -32,7 +32,6 @@ from serving.schemas import ERRORS, ID_PATTERN, ErrorBody, EventDeleted, EventsR
 
 router = v1_router("opportunities")
 CACHED = 10_000  # deals whose live answer is kept
-CLOCK_SKEW = pd.Timedelta(minutes=5)  # an event may be this far ahead of the service's clock
 _lock = threading.Lock()
 
 
@@ -47,20 +46,14 @@ async def events(req: EventsRequest, request: Request, now: NowDep, database: Da
     return await run_in_threadpool(_store, req, now, database, export, loaded, settings)
 
 
-def _as_event(e, i: int, now: pd.Timestamp, problems: list[dict]) -> Event:
+def _as_event(e) -> Event:
     """An event as stored: its row JSON-ready with every time in UTC (the same event sent with
-    another offset is the same event), and a problem for a time after now."""
+    another offset is the same event), ordered by the row's own time (a record's: changed_at).
+    A time after now is kept: it counts from its time on (a meeting booked for next week)."""
     row = e.row.model_dump(exclude_unset=e.table == "opportunities")  # scalars and datetimes: the times become UTC text here
-    stamps = {}
-    for col, value in row.items():
-        if isinstance(value, datetime):
-            stamps[col] = to_utc(pd.Timestamp(value))
+    stamps = {col: to_utc(pd.Timestamp(value)) for col, value in row.items() if isinstance(value, datetime)}
     row.update({col: t.isoformat() for col, t in stamps.items()})
-    at = to_utc(pd.Timestamp(e.changed_at)) if e.table == "opportunities" else stamps[TIMESTAMPS[e.table][0]]  # the row's own time orders it
-    for col, t in {**stamps, **({"changed_at": at} if e.table == "opportunities" else {})}.items():
-        if t > now + CLOCK_SKEW and col != "expected_close_date":
-            problems.append({"loc": ["body", "events", i, *(["row"] if col != "changed_at" or e.table != "opportunities" else []), col],
-                             "msg": f"found {t.isoformat()}, expected a time no later than now ({now:%Y-%m-%dT%H:%M}Z): events are what happened", "type": "value_error"})
+    at = to_utc(pd.Timestamp(e.changed_at)) if e.table == "opportunities" else stamps[TIMESTAMPS[e.table][0]]
     return Event(e.event_id, e.table, row, at)
 
 
@@ -71,13 +64,10 @@ def _stages(loaded, settings):
 
 
 def _store(req: EventsRequest, now: pd.Timestamp, database, export, loaded, settings) -> EventsResponse:
-    problems: list[dict] = []
-    converted = [_as_event(e, i, now, problems) for i, e in enumerate(req.events)]
-    if problems:
-        raise HTTPException(422, detail=problems[:100])
+    converted = [_as_event(e) for e in req.events]
     handles = database.handles(create=True)  # 503 (serving.app) when it cannot be had now
     served = export.tables(now)
-    check = checker(served.tables if served is not None else None, _stages(loaded, settings), now)
+    check = checker(served.tables if served is not None else None, _stages(loaded, settings))
     try:
         stored = database.run(f"storing {len(converted)} events", handles.events.add, converted, now, check, writes=True)
     except EventConflict as exc:
@@ -102,7 +92,7 @@ def delete_event(request: Request, now: NowDep, database: DatabaseDep, export: E
     if handles is None:
         raise HTTPException(404, detail=f"no event {event_id!r}: no event has been stored here")
     served = export.tables(now)
-    check = checker(served.tables if served is not None else None, _stages(loaded, settings), now, removing=True)
+    check = checker(served.tables if served is not None else None, _stages(loaded, settings), removing=True)
     try:
         gone = database.run("deleting an event", handles.events.delete, event_id, check, writes=True)
     except LookupError:
@@ -123,7 +113,7 @@ def opportunity(request: Request, loaded: LoadedDep, now: NowDep, database: Data
     tables = v.validated.tables if v is not None else None
     handles = database.handles()
     mine = database.run("reading the deal's events", handles.events.of_deals, [opportunity_id]) if handles is not None else []
-    latest = database.run("reading the events' end", handles.events.latest) if handles is not None else None
+    latest = database.run("reading the events' end", handles.events.latest, now) if handles is not None else None
     end = to_utc(pd.Timestamp(as_of)) if as_of is not None else live_end(tables, latest)
     if end is None:
         raise HTTPException(404, detail=f"no opportunity {opportunity_id!r}: this service serves no export (`serve --data DIR`) and has received no events")
@@ -147,7 +137,7 @@ def opportunity(request: Request, loaded: LoadedDep, now: NowDep, database: Data
 def _score_live(database, loaded, tables, opportunity_id: str, mine: list[Event], end: pd.Timestamp, now: pd.Timestamp) -> dict:
     bundle = loaded.bundle
     try:
-        live = live_tables(tables, opportunity_id, mine, bundle.spec.stages.config, max(now, end))
+        live = live_tables(tables, opportunity_id, mine, bundle.spec.stages.config)
     except LookupError:
         held = "" if not mine else f" ({len(mine)} event(s) hold rows of it, but no opportunities record with created_at and amount yet)"
         raise HTTPException(404, detail=f"no opportunity {opportunity_id!r} in the served export or the events{held}") from None

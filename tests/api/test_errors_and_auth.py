@@ -144,7 +144,7 @@ def test_field_history_values_are_checked(client, body) -> None:
     assert client.post("/v1/score", json=body, headers=AUTH).status_code == 200
     body["opportunities"][0]["field_history"][1]["value"] = "end of quarter"
     loc, msg = _problem(client.post("/v1/score", json=body, headers=AUTH))
-    assert loc == ["body", "opportunities", 0, "field_history", 1, "expected_close_date", "value"] and "should match pattern" in msg
+    assert loc == ["body", "opportunities", 0, "field_history", 1, "expected_close_date", "value"] and "expected the new close date as an ISO 8601 time" in msg and "found 'end of quarter'" in msg
     body["opportunities"][0]["field_history"] = [{"field": "stage", "value": "x", "changed_at": "2026-08-03T09:00:00Z"}]
     loc, _ = _problem(client.post("/v1/score", json=body, headers=AUTH))
     assert loc == ["body", "opportunities", 0, "field_history", 0]  # the discriminator names no known field

@@ -132,7 +132,7 @@ def test_malformed_events_are_named_and_unknown_ids_are_404(live) -> None:
     client, *_ = live
     bad = [
         {"event_id": "a", "table": "stage_history", "row": {"opportunity_id": "X", "stage": "Proposal"}},
-        {"event_id": "b", "table": "activities", "row": {"opportunity_id": "X", "occurred_at": "2099-01-01T00:00:00Z", "type": "call"}},
+        {"event_id": "b", "table": "activities", "row": {"opportunity_id": "X", "occurred_at": "2250-01-01T00:00:00Z", "type": "call"}},
         {"event_id": "c", "table": "calls", "row": {}},
         {"event_id": "d", "table": "field_history", "row": {"opportunity_id": "X", "field": "amount", "value": "lots", "changed_at": "2026-01-01T00:00:00Z"}},
     ]

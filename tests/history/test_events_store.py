@@ -52,7 +52,8 @@ def _store_checks(store: EventStore) -> None:
                    Event("s2", "stage_history", {"opportunity_id": "N-1", "stage": "Negotiation", "entered_at": T.isoformat()}, T)], T)
     assert store.count() == len(events)  # the conflicting batch stored nothing
     assert {e.event_id for e in store.of_deals(["N-1"])} == {e.event_id for e in events}
-    assert store.latest() == T + pd.Timedelta(days=5)
+    assert store.latest(T + pd.Timedelta(days=30)) == T + pd.Timedelta(days=5)
+    assert store.latest(T + pd.Timedelta(days=3, hours=12)) == T + pd.Timedelta(days=3)  # events after `until` are not yet
     assert EventStore(store.engine.url.render_as_string(hide_password=False), "another-project").count() == 0
 
 
