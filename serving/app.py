@@ -207,6 +207,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
     _metrics(app, holder)
     _error_handlers(app)
     _routes(app)
+    _openapi_with_stages(app, holder)
     app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes, keys=app.state.api_keys)
     app.add_middleware(PagePolicy)
     app.add_middleware(InFlight, limit=settings.serving.max_in_flight)
@@ -241,6 +242,31 @@ def _metrics(app: FastAPI, holder: ModelHolder) -> None:
     holder.on_change = show
     show(holder.current)
     Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False, tags=["health"])
+
+
+def _openapi_with_stages(app: FastAPI, holder: ModelHolder) -> None:
+    """The OpenAPI document names the stages the served model knows (an enum on every stage
+    field), so that what the schema allows is what the service accepts; made again when
+    another version is served."""
+    made = app.openapi
+    shown: list = [object()]
+
+    def openapi() -> dict:
+        loaded = holder.current
+        key = (loaded.version, loaded.source) if loaded is not None else None
+        if shown[0] != key or app.openapi_schema is None:
+            app.openapi_schema = None
+            document = made()
+            if loaded is not None:
+                names = [*loaded.bundle.spec.stages.config.open, loaded.bundle.spec.stages.config.won, loaded.bundle.spec.stages.config.lost]
+                for name in ("StageEntry", "StageRow"):
+                    field = document.get("components", {}).get("schemas", {}).get(name, {}).get("properties", {}).get("stage")
+                    if field is not None:
+                        field["enum"] = names
+            app.openapi_schema, shown[0] = document, key
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _error_handlers(app: FastAPI) -> None:
