@@ -45,7 +45,7 @@ def test_sixteen_first_requests_on_a_fresh_home_and_after_a_restart(served_store
         with Served(create_app(settings, start_reloader=False)) as port:
             base = f"http://127.0.0.1:{port}"
             offset = 0 if start == "fresh" else 16
-            answers = at_once([lambda k=k: post_events(base, [_event(offset + k)]) for k in range(16)], workers=16)
+            answers = at_once([lambda k=k, base=base, offset=offset: post_events(base, [_event(offset + k)]) for k in range(16)], workers=16)
             total = httpx.get(f"{base}/v1/opportunities/N-{offset}", headers=AUTH, timeout=30)
         assert [a.status_code for a in answers] == [200] * 16, [(a.status_code, a.text[:200]) for a in answers if a.status_code != 200]
         assert total.status_code == 404  # activities only, no record yet: not found, and said why

@@ -6,7 +6,6 @@ second; the CLI scores and says what it skipped; nothing is created that was not
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,33 +24,6 @@ from tests.api.conftest import AUTH, KEY
 from tests.faults.served import Served, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture()
-def hanging():
-    """A local port that accepts connections and never answers (a database or server stuck)."""
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held, stop = [], threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
 
 
 def test_a_hanging_history_database_never_freezes_the_service(served_store, hanging, body) -> None:
@@ -90,9 +62,9 @@ def test_a_hanging_history_database_never_freezes_the_service(served_store, hang
     assert second.status_code == 200 and second_seconds < CONNECT_SECONDS - 1, second_seconds
 
 
-def _serve(tmp_path: Path, env: dict, data: Path | None = None) -> tuple[subprocess.Popen, str]:
+def _serve(tmp_path: Path, env: dict, data: Path | None = None, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    args = [sys.executable, "-m", "oppscore.cli", "serve", "--port", str(port)] + (["--data", str(data)] if data else [])
+    args = [sys.executable, "-m", "oppscore.cli", "serve", "--port", str(port), "--workers", str(workers)] + (["--data", str(data)] if data else [])
     proc = subprocess.Popen(args, env={**os.environ, "PYTHONPATH": str(ROOT), "OPPSCORE_API_KEYS": KEY, **env}, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return proc, f"http://127.0.0.1:{port}"
 
