@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import zlib
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -35,7 +39,7 @@ from features.settings import StageConfig
 from features.stages import StageOrder
 from features.tables import ACTIVITIES, FIELD_HISTORY, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, Columns, Tables, empty
 from features.times import NAT, ns
-from scoring.database import METADATA, Database, unavailable
+from scoring.database import METADATA, Database, DatabaseUnavailable, unavailable
 from scoring.history import _utc, database_of
 
 EVENTS = sa.Table(
@@ -57,7 +61,7 @@ EVENTS = sa.Table(
 KINDS = (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY)
 CURRENT = ("amount", "expected_close_date")  # fields whose change moves the record's current value (same name in both tables)
 CHUNK = 900  # ids per IN list (SQLite's default limit on bound parameters is 999)
-ATTEMPTS = 3  # checks of a batch outside the write lock, while other batches change its deals meanwhile; the last is under it
+ATTEMPTS = 5  # reads and checks of a batch whose deals other processes change meanwhile, before it is answered "busy"
 ORDER_DEPENDENT = "opportunity_id"  # the rules on this column (a row of a deal without a record, a record without a stage) depend on arrival order
 
 
@@ -103,7 +107,7 @@ class Event:
     def opportunity_id(self) -> str:
         return str(self.row["opportunity_id"])
 
-    @property
+    @cached_property
     def digest(self) -> str:
         text = json.dumps({"kind": self.kind, "row": self.row, "at": self.at.isoformat()}, sort_keys=True, ensure_ascii=False, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
@@ -117,6 +121,15 @@ class Stored:
 
 
 Check = Callable[[list[Event], list[Event]], None]  # (the deals' stored events, the events arriving or leaving) → raises EventsRefused
+Call = Callable[..., object]  # call(what, step, *args, writes=False): how a database step is run
+
+
+def direct(what: str, step, *args, writes: bool = False):
+    """Run a database step here and now (a command; the service waits on its own threads)."""
+    return step(*args)
+
+
+_STRIPES = [threading.Lock() for _ in range(64)]
 
 
 def _utc_stamp(value) -> pd.Timestamp:
@@ -137,57 +150,83 @@ class EventStore:
     def engine(self) -> sa.Engine:
         return self.database.engine
 
-    def add(self, events: list[Event], received_at: pd.Timestamp, check: Check | None = None) -> Stored:
+    def add(self, events: list[Event], received_at: pd.Timestamp, check: Check | None = None, call: Call = direct) -> Stored:
         """Store the new events in one transaction; resent ones are counted, not stored again;
         an id stored with other content refuses the whole batch (`EventConflict`), and so does
         `check` (`EventsRefused`).
 
-        The check reads the deals' stored events and runs outside the write lock (it takes
-        milliseconds per deal; held under SQLite's one write lock it queued 8 clients past the
-        lock timeout); the write then stores the batch only if the deals' events are still the
-        ones checked, else checks again. So two batches of one deal cannot each pass alone
-        and break it together, and the lock is held for an insert only."""
+        Three steps: read the batch's ids and its deals' stored events; check (CPU work, outside
+        any database transaction and deadline); write, only if the deals' events are still the
+        ones checked, else read and check again. Writers of one deal in this process take turns
+        (`_deal_locks`), so they never race; another process's writer is caught at the write.
+        `call(what, step, *args, writes=)` runs each database step (the service: on its threads,
+        within its deadline)."""
         mine: dict[str, Event] = {}
         for e in events:  # the same id twice in one batch: the same event, or a conflict
             if e.event_id in mine and mine[e.event_id].digest != e.digest:
                 raise EventConflict([e.event_id])
             mine[e.event_id] = e
         deals = sorted({e.opportunity_id for e in mine.values()})
-        try:
-            for attempt in range(ATTEMPTS):
-                last = attempt == ATTEMPTS - 1  # checked under the write lock: sure to end
-                if not last:
-                    with self.database.read() as connection:
-                        known, stored, new = self._checked(connection, mine, deals, check)
-                with self.database.write() as connection:
-                    self.database.lock(connection, [f"{self.model_name}\x1f{d}" for d in deals])
-                    if last:
-                        known, stored, new = self._checked(connection, mine, deals, check)
-                    elif check is not None and self._ids_of_deals(connection, deals) != {e.event_id for e in stored}:
-                        continue  # the deals changed since they were checked: check again
-                    inserted = self.database.insert_new(connection, EVENTS, [self._row(e, received_at) for e in new], key=EVENTS.c.event_id)
-                    if inserted is not None and len(inserted) < len(new):  # stored meanwhile under the same id (another deal's, or no check)
-                        missed = [e.event_id for e in new if e.event_id not in set(inserted)]
-                        clash = sorted(i for i, d in self._digests(connection, missed).items() if d != mine[i].digest)
-                        if clash:
-                            raise EventConflict(clash)
-                        new = [e for e in new if e.event_id in set(inserted)]
+        with self._deal_locks(deals):
+            for _ in range(ATTEMPTS):
+                known, stored = call("reading the events of the batch's deals", self._snapshot, list(mine), deals if check is not None else [])
+                conflicts = sorted(i for i, d in known.items() if d != mine[i].digest)
+                if conflicts:
+                    raise EventConflict(conflicts)
+                new = [e for i, e in mine.items() if i not in known]
+                if new and check is not None:
+                    check(stored, new)
+                if not new:
+                    return Stored(0, len(events), [])
+                inserted = call(f"storing {len(new)} events", self._commit, new, deals if check is not None else None, {e.event_id for e in stored}, received_at, writes=True)
+                if inserted is None:
+                    continue  # another process changed these deals since they were checked: read and check again
+                missed = [e.event_id for e in new if e.event_id not in inserted]
+                if missed:  # stored meanwhile under the same id by a writer of another deal
+                    clash = sorted(i for i, d in call("reading the events of the batch's deals", self._snapshot, missed, [])[0].items() if d != mine[i].digest)
+                    if clash:
+                        raise EventConflict(clash)
+                new = [e for e in new if e.event_id in inserted]
                 return Stored(len(new), len(events) - len(new), sorted({e.opportunity_id for e in new}))
+        raise DatabaseUnavailable(f"storing the events: other processes changed their deals under {ATTEMPTS} checks in a row; nothing was stored", "busy")
+
+    def _snapshot(self, ids: list[str], deals: list[str]) -> tuple[dict[str, str], list[Event]]:
+        """The digests of the ids already stored, and every stored event of these deals."""
+        try:
+            with self.database.read() as connection:
+                return self._digests(connection, ids), self._of_deals(connection, deals)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise unavailable("reading the events", exc) from None
+
+    def _commit(self, new: list[Event], deals: list[str] | None, checked: set[str], received_at: pd.Timestamp) -> set[str] | None:
+        """Insert the new events unless the deals' events are no longer `checked` (None then);
+        the ids inserted (a resend arriving at the same moment is skipped, never an error)."""
+        try:
+            with self.database.write() as connection:
+                if deals is not None:
+                    self.database.lock(connection, [f"{self.model_name}\x1f{d}" for d in deals])
+                    if self._ids_of_deals(connection, deals) != checked:
+                        return None
+                received = _utc(received_at)
+                inserted = self.database.insert_new(connection, EVENTS, [self._row(e, received) for e in new], key=EVENTS.c.event_id)
+                if inserted is None:  # a backend that cannot say which: those whose digest is stored now (a clash is found after)
+                    inserted = list(self._digests(connection, [e.event_id for e in new]))
+                return set(inserted)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise unavailable("storing the events", exc) from None
-        raise AssertionError("the last attempt always returns or raises")
 
-    def _checked(self, connection: sa.Connection, mine: dict[str, Event], deals: list[str], check: Check | None) -> tuple[dict, list[Event], list[Event]]:
-        """The batch's ids already stored, its deals' stored events, and the new events, checked."""
-        known = self._digests(connection, list(mine))
-        conflicts = sorted(i for i, d in known.items() if d != mine[i].digest)
-        if conflicts:
-            raise EventConflict(conflicts)
-        stored = self._of_deals(connection, deals) if check is not None else []
-        new = [e for i, e in mine.items() if i not in known]
-        if new and check is not None:
-            check(stored, new)
-        return known, stored, new
+    @contextmanager
+    def _deal_locks(self, deals: list[str]):
+        """This process's writers of the same deals take turns (stripes of locks, taken in one
+        order: no deadlock)."""
+        stripes = sorted({zlib.crc32(d.encode()) % len(_STRIPES) for d in deals})
+        for k in stripes:
+            _STRIPES[k].acquire()
+        try:
+            yield
+        finally:
+            for k in reversed(stripes):
+                _STRIPES[k].release()
 
     def _ids_of_deals(self, connection: sa.Connection, ids: list[str]) -> set[str]:
         found: set[str] = set()
@@ -215,9 +254,9 @@ class EventStore:
             raise unavailable("deleting the event", exc) from None
         return gone
 
-    def _row(self, e: Event, received_at: pd.Timestamp) -> dict:
+    def _row(self, e: Event, received_at) -> dict:
         return {"model_name": self.model_name, "event_id": e.event_id, "kind": e.kind, "opportunity_id": e.opportunity_id, "at": _utc(e.at),
-                "received_at": _utc(received_at), "digest": e.digest, "row": e.row}
+                "received_at": received_at, "digest": e.digest, "row": e.row}
 
     def _digests(self, connection: sa.Connection, ids: list[str]) -> dict[str, str]:
         known: dict[str, str] = {}
@@ -290,16 +329,20 @@ def _records(given: pd.DataFrame, events: list[Event]) -> pd.DataFrame:
     return frame
 
 
-def overlay(tables: Tables | None, ids: list[str], events: list[Event], current: bool = True) -> tuple[dict[str, pd.DataFrame], dict[str, list[str | None]]]:
+def overlay(tables: Tables | None, ids: list[str], events: list[Event], current: bool = True,
+            rows_of: list[str] | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, list[str | None]]]:
     """These deals' rows of the served export (none without one) with their events laid over,
     as the CRM's next export would hold them: a frame per table, and per row where it came from
     (an event id; None for the export's own rows). A record without created_at or amount is
     not a record yet (its creation event has not arrived). `current`: the records' amount and
-    close date follow their field changes (scoring reads them; the contract's rules do not)."""
-    base = tables.of_many(ids) if tables is not None else None
+    close date follow their field changes (scoring reads them; the contract's rules do not).
+    `rows_of`: the deals whose export rows other than their record are laid in (default all)."""
+    records = tables.of_many(ids, records_only=True) if tables is not None else None
+    rows = tables.of_many(ids if rows_of is None else rows_of) if tables is not None and (rows_of is None or rows_of) else None
     frames: dict[str, pd.DataFrame] = {}
     sources: dict[str, list[str | None]] = {}
     for kind in KINDS:
+        base = records if kind == OPPORTUNITIES else rows
         given = base.frame(kind) if base is not None else empty(kind)
         if kind == OPPORTUNITIES:
             frame = _records(given, events)
@@ -395,11 +438,14 @@ def checker(tables: Tables | None, stages: StageConfig | None, removing: bool = 
         deals = sorted({e.opportunity_id for e in changing})
         gone = {e.event_id for e in changing} if removing else set()
         after_events = [e for e in stored if e.event_id not in gone] if removing else stored + changing
-        after = problems_of(*overlay(tables, deals, after_events, current=False), stages)
+        # A row is checked against its deal's record only: the export's other rows passed when it
+        # was read, and can break only when their record changes (a record event among these)
+        recorded = sorted({e.opportunity_id for e in changing if e.kind == OPPORTUNITIES})
+        after = problems_of(*overlay(tables, deals, after_events, current=False, rows_of=recorded), stages)
         if not after:
             return
         key = lambda p: (p.table, p.location, p.column, p.found, p.expected)  # noqa: E731
-        before = {key(p) for p in problems_of(*overlay(tables, deals, stored, current=False), stages)}  # a deal broken already: only what is new refuses
+        before = {key(p) for p in problems_of(*overlay(tables, deals, stored, current=False, rows_of=recorded), stages)}  # a deal broken already: only what is new refuses
         refusals = []
         for p in after:
             if key(p) in before:

@@ -83,7 +83,12 @@ PREVIOUS_COLUMNS = ["score", "win_probability", "factors", "as_of"]
 def _utc(t: pd.Timestamp):
     """Times go in as UTC datetimes: PostgreSQL keeps the zone, SQLite the UTC wall time; both
     read back as UTC (`pd.to_datetime(..., utc=True)`)."""
+    if isinstance(t, pd.Timestamp) and t.tzinfo is not None and t.utcoffset() == ZERO:
+        return t.to_pydatetime()  # already UTC: no conversion (thousands of events a batch)
     return pd.Timestamp(t).tz_convert("UTC").to_pydatetime()
+
+
+ZERO = pd.Timedelta(0)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ break a deal is 422, naming the event); DELETE /v1/events/{id} takes one back.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pandas as pd
 from fastapi import HTTPException, Query, Request
@@ -51,10 +51,15 @@ def _as_event(e) -> Event:
     another offset is the same event), ordered by the row's own time (a record's: changed_at).
     A time after now is kept: it counts from its time on (a meeting booked for next week)."""
     row = e.row.model_dump(exclude_unset=e.table == "opportunities")  # scalars and datetimes: the times become UTC text here
-    stamps = {col: to_utc(pd.Timestamp(value)) for col, value in row.items() if isinstance(value, datetime)}
-    row.update({col: t.isoformat() for col, t in stamps.items()})
-    at = to_utc(pd.Timestamp(e.changed_at)) if e.table == "opportunities" else stamps[TIMESTAMPS[e.table][0]]
+    for col, value in row.items():
+        if isinstance(value, datetime):
+            row[col] = _utc_text(value)
+    at = pd.Timestamp(_utc_text(e.changed_at) if e.table == "opportunities" else row[TIMESTAMPS[e.table][0]])
     return Event(e.event_id, e.table, row, at)
+
+
+def _utc_text(value: datetime) -> str:
+    return (value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)).isoformat()
 
 
 def _stages(loaded, settings):
@@ -69,7 +74,7 @@ def _store(req: EventsRequest, now: pd.Timestamp, database, export, loaded, sett
     served = export.tables(now)
     check = checker(served.tables if served is not None else None, _stages(loaded, settings))
     try:
-        stored = database.run(f"storing {len(converted)} events", handles.events.add, converted, now, check, writes=True)
+        stored = handles.events.add(converted, now, check, call=database.run)  # each database step within the deadline, the check outside it
     except EventConflict as exc:
         raise HTTPException(409, detail=str(exc)) from None
     except EventsRefused as exc:
