@@ -49,12 +49,12 @@ _LEAP_YEAR = r"(19(7[26]|8[048]|9[26])|20([02468][048]|[13579][26])|21(0[48]|[24
 _CLOCK = r"([Tt ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d([.,]\d{1,9})?)?([Zz]|[+-]([01]\d|2[0-3]):?[0-5]\d)?)?"
 TIME_PATTERN = rf"^({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29){_CLOCK}$"
 TIME_SAID = "an ISO 8601 time from 1970 to 2199 as text, e.g. 2026-09-30T12:00:00Z or 2026-09-30 (naive = UTC)"
-# Ids are the CRM's record ids: printable, without spaces or the characters a URL path gives a
-# meaning to (an id with '/' could be stored but never fetched by GET /v1/opportunities/{id}).
-# Character ranges are spelled out (no \s): JSON Schema's, Python's and pydantic-core's regex
-# engines disagree on which characters \s matches.
-ID_PATTERN = r"^[^\x00-\x20\x7f-\x9f/\\?#%]{1,200}$"
-ID_SAID = "1 to 200 characters, none of them a space, a control character or / \\ ? # %"
+# Ids are the CRM's record ids: printable, without spaces, and without '/' (an id with one
+# could be stored but never fetched by GET /v1/opportunities/{id}; '?', '#' and '%' are fine
+# percent-encoded). Character ranges are spelled out (no \s): JSON Schema's, Python's and
+# pydantic-core's regex engines disagree on which characters \s matches.
+ID_PATTERN = r"^[^\x00-\x20\x7f-\x9f/]{1,200}$"
+ID_SAID = "1 to 200 characters, none of them a space, a control character or /"
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"  # names and free text: no control characters (NUL included)
 AMOUNT_TEXT = r"^\d{1,15}(\.\d{1,9})?$"  # a field history's amount value: a plain decimal below 10^15
 
