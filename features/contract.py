@@ -199,7 +199,7 @@ def _rules(
                     report(name, late, col, found, f"a time not after now ({now:%Y-%m-%d %H:%M} UTC)")
     opps, hist, acts = typed[OPPORTUNITIES], typed[STAGE_HISTORY], typed[ACTIVITIES]
     if hist is not None and stage_names:
-        codes, names = pd.factorize(hist["stage"])
+        codes, names = asof.factorize(hist["stage"])
         known = np.array([n in stage_names for n in names] + [True])  # the last: missing, reported elsewhere
         unknown = ~known[codes]
         if unknown.any():

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.asof import Codebook, SortedRows, take_array
+from features.asof import Codebook, SortedRows, factorize, take_array
 
 
 def _normalised_codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Codes of case- and space-folded text; missing values get -1. Folding is done on the
     distinct values only, not on every row."""
-    codes, uniques = pd.factorize(values)
+    codes, uniques = factorize(values)
     if len(uniques) == 0:
         return codes, []
-    refold, names = pd.factorize(np.asarray([str(u).strip().lower() for u in uniques], dtype=object))
+    refold, names = factorize([str(u).strip().lower() for u in uniques])
     return np.where(codes >= 0, refold[codes], -1), list(names)
 
 
@@ -116,12 +116,12 @@ class TableIndex:
         opp_row[opp_code[::-1]] = rows[::-1]  # reversed, so the first row of a duplicated id wins
 
         hist_time = stage_history["entered_at"]
-        stage_code, stages = pd.factorize(stage_history["stage"])
+        stage_code, stages = factorize(stage_history["stage"])
         act_time = activities["occurred_at"]
         kind, kinds = _normalised_codes(activities["type"])
         direction, directions = _normalised_codes(activities["direction"])
         inbound_code = directions.index("inbound") if "inbound" in directions else -2
-        contact, _ = pd.factorize(activities["contact_id"])
+        contact, _ = factorize(activities["contact_id"])
         new_contact = np.zeros(len(act_time), dtype=bool)
         if len(act_time):
             pair = act_code.astype(np.int64) * (int(contact.max()) + 2) + (contact + 1)

@@ -13,6 +13,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from features.asof import factorize
 from features.stages import StageOrder
 from features.stays import final_states
 from features.table_index import TableIndex
@@ -68,7 +69,7 @@ amount as float64. What features, the contract's rules and the index read."""
 def _sort_order(ids: np.ndarray, times: np.ndarray) -> np.ndarray | None:
     """The stable order by opportunity_id, then time (missing ids and times last); None when
     the rows are in that order already (a request usually is)."""
-    codes, _ = pd.factorize(ids, sort=True)
+    codes, _ = factorize(ids, sort=True)
     order = np.lexsort((np.where(times == NAT, np.iinfo(np.int64).max, times), np.where(codes < 0, len(codes), codes)))
     return None if bool((order == np.arange(len(order))).all()) else order
 

@@ -187,3 +187,14 @@ def test_shared_text_keeps_every_value_and_holds_each_once(values) -> None:
     shared = shared_text(other, like=got)  # another table's column of the same name: its objects where the values agree
     assert shared["stage"].tolist() == other["stage"].tolist()
     assert all(by_value[v] is v for v in shared["stage"] if v in by_value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.just(float("nan")), st.text(max_size=3)), max_size=40), sort=st.booleans())
+def test_the_small_factorize_codes_as_pandas_does(values, sort) -> None:
+    """The dict path of `asof.factorize` (a request's few values) gives pandas' codes and uniques."""
+    from features.asof import factorize
+
+    codes, uniques = factorize(values, sort=sort)
+    want_codes, want_uniques = pd.factorize(np.asarray(values, dtype=object), sort=sort)
+    assert codes.tolist() == want_codes.tolist() and list(uniques) == list(want_uniques)
