@@ -70,7 +70,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-LOGGING = ("live", "after-the-fact", "late-losses")
+LOGGING = ("live", "after-the-fact", "late-losses", "young-org")
+YOUNG_ORG_DAYS = 270  # a young org's export: its first nine months
 
 
 def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp = DEFAULT_END, logging: str = "live", span_days: int = SPAN_DAYS) -> Generated:
@@ -78,19 +79,27 @@ def generate(n: int = 2000, seed: int = 0, stages: str = "en", end: pd.Timestamp
     as it happened, "after-the-fact" as real teams often do (`_after_the_fact`: wins entered at
     their last stage days before), "late-losses" that and losses recorded weeks to months late,
     many in bulk clean-ups (`_late_losses`): the deals open at any date are then mostly dead.
+    "young-org" is a young org's export (`_young_org`): its first months (`span_days` at most
+    YOUNG_ORG_DAYS), volume growing, a base rate that moves by up to 2x from one month to the
+    next, deals entered past the first stage and won within days, and stale deals never closed.
     The steps draw from one random generator in a fixed order: a seed gives the same export."""
     _check(n, stages, logging, span_days)
     config = STAGE_SETS[stages]
     rng = np.random.default_rng(seed)
     end_s = int(end.value // 1_000_000_000)
-    deals = _deals(rng, n, span_days, end_s)
+    young = logging == "young-org"
+    deals = _deals(rng, n, min(span_days, YOUNG_ORG_DAYS) if young else span_days, end_s, growing=young)
+    if young:
+        deals.quality = deals.quality + _monthly_mood(deals.created, np.random.default_rng(seed + 4))
     paths = _paths(rng, deals, len(config.open))
     acts = _activities(rng, deals, paths)
     if logging == "late-losses":
         paths.entered = _late_losses(paths.opp_of, paths.stage_idx, paths.entered, deals.created.min(), end_s, np.random.default_rng(seed + 3))
+    if young:
+        paths = _never_closed(paths, np.random.default_rng(seed + 5))
     opportunities, history, activities, fields = _tables(rng, deals, paths, acts, config, end_s, seed)
-    if logging in ("after-the-fact", "late-losses"):
-        quick = 0.8 if logging == "after-the-fact" else 0.5  # where losses wait, so do some wins
+    if logging in ("after-the-fact", "late-losses", "young-org"):
+        quick = 0.5 if logging == "late-losses" else 0.8  # where losses wait, so do some wins
         opportunities, history, activities, fields = _after_the_fact(opportunities, history, activities, fields, config, np.random.default_rng(seed + 1), quick)
     return Generated(Tables(opportunities, history, activities, fields), config, list(SEGMENTS))
 
@@ -130,8 +139,10 @@ class _Deals:
         return len(self.created)
 
 
-def _deals(rng: np.random.Generator, n: int, span_days: int, end_s: int) -> _Deals:
-    created = end_s - (rng.random(n) ** 0.8 * span_days * DAY).astype(np.int64)
+def _deals(rng: np.random.Generator, n: int, span_days: int, end_s: int, growing: bool = False) -> _Deals:
+    u = rng.random(n)
+    # growing: deals a month rise with the org's age (density rising linearly to the end)
+    created = end_s - ((1 - np.sqrt(u)) * span_days * DAY).astype(np.int64) if growing else end_s - (u ** 0.8 * span_days * DAY).astype(np.int64)
     industry, e_ind = _pick(rng, _INDUSTRY, n)
     region, e_reg = _pick(rng, _REGION, n)
     source, e_src = _pick(rng, _SOURCE, n)
@@ -220,6 +231,32 @@ def _paths(rng: np.random.Generator, deals: _Deals, k: int) -> _Paths:
     rows_t += [t_re, t_close2]
     won_at[reopen[rewon]] = t_close2[rewon]
     return _Paths(np.concatenate(rows_opp), np.concatenate(rows_idx), np.concatenate(rows_t), won_at, lost_at, lost_from, base_dwell)
+
+
+def _monthly_mood(created: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A shift of every deal's quality by the month it was created in: a market that moves, so
+    the share of a month's deals that are won moves by up to about 2x from one month to the
+    next (a random walk, drawn back toward the middle)."""
+    month = ((created - created.min()) // (30 * DAY)).astype(np.int64)
+    steps = rng.uniform(-0.45, 0.45, month.max() + 1)
+    walk = np.zeros(month.max() + 1)
+    for k in range(1, len(walk)):
+        walk[k] = 0.6 * walk[k - 1] + steps[k]
+    return walk[month]
+
+
+def _never_closed(paths: _Paths, rng: np.random.Generator) -> _Paths:
+    """A third of the deals that end lost are never closed in the CRM: their loss is not
+    recorded, they stay open at their last stage for good (what a young org's pipeline holds)."""
+    last = np.full(paths.opp_of.max() + 1, -1, dtype=np.int64)
+    np.maximum.at(last, paths.opp_of, paths.entered)
+    final_loss = (paths.stage_idx == -1) & (paths.entered == last[paths.opp_of])
+    stale = np.zeros(len(last), dtype=bool)
+    stale[np.unique(paths.opp_of[final_loss])] = rng.random(len(np.unique(paths.opp_of[final_loss]))) < 1 / 3
+    drop = final_loss & stale[paths.opp_of]
+    keep = ~drop
+    lost_at = np.where(stale, -1, paths.lost_at)
+    return _Paths(paths.opp_of[keep], paths.stage_idx[keep], paths.entered[keep], paths.won_at, lost_at, paths.lost_from, paths.base_dwell)
 
 
 @dataclass

@@ -125,7 +125,7 @@ def generate(
     seed: int = 0,
     stages: Annotated[str, typer.Option(help="stage names: en or zh")] = "en",
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
-    logging_style: Annotated[str, typer.Option("--logging", help="live; after-the-fact (deals created at late stages, won within days, lost ones lingering); or late-losses (after-the-fact, and losses recorded weeks to months late, many in bulk clean-ups)")] = "live",
+    logging_style: Annotated[str, typer.Option("--logging", help="live; after-the-fact (deals created at late stages, won within days, lost ones lingering); late-losses (after-the-fact, and losses recorded weeks to months late, many in bulk clean-ups); or young-org (an org's first nine months: volume growing, a base rate moving up to 2x a month, stale deals never closed)")] = "live",
     span_days: Annotated[int, typer.Option("--span-days", min=1, help="days over which the deals are created, up to the export's end")] = 730,
     force: Annotated[bool, typer.Option("--force", help="write into a folder that already holds files (they are replaced)")] = False,
 ) -> None:
