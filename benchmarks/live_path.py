@@ -120,12 +120,13 @@ def latency(args) -> None:
     """This tree's and `--against`'s serving benchmark, alternately, each on its own code."""
     reference = Path(tempfile.mkdtemp(prefix="oppscore-ref-"))
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(reference), args.against], check=True, capture_output=True)
+    clean = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # each run's own store, not one an earlier part of this run named
     runs: dict[str, list[dict]] = {args.against: [], "this tree": []}
     try:
         for _ in range(args.rounds):
             for name, tree in ((args.against, reference), ("this tree", ROOT)):
                 done = subprocess.run([sys.executable, str(tree / "benchmarks" / "serving.py"), "--only", "oppscore", "--workers", str(args.workers),
-                                       "--requests", str(args.requests), "--batches", "3"], env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
+                                       "--requests", str(args.requests), "--batches", "3"], env={**clean, "PYTHONPATH": str(tree)}, cwd=tree,
                                       capture_output=True, text=True, timeout=1800)
                 line = next((x for x in done.stdout.splitlines() if x.startswith("{")), None)
                 if line is None:
@@ -145,6 +146,11 @@ def latency(args) -> None:
 
 
 def crowd(args) -> None:
+    """`--clients` connections at once for `--seconds`, from wrk (Debian's package: a client in C,
+    so that the load, not the client, is measured; a Python client of 500 connections took a core
+    and its own lag into the figures) or, without it, from asyncio and httpx."""
+    import shutil
+
     from features.frame import open_points
     from features.stages import StageOrder
 
@@ -154,8 +160,11 @@ def crowd(args) -> None:
         t = g.tables.end - np.timedelta64(90, "D")
         open_ids = open_points(g.tables, StageOrder(g.stages), t)["opportunity_id"].tolist()
         bodies = [json.dumps({"as_of": t.isoformat(), "opportunities": _records(g, 5, offset=5 * k, ids=open_ids)}).encode() for k in range(50)]
-        proc, url = _serve(tmp, env, workers=2)
+        proc, url = _serve(tmp, env, workers=int(os.environ.get("CROWD_WORKERS", "2")))
         try:
+            if shutil.which("wrk"):
+                _wrk(url, bodies[0], tmp, args.clients, args.seconds)
+                return
             outcome = asyncio.run(_crowd(url, bodies, args.clients, args.seconds))
         finally:
             _stop(proc)
@@ -163,12 +172,54 @@ def crowd(args) -> None:
     refused = outcome["ms"].get(503, [])
     every = [ms for values in outcome["ms"].values() for ms in values]
     print(json.dumps({"statuses": {k: len(v) for k, v in outcome["ms"].items()}, "connection errors": outcome["errors"]}, indent=1))
-    print(f"\n{args.clients} clients, 5 deals a request, {args.seconds} s, `oppscore serve --workers 2`\n")
+    print(f"\n{args.clients} clients (asyncio + httpx), 5 deals a request, {args.seconds} s, `oppscore serve --workers 2`\n")
     print("| answers | 200 | 503 (Retry-After) | other | connection errors (resets) | 200 p50 / p99 ms | every answer p50 / p99 ms | 200s/s |\n|---|---|---|---|---|---|---|---|")
     other = sum(len(v) for k, v in outcome["ms"].items() if k not in (200, 503))
     p = _percentiles(ok) if ok else ("-", "-")
     q = _percentiles(every) if every else ("-", "-")
     print(f"| {len(every)} | {len(ok)} | {len(refused)} | {other} | {sum(outcome['errors'].values())} | {p[0]} / {p[1]} | {q[0]} / {q[1]} | {len(ok) / args.seconds:.0f} |")
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = io.open(os.getenv("OPPSCORE_BODY")):read("*a")
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("OPPSCORE_KEY")
+-- a client that honours Retry-After: after a 503 this connection waits a second (as a CRM's
+-- integration does); without it, 500 connections resending at once measure the flood, not the service
+local wait = 0
+function response(status, headers, body)
+  if status == 503 then wait = 1000 else wait = 0 end
+end
+function delay()
+  local d = wait
+  wait = 0
+  return d
+end
+"""
+
+
+def _wrk(url: str, body: bytes, tmp: Path, clients: int, seconds: float) -> None:
+    (tmp / "body.json").write_bytes(body)
+    (tmp / "post.lua").write_text(WRK_SCRIPT)
+    done = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{int(seconds)}s", "--timeout", "60s", "--latency", "-s", str(tmp / "post.lua"), f"{url}/v1/score"],
+                          env={**os.environ, "OPPSCORE_BODY": str(tmp / "body.json"), "OPPSCORE_KEY": KEY}, capture_output=True, text=True, timeout=seconds + 120)
+    print(done.stdout)
+    said = done.stdout
+    total = int(_found(r"(\d+) requests in", said) or 0)
+    not_ok = int(_found(r"Non-2xx or 3xx responses: (\d+)", said) or 0)
+    errors = _found(r"Socket errors: (.*)", said) or "none"
+    pct = {k: _found(rf"^\s+{k}%\s+(\S+)", said) for k in ("50", "90", "99")}
+    print(f"\n{clients} clients (wrk), 5 deals a request, {seconds:.0f} s, `oppscore serve --workers 2`\n")
+    print("| answers | 2xx | 503 (Retry-After) | socket errors (connect, read, write, timeout) | every answer p50 / p90 / p99 | answers/s |\n|---|---|---|---|---|---|")
+    print(f"| {total} | {total - not_ok} | {not_ok} | {errors} | {pct['50']} / {pct['90']} / {pct['99']} | {total / seconds:.0f} |")
+
+
+def _found(pattern: str, text: str) -> str | None:
+    import re
+
+    m = re.search(pattern, text, re.M)
+    return m.group(1) if m else None
 
 
 async def _crowd(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict:

@@ -7,6 +7,7 @@ plain 500 that names nothing internal.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -32,6 +33,7 @@ from features.settings import Settings
 from scoring.database import DatabaseUnavailable
 from serving.deps import MISSING_KEY, has_key
 from serving.holder import ModelHolder
+from serving.protocol import QUEUED_AT
 from serving.routes import forecast, health, model, monitor, opportunities, pipeline, score
 from serving.state import ServiceDatabase
 from serving.views import ServedExport
@@ -141,24 +143,30 @@ class PagePolicy:
 
 
 class InFlight:
-    """A bounded queue: past `limit` requests in progress in this worker, the next is answered
-    503 with Retry-After at once, instead of waiting behind the others until p99 grows without
-    bound and clients give up (or the kernel resets their connections). Health and metrics are
-    never refused: an orchestrator must see a busy worker as alive."""
+    """A bounded queue: past `limit` requests in progress in this worker, or once a request has
+    waited `wait` seconds for the event loop after it arrived (a worker busy with hundreds of
+    connections), the request is answered 503 with Retry-After at once, instead of waiting
+    behind the others until p99 grows without bound and clients give up (or the kernel resets
+    their connections). Health and metrics are never refused: an orchestrator must see a busy
+    worker as alive."""
 
     OPEN = ("/healthz", "/readyz", "/metrics")
 
-    def __init__(self, app, limit: int) -> None:
+    def __init__(self, app, limit: int, wait: float) -> None:
         self.app = app
         self.limit = limit
+        self.wait = wait
         self.now = 0
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope.get("path") in self.OPEN:
             await self.app(scope, receive, send)
             return
-        if self.now >= self.limit:
-            await JSONResponse({"detail": f"this worker has {self.now} requests in progress (at most {self.limit}); send again shortly", "cause": "overloaded"},
+        queued = scope.get(QUEUED_AT)
+        waited = asyncio.get_running_loop().time() - queued if queued is not None else 0.0
+        if self.now >= self.limit or waited > self.wait:
+            said = f"{self.now} requests in progress (at most {self.limit})" if self.now >= self.limit else f"this request waited {waited:.1f} s for the worker (at most {self.wait:.1f})"
+            await JSONResponse({"detail": f"this worker is busy: {said}; send again shortly", "cause": "overloaded"},
                                status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
             return
         self.now += 1
@@ -210,7 +218,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None, data: Path
     _openapi_with_stages(app, holder)
     app.add_middleware(BodyLimit, limit=settings.serving.max_body_bytes, keys=app.state.api_keys)
     app.add_middleware(PagePolicy)
-    app.add_middleware(InFlight, limit=settings.serving.max_in_flight)
+    app.add_middleware(InFlight, limit=settings.serving.max_in_flight, wait=settings.serving.queue_seconds)
     return app
 
 

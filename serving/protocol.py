@@ -15,6 +15,7 @@ import logging
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
+QUEUED_AT = "oppscore.queued_at"  # a key of the ASGI scope: the event loop's time when the request was handed to the app
 
 
 class DeadlineProtocol(HttpToolsProtocol):
@@ -28,6 +29,12 @@ class DeadlineProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm()  # the next request of a kept-alive connection: its own deadline
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        # when the request was handed to the app: how long it then waits for the event loop is
+        # what `serving.app.InFlight` sheds on (its task is created here, and runs later)
+        self.scope[QUEUED_AT] = self.loop.time()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
