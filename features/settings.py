@@ -93,7 +93,7 @@ class ServingConfig(_Section):
     request_seconds: float = Field(default=30.0, gt=0, le=3600, description="a request must arrive whole within this many seconds, or its connection is closed")
     shadow: str | None = Field(default=None, description="a registered version that `oppscore score` runs beside the champion; its scores are recorded for the track record, never answered")
     database_seconds: float = Field(default=3.0, gt=0, le=60, description="a request waits this long for the score history's and events' database at most (it gives up on a lock a second sooner, so that a refusal is certain)")
-    max_in_flight: int = Field(default=8, ge=1, description="requests a worker works on at once; past it, 503 with Retry-After at once instead of a queue that grows")
+    max_in_flight: int = Field(default=32, ge=1, description="requests a worker works on at once; past it, 503 with Retry-After at once instead of a queue that grows")
     queue_seconds: float = Field(default=0.5, gt=0, le=60, description="a request that waited this long for a busy worker before it started is answered 503 with Retry-After")
 
 

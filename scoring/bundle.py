@@ -35,7 +35,14 @@ class Calibrator:
     params: dict[str, Any]
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
-        raw = np.asarray(raw, dtype=float)
+        mapped = self._mapped(np.asarray(raw, dtype=float))
+        level = self.params.get("level")  # a shift of the logit that sets the level (training.models.level_shift); absent in older bundles
+        if not level:
+            return mapped
+        clipped = np.clip(mapped, 1e-6, 1 - 1e-6)
+        return 1.0 / (1.0 + np.exp(-(np.log(clipped / (1 - clipped)) + level)))
+
+    def _mapped(self, raw: np.ndarray) -> np.ndarray:
         if self.kind == "isotonic":
             return np.interp(raw, self.params["x"], self.params["y"])
         if self.kind == "sigmoid":
@@ -44,6 +51,10 @@ class Calibrator:
         if self.kind == "identity":
             return raw
         raise BundleInvalid(f"unknown calibrator kind {self.kind!r}")
+
+    def leveled(self, shift: float) -> Calibrator:
+        """The same map with its level moved by `shift` on the logit."""
+        return Calibrator(self.kind, {**self.params, "level": float(shift)})
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "params": self.params}

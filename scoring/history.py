@@ -30,14 +30,14 @@ SCORES = sa.Table(
     sa.Column("source", sa.String(20), nullable=False),
     sa.Column("model_version", sa.String(40), nullable=False),
     sa.Column("win_probability", sa.Float, nullable=False),
-    sa.Column("stall_risk", sa.Float, nullable=False),
-    sa.Column("score", sa.Integer, nullable=False),
-    sa.Column("grade", sa.String(2), nullable=False),
+    sa.Column("stall_risk", sa.Float, nullable=True),  # none for a replayed baseline
+    sa.Column("score", sa.Integer, nullable=True),
+    sa.Column("grade", sa.String(2), nullable=True),
     sa.Column("factors", sa.JSON, nullable=False),
-    sa.Column("role", sa.String(10), nullable=False, server_default="champion"),
+    sa.Column("role", sa.String(40), nullable=False, server_default="champion"),
     sa.Column("run_id", sa.Integer, nullable=True),
     sa.Column("stage", sa.String(200), nullable=True),
-    sa.UniqueConstraint("model_name", "opportunity_id", "scored_at", "role", name="one_score_per_run"),
+    sa.UniqueConstraint("model_name", "run_id", "opportunity_id", name="one_score_per_run"),
     sa.Index("scores_by_deal", "model_name", "opportunity_id", "as_of"),
     sa.Index("scores_by_run", "run_id"),
 )
@@ -50,7 +50,7 @@ RUNS = sa.Table(
     sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
     sa.Column("source", sa.String(20), nullable=False),
     sa.Column("model_version", sa.String(40), nullable=False),
-    sa.Column("role", sa.String(10), nullable=False),
+    sa.Column("role", sa.String(40), nullable=False),
     sa.Column("horizon_days", sa.Integer, nullable=True),
     sa.Column("scored", sa.Integer, nullable=False),
     sa.Column("promised", sa.JSON, nullable=True),
@@ -76,7 +76,7 @@ FORECASTS = sa.Table(
     sa.Column("open_deals", sa.Integer, nullable=False),
     sa.Index("forecasts_by_period", "model_name", "period_end"),
 )
-CHAMPION, SHADOW = "champion", "shadow"
+CHAMPION, SHADOW, REPLAY, BASELINE = "champion", "shadow", "replay", "baseline"
 PREVIOUS_COLUMNS = ["score", "win_probability", "factors", "as_of"]
 
 
@@ -129,6 +129,11 @@ def plain(value):
     if isinstance(value, pd.Timestamp):
         return str(value)
     return value
+
+
+def _number(value, kind=float):
+    """A score's figure, or None where it has none (a replayed baseline has no stall risk)."""
+    return None if value is None or value != value else kind(value)
 
 
 def _times(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -197,11 +202,25 @@ class ScoreHistory:
             {
                 "model_name": self.model_name, "opportunity_id": str(r.opportunity_id), "scored_at": _utc(scored_at),
                 "as_of": _utc(r.as_of), "source": source, "model_version": str(model_version),
-                "win_probability": float(r.win_probability), "stall_risk": float(r.stall_risk), "score": int(r.score), "grade": str(r.grade),
+                "win_probability": float(r.win_probability), "stall_risk": _number(getattr(r, "stall_risk", None)), "score": _number(getattr(r, "score", None), int),
+                "grade": None if getattr(r, "grade", None) is None or r.grade != r.grade else str(r.grade),
                 "factors": getattr(r, "factors", None) or {}, "role": run.role, "run_id": run_id, "stage": None if stage is None or stage != stage else str(stage),
             }
             for r, stage in zip(scored.itertuples(), stages.tolist(), strict=True)
         ]
+
+    def forget_replayed(self, as_of: pd.Timestamp) -> None:
+        """Every replayed run, score and forecast of one date (what an interrupted replay left)."""
+        at = _utc(as_of)
+        try:
+            with self.database.write() as connection:
+                runs = [r[0] for r in connection.execute(sa.select(RUNS.c.id).where(RUNS.c.model_name == self.model_name, RUNS.c.source == "replay", RUNS.c.as_of == at))]
+                if runs:
+                    connection.execute(SCORES.delete().where(SCORES.c.run_id.in_(runs)))
+                    connection.execute(RUNS.delete().where(RUNS.c.id.in_(runs)))
+                connection.execute(FORECASTS.delete().where(FORECASTS.c.model_name == self.model_name, FORECASTS.c.source == "replay", FORECASTS.c.as_of == at))
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise unavailable("forgetting a replayed date", exc) from None
 
     def record_forecast(self, methods: pd.DataFrame, made_at: pd.Timestamp, as_of: pd.Timestamp, period: tuple[pd.Timestamp, pd.Timestamp],
                         open_deals: int, model_version: str | None, source: str) -> int:

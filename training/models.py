@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from scipy.special import logit
+from scipy.optimize import minimize
+from scipy.special import expit, logit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
@@ -224,8 +225,49 @@ def fit_rates(rows: Rows, spec: FeatureSpec, stage_prior: np.ndarray | None = No
 
 
 def _sigmoid(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
-    lr = LogisticRegression(C=1e4).fit(logit(np.clip(raw, 1e-6, 1 - 1e-6)).reshape(-1, 1), y, sample_weight=w)
-    return Calibrator("sigmoid", {"a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])})
+    """Platt's sigmoid on the logit, its slope held toward 1 as firmly as PRIOR_DEALS deals of
+    the rarer outcome would hold it (the information a slope gets from rare outcomes grows with
+    their number times the spread of the logits); the intercept, the level, is the rows' own. On
+    thousands of outcomes that is Platt's fit; on the few positives of a young org's folds an
+    unpenalised slope of 3.6 turned stage rates of 0.08-0.30 into 0.0001-0.03 (issue 40)."""
+    keep = w > 0
+    z = logit(np.clip(raw[keep], 1e-6, 1 - 1e-6))
+    y, w = y[keep].astype(float), w[keep].astype(float)
+    hold = PRIOR_DEALS * float(np.average((z - np.average(z, weights=w)) ** 2, weights=w)) if len(z) else 0.0
+
+    def loss(ab: np.ndarray) -> tuple[float, np.ndarray]:
+        q = expit(ab[0] * z + ab[1])
+        value = -float(np.sum(w * (y * np.log(np.clip(q, 1e-300, 1)) + (1 - y) * np.log(np.clip(1 - q, 1e-300, 1)))))
+        resid = (q - y) * w
+        return value + hold * (ab[0] - 1) ** 2, np.array([float(np.sum(resid * z)) + 2 * hold * (ab[0] - 1), float(np.sum(resid))])
+
+    start = np.array([1.0, float(logit(np.clip(np.average(y, weights=w), 1e-6, 1 - 1e-6)) - np.average(z, weights=w))]) if len(z) else np.array([1.0, 0.0])
+    found = minimize(loss, start, jac=True, method="L-BFGS-B")
+    return Calibrator("sigmoid", {"a": float(found.x[0]), "b": float(found.x[1])})
+
+
+PRIOR_DEALS = 20.0  # how hard the sigmoid calibrator and the level are held near the identity when outcomes are few
+
+
+def level_shift(p: np.ndarray, y: np.ndarray, w: np.ndarray, prior: float = PRIOR_DEALS) -> tuple[float, dict]:
+    """The shift of the logit that makes the weighted mean of the probabilities equal the share
+    observed (calibration in the large), shrunk toward no shift by `prior` deals of the rarer
+    outcome: the level the most recent window whose outcomes are known says, as far as its
+    outcomes can say it. With what it was measured on."""
+    keep = w > 0
+    p, y, w = np.clip(p[keep], 1e-6, 1 - 1e-6), y[keep].astype(float), w[keep].astype(float)
+    if not len(p) or len(np.unique(y)) < 2:
+        return 0.0, {"rows": int(len(p)), "why": "no outcome of both kinds in the window: no shift"}
+    observed = float(np.average(y, weights=w))
+    z = logit(p)
+    low, high = -10.0, 10.0
+    for _ in range(60):  # the mean is monotone in the shift: bisection
+        mid = (low + high) / 2
+        low, high = (mid, high) if np.average(expit(z + mid), weights=w) < observed else (low, mid)
+    rarer = float(min((w * y).sum(), (w * (1 - y)).sum()))
+    shift = (low + high) / 2 * rarer / (rarer + prior)
+    return float(shift), {"rows": int(len(p)), "observed": observed, "predicted": float(np.average(p, weights=w)), "rarer_outcome": rarer,
+                          "full_shift": float((low + high) / 2), "shift": float(shift), "predicted_after": float(np.average(expit(z + shift), weights=w))}
 
 
 def _isotonic(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:

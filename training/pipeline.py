@@ -224,6 +224,8 @@ def _fit_target(name: str, target: Target, data: TrainingData, snaps: Snapshots,
         chosen, (kind, _) = bt.candidates[bt.chosen], bt.calibrated[bt.chosen]
         why = bt.why
     estimator, short = _refit_candidate(chosen, fallback, bt, target, rows, spec, data.end, data, snaps)
+    horizon_days = horizon.days if name == "win" else settings.stall.horizon_days
+    recent = _latest_window(rows, snaps, data.end, horizon_days)
     del rows  # every snapshot's label: not beside the next target's backtest
     if short:
         why = f"{why}; refit on all data fell back to pooled rates: {short}"
@@ -232,13 +234,31 @@ def _fit_target(name: str, target: Target, data: TrainingData, snaps: Snapshots,
     if bt is not None and len(np.unique(bt.y[own & (bt.w > 0)])) < 2:
         own = np.ones(len(bt.y), dtype=bool)
     calibrator = fit.CALIBRATORS[kind](bt.predictions[chosen.name][own], bt.y[own], bt.w[own]) if bt is not None and kind != "identity" else fit.CALIBRATORS["identity"](None, None, None)
+    shift, level = fit.level_shift(TargetModel(estimator, calibrator).predict(recent.x), recent.y, recent.w) if len(recent.y) else (0.0, {"rows": 0, "why": "no window"})
+    if shift:
+        calibrator = calibrator.leveled(shift)
     served = {"model": chosen.display, "candidate": chosen.name, "kind": estimator.kind, "calibrator": calibrator.kind, "why": why,
-              "horizon_days": horizon.days if name == "win" else settings.stall.horizon_days}
+              "horizon_days": horizon_days, "level": {**level, "window_days": _window_days(horizon_days)}}
     boosters = [c.name for c in cands if c.rank == bt_.BOOSTER and c.labels == "target"]
     if bt is not None and any(bt.stood_in.get(b) for b in boosters):
         log.info("%s: too few labelled deals for LightGBM at %d of %d fold dates; the pooled rates stood in there", name, len(bt.stood_in[boosters[0]]), len(bt.folds))
     return _Fitted(TargetModel(estimator, calibrator, f"{chosen.display}: {why}"), served, bt, counted, labelled_rows, reference,
                    bt.pooled() if bt is not None else {}, bt.per_fold() if bt is not None else [])
+
+
+def _window_days(horizon_days: int) -> int:
+    return max(horizon_days, 28)
+
+
+def _latest_window(rows: Labelled, snaps: Snapshots, end: pd.Timestamp, horizon_days: int) -> fit.Rows:
+    """The labelled snapshots of the latest window whose outcomes are all known (taken in the
+    `_window_days` before the export's end less the horizon): what sets the served level.
+    A backtest's folds are older, and a young org's base rate moves from month to month; the
+    level they teach the calibrator is a past one (issue 40: 0.002 served where 0.039 came)."""
+    until = end.value - horizon_days * 86_400 * 10**9
+    times = snaps.grid[snaps.slot[rows.index]]
+    keep = (times > until - _window_days(horizon_days) * 86_400 * 10**9) & (times <= until) & (rows.w > 0)
+    return rows.where(keep).sample(bt_.LARGE_ROWS).rows(snaps.x)
 
 
 def _report(data: TrainingData, stages: StageOrder, spec: FeatureSpec, snaps: Snapshots, fitted: dict[str, _Fitted]) -> tuple[dict, dict]:

@@ -69,7 +69,7 @@ def test_refused_timed_out_and_full_are_told_apart(served_store, tmp_path, hangi
         settings = served_store.model_copy(update={"database_url": url})
         with Served(create_app(settings, start_reloader=False)) as port:
             base = f"http://127.0.0.1:{port}"
-            answers[name] = _until(lambda base=base: post_events(base, [_event(name.replace(" ", "-"))]), lambda r: r.json().get("cause") != "starting", within=30)
+            answers[name] = _until(lambda base=base, name=name: post_events(base, [_event(name.replace(" ", "-"))]), lambda r: r.json().get("cause") != "starting", within=30)
     path = tmp_path / "full.db"
     settings = served_store.model_copy(update={"database_url": f"sqlite:///{path}"})
     app = create_app(settings, start_reloader=False)

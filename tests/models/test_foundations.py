@@ -70,9 +70,9 @@ def test_stored_calibrators_equal_scikit_learns(seed) -> None:
     w = rng.uniform(0.5, 2.0, 4000)
     fresh = np.concatenate([rng.beta(2, 3, 500), [0.0, 1e-9, 1.0]])  # values beyond the fitted range too
 
-    sigmoid = _sigmoid(raw, y, w)
+    sigmoid = _sigmoid(raw, y, w)  # 1,600 of the rarer outcome: the slope held as by 20 more moves it by 1 %, within 0.02 of Platt's fit
     lr = LogisticRegression(C=1e4).fit(logit(np.clip(raw, 1e-6, 1 - 1e-6)).reshape(-1, 1), y, sample_weight=w)
-    np.testing.assert_allclose(sigmoid(fresh), lr.predict_proba(logit(np.clip(fresh, 1e-6, 1 - 1e-6)).reshape(-1, 1))[:, 1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sigmoid(fresh), lr.predict_proba(logit(np.clip(fresh, 1e-6, 1 - 1e-6)).reshape(-1, 1))[:, 1], rtol=0, atol=0.02)
 
     iso = _isotonic(raw, y, w)
     reference = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw, y, sample_weight=w)
@@ -107,3 +107,21 @@ def test_a_fold_booster_is_the_early_stopping_one_and_the_refit_has_its_rounds(t
     assert fold.rounds == refit.rounds == max(fold.model.booster.best_iteration, 10)
     assert fold.model.booster.num_trees() == refit.model.booster.num_trees() == fold.rounds  # kept at its best round
     assert np.abs(fold.model.probability(x) - refit.model.probability(x)).max() > 1e-6  # three quarters of the deals, not refitted
+
+
+def test_a_sigmoid_on_few_outcomes_is_held_near_the_identity(seed) -> None:
+    """Issue 40: on the few positives of a young org's folds an unpenalised sigmoid took a slope
+    of 3.6 and turned stage rates of 0.08-0.30 into 0.0001-0.03. Held toward slope 1 and
+    intercept 0 as PRIOR_DEALS deals would hold it, the map keeps the level the rows show."""
+    from training.models import _sigmoid
+
+    rng = np.random.default_rng(seed)
+    raw = rng.choice([0.08, 0.12, 0.2, 0.3], 300)
+    y = np.zeros(300)
+    y[rng.choice(np.flatnonzero(raw == 0.3), 6, replace=False)] = 1.0  # six wins, all at the highest rate
+    w = np.ones(300)
+    free = LogisticRegression(C=1e4).fit(logit(raw).reshape(-1, 1), y)
+    held = _sigmoid(raw, y, w)
+    assert free.coef_[0, 0] > 2.5  # what an unpenalised fit does with six wins
+    assert abs(held.params["a"] - 1) < abs(free.coef_[0, 0] - 1) / 2
+    assert 0.5 < held(raw).mean() / y.mean() < 2.5  # near the level the rows show, not a twentieth of it
