@@ -164,6 +164,23 @@ def realised_plot(by_month: pd.DataFrame, promised: dict, uri: bool = False) -> 
     return figure_uri(fig) if uri else _png(fig)
 
 
+def replay_plot(replayed: pd.DataFrame, uri: bool = False) -> str:
+    """At each replayed date, the mean win probability each method gave the deals open then
+    against the share of them won within H (the black line): a level that holds sits on it."""
+    fig = Figure(figsize=(7, 3.4))
+    ax = fig.subplots()
+    done = replayed[replayed["resolved"] > 0] if len(replayed) else replayed
+    if len(done):
+        truth = done[done["role"] == "replay"].drop_duplicates("as_of")
+        ax.plot(truth["as_of"], truth["share_won"], "k-o", linewidth=2, label="share won within H")
+        for method, group in done.groupby("method", sort=False):
+            ax.plot(group["as_of"], group["mean_predicted"], "o--" if method != "oppscore" else "s-", label=str(method))
+        ax.tick_params(axis="x", labelrotation=30)
+    ax.set(ylabel="win probability", title="replayed: predicted level against what happened")
+    ax.legend(fontsize=7)
+    return figure_uri(fig) if uri else _png(fig)
+
+
 def drift_plot(drift: pd.DataFrame, alert: float, uri: bool = False) -> str:
     """The largest feature PSI and the score's PSI at each run, against the alert line."""
     fig = Figure(figsize=(7, 3))

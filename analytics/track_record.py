@@ -76,6 +76,7 @@ class TrackRecord:
     forecasts: pd.DataFrame  # a row per recorded forecast method, judged where its period has passed
     forecast_summary: pd.DataFrame
     verdict: dict = field(default_factory=dict)
+    replayed: pd.DataFrame = field(default_factory=pd.DataFrame)  # a row per replayed date and method (`replay_table`)
 
     def to_dict(self) -> dict:
         def rows(frame: pd.DataFrame) -> list[dict]:
@@ -92,6 +93,7 @@ class TrackRecord:
             "reliability": plain(self.curves),
             "drift": rows(self.drift),
             "forecasts": {"judged": rows(self.forecasts), "by_method": rows(self.forecast_summary)},
+            "replayed": {"dates": rows(self.replayed), "level": replay_level(self.replayed)},
         }
 
 
@@ -166,6 +168,46 @@ def _forecast_rows(forecasts: pd.DataFrame, tables: Tables, stages: StageOrder, 
     return judged, summary
 
 
+REPLAYED_ROLES = ("replay", "baseline")
+LEVEL_BAND = (2 / 3, 1.5)  # predicted ÷ realised share won: a level that holds
+MIN_WINS = 10  # resolved wins within H a replayed date needs before its level counts
+
+
+def replay_table(scores: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per replayed date and method (the replayed model, each baseline): the deals scored, how
+    many resolved, the mean win probability given them, the share won within H, their ratio,
+    and AUC and log loss where enough resolved. The level a manager can check from day one."""
+    replayed = runs[(runs["source"] == "replay")] if len(runs) else runs
+    columns = ["as_of", "method", "role", "horizon_days", "scored", "resolved", "won", "mean_predicted", "share_won", "ratio", "auc", "log_loss"]
+    if replayed.empty:
+        return pd.DataFrame(columns=columns)
+    out = []
+    for run in replayed.itertuples():
+        mine = scores[scores["run_id"] == run.id]
+        done = mine[mine["y"].notna()]
+        row = {"as_of": run.as_of, "method": "oppscore" if run.role == "replay" else str(run.model_version), "role": run.role, "horizon_days": run.horizon_days,
+               "scored": int(len(mine)), "resolved": int(len(done)), "won": int(done["y"].sum()) if len(done) else 0}
+        if len(done):
+            row["mean_predicted"], row["share_won"] = float(done["p"].mean()), float(done["y"].mean())
+            row["ratio"] = row["mean_predicted"] / row["share_won"] if row["share_won"] > 0 else float("nan")
+            if len(done) >= MIN_SLICE and 0 < row["won"] < len(done):
+                got = metrics(done["y"].to_numpy(), done["p"].to_numpy())
+                row["auc"], row["log_loss"] = got["auc"], got["log_loss"]
+        out.append(row)
+    return pd.DataFrame(out, columns=columns).sort_values(["as_of", "role", "method"], ascending=[True, False, True], kind="stable").reset_index(drop=True)
+
+
+def replay_level(table: pd.DataFrame) -> dict:
+    """Per method, the replayed dates with MIN_WINS wins within H at least, and how many of them
+    had the mean predicted within LEVEL_BAND of the share won."""
+    out = {}
+    counted = table[table["won"] >= MIN_WINS] if len(table) else table
+    for method, group in counted.groupby("method", sort=False):
+        inside = group["ratio"].between(*LEVEL_BAND)
+        out[str(method)] = {"dates": int(len(group)), "inside": int(inside.sum()), "ratios": [round(float(r), 3) for r in group["ratio"]]}
+    return out
+
+
 def verdict(scores: pd.DataFrame, runs: pd.DataFrame, drift: pd.DataFrame, promised: dict, config: MonitorConfig) -> dict:
     """Retrain, look at the data, or nothing to do, with the figures that say why."""
     reasons, status = [], "no reason to retrain"
@@ -189,8 +231,8 @@ def verdict(scores: pd.DataFrame, runs: pd.DataFrame, drift: pd.DataFrame, promi
                 reasons.append(f"realised log loss {got['log_loss']:.3f} over {got['resolved']:,} resolved scores of v{version} made in the {config.window_days} days to {last:%Y-%m-%d}{shown} against {promise['log_loss']:.3f} promised by its backtest")
         elif len(recent) < config.min_resolved:
             reasons.append(f"{len(recent):,} resolved scores of the champion in the last {config.window_days} days; {config.min_resolved} needed to judge its realised figures")
-    elif len(scores):
-        reasons.append(f"none of the {len(scores):,} recorded scores has resolved yet (each waits for its label's horizon)")
+    elif len(served := scores[scores["role"].isin(["champion", "shadow"])]):
+        reasons.append(f"none of the {len(served):,} recorded scores has resolved yet (each waits for its label's horizon)")
     latest = drift.iloc[-1] if len(drift) else None
     if latest is not None:
         if latest["silent_families"]:
@@ -205,7 +247,7 @@ def verdict(scores: pd.DataFrame, runs: pd.DataFrame, drift: pd.DataFrame, promi
                 status = "retrain recommended"
             reasons.append(f"the win probabilities served have shifted from the training reference (PSI {latest['score_psi']:.2f})")
     if not reasons and status == "no reason to retrain":
-        reasons.append("realised figures are within the backtest's promise and nothing drifted")
+        reasons.append("realised figures are within the backtest's promise and nothing drifted" if realised is not None else "no served score has resolved yet")
     if not len(scores):
         status, reasons = "nothing recorded yet", ["no scoring run is recorded: `oppscore score` records each run in the score history"]
     elif realised is None and status == "no reason to retrain":
@@ -231,13 +273,31 @@ def track_record(runs: pd.DataFrame, scores: pd.DataFrame, forecasts: pd.DataFra
     resolved = scores[scores["y"].notna()]
     overall, curves = {}, {}
     for role, group in resolved.groupby("role"):
+        if role == "baseline":  # several methods: each is shown per date (`replay_table`), not pooled
+            continue
         overall[role] = figures(group["y"].to_numpy(), group["p"].to_numpy(), group["opportunity_id"].to_numpy())
         curves[role] = reliability(group["y"].to_numpy(), group["p"].to_numpy())
-    breakdowns = {by: _breakdown(scores, by, promised) for by in BREAKDOWNS if by in scores.columns and scores[by].notna().any()}
+    served = scores[scores["role"] != "baseline"]
+    breakdowns = {by: _breakdown(served, by, promised) for by in BREAKDOWNS if by in served.columns and served[by].notna().any()}
     drift = _drift_rows(runs, config)
     judged, summary = _forecast_rows(forecasts, tables, stages, known_at)
     said = verdict(scores, runs, drift, promised, config)
-    return TrackRecord(known_at, scores, runs, overall, promised, breakdowns, curves, drift, judged, summary, said)
+    replayed = replay_table(scores, runs)
+    if len(replayed):
+        said = _with_replay(said, replayed)
+    return TrackRecord(known_at, scores, runs, overall, promised, breakdowns, curves, drift, judged, summary, said, replayed)
+
+
+def _with_replay(said: dict, replayed: pd.DataFrame) -> dict:
+    """The verdict says what the replay showed, in one line."""
+    level = replay_level(replayed).get("oppscore")
+    dates = replayed.loc[replayed["role"] == "replay", "as_of"]
+    line = f"replayed at {len(dates)} past dates ({dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d})"
+    if level and level["dates"]:
+        line += f": the level held (mean win probability within {LEVEL_BAND[0]:.2f}-{LEVEL_BAND[1]:.1f}x the share won within H) at {level['inside']} of {level['dates']} dates with {MIN_WINS} wins or more"
+    else:
+        line += f": no date with {MIN_WINS} resolved wins yet to judge the level by"
+    return {**said, "reasons": [*said["reasons"], line], "says": f"{said['says']}; {line}"}
 
 
 def compare(scores: pd.DataFrame, version: str, champion: str) -> dict:

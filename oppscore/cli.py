@@ -828,6 +828,8 @@ def monitor(
         frames[f"by_{name}"] = frame
     frames["drift"] = record.drift.assign(as_of=record.drift["as_of"].astype(str), **{c: record.drift[c].map(", ".join) for c in ("drifted", "silent", "silent_families")}).drop(columns=["run_id", "noise"]) if len(record.drift) else record.drift
     frames["forecasts"] = record.forecast_summary
+    if len(record.replayed):
+        frames["replayed"] = record.replayed.assign(as_of=record.replayed["as_of"].dt.strftime("%Y-%m-%d"))
     title = f"Track record: {len(record.scores):,} recorded scores in {len(record.runs):,} runs, outcomes known at {record.known_at:%Y-%m-%d}"
     if out_file is not None and out_file.suffix.lower() == ".json":
         out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -841,6 +843,7 @@ def monitor(
             ("By stage, team and owner", "".join(report._table(record.tables[k]) for k in ("stage", "team", "owner_id") if k in record.tables)),
             ("Drift", report.drift_plot(record.drift, settings.monitor.psi_alert) + report._table(frames["drift"])),
             ("Forecasts", report._table(record.forecast_summary) + report._table(record.forecasts)),
+            *([("Replayed: the record made from history (`oppscore replay`)", report.replay_plot(record.replayed) + report._table(frames["replayed"]))] if len(record.replayed) else []),
         ], command=f"oppscore monitor --data {data}")
     out.print(f"[bold]{escape(said['status'])}[/bold]: " + escape("; ".join(said["reasons"])))
     champion = record.verdict.get("realised")
@@ -851,6 +854,41 @@ def monitor(
         if logged:
             out.print(f"realised figures logged to the MLflow run of v{champion['version']}")
     out.print(f"next: `oppscore monitor --data {data} --out track-record.html` for the plots" if out_file is None else "next: `oppscore serve` shows the track record on the managers' page")
+
+
+@app.command()
+def replay(
+    data: DataOpt,
+    every: Annotated[str, typer.Option("--every", help="month or week")] = "month",
+    since: Annotated[datetime | None, typer.Option("--since", parser=_when, metavar="TIME", help="the first date (default: the first by which 10 wins were recorded)")] = None,
+    until: Annotated[datetime | None, typer.Option("--until", parser=_when, metavar="TIME", help="the last date (default: the export's end)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """The track record made from history: at each past date, train as `train` would on the export
+    as it was known then, score the deals open then and forecast the next month, beside the
+    baselines replayed the same way; recorded in the score history for `monitor`, /v1/monitor
+    and the page. Nothing replayed is registered: no replayed model becomes champion. Run again,
+    it carries on where it stopped."""
+    from scoring.history import ScoreHistory
+    from training import replay as replaying
+
+    if every not in replaying.EVERY:
+        raise typer.BadParameter(f"found {every!r}, expected one of {', '.join(replaying.EVERY)}", param_hint="--every")
+    settings = _settings(config, data)
+    now = utc_now()
+    with steps("replay") as step:
+        step("loading")
+        validated = load_export(data, settings, now)
+        when = replaying.dates(validated.tables, validated.stages, every, to_utc(since) if since else None, to_utc(until) if until else None)
+        if not when:
+            raise NotEnoughData(f"--data {data}: no {every} start between --since and --until to replay")
+        made = replaying.replay(validated.tables, validated.stages, settings, ScoreHistory.of(settings), when, now, progress=step)
+    record = _track_record(settings, data)
+    rows = record.replayed[record.replayed["resolved"] > 0]
+    show_table([{"date": f"{r.as_of:%Y-%m-%d}", "method": r.method, "deals": r.resolved, "won within H": r.won, "predicted": r.mean_predicted, "won": r.share_won,
+                 "predicted ÷ won": r.ratio} for r in rows.itertuples()], title=f"replayed {len(when)} dates ({len(made)} now); resolved deals")
+    out.print(escape(record.verdict["reasons"][-1]))
+    out.print(f"next: `oppscore monitor --data {data} --out track-record.html` for the plots, or `oppscore serve --data {data}` for the page")
 
 
 def _record_forecast(settings: Settings, f, version: str | None) -> None:
@@ -1111,6 +1149,7 @@ def demo(
     else:
         validated = _train_and_register(folder, settings, None, title="demo training")  # what it trained on: the export's tables
         champion = load_version(settings, champion_version(settings))
+    _demo_replay(folder, settings, validated)
     out.print(f"next: `oppscore score --data {folder} --out scores.csv`, or the page and the API below")
     if no_serve:
         return
@@ -1122,6 +1161,21 @@ def demo(
     typer.echo(f"API key: {key}  ({where})")
     typer.echo(f"Try:\n  curl -s -X POST http://{host}:{port}/v1/score -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{body}'\n")
     _serve(settings, host, port, 1, folder)
+
+
+DEMO_REPLAY_MONTHS = 6
+
+
+def _demo_replay(folder: Path, settings: Settings, validated) -> None:
+    """The demo's track record from its own history: its last six months replayed (once; run
+    again, what is recorded is kept), so the page shows how the scores did from the first load."""
+    from scoring.history import ScoreHistory
+    from training import replay as replaying
+
+    tables = validated.tables
+    since = tables.end - pd.DateOffset(months=DEMO_REPLAY_MONTHS)
+    with steps("demo replay") as step:
+        replaying.replay(tables, validated.stages, settings, ScoreHistory.of(settings), replaying.dates(tables, validated.stages, "month", since=since), utc_now(), progress=step)
 
 
 def _api_key(settings: Settings) -> tuple[str, str]:

@@ -28,6 +28,7 @@ def _answer(record, settings: Settings) -> dict[str, Any]:
         "reliability": report.reliability_plot(record.curves, uri=True),
         "realised": report.realised_plot(record.tables["month"], record.promised, uri=True) if "month" in record.tables else None,
         "drift": report.drift_plot(record.drift, settings.monitor.psi_alert, uri=True) if len(record.drift) else None,
+        "replayed": report.replay_plot(record.replayed, uri=True) if len(record.replayed) else None,
     }
     return answer
 

@@ -78,3 +78,37 @@ def browser():
         launched = p.chromium.launch(executable_path=path, args=CHROMIUM_FLAGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def replayed_only(tmp_path_factory, small):
+    """(url, settings): the small export served with a champion trained on it and a score history
+    that holds nothing but `oppscore replay`'s runs: what `make demo` shows on the first load."""
+    import uvicorn
+
+    from features.stages import StageOrder
+    from serving.app import create_app
+    from training import replay
+    from training.pipeline import train
+
+    root = tmp_path_factory.mktemp("replayed")
+    data = root / "export"
+    write_export(small.tables, data)
+    (data / "oppscore.toml").write_text(settings_toml(small.stages, small.segments), encoding="utf-8")
+    settings = Settings(home=root / ".oppscore", champion_dir=root / "models" / "champion", segments=SegmentConfig(columns=small.segments), api_keys=[KEY])
+    stages = StageOrder(small.stages)
+    log_and_register(train(small.tables, stages, settings), small.tables, settings, "browser replay")
+    when = replay.dates(small.tables, stages, "month")[-4:]
+    replay.replay(small.tables, stages, settings, ScoreHistory.of(settings), when, small.tables.end)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, data=data), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started and time.time() < deadline:
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", settings
+    server.should_exit = True
+    thread.join(timeout=10)

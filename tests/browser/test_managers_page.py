@@ -156,3 +156,22 @@ def test_api_docs_render_offline(served, browser, path) -> None:
     page.wait_for_selector(".swagger-ui .info .title" if path == "/docs" else "redoc h1, .api-content h1", timeout=30_000)
     assert hosts <= {"127.0.0.1", "data", "blob"}, hosts  # data: and blob: URLs are made in the page
     assert "oppscore" in page.inner_text("body")
+
+
+def test_a_replayed_history_fills_the_track_record_on_the_first_load(replayed_only, browser) -> None:
+    """Issue 40: after `make demo` the track record used to be one line ("nothing recorded yet",
+    /v1/monitor 503). With the demo's history replayed, the first load shows how the scores did:
+    the level each method gave the deals open at each replayed date against the share won, with
+    its plot, and the reliability of the replayed scores."""
+    url, _ = replayed_only
+    page, problems = _open(browser, url, 1400)
+    page.wait_for_selector("#track img", timeout=60_000)
+    track = page.inner_text("#track")
+    assert "Replayed from history" in track and "predicted ÷ won" in track
+    for method in ("oppscore", "stage rate within H", "stage weights"):
+        assert method in track, method
+    assert page.locator("#track img[alt='replayed']").count() == 1 and page.locator("#track img[alt='reliability']").count() == 1
+    assert "replayed at 4 past dates" in track
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "managers-page-replayed.png"), full_page=True)
+    assert problems == []
