@@ -1149,7 +1149,7 @@ def demo(
     else:
         validated = _train_and_register(folder, settings, None, title="demo training")  # what it trained on: the export's tables
         champion = load_version(settings, champion_version(settings))
-    _demo_replay(folder, settings, validated)
+    _demo_replay(folder, settings)
     out.print(f"next: `oppscore score --data {folder} --out scores.csv`, or the page and the API below")
     if no_serve:
         return
@@ -1166,15 +1166,17 @@ def demo(
 DEMO_REPLAY_MONTHS = 6
 
 
-def _demo_replay(folder: Path, settings: Settings, validated) -> None:
+def _demo_replay(folder: Path, settings: Settings) -> None:
     """The demo's track record from its own history: its last six months replayed (once; run
     again, what is recorded is kept), so the page shows how the scores did from the first load."""
     from scoring.history import ScoreHistory
     from training import replay as replaying
 
-    tables = validated.tables
-    since = tables.end - pd.DateOffset(months=DEMO_REPLAY_MONTHS)
     with steps("demo replay") as step:
+        step("loading")
+        validated = load_export(folder, settings, utc_now())
+        tables = validated.tables
+        since = tables.end - pd.DateOffset(months=DEMO_REPLAY_MONTHS)
         replaying.replay(tables, validated.stages, settings, ScoreHistory.of(settings), replaying.dates(tables, validated.stages, "month", since=since), utc_now(), progress=step)
 
 

@@ -89,3 +89,9 @@ def test_demo_trains_and_registers_the_champion(tmp_path: Path, monkeypatch) -> 
     assert "registered version 1" in result.output and "champion: version 1" in result.output
     assert (tmp_path / "demo-data" / "oppscore.toml").exists()
     assert (tmp_path / "models" / "champion" / "bundle.json").exists()
+    from features.settings import load_settings
+    from scoring.history import ScoreHistory
+
+    runs = ScoreHistory.of(load_settings(tmp_path / "demo-data" / "oppscore.toml")).runs()  # the demo's history replayed: a track record from the first page load
+    replayed = runs[(runs["source"] == "replay") & (runs["role"] == "replay")]
+    assert len(replayed) >= 4 and "replayed" in result.output
