@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +16,7 @@ from features.settings import SegmentConfig, Settings, settings_toml
 from scoring.drift import of_run
 from scoring.history import RunFacts, ScoreHistory
 from scoring.score import score_open
+from tests.faults.served import Served
 from training.registry import log_and_register
 
 KEY = "browser-key"
@@ -38,8 +36,6 @@ def served(tmp_path_factory, medium, trained):
     """(url, settings): the medium export on the page, its champion, and score history holding
     runs every four weeks from 40 weeks before the export's end (their outcomes known: the
     track record), and 30 and 14 days before it (the change since the last run)."""
-    import uvicorn
-
     from serving.app import create_app
 
     root = tmp_path_factory.mktemp("browser")
@@ -55,18 +51,8 @@ def served(tmp_path_factory, medium, trained):
         tally: dict = {}
         scored = score_open(trained.bundle, medium.tables, at, previous=history.previous(ids, at), drift_into=tally)
         history.record(scored, at, "1", "batch", RunFacts.of(trained.bundle, drift=of_run(trained.bundle, [tally])))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, data=data), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", settings
-    server.should_exit = True
-    thread.join(timeout=10)
+    with Served(create_app(settings, data=data)) as port:
+        yield f"http://127.0.0.1:{port}", settings
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +70,6 @@ def browser():
 def replayed_only(tmp_path_factory, small):
     """(url, settings): the small export served with a champion trained on it and a score history
     that holds nothing but `oppscore replay`'s runs: what `make demo` shows on the first load."""
-    import uvicorn
-
     from features.stages import StageOrder
     from serving.app import create_app
     from training import replay
@@ -100,15 +84,5 @@ def replayed_only(tmp_path_factory, small):
     log_and_register(train(small.tables, stages, settings), small.tables, settings, "browser replay")
     when = replay.dates(small.tables, stages, "month")[-4:]
     replay.replay(small.tables, stages, settings, ScoreHistory.of(settings), when, small.tables.end)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, data=data), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", settings
-    server.should_exit = True
-    thread.join(timeout=10)
+    with Served(create_app(settings, data=data)) as port:
+        yield f"http://127.0.0.1:{port}", settings
