@@ -145,24 +145,34 @@ def _drift_rows(runs: pd.DataFrame, config: MonitorConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "as_of", "rows", "noise", "model_version", "largest_feature", "largest_psi", "score_psi", "score_shifted", "drifted", "silent", "silent_families", "flagged"])
 
 
-def _forecast_rows(forecasts: pd.DataFrame, tables: Tables, stages: StageOrder, known_at: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+JUDGED_COLUMNS = ["made_at", "as_of", "period_start", "period_end", "method", "model_version", "expected", "p10", "p90", "actual", "inside_p10_p90"]
+
+
+def judged_forecasts(forecasts: pd.DataFrame, tables: Tables, stages: StageOrder, known_at: pd.Timestamp) -> pd.DataFrame:
+    """The recorded forecasts whose period has passed by `known_at`, each beside the amount won in
+    it (of the deals open at its as_of) and whether its P10–P90 held that amount."""
     judged = forecasts[forecasts["period_end"] <= known_at].copy() if len(forecasts) else forecasts
+    if not len(judged):
+        return pd.DataFrame(columns=JUDGED_COLUMNS)
+    cache: dict = {}
+    actual = []
+    for r in judged.itertuples():
+        key = (r.as_of, r.period_start, r.period_end)
+        if key not in cache:
+            cache[key] = actual_won(tables, stages, (r.period_start, r.period_end), r.as_of)
+        actual.append(cache[key])
+    judged["actual"] = actual
+    judged["inside_p10_p90"] = (judged["actual"] >= judged["p10"]) & (judged["actual"] <= judged["p90"])
+    return judged[JUDGED_COLUMNS]
+
+
+def _forecast_rows(forecasts: pd.DataFrame, tables: Tables, stages: StageOrder, known_at: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    judged = judged_forecasts(forecasts, tables, stages, known_at)
     if len(judged):
-        cache: dict = {}
-        actual = []
-        for r in judged.itertuples():
-            key = (r.as_of, r.period_start, r.period_end)
-            if key not in cache:
-                cache[key] = actual_won(tables, stages, (r.period_start, r.period_end), r.as_of)
-            actual.append(cache[key])
-        judged["actual"] = actual
-        judged["inside_p10_p90"] = (judged["actual"] >= judged["p10"]) & (judged["actual"] <= judged["p90"])
-        judged["error"] = judged["expected"] - judged["actual"]
-        summary = judged.groupby("method").agg(judged=("actual", "size"), coverage_p10_p90=("inside_p10_p90", "mean"), mean_abs_error=("error", lambda e: e.abs().mean()),
-                                               mean_expected=("expected", "mean"), mean_actual=("actual", "mean")).reset_index()
-        judged = judged[["made_at", "as_of", "period_start", "period_end", "method", "model_version", "expected", "p10", "p90", "actual", "inside_p10_p90"]]
+        error = judged["expected"] - judged["actual"]
+        summary = judged.assign(error=error).groupby("method").agg(judged=("actual", "size"), coverage_p10_p90=("inside_p10_p90", "mean"), mean_abs_error=("error", lambda e: e.abs().mean()),
+                                                                   mean_expected=("expected", "mean"), mean_actual=("actual", "mean")).reset_index()
     else:
-        judged = pd.DataFrame(columns=["made_at", "as_of", "period_start", "period_end", "method", "model_version", "expected", "p10", "p90", "actual", "inside_p10_p90"])
         summary = pd.DataFrame(columns=["method", "judged", "coverage_p10_p90", "mean_abs_error", "mean_expected", "mean_actual"])
     summary["pending"] = [int(((forecasts["method"] == m) & (forecasts["period_end"] > known_at)).sum()) for m in summary["method"]] if len(forecasts) else []
     return judged, summary

@@ -11,6 +11,7 @@ import html
 import inspect
 import json
 import logging
+import shlex
 import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -568,7 +569,7 @@ def _say_top_and_moved(table: pd.DataFrame) -> None:
     from scoring.explain import changes_in_words
 
     show_table(
-        [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": r.stall_risk, "grade": r.grade,
+        [{"opportunity": r.opportunity_id, "stage": r.stage, "win": r.win_probability, "stall": "not known" if r.stall_risk != r.stall_risk else r.stall_risk, "grade": r.grade,
           "change": "new" if r.previous_score != r.previous_score else f"{r.score_change:+.0f}", "top reason": r.top_factors[0]["sentence"] if r.top_factors else ""}
          for r in table.head(10).itertuples()],
         title=f"top 10 of {len(table):,}",
@@ -677,7 +678,8 @@ def export_scores(
     written = module.write_files(frame, settings.crm, out_dir, scores.name)
     out.print(f"wrote {len(frame):,} scores for {crm} → {written[0]}; the fields' definitions beside it ({len(written) - 1} files)")
     if crm == "salesforce":
-        out.print(f"deploy the fields once: `sf project deploy start --source-dir {out_dir / 'salesforce-metadata' / 'force-app'} --target-org ORG`, "
+        project = shlex.quote(str(out_dir / "salesforce-metadata"))  # sf reads sfdx-project.json from the folder it runs in
+        out.print(f"deploy the fields once: `cd {project} && sf project deploy start --source-dir force-app --target-org ORG`, "
                   f"then assign the permission set {salesforce.PERMISSION_SET} to the user who upserts")
     else:
         out.print(f"create the properties once: POST {out_dir / 'property-group.json'} to /crm/v3/properties/deals/groups and {out_dir / 'properties.json'} to /crm/v3/properties/deals/batch/create")
@@ -934,10 +936,11 @@ def forecast(
         f = run_forecast(tables, stages, window, methods, as_of=t)
         step("backtest")
         bt = backtest(tables, stages, methods, periods=backtest_periods, end=end) if backtest_periods else pd.DataFrame()
+        replayed = _replayed_record(settings, tables, stages, end)
     _record_forecast(settings, f, bundle.version if bundle is not None else None)
     summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
-    methods = in_order(f.methods, summary)
-    said = verdict(summary)
+    methods = replayed.in_order(f.methods) if replayed.enough else in_order(f.methods, summary)  # the replayed record first: out of sample
+    said = replayed.said(methods, window) + [f"in today's backtest: {line}" if replayed.enough else line for line in verdict(summary)]
     if bundle is not None and len(bt):
         said.append(f"the model's replayed periods fall within its training data (up to {pd.Timestamp(bundle.metadata['data_end']):%Y-%m-%d}): its record there is better than it will be")
     results = {"forecast": methods, "backtest": bt, "backtest_summary": summary}
@@ -948,6 +951,21 @@ def forecast(
     ], command=f"oppscore forecast --data {data} --period {period}")
     for line in said:
         out.print(escape(line))
+
+
+def _replayed_record(settings: Settings, tables, stages, end):
+    """The forecasts `oppscore replay` recorded, judged as of the export's end (none when the
+    history cannot be read: the forecast goes on by its own backtest)."""
+    from analytics.forecast_record import ReplayedRecord
+    from scoring.database import DatabaseUnavailable
+    from scoring.history import ScoreHistory
+
+    try:
+        forecasts = ScoreHistory.of(settings).forecasts()
+    except DatabaseUnavailable as exc:
+        log.warning("the replayed record could not be read: %s", exc)
+        forecasts = pd.DataFrame()
+    return ReplayedRecord.of(forecasts, tables, stages, end)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""The three kinds of model a bundle can serve, behind one interface.
+"""The kinds of model a bundle can serve, behind one interface.
 
 Which one serves is chosen by evidence at training time (the backtest's pooled log loss), so
 a small pipeline may be served a regularised linear model or partially pooled stage rates
@@ -126,6 +126,22 @@ class RateModel:
         return self._terms(x)
 
 
+@dataclass
+class NotKnown:
+    """No figure: what a target serves when the export can show nothing about it (stall risk on
+    an export shorter than the stall horizon, with no deal labelled). NaN, said as "not known"
+    on the page and left empty in the CRM files, rather than a number borrowed from elsewhere."""
+
+    why: str
+    kind: str = "not known"
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        return np.full(len(x), np.nan)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros((len(x), x.shape[1]))
+
+
 def estimator_to_dict(model: Estimator) -> dict:
     """The numbers of a linear model or rates (a booster is saved as its own text file)."""
     if isinstance(model, BoosterModel):
@@ -144,4 +160,6 @@ def estimator_from_dict(doc: dict, booster: Any = None) -> Estimator:
         return LinearModel(**doc)
     if kind == "rates":
         return RateModel(**{**doc, "segments": {int(k): v for k, v in doc["segments"].items()}})
+    if kind == "not known":
+        return NotKnown(**doc)
     raise BundleInvalid(f"unknown model kind {kind!r}: a bundle from a newer oppscore?")

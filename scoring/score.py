@@ -111,6 +111,7 @@ def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestam
         for col in ("previous_score", "score_change"):
             if col in scores:
                 scores[col] = [None if v != v else int(v) for v in scores[col].tolist()]
+        scores["stall_risk"] = [None if v != v else v for v in scores["stall_risk"].tolist()]  # not known (scoring.models.NotKnown)
         columns = {col: list(values) if isinstance(values, list) else values.tolist() for col, values in scores.items()}
         for k, record in zip(np.flatnonzero(open_now), zip(*columns.values(), strict=True), strict=True):
             records[k].update(zip(columns, record, strict=True))

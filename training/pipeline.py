@@ -30,7 +30,7 @@ from features.tables import Tables
 from features.times import to_utc
 from scoring import drift
 from scoring.bundle import Bundle, TargetModel
-from scoring.models import RateModel
+from scoring.models import NotKnown, RateModel
 from training import backtest as bt_
 from training import baselines, labels, plots, sufficiency
 from training import models as fit
@@ -98,13 +98,24 @@ def _configured(stages: StageOrder, spec: FeatureSpec) -> np.ndarray | None:
     return np.array([conf.get(s, np.nan) for s in spec.categories["stage"]], dtype=float)
 
 
+def _stall_not_known(snaps: Snapshots, horizon_days: int) -> str:
+    """Why stall risk is not known: a snapshot's stall label needs the whole horizon after it, so
+    an export whose open deals span less than the horizon has none (Salesforce's dev-org sample:
+    every record made at one moment). Not the configured win weight in its place (issue 40)."""
+    span = (snaps.grid[-1] - snaps.grid[0]) / (86_400 * 10**9) if len(snaps.grid) else 0.0
+    return (f"stall risk not known: no deal is labelled (none was watched for the stall horizon's {horizon_days} days) and the export "
+            f"spans {span:.0f} days of open deals, too short to show which ones stall")
+
+
 def _candidates(target: str, stages: StageOrder, spec: FeatureSpec, min_class: int) -> list[bt_.Candidate]:
     """The rates pool toward what the rows themselves say (the overall rate): the configured
     weights say what a deal is worth in the end as the CRM's admins guessed it, not within the
     label's horizon; they compete as a candidate of their own, calibrated by the backtest, so
-    they count only as far as the evidence shows them right."""
+    they count only as far as the evidence shows them right. They are the win rates' start when
+    no row is labelled yet; a stall is never given a win weight (with no stall labelled, stall
+    risk is not known: `_stall_not_known`)."""
     stage_col = spec.columns.index("stage")
-    conf = _configured(stages, spec)  # the rates' prior only when no row is labelled yet: all there is then
+    conf = _configured(stages, spec) if target == "win" else None
     booster = lambda rows, at: fit.fit_booster(rows, spec, refit=False)  # noqa: E731 - a fold's booster: the early-stopping one
     linear = lambda rows, at: fit.fit_linear(rows, spec)  # noqa: E731
     out = [
@@ -205,6 +216,7 @@ def _fit_target(name: str, target: Target, data: TrainingData, snaps: Snapshots,
                 horizon: labels.WinHorizon, cutoff: pd.Timestamp | None, min_class: int, step) -> _Fitted:
     """The target's backtest, the choice, the chosen candidate refitted on every labelled row
     and its calibrator fitted on its own folds."""
+    horizon_days = horizon.days if name == "win" else settings.stall.horizon_days
     cands = _candidates(name, stages, spec, min_class)
     fallback = next(c for c in cands if c.fallback)
     if cutoff is not None:
@@ -224,12 +236,14 @@ def _fit_target(name: str, target: Target, data: TrainingData, snaps: Snapshots,
         chosen, (kind, _) = bt.candidates[bt.chosen], bt.calibrated[bt.chosen]
         why = bt.why
     estimator, short = _refit_candidate(chosen, fallback, bt, target, rows, spec, data.end, data, snaps)
-    horizon_days = horizon.days if name == "win" else settings.stall.horizon_days
     recent = _latest_window(rows, snaps, data.end, horizon_days)
     del rows  # every snapshot's label: not beside the next target's backtest
     if short:
         why = f"{why}; refit on all data fell back to pooled rates: {short}"
         chosen, kind = fallback, "identity"
+    if name == "stall" and labelled_rows == 0:  # no snapshot was watched for the horizon: nothing shows which deals stall
+        why = _stall_not_known(snaps, horizon_days)
+        estimator = NotKnown(why)
     own = bt.own_folds(chosen.name) if bt is not None else None  # not the folds where the rates stood in for it
     if bt is not None and len(np.unique(bt.y[own & (bt.w > 0)])) < 2:
         own = np.ones(len(bt.y), dtype=bool)
@@ -237,12 +251,13 @@ def _fit_target(name: str, target: Target, data: TrainingData, snaps: Snapshots,
     shift, level = fit.level_shift(TargetModel(estimator, calibrator).predict(recent.x), recent.y, recent.w) if len(recent.y) else (0.0, {"rows": 0, "why": "no window"})
     if shift:
         calibrator = calibrator.leveled(shift)
-    served = {"model": chosen.display, "candidate": chosen.name, "kind": estimator.kind, "calibrator": calibrator.kind, "why": why,
+    display = "nothing" if isinstance(estimator, NotKnown) else chosen.display
+    served = {"model": display, "candidate": chosen.name, "kind": estimator.kind, "calibrator": calibrator.kind, "why": why,
               "horizon_days": horizon_days, "level": {**level, "window_days": _window_days(horizon_days)}}
     boosters = [c.name for c in cands if c.rank == bt_.BOOSTER and c.labels == "target"]
     if bt is not None and any(bt.stood_in.get(b) for b in boosters):
         log.info("%s: too few labelled deals for LightGBM at %d of %d fold dates; the pooled rates stood in there", name, len(bt.stood_in[boosters[0]]), len(bt.folds))
-    return _Fitted(TargetModel(estimator, calibrator, f"{chosen.display}: {why}"), served, bt, counted, labelled_rows, reference,
+    return _Fitted(TargetModel(estimator, calibrator, f"{display}: {why}"), served, bt, counted, labelled_rows, reference,
                    bt.pooled() if bt is not None else {}, bt.per_fold() if bt is not None else [])
 
 

@@ -107,7 +107,7 @@ def _field_xml(output: str, name: str, crm: CrmConfig) -> bytes:
 
 def _permission_set_xml(crm: CrmConfig) -> bytes:
     root = ET.Element("PermissionSet", xmlns=METADATA_NS)
-    ET.SubElement(root, "description").text = "Read and write the fields oppscore fills on Opportunities (assign it to the integration user that upserts the scores; read access is enough for sales users)."
+    ET.SubElement(root, "description").text = "Read and edit Opportunities and the fields oppscore fills on them (assign it to the integration user that upserts the scores; sales users need only read access to the fields)."
     for name in sorted(crm.salesforce_fields.values()):
         perm = ET.SubElement(root, "fieldPermissions")
         ET.SubElement(perm, "editable").text = "true"
@@ -115,6 +115,12 @@ def _permission_set_xml(crm: CrmConfig) -> bytes:
         ET.SubElement(perm, "readable").text = "true"
     ET.SubElement(root, "hasActivationRequired").text = "false"
     ET.SubElement(root, "label").text = "oppscore scores"
+    # an upsert on Id edits existing records: Read and Edit on Opportunity, nothing more (no create,
+    # delete or view-all); without it an integration user whose profile lacks them has every row refused
+    objects = ET.SubElement(root, "objectPermissions")
+    for tag, value in (("allowCreate", "false"), ("allowDelete", "false"), ("allowEdit", "true"), ("allowRead", "true"),
+                       ("modifyAllRecords", "false"), ("object", "Opportunity"), ("viewAllRecords", "false")):
+        ET.SubElement(objects, tag).text = value
     ET.indent(root, "    ")
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8") + b"\n"
 

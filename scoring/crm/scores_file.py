@@ -45,7 +45,8 @@ def read_scores(path: Path) -> pd.DataFrame:
 
     for col in ("win_probability", "stall_risk"):
         values = pd.to_numeric(frame[col], errors="coerce")
-        check(col, ~values.between(0, 1), "a probability in [0, 1]")
+        unknown = frame[col].isna() if col == "stall_risk" else pd.Series(False, index=frame.index)  # an empty stall risk: not known
+        check(col, ~values.between(0, 1) & ~unknown, "a probability in [0, 1]" + (" or empty (not known)" if col == "stall_risk" else ""))
         frame[col] = values
     score = pd.to_numeric(frame["score"], errors="coerce")
     check("score", ~score.between(1, 99) | (score % 1 != 0), "a whole score from 1 to 99")
@@ -114,7 +115,7 @@ def crm_values(scores: pd.DataFrame, names: dict[str, str], reasons_length: int,
     reasons = scores["top_factors"].map(lambda f: reasons_text(f, reasons_length))
     return {
         names["win_probability"]: (scores["win_probability"] * 100).round(2).map("{:.2f}".format),
-        names["stall_risk"]: (scores["stall_risk"] * 100).round(2).map("{:.2f}".format),
+        names["stall_risk"]: (scores["stall_risk"] * 100).round(2).map(lambda v: "" if v != v else f"{v:.2f}"),  # not known: left empty
         names["score"]: scores["score"].astype(int).astype(str),
         names["grade"]: scores["grade"].astype(str),
         names["reasons"]: reasons.where(reasons != "", empty_reasons),

@@ -16,11 +16,13 @@ from fastapi import Query
 
 from analytics import report
 from analytics.forecast import backtest, backtest_summary, forecast, in_order, methods_for, verdict
+from analytics.forecast_record import ReplayedRecord, level_moves
 from analytics.funnel import funnel
 from analytics.stage_weights import StageWeights
 from features.frame import segment_columns
 from features.settings import Settings
-from serving.deps import ExportDep, LoadedDep, NowDep, SettingsDep, v1_router
+from scoring.database import DatabaseUnavailable
+from serving.deps import DatabaseDep, ExportDep, LoadedDep, NowDep, SettingsDep, v1_router
 from serving.schemas import ErrorBody
 from serving.views import STALL_ALERT, View, records
 
@@ -49,7 +51,20 @@ def pipeline(export: ExportDep, loaded: LoadedDep, now: NowDep, limit: int = Que
     }
 
 
-def _panels(v: View, loaded, settings: Settings) -> dict:
+def _recorded_forecasts(database) -> pd.DataFrame:
+    """The score history's forecasts, or none when there is no history or it does not answer
+    (the panels go on by the forecast's own backtest)."""
+    handles = database.handles()
+    if handles is None:
+        return pd.DataFrame()
+    try:
+        return database.run("reading the forecasts", handles.history.forecasts)
+    except DatabaseUnavailable:
+        return pd.DataFrame()
+
+
+def _panels(v: View, loaded, settings: Settings, recorded: pd.DataFrame) -> dict:
+    """`recorded`: the score history's forecasts (the replayed ones order the forecast's methods)."""
     tables, stages = v.validated.tables, v.validated.stages
     f = funnel(tables, stages, v.as_of, segment_columns(settings, tables))
     sw = StageWeights(segment_columns(settings, tables)).fit(tables, stages, v.as_of)
@@ -57,25 +72,32 @@ def _panels(v: View, loaded, settings: Settings) -> dict:
     methods = methods_for(stages, loaded.bundle)
     bt = backtest(tables, stages, methods, periods=4)
     summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
+    replayed = ReplayedRecord.of(recorded, tables, stages, v.as_of)
     periods = {}
+    said = []
     for name, p in (("this period", month), ("next period", month + 1)):
         start, end = pd.Timestamp(p.start_time, tz="UTC"), pd.Timestamp((p + 1).start_time, tz="UTC")
-        done = in_order(forecast(tables, stages, (max(start, v.as_of), end), methods, as_of=v.as_of).methods, summary)  # the best on the backtest first
+        window = (max(start, v.as_of), end)
+        made = forecast(tables, stages, window, methods, as_of=v.as_of).methods
+        done = replayed.in_order(made) if replayed.enough else in_order(made, summary)  # the best on the replayed periods (else the backtest) first
         periods[name] = {"period": str(p), "methods": records(done), "chart": report.forecast_plot(done, f"{name}: {p}", uri=True)}
+        said += [f"{name}: {line}" for line in level_moves(done, window, replayed.last)]
+    said = replayed.best() + said + [
+        f"in today's backtest: {line}" if replayed.enough else line for line in verdict(summary)]
     return {
         "as_of": v.as_of.isoformat(),
         "funnel": {"conversion": records(f.conversion), "dwell": records(f.dwell),
                    "chart": report.funnel_plot(f.conversion, uri=True), "dwell_chart": report.dwell_quantiles_plot(f.dwell, uri=True)},
         "stage_weights": {"rows": records(sw.weights_), "chart": report.stage_weights_plot(sw.weights_, uri=True)},
-        "forecast": {**periods, "backtest": {"summary": records(summary), "said": verdict(summary), "chart": report.backtest_plot(bt, uri=True) if len(bt) else None}},
+        "forecast": {**periods, "backtest": {"summary": records(summary), "said": said, "chart": report.backtest_plot(bt, uri=True) if len(bt) else None}},
     }
 
 
 @router.get("/pipeline/panels", summary="the managers' panels for the served export: funnel, dwell, stage weights against the configured ones, forecast with its backtest",
             responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}})
-def panels(export: ExportDep, loaded: LoadedDep, settings: SettingsDep, now: NowDep) -> dict[str, Any]:
+def panels(export: ExportDep, loaded: LoadedDep, settings: SettingsDep, now: NowDep, database: DatabaseDep) -> dict[str, Any]:
     v = export.view(loaded, now)
     with _lock:
         if not v.panels:
-            v.panels = _panels(v, loaded, settings)
+            v.panels = _panels(v, loaded, settings, _recorded_forecasts(database))
     return v.panels

@@ -1,0 +1,100 @@
+"""The forecast beside its replayed record (issue 40): which method to plan on, and whether its
+level has moved since it was last checked.
+
+A forecast's own backtest replays past periods with today's model, whose training saw those
+periods: its record there is better than it will be, and on a young org it listed first a model
+forecast that then came in at a twenty-fifth of what was won. `oppscore replay` records, at each
+past date, the forecast each method made with only what was known then; once their periods
+have passed, those are the honest record. So the methods are ordered by it when it holds enough
+periods, and a method whose forecast now lies further from its last replayed one than that
+replay's own P10–P90 range is named: its level moved, and the record no longer vouches for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analytics.track_record import judged_forecasts
+
+MIN_REPLAYED = 3  # judged replayed periods a method needs before its replayed record orders the forecast
+REPLAYED = "replay"  # the score history's source of a replayed forecast
+
+
+@dataclass(frozen=True)
+class ReplayedRecord:
+    """Per method, how its replayed forecasts did (`periods`, `mean_abs_error`,
+    `expected_over_actual`, `p10_p90_coverage`), best first; and each method's last replayed
+    forecast (`as_of`, `period_start`, `period_end`, `expected`, `p10`, `p90`)."""
+
+    summary: pd.DataFrame
+    last: pd.DataFrame
+
+    @classmethod
+    def of(cls, forecasts: pd.DataFrame, tables, stages, known_at: pd.Timestamp) -> ReplayedRecord:
+        """From the score history's forecasts (`ScoreHistory.forecasts`), judged against the export."""
+        mine = forecasts[forecasts["source"] == REPLAYED] if len(forecasts) else forecasts
+        if not len(mine):
+            return cls(_empty_summary(), pd.DataFrame(columns=["method", "as_of", "period_start", "period_end", "expected", "p10", "p90"]))
+        judged = judged_forecasts(mine, tables, stages, known_at)
+        if len(judged):
+            g = judged.groupby("method")
+            summary = pd.DataFrame({
+                "periods": g.size(),
+                "mean_abs_error": g.apply(lambda d: (d["expected"] - d["actual"]).abs().mean(), include_groups=False),
+                "expected_over_actual": g["expected"].mean() / g["actual"].mean().where(g["actual"].mean() > 0),
+                "p10_p90_coverage": g["inside_p10_p90"].mean(),
+            }).reset_index().sort_values("mean_abs_error", kind="stable").reset_index(drop=True)
+        else:
+            summary = _empty_summary()
+        last = mine.sort_values("as_of", kind="stable").groupby("method").tail(1)[["method", "as_of", "period_start", "period_end", "expected", "p10", "p90"]]
+        return cls(summary, last.reset_index(drop=True))
+
+    @property
+    def enough(self) -> bool:
+        return bool(len(self.summary)) and int(self.summary["periods"].max()) >= MIN_REPLAYED
+
+    def in_order(self, methods: pd.DataFrame) -> pd.DataFrame:
+        """The forecast's methods, the best on the replayed periods first (as given without enough)."""
+        if not self.enough:
+            return methods
+        ranked = self.summary[self.summary["periods"] >= MIN_REPLAYED]
+        rank = {m: k for k, m in enumerate(ranked["method"])}
+        return methods.assign(_rank=methods["method"].map(rank).fillna(len(rank))).sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+    def said(self, methods: pd.DataFrame, period: tuple[pd.Timestamp, pd.Timestamp]) -> list[str]:
+        """In words: the best on the replayed periods, and each method whose level moved."""
+        return self.best() + level_moves(methods, period, self.last)
+
+    def best(self) -> list[str]:
+        if not self.enough:
+            return []
+        best = self.summary[self.summary["periods"] >= MIN_REPLAYED].iloc[0]
+        return [f"best on the {int(best['periods'])} replayed periods (each forecast with only what was known then): {best['method']} "
+                f"(off by {best['mean_abs_error']:,.0f} on average, {best['expected_over_actual']:.2f}× what was won; "
+                f"its P10–P90 held the won amount in {best['p10_p90_coverage']:.0%})"]
+
+
+def level_moves(methods: pd.DataFrame, period: tuple[pd.Timestamp, pd.Timestamp], last: pd.DataFrame) -> list[str]:
+    """Each method whose expected amount per day of its period moved, since its last replayed
+    forecast, by more than that forecast's own P10–P90 range per day: a level that shifted
+    (a retrain, a calibrator, a pipeline that changed shape), which its record cannot vouch for."""
+    days = max((period[1] - period[0]) / pd.Timedelta(days=1), 1.0)
+    out = []
+    before = last.set_index("method")
+    for r in methods.itertuples():
+        if r.method not in before.index:
+            continue
+        b = before.loc[r.method]
+        b_days = max((b["period_end"] - b["period_start"]) / pd.Timedelta(days=1), 1.0)
+        now, then, spread = r.expected / days, b["expected"] / b_days, (b["p90"] - b["p10"]) / b_days
+        if abs(now - then) > max(spread, 1e-9):
+            out.append(f"{r.method}: its level moved since the last replay ({pd.Timestamp(b['as_of']):%Y-%m-%d}): {now * days:,.0f} now against "
+                       f"{then * days:,.0f} then for a period as long, more than that forecast's own P10–P90 range ({spread * days:,.0f}); "
+                       f"its replayed record does not vouch for it: replay again (`oppscore replay`) before planning on it")
+    return out
+
+
+def _empty_summary() -> pd.DataFrame:
+    return pd.DataFrame(columns=["method", "periods", "mean_abs_error", "expected_over_actual", "p10_p90_coverage"])
