@@ -720,7 +720,7 @@ def _push(crm: str, settings: Settings, frame: pd.DataFrame, module):
         else:
             if settings.hubspot_access_token is None:
                 raise InputInvalid("--push to HubSpot needs HUBSPOT_ACCESS_TOKEN in the environment (a private app's token with the crm.objects.deals.write scope)")
-            rows = module.import_frame(frame, settings.crm)
+            rows = module.import_frame(frame, settings.crm, empty_reasons="")  # a batch update empties the property with ""
             refresh = _refresh(f"{settings.crm.hubspot_base_url.rstrip('/')}/oauth/v1/token", settings.hubspot_refresh_token,
                                settings.hubspot_client_id, settings.hubspot_client_secret)
             api = BatchUpdate(settings.crm.hubspot_base_url, settings.hubspot_access_token.get_secret_value(), refresh=refresh)

@@ -39,15 +39,19 @@ PROPERTIES = {
 }
 
 
-def import_frame(scores: pd.DataFrame, crm: CrmConfig, source: str = "scores") -> pd.DataFrame:
+NO_REASONS = "—"  # in the import file, where a deal has no reasons: an import skips an empty cell, which would leave the last reasons standing
+
+
+def import_frame(scores: pd.DataFrame, crm: CrmConfig, source: str = "scores", empty_reasons: str = NO_REASONS) -> pd.DataFrame:
     """Record ID and a column per property; a record id that is not a HubSpot deal id (digits)
-    is a problem naming its row."""
+    is a problem naming its row. `empty_reasons`: what stands for no reasons (the batch update
+    sends "", which empties the property; an import ignores empty cells)."""
     ids = scores["opportunity_id"].astype(str).str.strip()
     bad = ~ids.map(lambda i: bool(re.fullmatch(r"[1-9][0-9]{0,19}", i)))
     problems = [Problem(source, f"row {i + 1}", "opportunity_id", repr(ids.iloc[i]), "a HubSpot deal's Record ID (digits)") for i in range(len(ids)) if bad.iloc[i]][:50]
     if problems:
         raise ExportInvalid(problems)
-    return pd.DataFrame({"Record ID": ids, **crm_values(scores, crm.hubspot_properties, crm.reasons_length)})
+    return pd.DataFrame({"Record ID": ids, **crm_values(scores, crm.hubspot_properties, crm.reasons_length, empty_reasons=empty_reasons)})
 
 
 def property_definitions(crm: CrmConfig) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -26,6 +27,7 @@ from features.settings import CrmConfig
 from scoring.crm.calls import CrmRefused, CrmUnavailable, Pushed, Refresh, answered, client, renewed, unreachable
 from scoring.crm.scores_file import crm_values
 
+log = logging.getLogger(__name__)
 OPPORTUNITY_PREFIX = "006"
 CHECKSUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 NULL = "#N/A"
@@ -176,8 +178,7 @@ class BulkApi:
                                                                     "operation": "upsert", "lineEnding": "LF", "columnDelimiter": "COMMA"}).json()
                     refs.append(job["id"])
                     progress(f"Bulk API job {job['id']}: uploading {len(chunk):,} rows")
-                    self._call(http, "PUT", f"{self.jobs}/{job['id']}/batches", content=csv_text(chunk).encode("utf-8"), headers={"Content-Type": "text/csv"})
-                    self._call(http, "PATCH", f"{self.jobs}/{job['id']}", json={"state": "UploadComplete"})
+                    self._upload(http, job["id"], chunk, progress)
                     state = self._wait(http, job["id"], progress)
                     lost = self._rows(http, f"{self.jobs}/{job['id']}/failedResults/", "sf__Error")
                     if state["state"] != "JobComplete":
@@ -189,6 +190,21 @@ class BulkApi:
             raise unreachable("Salesforce", self.instance_url, exc) from None
         failed_rows = pd.concat(failed, ignore_index=True) if failed else pd.DataFrame(columns=["record_id", "error"])
         return Pushed(len(rows), written, failed_rows, ", ".join(refs))
+
+    def _upload(self, http: httpx.Client, job_id: str, chunk: pd.DataFrame, progress) -> None:
+        """Upload and close; a job whose upload or close failed is aborted (as simple-salesforce
+        does), not left Open in Setup → Bulk Data Load Jobs until Salesforce times it out. Once
+        closed, a job goes on in Salesforce whatever happens here."""
+        try:
+            self._call(http, "PUT", f"{self.jobs}/{job_id}/batches", content=csv_text(chunk).encode("utf-8"), headers={"Content-Type": "text/csv"})
+            self._call(http, "PATCH", f"{self.jobs}/{job_id}", json={"state": "UploadComplete"})
+        except (CrmRefused, httpx.HTTPError):
+            try:
+                self._call(http, "PATCH", f"{self.jobs}/{job_id}", json={"state": "Aborted"})
+                progress(f"Bulk API job {job_id}: aborted (nothing of it was written)")
+            except (CrmRefused, httpx.HTTPError) as exc:  # the first failure is the one to tell
+                log.warning("Bulk API job %s could not be aborted (%s): it stays Open until Salesforce closes it", job_id, exc)
+            raise
 
     def _call(self, http: httpx.Client, method: str, url: str, **kwargs) -> httpx.Response:
         response = http.request(method, url, **kwargs)

@@ -22,9 +22,12 @@ EXPIRED_SF = [{"message": "Session expired or invalid", "errorCode": "INVALID_SE
 EXPIRED_HS = {"status": "error", "message": "The OAuth token used to make this call expired 2 hour(s) ago.", "correlationId": "x", "category": "EXPIRED_AUTHENTICATION"}
 
 
-def salesforce(refuse: dict[str, str] | None = None, fail_job: str | None = None, version: str = "62.0") -> FastAPI:
+def salesforce(refuse: dict[str, str] | None = None, fail_job: str | None = None, version: str = "62.0", refuse_upload: bool = False) -> FastAPI:
     """Refuses the records in `refuse` (18-character id → Salesforce's error text) and takes the
-    rest; `fail_job`: the job ends Failed with this message, none of its rows processed."""
+    rest; `fail_job`: the job ends Failed with this message, none of its rows processed;
+    `refuse_upload`: every upload is answered 400 (the job stays Open until someone aborts it).
+    As lenient as Salesforce where it is: a Content-Type of text/csv with a charset (what
+    simple-salesforce sends), result paths with or without their trailing slash."""
     app = FastAPI()
     app.state.jobs, app.state.records = {}, {}
     refuse = refuse or {}
@@ -57,8 +60,10 @@ def salesforce(refuse: dict[str, str] | None = None, fail_job: str | None = None
     @app.put(base + "/{job_id}/batches")
     async def upload(job_id: str, request: Request) -> Response:
         job = app.state.jobs[job_id]
-        if job["state"] != "Open" or request.headers.get("content-type") != "text/csv":
+        if job["state"] != "Open" or request.headers.get("content-type", "").split(";")[0].strip().lower() != "text/csv":
             return JSONResponse([{"errorCode": "INVALIDJOBSTATE", "message": "upload only to an Open job, as text/csv"}], status_code=400)
+        if refuse_upload:
+            return JSONResponse([{"errorCode": "INVALID_FIELD", "message": "No such column 'Win_Probability__c' on entity 'Opportunity'"}], status_code=400)
         text = (await request.body()).decode("utf-8")
         assert "\r\n" not in text, "lineEnding LF was promised"
         reader = csv.reader(io.StringIO(text))
@@ -69,9 +74,14 @@ def salesforce(refuse: dict[str, str] | None = None, fail_job: str | None = None
     @app.patch(base + "/{job_id}")
     async def close(job_id: str, request: Request) -> dict:
         job = app.state.jobs[job_id]
-        assert (await request.json()) == {"state": "UploadComplete"}
-        job["state"] = "UploadComplete"
-        return {"id": job_id, "state": "UploadComplete"}
+        wanted = (await request.json()).get("state")
+        if wanted == "Aborted" and job["state"] in ("Open", "UploadComplete", "InProgress"):
+            job["state"] = "Aborted"
+        elif wanted == "UploadComplete" and job["state"] == "Open":
+            job["state"] = "UploadComplete"
+        else:
+            return JSONResponse([{"errorCode": "INVALIDJOBSTATE", "message": f"the job is {job['state']}: it cannot become {wanted}"}], status_code=400)
+        return {"id": job_id, "state": job["state"], "object": "Opportunity", "operation": "upsert"}
 
     @app.get(base + "/{job_id}")
     def info(job_id: str) -> dict:
@@ -88,6 +98,19 @@ def salesforce(refuse: dict[str, str] | None = None, fail_job: str | None = None
         return {"id": job_id, "state": job["state"], "numberRecordsProcessed": job.get("processed", 0), "numberRecordsFailed": job.get("failed", 0),
                 **({"errorMessage": job["errorMessage"]} if "errorMessage" in job else {})}
 
+    @app.get(base + "/{job_id}/successfulResults")
+    @app.get(base + "/{job_id}/successfulResults/")
+    def successful_results(job_id: str) -> PlainTextResponse:
+        job = app.state.jobs[job_id]
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["sf__Id", "sf__Created", *job["header"]])
+        for r in job["rows"]:
+            if r[0] not in refuse and job["state"] == "JobComplete":
+                w.writerow([r[0], "false", *r])
+        return PlainTextResponse(out.getvalue(), media_type="text/csv")
+
+    @app.get(base + "/{job_id}/failedResults")
     @app.get(base + "/{job_id}/failedResults/")
     def failed_results(job_id: str) -> PlainTextResponse:
         job = app.state.jobs[job_id]
@@ -100,6 +123,8 @@ def salesforce(refuse: dict[str, str] | None = None, fail_job: str | None = None
         return PlainTextResponse(out.getvalue(), media_type="text/csv")
 
     @app.get(base + "/{job_id}/unprocessedrecords/")
+    @app.get(base + "/{job_id}/unprocessedRecords")
+    @app.get(base + "/{job_id}/unprocessedRecords/")
     def unprocessed(job_id: str) -> PlainTextResponse:
         job = app.state.jobs[job_id]
         out = io.StringIO()

@@ -4,6 +4,8 @@ fails, rate limits, an expired token, a CRM that is not there."""
 
 from __future__ import annotations
 
+import csv
+import io
 import socket
 from pathlib import Path
 
@@ -149,3 +151,62 @@ def read_scores_from(table: pd.DataFrame) -> pd.DataFrame:
     table["as_of"] = pd.to_datetime(table["as_of"], utc=True)
     table["top_factors"] = table["top_factors"].map(__import__("json").loads)
     return table
+
+
+def test_an_upload_salesforce_refuses_aborts_its_job_rather_than_leaving_it_open(tmp_path: Path, scores_csv: Path, monkeypatch) -> None:
+    fake = fake_crm.salesforce(refuse_upload=True)
+    with fake_crm.serving(fake) as url:
+        _salesforce_env(monkeypatch, url)
+        result = _push(["salesforce", "--scores", str(scores_csv), "--out", str(tmp_path / "sf")])
+    assert result.exit_code == 1 and "INVALID_FIELD" in result.output
+    assert [job["state"] for job in fake.state.jobs.values()] == ["Aborted"] and fake.state.records == {}
+
+
+def test_the_test_salesforce_takes_what_simple_salesforce_sends_and_holds_what_oppscore_pushes(tmp_path: Path, scores_csv: Path, monkeypatch) -> None:
+    """Salesforce's own Python client (simple-salesforce's Bulk API 2.0 upsert) against the test
+    server: it is no stricter than Salesforce (a charset on text/csv, result paths as the client
+    spells them, an abort answered), so what it proves of oppscore's push holds."""
+    from simple_salesforce import Salesforce
+
+    assert runner.invoke(app, ["export-scores", "salesforce", "--scores", str(scores_csv), "--out", str(tmp_path / "sf")]).exit_code == 0
+    upsert = tmp_path / "sf" / "Opportunity-upsert.csv"
+    refuse = {"006Hp000015Yh7mIAC": "ENTITY_IS_DELETED:entity is deleted:--"}
+    by_client, by_oppscore = fake_crm.salesforce(refuse), fake_crm.salesforce(refuse)
+    with fake_crm.serving(by_client) as url:
+        sf = Salesforce(instance_url=url, session_id=fake_crm.TOKEN, version="62.0")
+        sf.bulk2_url = f"{url}/services/data/v62.0/jobs/"  # simple-salesforce builds https:// URLs; the test server is plain HTTP
+        (done,) = sf.bulk2.Opportunity.upsert(csv_file=str(upsert), external_id_field="Id", wait=0.01)
+        assert done["numberRecordsProcessed"] == 4 and done["numberRecordsFailed"] == 1
+        job = done["job_id"]
+        def rows(text: str) -> list[dict]:
+            return list(csv.DictReader(io.StringIO(text)))
+
+        assert [(r["Id"], r["sf__Error"]) for r in rows(sf.bulk2.Opportunity.get_failed_records(job))] == list(refuse.items())
+        assert len(rows(sf.bulk2.Opportunity.get_successful_records(job))) == 3 and rows(sf.bulk2.Opportunity.get_unprocessed_records(job)) == []
+        opened = sf.bulk2.Opportunity._client.create_job("upsert", external_id_field="Id")
+        sf.bulk2.Opportunity._client.abort_job(opened["id"], False)
+        assert by_client.state.jobs[opened["id"]]["state"] == "Aborted"
+    with fake_crm.serving(by_oppscore) as url:
+        _salesforce_env(monkeypatch, url)
+        assert _push(["salesforce", "--scores", str(scores_csv), "--out", str(tmp_path / "sf2")]).exit_code == 1  # one refused
+    assert by_oppscore.state.records == by_client.state.records and len(by_client.state.records) == 3
+
+
+def test_the_test_hubspot_takes_what_hubspot_api_client_sends(tmp_path: Path) -> None:
+    """HubSpot's own Python client (hubspot-api-client's batch update) against the test server,
+    with the rows oppscore's push sends: the same deals end with the same properties."""
+    from hubspot import HubSpot
+    from hubspot.crm.deals import BatchInputSimplePublicObjectBatchInput, SimplePublicObjectBatchInput
+
+    scores = read_scores(_hubspot_scores(tmp_path, 8))  # deals 1000–1007
+    rows = hubspot.import_frame(scores, CrmConfig(), empty_reasons="")
+    inputs = [SimplePublicObjectBatchInput(id=rid, properties=dict(zip(rows.columns[1:], values, strict=True))) for rid, *values in rows.itertuples(index=False)]
+    by_client, by_oppscore = fake_crm.hubspot(missing={"1003"}), fake_crm.hubspot(missing={"1003"})
+    with fake_crm.serving(by_client) as url:
+        api = HubSpot(access_token=fake_crm.TOKEN, host=url)
+        answer = api.crm.deals.batch_api.update(batch_input_simple_public_object_batch_input=BatchInputSimplePublicObjectBatchInput(inputs=inputs))
+        assert answer.status == "COMPLETE" and {r.id for r in answer.results} == {str(i) for i in range(1000, 1008)} - {"1003"}
+    with fake_crm.serving(by_oppscore) as url:
+        pushed = hubspot.BatchUpdate(url, fake_crm.TOKEN).push(rows)
+    assert pushed.written == 7 and list(pushed.failed["record_id"]) == ["1003"]
+    assert by_oppscore.state.deals == by_client.state.deals and len(by_client.state.deals) == 7

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from features.settings import SALESFORCE_FIELDS
 from oppscore.cli import app
+from scoring.crm import hubspot
 from scoring.crm.salesforce import checksum, id18
 from scoring.crm.scores_file import reasons_text, utf16_length
 from tests.conftest import SHARED
@@ -145,6 +146,8 @@ def test_hubspot_import_file_and_property_definitions(tmp_path: Path) -> None:
     grade = next(p for p in props if p["type"] == "enumeration")
     assert [o["value"] for o in grade["options"]] == list("ABCD")
     assert {r["oppscore_grade"] for r in rows} <= {"A", "B", "C", "D"}
+    reasons = next(p["name"] for p in props if p["name"].endswith("reasons"))
+    assert rows[2][reasons] == hubspot.NO_REASONS  # no reasons: a mark that replaces the last ones (an import skips an empty cell)
     mapping = json.loads((tmp_path / "hs" / "import-request.json").read_text())["files"][0]["fileImportPage"]["columnMappings"]
     assert [m["columnName"] for m in mapping] == header and mapping[0]["idColumnType"] == "HUBSPOT_OBJECT_ID"
     assert json.loads((tmp_path / "hs" / "property-group.json").read_text())["name"] == "oppscore"
