@@ -25,6 +25,7 @@ from features.stays import final_states
 from features.tables import (
     ACTIVITIES,
     FIELD_HISTORY,
+    NOT_SEGMENTS,
     OPPORTUNITIES,
     OPTIONAL_TABLES,
     REQUIRED,
@@ -323,9 +324,22 @@ def load_export(folder: Path, settings: Settings, now: pd.Timestamp) -> Validate
     """Read and check an export folder; raises ExportInvalid."""
     raw = read_raw(Path(folder))
     validated = validate_raw(raw, settings.stages, now=now)
+    _configured_columns_exist(validated.tables, settings)
     for note in validated.notes:
         log.warning(note)
     return validated
+
+
+def _configured_columns_exist(tables, settings: Settings) -> None:
+    """A `[segments]` column that the opportunities table does not have is a mistake in the
+    config (a typo, a custom field under another name), not a segment to skip in silence."""
+    have = list(tables.opportunities.columns)
+    missing = [c for c in settings.segments.columns if c not in have]
+    if missing:
+        where = str(settings.config_path) if settings.config_path is not None else "settings"
+        usable = [c for c in have if c not in NOT_SEGMENTS]
+        raise ExportInvalid([Problem(where, "[segments]", "columns", repr(c), f"a column of the opportunities table: one of {', '.join(usable) or 'none (it has no column beyond the ids and times)'}")
+                             for c in missing])
 
 
 def _in_pipeline_order(counts: pd.Series, order: StageOrder) -> dict[str, int]:

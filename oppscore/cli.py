@@ -43,7 +43,7 @@ class _Commands(TyperGroup):
         try:
             return super().invoke(ctx)
         except OppscoreError as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True)  # a message may hold [brackets] (a config section)
             raise typer.Exit(1) from None
 
 

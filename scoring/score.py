@@ -17,6 +17,7 @@ from scoring.explain import factor_contributions, top_factors, why_changed
 
 GRADES = ("A", "B", "C", "D")
 SCORE_COLUMNS = ["opportunity_id", "as_of", "stage", "win_probability", "stall_risk", "score", "grade", "expected_value", "top_factors"]
+PROBABILITY_DECIMALS = 6
 CHANGE_COLUMNS = ["previous_score", "score_change", "why_changed", "factors"]  # with score history
 
 
@@ -43,11 +44,12 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
     amount = tables.index.opportunity_values("amount", points.code).astype(float)
     out = {
         "stage": features["stage"],
-        "win_probability": win,
-        "stall_risk": bundle.models["stall"].predict(x),
+        # six decimals (far below what a calibration can claim) and cents: 0.9, not 0.8999999999999999, in files, answers and the page
+        "win_probability": np.round(win, PROBABILITY_DECIMALS),
+        "stall_risk": np.round(bundle.models["stall"].predict(x), PROBABILITY_DECIMALS),
         "score": np.clip(np.rint(win * 100), 1, 99).astype(int),
         "grade": grade(win, bundle.grades),
-        "expected_value": amount * win,
+        "expected_value": np.round(amount * win, 2),
     }
     if with_factors:
         contrib = bundle.models["win"].contributions(x)

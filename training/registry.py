@@ -204,7 +204,7 @@ def _move(settings: Settings, version: str, bundle: Bundle) -> None:
     export ahead of it, which the next train, promote or serve puts back (reconcile_export)."""
     export_version(settings, bundle)
     MlflowClient().set_registered_model_alias(settings.model_name, ALIAS, str(version))
-    log.info("version %s is now %s; exported to %s", version, ALIAS, settings.champion_dir)
+    log.debug("version %s is now %s; exported to %s", version, ALIAS, settings.champion_dir)  # the command says what moved
 
 
 def promote(settings: Settings, version: str, force: bool = False) -> Bundle:

@@ -212,3 +212,12 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     cfg.write_text('[stages]\nopen = ["A", "B"]\nwon = "W"\nlost = "L"\nconfigured_weights = [0.5]\n')
     with pytest.raises(ValueError, match="configured_weights has 1 values, expected one per open stage"):
         load_settings(cfg)
+
+
+def test_a_segments_column_no_table_has_is_an_error_naming_it_and_the_columns_there_are(export_dir: Path) -> None:
+    config = export_dir / "oppscore.toml"
+    config.write_text(config.read_text().replace('columns = [', 'columns = [\n    "main_competitors",', 1))
+    done = runner.invoke(app, ["validate", "--data", str(export_dir)])
+    said = "".join(done.output.split())  # a long path wraps anywhere
+    assert done.exit_code == 1 and f"{config}[segments],columncolumns:found'main_competitors'" in said
+    assert "expectedacolumnoftheopportunitiestable:oneof" in said and "industry" in said
