@@ -1,6 +1,7 @@
 """Funnel analytics: the six things sales teams look at, as of a time (nothing after it is read).
 
-1. stage-to-stage conversion; 2. dwell per stage and the open deals stalled past it;
+1. stage-to-stage conversion; 2. dwell per stage and the open deals past its P90 (slow, which
+is not the stall alert: that is the stall model's, `scoring.stall_alert`);
 3. loss reasons by stage; 4. which activities go with moving forward; 5. conversion by
 segment, team and owner; 6. deals re-opened after a loss, and how many were won back.
 """
@@ -24,7 +25,7 @@ class Funnel:
     as_of: pd.Timestamp
     conversion: pd.DataFrame
     dwell: pd.DataFrame
-    stalled: pd.DataFrame
+    past_p90_dwell: pd.DataFrame  # open deals in their stage longer than 90 % of past stays there
     loss_reasons: pd.DataFrame
     activities: pd.DataFrame
     by_segment: pd.DataFrame
@@ -63,8 +64,8 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: li
     current = open_s[~open_s["done"]]
     current = current[current["opportunity_id"].map(outcome) == "open"]
     p90 = current["stage"].map(dwell.set_index("stage")["p90_days"])
-    stalled = current[current["days"] > p90].assign(p90_days=p90)[["opportunity_id", "stage", "entered_at", "days", "p90_days"]]
-    stalled = stalled.sort_values("days", ascending=False).reset_index(drop=True)
+    past_p90 = current[current["days"] > p90].assign(p90_days=p90)[["opportunity_id", "stage", "entered_at", "days", "p90_days"]]
+    past_p90 = past_p90.sort_values("days", ascending=False).reset_index(drop=True)
 
     # 3. loss reasons by the stage the deal was lost from
     lost_rows = s[(s["next_index"] == -1) & (s["index"] >= 0)]
@@ -112,4 +113,4 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: li
     re = s[(s["index"] == -1) & s["done"] & (s["next_index"] >= 0)]
     ids = re["opportunity_id"].unique()
     reopened = pd.DataFrame({"opportunity_id": ids, "outcome": pd.Series(ids).map(outcome).to_numpy()})
-    return Funnel(t, conv, dwell, stalled, loss, activities, by_segment, reopened)
+    return Funnel(t, conv, dwell, past_p90, loss, activities, by_segment, reopened)

@@ -67,6 +67,11 @@ def project_name(folder: Path) -> str:
 
 class StallConfig(_Section):
     horizon_days: int = Field(default=30, ge=1, le=365)
+    alert_precision: float = Field(
+        default=0.7, gt=0, le=1,
+        description="a stall alert flags the riskiest open deals for as long as their mean stall risk (the share of them expected to make no progress "
+                    "within the horizon, the risk being calibrated) stays at or above this",
+    )
 
 
 class WinConfig(_Section):

@@ -768,7 +768,8 @@ def funnel(data: DataOpt, out_file: OutOpt = None, as_of: AsOfOpt = None, config
     output.write(f"Funnel as of {f.as_of:%Y-%m-%d}", tables, out_file, lambda: [
         ("Stage-to-stage conversion", report.funnel_plot(f.conversion) + report._table(f.conversion)),
         ("Dwell per stage", report.dwell_quantiles_plot(f.dwell) + report._table(f.dwell)),
-        (f"Open deals stalled past their stage's P90 dwell ({len(f.stalled)})", report._table(f.stalled)),
+        (f"Open deals past their stage's P90 dwell ({len(f.past_p90_dwell)}): slower than 90 % of past stays (the stall alert is the stall model's, on the page)",
+         report._table(f.past_p90_dwell)),
         ("Loss reasons by stage", report._table(f.loss_reasons, 60)),
         ("Activities per week: stays that moved on against stays that did not", report._table(f.activities, 60)),
         ("Win rate by segment, team and owner", report._table(f.by_segment, 80)),
@@ -1009,6 +1010,7 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
         os.environ["OPPSCORE_API_KEYS"] = key
         settings = settings.model_copy(update={"api_keys": [key]})
         console.print(f"[yellow]no OPPSCORE_API_KEYS set:[/yellow] the key is [bold]{key}[/bold] ({where})")
+    _say_other_champions(settings)
     if workers > 1:  # each worker builds its own app from the environment
         # one thread per worker: LightGBM's OpenMP threads in every worker would contend for the
         # same cores and spin while they wait (an operator's own OMP_NUM_THREADS is kept)
@@ -1024,6 +1026,29 @@ def _serve(settings: Settings, host: str, port: int, workers: int, data: Path | 
 
     DeadlineProtocol.seconds = settings.serving.request_seconds
     uvicorn.run(create_app(settings, data=data), host=host, port=port, log_level="warning", http=DeadlineProtocol)
+
+
+def _say_other_champions(settings: Settings) -> None:
+    """Started under a project with no champion while other projects have one (trained on an
+    export whose config names its project, then `serve` without `--data`): name them and the
+    command that serves each, rather than leave the service waiting for a model that will not come.
+    Asked of a local registry only: a remote one is the service's to ask, in the background."""
+    from scoring.store import champion_version, registry_file
+    from training.registry import other_champions
+
+    if registry_file(settings) is None or settings.champion_dir.exists():
+        return
+    try:
+        if champion_version(settings) is not None:
+            return
+    except Exception:  # noqa: BLE001 - the service will say what it finds
+        return
+    others = other_champions(settings)
+    if others:
+        out.print(f"[yellow]no champion for {settings.model_name}[/yellow] (this project: {settings.project.name or 'none named'}); champions of other projects here:")
+        for c in others:
+            how = f"`oppscore serve --data {shlex.quote(c.data)}`" if c.data and Path(c.data).is_dir() else f"`oppscore serve --config DIR/oppscore.toml` (the export's config naming {c.model_name.removeprefix('oppscore-')})"
+            out.print(f"  {c.model_name} v{c.version}, trained on {c.data or 'an export'}: {how}")
 
 
 PROTOCOL = "serving.protocol:DeadlineProtocol"  # uvicorn's HTTP protocol, with a deadline for a request to arrive

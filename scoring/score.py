@@ -42,14 +42,14 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
     if drift_into is not None and bundle.metadata.get("drift_reference"):
         drift_into.update(drift.tally(bundle.metadata["drift_reference"], x, spec, win))
     amount = tables.index.opportunity_values("amount", points.code).astype(float)
+    shown = np.round(win, PROBABILITY_DECIMALS)  # six decimals (far below what a calibration can claim) and cents: 0.9, not 0.8999999999999999
     out = {
         "stage": features["stage"],
-        # six decimals (far below what a calibration can claim) and cents: 0.9, not 0.8999999999999999, in files, answers and the page
-        "win_probability": np.round(win, PROBABILITY_DECIMALS),
+        "win_probability": shown,
         "stall_risk": np.round(bundle.models["stall"].predict(x), PROBABILITY_DECIMALS),
         "score": np.clip(np.rint(win * 100), 1, 99).astype(int),
         "grade": grade(win, bundle.grades),
-        "expected_value": np.round(amount * win, 2),
+        "expected_value": np.round(amount * shown, 2),  # the amount times the probability shown, to the cent
     }
     if with_factors:
         contrib = bundle.models["win"].contributions(x)

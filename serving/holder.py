@@ -24,6 +24,7 @@ class Status:
     loaded: Loaded | None
     registry_reachable: bool
     message: str
+    loading: bool = False  # the first load still asking the registry (what /readyz says meanwhile)
 
 
 class ModelHolder:
@@ -57,7 +58,7 @@ class ModelHolder:
         with self._lock:
             try:
                 exported = load_champion(self.settings, prefer_registry=False)
-                self._set(Status(exported, False, "serving the exported bundle while the model registry is asked for its champion"))
+                self._set(Status(exported, False, "serving the exported bundle while the model registry is asked for its champion", loading=True))
             except Exception:  # noqa: BLE001 - none on disk: the registry is all there is
                 pass
             self._reconcile()

@@ -20,9 +20,9 @@ from features.contract import Validated, load_export
 from features.frame import stage_state
 from features.settings import Settings
 from scoring.score import score_open, statuses
+from scoring.stall_alert import StallAlert, stall_alert
 from serving.state import ServiceDatabase
 
-STALL_ALERT = 0.6  # a deal is flagged stalled from this stall risk on
 DEAL_COLUMNS = [
     "opportunity_id", "account_id", "owner_id", "team", "stage", "days_in_stage", "expected_close_date", "amount", "win_probability",
     "score", "grade", "expected_value", "stall_risk", "stalled", "previous_score", "score_change", "why_changed", "top_factors",
@@ -39,6 +39,7 @@ class View:
     as_of: pd.Timestamp
     deals: pd.DataFrame
     validated: Validated
+    alert: StallAlert  # which deals the stall alert flags ("stalled" in deals), and from what risk
     panels: dict = field(default_factory=dict)
     _positions: dict | None = None  # opportunity id → its row in deals
     _statuses: dict | None = None  # opportunity id → its status at as_of (open, won, lost, …)
@@ -107,7 +108,10 @@ class ServedExport:
         key = (loaded.version, loaded.source, self._validated[0])
         with self._lock:
             if self._view is None or self._view.key != key:
-                self._view = View(key, validated.tables.end, self._deals(loaded, validated), validated)
+                deals = self._deals(loaded, validated)
+                alert = stall_alert(deals["stall_risk"].to_numpy(dtype=float), self.settings.stall.alert_precision)
+                deals["stalled"] = alert.flagged
+                self._view = View(key, validated.tables.end, deals, validated, alert)
             return self._view
 
     def _deals(self, loaded, validated: Validated) -> pd.DataFrame:
@@ -126,7 +130,7 @@ class ServedExport:
             scored[col] = scored["opportunity_id"].map(opps[col]).to_numpy()
         state = stage_state(tables, loaded.bundle.spec.stages, scored[["opportunity_id", "as_of"]])
         scored["days_in_stage"] = ((scored["as_of"] - state["entered_at"]).dt.total_seconds() / 86400).round(1).to_numpy()
-        scored["stalled"] = scored["stall_risk"] >= STALL_ALERT
+        scored["stalled"] = False  # set by the stall alert over the whole pipeline (`view`)
         scored["expected_close_date"] = pd.to_datetime(scored["expected_close_date"], utc=True).dt.strftime("%Y-%m-%d")
         return scored[DEAL_COLUMNS]
 

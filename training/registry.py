@@ -29,7 +29,7 @@ from features.tables import Tables
 from scoring import pyfunc_model
 from scoring.bundle import Bundle
 from scoring.export import champion_lock
-from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, export_version, load_version, missing, reconcile_unlocked, use_tracking
+from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, export_version, load_version, missing, reconcile_unlocked, registry_written, use_tracking
 from training.data import TrainingData
 from training.pipeline import TrainResult, evaluate_on
 from training.runs import scratch, tracked_run
@@ -254,3 +254,35 @@ def log_track_record(settings: Settings, version: str, figures: dict[str, float]
         if value is not None and np.isfinite(value):
             client.log_metric(run_id, name, float(value), timestamp=stamp)
     return True
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A registered model's champion: which project it serves and the export it was trained on."""
+
+    model_name: str
+    version: str
+    data: str | None  # the `--data` of the run that made it ("" or None when unknown)
+
+
+def other_champions(settings: Settings) -> list[Champion]:
+    """The champions of the registry's other models (other projects), for a service started
+    under a project that has none (`serve` without `--data` after training on an export whose
+    config names its project). Empty when the registry cannot say."""
+    if not registry_written(settings):
+        return []
+    try:
+        use_tracking(settings)
+        client = MlflowClient()
+        found = []
+        for model in client.search_registered_models():
+            version = (getattr(model, "aliases", None) or {}).get(ALIAS)
+            if version is None or model.name == settings.model_name:
+                continue
+            run_id = client.get_model_version(model.name, str(version)).run_id
+            data = client.get_run(run_id).data.params.get("data") if run_id else None
+            found.append(Champion(model.name, str(version), data))
+        return sorted(found, key=lambda c: c.model_name)
+    except Exception as exc:  # noqa: BLE001 - a hint, never a failure
+        log.debug("could not list the registry's champions: %s", exc)
+        return []

@@ -22,6 +22,8 @@ def readyz(holder: HolderDep) -> JSONResponse:
         said = "loading the champion" if status.message == "not loaded yet" else "no model to serve yet: train one with `oppscore train`; the service picks the champion up without a restart"
         return JSONResponse({"status": "not ready", "detail": said}, status_code=503)
     body = {"status": "ready", "model_version": status.loaded.version, "source": status.loaded.source}
-    if status.loaded.source == "export":
+    if status.loading:  # not a registry found wanting: one still being asked
+        body["detail"] = "loading: serving the exported bundle while the model registry is asked for its champion"
+    elif status.loaded.source == "export":
         body["detail"] = "model registry unreachable or without a champion: serving the exported bundle"
     return JSONResponse(body)

@@ -24,7 +24,7 @@ from features.settings import Settings
 from scoring.database import DatabaseUnavailable
 from serving.deps import DatabaseDep, ExportDep, LoadedDep, NowDep, SettingsDep, v1_router
 from serving.schemas import ErrorBody
-from serving.views import STALL_ALERT, View, records
+from serving.views import View, records
 
 router = v1_router("pipeline")
 _lock = threading.Lock()
@@ -32,7 +32,7 @@ _lock = threading.Lock()
 
 @router.get("/pipeline", summary="open deals of the served export, ranked by score, with reasons, change since the last run and stall alerts",
             responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}})
-def pipeline(export: ExportDep, loaded: LoadedDep, now: NowDep, limit: int = Query(default=10_000, ge=1, le=100_000)) -> dict[str, Any]:
+def pipeline(export: ExportDep, loaded: LoadedDep, now: NowDep, settings: SettingsDep, limit: int = Query(default=10_000, ge=1, le=100_000)) -> dict[str, Any]:
     v = export.view(loaded, now)
     deals = v.deals
     alerts = deals[deals["stalled"]].sort_values("stall_risk", ascending=False)
@@ -45,7 +45,10 @@ def pipeline(export: ExportDep, loaded: LoadedDep, now: NowDep, limit: int = Que
         "with_history": bool(deals["previous_score"].notna().any()),
         "expected_value": float(deals["expected_value"].sum()),
         "pipeline_amount": float(deals["amount"].sum()),
-        "stall_alert_from": STALL_ALERT,
+        "stall_alert_from": v.alert.threshold,  # the lowest stall risk flagged (null: none)
+        "stall_alert_precision": settings.stall.alert_precision,  # the share of flagged deals expected to stall, at least ([stall] alert_precision)
+        "stall_alert_expected": v.alert.expected_precision,  # the flagged deals' mean stall risk
+        "stall_horizon_days": settings.stall.horizon_days,
         "deals": records(deals.head(limit)),
         "stall_alerts": records(alerts.head(limit)),
     }

@@ -95,3 +95,29 @@ def test_workers_converge_on_the_champion_within_one_poll_once_the_registry_is_b
     (store.home / "away.db").rename(db)
     assert [w.refresh() for w in workers] == [True, True]
     assert [(w.current.version, w.current.source) for w in workers] == [("2", "registry")] * 2
+
+
+def test_readyz_says_loading_while_the_registry_is_still_asked_not_that_it_failed(store, trained, medium) -> None:
+    """The first load serves the exported bundle at once, then asks the registry; until it has
+    an answer, /readyz says it is loading (it said "registry unreachable" for 20 s before)."""
+    import threading
+    import time
+
+    log_and_register(trained, medium.tables, store, "t")
+    asked, answer = threading.Event(), threading.Event()
+
+    class SlowRegistry(ModelHolder):
+        def _reconcile(self) -> None:  # the registry takes its time to answer
+            asked.set()
+            answer.wait(30)
+
+    holder = SlowRegistry(store)
+    with TestClient(create_app(store, holder=holder, start_reloader=True)) as client:  # loaded in the background, as `serve` does
+        assert asked.wait(30)
+        during = client.get("/readyz").json()
+        answer.set()
+        deadline = time.monotonic() + 30
+        while (after := client.get("/readyz").json()).get("source") != "registry" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert during["status"] == "ready" and during["source"] == "export" and during["detail"].startswith("loading:")
+    assert after == {"status": "ready", "model_version": "1", "source": "registry"}

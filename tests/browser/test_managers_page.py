@@ -35,7 +35,7 @@ def test_the_page_ranks_sorts_filters_pages_and_downloads(served, browser) -> No
     url, _ = served
     page, problems = _open(browser, url, 1400)
     counts = page.inner_text("#counts")
-    assert "open deals" in counts and "stalled" in counts and "the last scoring run" in counts
+    assert "open deals" in counts and "stall alerts" in counts and "the last scoring run" in counts
     info = page.inner_text("#deals_wrapper .dt-info")
     total = int(info.split(" of ")[1].split()[0].replace(",", ""))
     assert total > 25 and info.startswith("showing 1 to 25 of")
