@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install system bench clean
+.PHONY: demo test test-fast lint install system bench clean
 
 $(BIN)/oppscore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,14 @@ lint: install
 test: install system
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 
+## The fast loop: everything not marked slow (no real training of full models, no started processes).
+test-fast: install
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q -m "not slow"
+
 bench: install
 	$(BIN)/python benchmarks/features.py
 
+## Everything the set-up and the demo made: the environment, the local MLflow store and score
+## history, the demo's export and the exported champions (models/README.md stays).
 clean:
-	rm -rf $(VENV) .oppscore build *.egg-info test-artifacts
+	rm -rf $(VENV) .oppscore build *.egg-info test-artifacts demo-data models/champion models/.champion* models/*/champion models/*/.champion*

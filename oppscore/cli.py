@@ -26,7 +26,6 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from engines.runner import EngineOptions
-from features.contract import load_export, recording_warnings, summary
 from features.errors import InputInvalid, ModelNotFound, NotEnoughData, OppscoreError
 from features.loading import find_table, table_path, write_export
 from features.settings import Settings, load_settings, project_name, settings_toml
@@ -45,6 +44,14 @@ class _Commands(TyperGroup):
         except OppscoreError as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True)  # a message may hold [brackets] (a config section)
             raise typer.Exit(1) from None
+
+
+def load_export(folder: Path, settings: Settings, now: pd.Timestamp):
+    """`features.contract.load_export`, imported when a command reads an export: pandera's
+    import is a third of a command's start-up, and `--help` reads none."""
+    from features.contract import load_export as read
+
+    return read(folder, settings, now)
 
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, help="Opportunity scoring for CRM pipelines.")
@@ -294,6 +301,8 @@ def validate(data: DataOpt, config: ConfigOpt = None) -> None:
     settings = _settings(config, data)
     with steps("validate"):
         validated = load_export(data, settings, utc_now())
+    from features.contract import recording_warnings, summary
+
     info = summary(validated)
     counts = info.pop("stage counts")
     show_table([{"": k, "value": v} for k, v in info.items()], title=f"{data}: valid")
@@ -1144,21 +1153,33 @@ def _port_holder(host: str, port: int) -> str | None:
 
 def _demo_request(validated, bundle) -> dict:
     """A representative open deal: the one whose score sits at the median of the open pipeline,
-    sent with its whole history as of the export's end (not the first deal of the file)."""
+    sent as the page sees it (its record, stage history, activities and field history as of the
+    export's end), so the curl answers the score the page shows (tested)."""
     from scoring.score import score_open
 
     tables = validated.tables
     scored = score_open(bundle, tables, tables.end, with_factors=False)
     pick = scored.iloc[(scored["score"] - scored["score"].median()).abs().argsort().iloc[0]]
-    oid = pick["opportunity_id"]
+    return {"as_of": tables.end.isoformat(), "opportunities": [_deal_payload(tables, pick["opportunity_id"], bundle.spec.segment_columns)]}
+
+
+def _deal_payload(tables, oid: str, segments: list[str]) -> dict:
+    """One deal of an export as POST /v1/score takes it: everything the export holds of it."""
     opp = tables.opportunities.set_index("opportunity_id").loc[oid]
-    hist = tables.stage_history[tables.stage_history["opportunity_id"] == oid]
-    acts = tables.activities[tables.activities["opportunity_id"] == oid]
     record = {"opportunity_id": oid, "created_at": opp["created_at"].isoformat(), "amount": float(opp["amount"])}
-    record |= {c: opp[c] for c in bundle.spec.segment_columns if c in opp and isinstance(opp[c], str)}
+    for col in ("account_id", "owner_id", "team", *segments):
+        if col in opp and isinstance(opp[col], str):
+            record[col] = opp[col]
+    if "expected_close_date" in opp and pd.notna(opp["expected_close_date"]):
+        record["expected_close_date"] = pd.Timestamp(opp["expected_close_date"]).isoformat()
+    hist = tables.stage_history[tables.stage_history["opportunity_id"] == oid]
     record["stage_history"] = [{"stage": st, "entered_at": t.isoformat()} for st, t in zip(hist["stage"], hist["entered_at"], strict=True)]
-    record["activities"] = [{"occurred_at": t.isoformat(), "type": ty} for t, ty in zip(acts["occurred_at"], acts["type"], strict=True)][-20:]
-    return {"as_of": tables.end.isoformat(), "opportunities": [record]}
+    acts = tables.activities[tables.activities["opportunity_id"] == oid]
+    record["activities"] = [{k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in row.items() if k != "opportunity_id" and isinstance(v, (str, pd.Timestamp))}
+                            for row in acts.to_dict("records")]
+    changes = tables.field_history[tables.field_history["opportunity_id"] == oid]
+    record["field_history"] = [{"field": f, "value": v, "changed_at": t.isoformat()} for f, v, t in zip(changes["field"], changes["value"], changes["changed_at"], strict=True)]
+    return record
 
 
 @app.command()
