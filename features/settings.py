@@ -72,6 +72,7 @@ class StallConfig(_Section):
         description="a stall alert flags the riskiest open deals for as long as their mean stall risk (the share of them expected to make no progress "
                     "within the horizon, the risk being calibrated) stays at or above this",
     )
+    alert_max_share: float = Field(default=0.2, gt=0, le=1, description="and never more than this share of the open deals whose stall risk is known: a list short enough to work")
 
 
 class WinConfig(_Section):

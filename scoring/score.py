@@ -28,13 +28,13 @@ def grade(win: np.ndarray, cutoffs: list[float]) -> np.ndarray:
 
 
 def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, with_factors: bool, previous: pd.DataFrame | None = None,
-            drift_into: dict | None = None) -> dict[str, np.ndarray | list]:
+            drift_into: dict | None = None, stall_factors: bool = False) -> dict[str, np.ndarray | list]:
     """The score columns of open points, as arrays (the API turns them into records, the batch
     into a table). `previous`: the last recorded score per opportunity id (score history's
     `previous`): adds the change since and why, and every factor's contribution to record.
     `drift_into`: filled with the counts these points' drift from the bundle's training
     reference is judged from (`scoring.drift.tally`; `drift.of_run` judges one or several),
-    when the bundle has one."""
+    when the bundle has one. `stall_factors`: the stall risk's own reasons too (the page's)."""
     spec = bundle.spec
     features = feature_arrays(tables, points, spec, bundle.stats, state=state)
     x = model_matrix(features, spec)
@@ -54,6 +54,9 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
     if with_factors:
         contrib = bundle.models["win"].contributions(x)
         out["top_factors"] = top_factors(features, contrib, spec, bundle.reference)
+    if stall_factors:
+        stall = bundle.models["stall"]
+        out["stall_factors"] = [[] for _ in range(len(x))] if stall.kind == "not known" else top_factors(features, stall.contributions(x), spec, bundle.reference)
     if previous is not None:
         before = previous.reindex(pd.Index(points.ids, dtype=object))
         known = before["score"].notna().to_numpy()
@@ -66,14 +69,14 @@ def _scores(bundle: Bundle, tables: Tables, points: Points, state: dict | None, 
 
 
 def score_points(bundle: Bundle, tables: Tables, points: pd.DataFrame, with_factors: bool = True, previous: pd.DataFrame | None = None,
-                 drift_into: dict | None = None) -> pd.DataFrame:
+                 drift_into: dict | None = None, stall_factors: bool = False) -> pd.DataFrame:
     """Scores of the given (opportunity_id, as_of) points, which must be open at their time."""
     if points.empty:  # nothing open: an empty table, not an error from the booster
         cols = SCORE_COLUMNS if with_factors or previous is not None else SCORE_COLUMNS[:-1]
-        cols = cols + (CHANGE_COLUMNS if previous is not None else [])
+        cols = cols + (CHANGE_COLUMNS if previous is not None else []) + (["stall_factors"] if stall_factors else [])
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     at = Points.of(tables, points)
-    scores = _scores(bundle, tables, at, None, with_factors or previous is not None, previous, drift_into)
+    scores = _scores(bundle, tables, at, None, with_factors or previous is not None, previous, drift_into, stall_factors)
     frame = pd.DataFrame(
         {
             "opportunity_id": pd.Series(at.ids, dtype=object),
@@ -121,11 +124,11 @@ def score_ids(bundle: Bundle, tables: Tables, ids: list[str], as_of: pd.Timestam
 
 
 def score_open(bundle: Bundle, tables: Tables, as_of: pd.Timestamp, with_factors: bool = True, previous: pd.DataFrame | None = None,
-               drift_into: dict | None = None) -> pd.DataFrame:
+               drift_into: dict | None = None, stall_factors: bool = False) -> pd.DataFrame:
     """Every opportunity open at as_of, highest score first (`drift_into`: see `_scores`)."""
     t = to_utc(as_of)
     points = open_points(tables, bundle.spec.stages, t)
-    scored = score_points(bundle, tables, points, with_factors, previous, drift_into)
+    scored = score_points(bundle, tables, points, with_factors, previous, drift_into, stall_factors)
     return scored.sort_values(["win_probability", "opportunity_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 

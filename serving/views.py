@@ -26,6 +26,7 @@ from serving.state import ServiceDatabase
 DEAL_COLUMNS = [
     "opportunity_id", "account_id", "owner_id", "team", "stage", "days_in_stage", "expected_close_date", "amount", "win_probability",
     "score", "grade", "expected_value", "stall_risk", "stalled", "previous_score", "score_change", "why_changed", "top_factors",
+    "stall_factors",
 ]
 SCORE_FIELDS = ["stage", "win_probability", "stall_risk", "score", "grade", "expected_value", "top_factors", "previous_score", "score_change", "why_changed"]
 NO_DATA = "this service was started without --data: no pipeline to show (the CRM scores its own deals with POST /v1/score)"
@@ -109,7 +110,7 @@ class ServedExport:
         with self._lock:
             if self._view is None or self._view.key != key:
                 deals = self._deals(loaded, validated)
-                alert = stall_alert(deals["stall_risk"].to_numpy(dtype=float), self.settings.stall.alert_precision)
+                alert = stall_alert(deals["stall_risk"].to_numpy(dtype=float), self.settings.stall.alert_precision, self.settings.stall.alert_max_share)
                 deals["stalled"] = alert.flagged
                 self._view = View(key, validated.tables.end, deals, validated, alert)
             return self._view
@@ -120,7 +121,7 @@ class ServedExport:
         ids = tables.opportunities["opportunity_id"].to_numpy()
         history = self.database.history(wait=True)
         previous = self.database.optional("reading the previous scores", history.previous, ids, as_of) if history is not None else None
-        scored = score_open(loaded.bundle, tables, as_of, previous=previous)
+        scored = score_open(loaded.bundle, tables, as_of, previous=previous, stall_factors=True)
         if scored.empty:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in DEAL_COLUMNS})
         if previous is None:

@@ -48,6 +48,7 @@ def pipeline(export: ExportDep, loaded: LoadedDep, now: NowDep, settings: Settin
         "stall_alert_from": v.alert.threshold,  # the lowest stall risk flagged (null: none)
         "stall_alert_precision": settings.stall.alert_precision,  # the share of flagged deals expected to stall, at least ([stall] alert_precision)
         "stall_alert_expected": v.alert.expected_precision,  # the flagged deals' mean stall risk
+        "stall_alert_max_share": settings.stall.alert_max_share,
         "stall_horizon_days": settings.stall.horizon_days,
         "deals": records(deals.head(limit)),
         "stall_alerts": records(alerts.head(limit)),

@@ -114,8 +114,12 @@ def test_readable_on_a_phone(served, browser) -> None:
     none cut off, and each stall alert is a card whose risk and reasons are on screen."""
     url, _ = served
     page, problems = _open(browser, url, 400)
-    page.wait_for_selector("#forecast img", timeout=60_000)
-    page.wait_for_selector("#track img", timeout=60_000)
+    page.wait_for_selector("#forecast table", timeout=60_000)
+    page.wait_for_selector("#track table", timeout=60_000)
+    for panel in ("funnel", "dwell", "weights", "forecast"):  # a chart's labels would shrink to 5–6 px: its table stands in
+        assert page.locator(f"#{panel} table").count() >= 1 and page.locator(f"#{panel} img.chart").evaluate_all("imgs => imgs.every(i => i.offsetWidth === 0)")
+    assert page.locator("#deals_wrapper .dtsp-searchPane input[placeholder='owner']").count() == 1  # the owner and team filters kept (folded)
+    assert page.locator("#deals_wrapper .dtsp-searchPane input[placeholder='team']").count() == 1
     assert page.evaluate("document.documentElement.scrollWidth") <= 400  # the grid scrolls inside its box, the page does not spill
     headers = [h for h in page.eval_on_selector_all("#deals_wrapper .dt-scroll-head th", "cells => cells.map(c => c.textContent.trim())") if h]  # the panes' own heads are blank
     assert headers == ["deal", "stage", "win", "grade", "stall"], headers
@@ -132,6 +136,53 @@ def test_readable_on_a_phone(served, browser) -> None:
     assert card.bounding_box()["height"] < 250
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "managers-page-400.png"), full_page=True)
+    assert problems == []
+
+
+def test_at_1280_px_every_column_is_reachable_with_a_cue_and_no_block_stands_empty(served, browser) -> None:
+    """At 1280 px the change column sat past the grid's right edge with nothing saying so, and a
+    block about 1,000 px high stood empty beside the forecast."""
+    url, _ = served
+    page, problems = _open(browser, url, 1280)
+    page.wait_for_selector("#forecast table", timeout=60_000)
+    body = page.locator(".dt-scroll-body:has(> table#deals)")
+    overflows = body.evaluate("b => b.scrollWidth > b.clientWidth + 1")
+    cue = page.locator("#deals-more")
+    assert cue.is_visible() == overflows  # a cue exactly when columns lie past the edge
+    if overflows:
+        assert "scroll the table sideways" in cue.inner_text()
+        body.evaluate("b => { b.scrollLeft = b.scrollWidth; b.dispatchEvent(new Event('scroll')); }")
+        expect(cue).to_be_hidden()
+    change = page.locator("#deals_wrapper .dt-scroll-head th:has-text('change')").first
+    box, edge = change.bounding_box(), body.bounding_box()
+    assert box["x"] + box["width"] <= edge["x"] + edge["width"] + 1, (box, edge)  # reached
+    rows = page.eval_on_selector_all("main > section", "ss => ss.map(s => { const r = s.getBoundingClientRect(); return [Math.round(r.top), Math.round(r.height), s.className]; })")
+    by_row: dict[int, list[int]] = {}
+    for top, height, _cls in rows:
+        by_row.setdefault(top, []).append(height)
+    for top, heights in by_row.items():  # sections side by side are of a like height: nothing stands empty beside a tall one
+        assert min(heights) >= 0.6 * max(heights), (top, heights)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "managers-page-1280.png"), full_page=True)
+    assert problems == []
+
+
+def test_owners_and_accounts_sort_naturally_and_a_row_opens_on_its_win_and_stall_reasons_and_what_moved(served, browser) -> None:
+    url, _ = served
+    page, problems = _open(browser, url, 1400)
+    header = page.locator("#deals_wrapper .dt-scroll-head th:has-text('account')").first
+    header.click()
+    expect(header).to_have_attribute("aria-sort", re.compile("ascending|descending"))
+    accounts = _column(page, 2)
+    numbers = [int(re.sub(r"\D", "", a)) for a in accounts]
+    assert numbers == sorted(numbers) or numbers == sorted(numbers, reverse=True), accounts  # ACC-8 before ACC-11, not after ACC-799
+    assert len(set(len(a) for a in accounts)) > 1  # the page holds ids of several lengths: the test can tell
+    page.locator("#deals tbody tr").first.click()
+    detail = page.locator("#deals tbody tr.dt-hasChild + tr")
+    text = detail.inner_text()
+    assert text.startswith("Win") and "Stall" in text and "What moved" in text
+    assert detail.locator("ul.win li").count() >= 1 and detail.locator("ul.stall li").count() >= 1
+    assert "raises the stall risk" in text or "lowers the stall risk" in text
     assert problems == []
 
 
