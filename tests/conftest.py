@@ -112,3 +112,20 @@ def older(result, days: int):
 
 
 from tests.postgres import postgres_url  # noqa: E402, F401 - a session fixture for every folder
+
+
+# What `make test-fast` leaves out (`-m "not slow"`), besides the tests marked one by one: the
+# suites that start processes, servers, clusters or a browser, or train many real models. The
+# rest (contract, features, analytics, in-process API, CRM files, history, small models) is the
+# loop to run while changing code; `make test` runs everything.
+SLOW_SUITES = ("tests/e2e/", "tests/scale/", "tests/browser/", "tests/faults/", "notebooks/",
+               "tests/models/test_registry.py", "tests/models/test_small_pipelines.py", "tests/models/test_replay.py",
+               "tests/api/test_fuzz.py", "tests/api/test_lifecycle.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        where = Path(str(item.path)).resolve().relative_to(root).as_posix() if Path(str(item.path)).resolve().is_relative_to(root) else ""
+        if where.startswith(SLOW_SUITES):
+            item.add_marker(pytest.mark.slow)
