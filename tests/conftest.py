@@ -113,7 +113,6 @@ def older(result, days: int):
 
 from tests.postgres import postgres_url  # noqa: E402, F401 - a session fixture for every folder
 
-
 # What `make test-fast` leaves out (`-m "not slow"`), besides the tests marked one by one: the
 # suites that start processes, servers, clusters or a browser, or train many real models. The
 # rest (contract, features, analytics, in-process API, CRM files, history, small models) is the
