@@ -330,3 +330,17 @@ def compare(scores: pd.DataFrame, version: str, champion: str) -> dict:
         "gap_90": [float(np.quantile(draws, 0.05)), float(np.quantile(draws, 0.95))] if len(draws) else None,
         "better_beyond_doubt": below_zero(draws),
     }
+
+
+def of_history(history, tables: Tables, stages: StageOrder, config: MonitorConfig) -> TrackRecord:
+    """The track record of everything a score history holds (`scoring.history.ScoreHistory`),
+    judged against an export: what `monitor`, `promote --realised` and the page read. A history
+    that cannot be read is said as such (NotEnoughData), not taken for an empty one."""
+    from features.errors import NotEnoughData
+    from scoring.database import DatabaseUnavailable
+
+    try:
+        runs, scores, forecasts = history.runs(), history.scores(), history.forecasts()
+    except DatabaseUnavailable as exc:
+        raise NotEnoughData(f"the track record needs the score history: {exc}") from None
+    return track_record(runs, scores, forecasts, tables, stages, config)

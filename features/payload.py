@@ -18,7 +18,7 @@ import pandas as pd
 from features.contract import Locator, Validated, validate_columns, validate_raw
 from features.loading import RawTable
 from features.settings import StageConfig
-from features.tables import ACTIVITIES, FIELD_HISTORY, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, Columns
+from features.tables import ACTIVITIES, FIELD_HISTORY, OPPORTUNITIES, REQUIRED, STAGE_HISTORY, TIMESTAMPS, Columns, Tables
 from features.times import NAT
 
 NESTED = (STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY)
@@ -102,3 +102,23 @@ def records_to_tables(
     raw, paths = records_to_raw(records)
     locators = {name: (lambda i, p=paths[name]: p[i] if i < len(p) else f"row {i}") for name in paths}
     return validate_raw(raw, stages, now=now, locators=locators)
+
+
+def deal_payload(tables: Tables, oid: str, segments: list[str]) -> dict:
+    """One deal of an export as POST /v1/score takes it: everything the export holds of it (the
+    demo's curl sends one, and answers the score the page shows)."""
+    opp = tables.opportunities.set_index("opportunity_id").loc[oid]
+    record = {"opportunity_id": oid, "created_at": opp["created_at"].isoformat(), "amount": float(opp["amount"])}
+    for col in ("account_id", "owner_id", "team", *segments):
+        if col in opp and isinstance(opp[col], str):
+            record[col] = opp[col]
+    if "expected_close_date" in opp and pd.notna(opp["expected_close_date"]):
+        record["expected_close_date"] = pd.Timestamp(opp["expected_close_date"]).isoformat()
+    hist = tables.stage_history[tables.stage_history["opportunity_id"] == oid]
+    record["stage_history"] = [{"stage": st, "entered_at": t.isoformat()} for st, t in zip(hist["stage"], hist["entered_at"], strict=True)]
+    acts = tables.activities[tables.activities["opportunity_id"] == oid]
+    record["activities"] = [{k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in row.items() if k != "opportunity_id" and isinstance(v, (str, pd.Timestamp))}
+                            for row in acts.to_dict("records")]
+    changes = tables.field_history[tables.field_history["opportunity_id"] == oid]
+    record["field_history"] = [{"field": f, "value": v, "changed_at": t.isoformat()} for f, v, t in zip(changes["field"], changes["value"], changes["changed_at"], strict=True)]
+    return record

@@ -9,15 +9,32 @@ storing what a CRM sends is the operator's choice.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from features.settings import Settings
-from scoring.database import METADATA, Database, unavailable
+from scoring.database import METADATA, Database, DatabaseUnavailable, unavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def or_said(what: str, action: Callable[[], T], default: T) -> T:
+    """The one policy for the score history beside the work it records: a database that does not
+    answer never stops a score, a forecast or a report. What was not read or kept is said (a
+    warning naming it and why) and the work goes on with `default`."""
+    try:
+        return action()
+    except DatabaseUnavailable as exc:
+        log.warning("%s: %s", what, exc)
+        return default
 
 SCORES = sa.Table(
     "scores",

@@ -186,12 +186,12 @@ def test_an_unreachable_score_history_never_fails_a_score(served_store, body) ->
 def test_a_deal_sent_as_the_demo_sends_it_scores_as_the_page_shows_it(client, trained, medium) -> None:
     """The demo's curl sends the deal as the export holds it (record, history, activities, field
     changes): the API's answer is the page's score for it (it was 16 / C against 26 / B)."""
-    from oppscore.cli import _deal_payload
+    from features.payload import deal_payload
     from scoring.score import score_open
 
     page = score_open(trained.bundle, medium.tables, medium.tables.end, with_factors=False).set_index("opportunity_id")
     ids = page.index[:: max(len(page) // 40, 1)][:40].tolist()
-    body = {"as_of": medium.tables.end.isoformat(), "opportunities": [_deal_payload(medium.tables, oid, trained.bundle.spec.segment_columns) for oid in ids]}
+    body = {"as_of": medium.tables.end.isoformat(), "opportunities": [deal_payload(medium.tables, oid, trained.bundle.spec.segment_columns) for oid in ids]}
     r = client.post("/v1/score", json=body, headers=AUTH)
     assert r.status_code == 200, r.text
     answered = {s["opportunity_id"]: (s["score"], s["win_probability"]) for s in r.json()["scores"]}

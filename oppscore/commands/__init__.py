@@ -1,0 +1,1 @@
+"""The command line's commands, by subject; `oppscore.cli` puts them together."""
