@@ -30,10 +30,11 @@ from features.tables import Tables
 from features.times import to_utc
 from scoring import drift
 from scoring.bundle import Bundle, TargetModel
-from scoring.models import NotKnown, RateModel
+from scoring.models import NotKnown
 from training import backtest as bt_
-from training import baselines, labels, plots, sufficiency
+from training import labels, plots, sufficiency
 from training import models as fit
+from training.candidates import candidates_for
 from training.data import TrainingData, WholeExport
 from training.importance import family_signal
 from training.snapshots import Snapshots
@@ -76,6 +77,7 @@ class TrainResult:
     held_out: HeldOut
     report: dict
     params: dict = field(default_factory=dict)
+    baselines: dict[str, list[str]] = field(default_factory=dict)  # target → the candidates a served model must not fall behind (the floor, the CRM's prior)
 
 
 def _reference(snaps: Snapshots, win: Labelled, spec: FeatureSpec) -> dict[str, dict[str, float]]:
@@ -90,14 +92,6 @@ def _reference(snaps: Snapshots, win: Labelled, spec: FeatureSpec) -> dict[str, 
     return {str(stage): {k: float(v) for k, v in row.items() if pd.notna(v)} for stage, row in med.iterrows()}
 
 
-def _configured(stages: StageOrder, spec: FeatureSpec) -> np.ndarray | None:
-    """The CRM's configured weight of each stage level, when the config has them."""
-    if not stages.config.configured_weights:
-        return None
-    conf = dict(zip(stages.open, stages.config.configured_weights, strict=True))
-    return np.array([conf.get(s, np.nan) for s in spec.categories["stage"]], dtype=float)
-
-
 def _stall_not_known(snaps: Snapshots, horizon_days: int) -> str:
     """Why stall risk is not known: a snapshot's stall label needs the whole horizon after it, so
     an export whose open deals span less than the horizon has none (Salesforce's dev-org sample:
@@ -105,46 +99,6 @@ def _stall_not_known(snaps: Snapshots, horizon_days: int) -> str:
     span = (snaps.grid[-1] - snaps.grid[0]) / (86_400 * 10**9) if len(snaps.grid) else 0.0
     return (f"stall risk not known: no deal is labelled (none was watched for the stall horizon's {horizon_days} days) and the export "
             f"spans {span:.0f} days of open deals, too short to show which ones stall")
-
-
-def _candidates(target: str, stages: StageOrder, spec: FeatureSpec, min_class: int) -> list[bt_.Candidate]:
-    """The rates pool toward what the rows themselves say (the overall rate): the configured
-    weights say what a deal is worth in the end as the CRM's admins guessed it, not within the
-    label's horizon; they compete as a candidate of their own, calibrated by the backtest, so
-    they count only as far as the evidence shows them right. They are the win rates' start when
-    no row is labelled yet; a stall is never given a win weight (with no stall labelled, stall
-    risk is not known: `_stall_not_known`)."""
-    stage_col = spec.columns.index("stage")
-    conf = _configured(stages, spec) if target == "win" else None
-    booster = lambda rows, at: fit.fit_booster(rows, spec, refit=False)  # noqa: E731 - a fold's booster: the early-stopping one
-    linear = lambda rows, at: fit.fit_linear(rows, spec)  # noqa: E731
-    out = [
-        bt_.Candidate("lightgbm", booster, "LightGBM", min_class, bt_.BOOSTER),
-        bt_.Candidate("logistic regression", linear, "logistic regression", fit.MIN_DEALS["linear"], bt_.LINEAR),
-        bt_.Candidate("pooled rates", lambda rows, at: fit.fit_rates(rows, spec, conf if not (rows.w > 0).any() else None), "pooled stage × segment rates", fallback=True),
-    ]
-    if target == "win":  # the outcome as recorded: more and fresher rows where deals take months; biased where losses are recorded late
-        out += [
-            bt_.Candidate("lightgbm on recorded outcomes", booster, "LightGBM on recorded outcomes", min_class, bt_.BOOSTER, labels="recorded"),
-            bt_.Candidate("logistic regression on recorded outcomes", linear, "logistic regression on recorded outcomes", fit.MIN_DEALS["linear"], bt_.LINEAR, labels="recorded"),
-        ]
-    if target == "win" and conf is not None:
-        fixed = RateModel(stage_col, np.nan_to_num(conf, nan=0.5).tolist(), float(np.nanmean(conf)), {})
-        out.append(bt_.Candidate("configured weights", lambda rows, at: fixed, "the configured stage weights", prior=True))
-    out.append(bt_.Candidate("stage rate", lambda rows, at: fit.fit_rates(rows, spec, None, segments=False), serves=False, floor=True))
-    if target == "win":
-        out.append(bt_.Candidate("naive Bayes (stage + segments)", lambda rows, at: baselines.naive_bayes(rows, spec), min_deals=1, serves=False))
-    else:
-        for col, name in (("days_in_stage", "days-in-stage rule"), ("days_since_activity", "days-since-activity rule")):
-            j = spec.columns.index(col)
-            out.append(bt_.Candidate(name, lambda rows, at, j=j: _rule(rows, j), min_deals=1, serves=False))
-    return out
-
-
-def _rule(rows: fit.Rows, j: int):
-    rows = rows.used()
-    predict = baselines.rule(rows.x[:, j], rows.y, rows.w)
-    return lambda x: predict(x[:, j])
 
 
 def train(
@@ -179,7 +133,8 @@ def train(
     params = {**fit.PARAMS, "horizon_days": settings.stall.horizon_days, "snapshot_every_days": settings.snapshots.every_days, "min_class": min_class, "shrinkage": stats.shrinkage, "logistic_C": fit.LOGISTIC_C, "pooling": fit.POOLING}
     results = {name: f.pooled for name, f in fitted.items() if f.backtest is not None}
     per_fold = {name: f.per_fold for name, f in fitted.items() if f.backtest is not None}
-    return TrainResult(bundle, results, per_fold, slices, counts, plot_files, _held_out(snaps, backtests), report, params)
+    baselines = {name: [c.name for c in f.backtest.candidates.values() if c.floor or c.prior] for name, f in fitted.items() if f.backtest is not None}
+    return TrainResult(bundle, results, per_fold, slices, counts, plot_files, _held_out(snaps, backtests), report, params, baselines)
 
 
 def _snapshots(data: TrainingData, stages: StageOrder, settings: Settings, step) -> tuple[FeatureSpec, PointInTimeStats, Snapshots]:
@@ -217,7 +172,7 @@ def _fit_target(name: str, target: Target, data: TrainingData, snaps: Snapshots,
     """The target's backtest, the choice, the chosen candidate refitted on every labelled row
     and its calibrator fitted on its own folds."""
     horizon_days = horizon.days if name == "win" else settings.stall.horizon_days
-    cands = _candidates(name, stages, spec, min_class)
+    cands = candidates_for(name, stages, spec, min_class)
     fallback = next(c for c in cands if c.fallback)
     if cutoff is not None:
         target = _from(target, to_utc(cutoff))
@@ -281,7 +236,8 @@ def _report(data: TrainingData, stages: StageOrder, spec: FeatureSpec, snaps: Sn
     backtest in brief."""
     backtests = {name: f.backtest for name, f in fitted.items()}
     signal = {name: family_signal(bt, snaps, spec, sufficiency.families(spec)) for name, bt in backtests.items() if bt is not None}
-    bt_docs = {name: (None if bt is None else {"folds": [str(f.date()) for f in bt.folds], "pooled": fitted[name].pooled, "evaluated_deals": int(len(np.unique(bt.deal[bt.w > 0])))}) for name, bt in backtests.items()}
+    bt_docs = {name: (None if bt is None else {"folds": [str(f.date()) for f in bt.folds], "pooled": fitted[name].pooled, "evaluated_deals": int(len(np.unique(bt.deal[bt.w > 0]))),
+                                               "floor": next((c.name for c in bt.candidates.values() if c.floor), None)}) for name, bt in backtests.items()}
     who = _who_wins(backtests["win"], snaps, data.tables, stages) if backtests["win"] is not None else None
     served = {name: f.served for name, f in fitted.items()}
     labelled = {name: f.labelled for name, f in fitted.items()}

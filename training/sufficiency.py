@@ -71,9 +71,11 @@ class _Counts:
         return int(self.states.get(state, 0))
 
 
-def beyond_stage(pooled: dict) -> bool:
-    """Signal beyond the stage: the served model's AUC interval lies above the stage rate's AUC."""
-    model, stage = pooled.get("model", {}), pooled.get("stage rate", {})
+def beyond_stage(backtest: dict) -> bool:
+    """Signal beyond the stage: the served model's AUC interval lies above the floor's (the stage
+    rate's) AUC."""
+    pooled = backtest["pooled"]
+    model, stage = pooled.get("model", {}), pooled.get(backtest.get("floor") or "", {})
     interval = model.get("interval_90", {}).get("auc")
     return bool(interval and stage and np.isfinite(stage.get("auc", np.nan)) and interval[0] > stage["auc"])
 
@@ -141,7 +143,7 @@ def report(
         carrying = [f for f, gain in signal.get(target, {}).items() if gain > 0.002]
         if signal.get(target):
             said.append(f"{target}: families carrying signal in the backtest: {', '.join(carrying) if carrying else 'none beyond chance'}.")
-        if not beyond_stage(bt["pooled"]):
+        if not beyond_stage(bt):
             said.append(f"{target}: the data show no signal beyond the stage (the served model's AUC interval does not clear the stage rate's); no better-than-stage score is claimed.")
         if target == "win" and who_wins and who_wins.get("interval_90"):
             low, high = who_wins["interval_90"]

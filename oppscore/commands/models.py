@@ -145,21 +145,18 @@ def promote(
 
 
 def _realised_gate(settings: Settings, data: Path, version: str, champion: str) -> None:
-    """Refuse a promotion the realised outcomes do not support, saying the figures."""
-    from analytics.track_record import compare
+    """`training.promotion.realised_gate`, its figures on the terminal; a promotion they do not support is refused."""
+    from training.promotion import realised_gate
 
-    record = _track_record(settings, data)
-    got = compare(record.scores, version, champion)
-    if not got["pairs"]:
-        raise NotEnoughData(f"--realised {data}: no resolved score of v{version} beside one of champion v{champion} on the same deal and date; score with `--shadow {version}` and wait for outcomes")
-    v, c = got["version"], got["champion"]
-    low, high = got["gap_90"] or (float("nan"), float("nan"))
+    got = realised_gate(_track_record(settings, data), version, champion, str(data))
+    v, c = got.figures["version"], got.figures["champion"]
+    low, high = got.gap_90
     show_table([{"version": f"v{version}", "auc": v["auc"], "log loss": v["log_loss"], "ece": v["ece"]}, {"version": f"champion v{champion}", "auc": c["auc"], "log loss": c["log_loss"], "ece": c["ece"]}],
-               title=f"realised on the same {got['pairs']:,} resolved scores of {got['deals']:,} deals")
-    if not got["better_beyond_doubt"]:
-        raise NotEnoughData(f"v{version} did not beat champion v{champion} beyond doubt on realised outcomes: log loss {v['log_loss']:.4f} against {c['log_loss']:.4f} "
-                            f"(gap 90 % interval {low:+.4f} to {high:+.4f}); not promoted (promote without --realised to move it anyway)")
-    out.print(f"v{version} beat champion v{champion} on realised outcomes: log loss {v['log_loss']:.4f} against {c['log_loss']:.4f} (gap 90 % interval {low:+.4f} to {high:+.4f})")
+               title=f"realised on the same {got.pairs:,} resolved scores of {got.deals:,} deals")
+    said = f"log loss {v['log_loss']:.4f} against {c['log_loss']:.4f} (gap 90 % interval {low:+.4f} to {high:+.4f})"
+    if not got.better:
+        raise NotEnoughData(f"v{version} did not beat champion v{champion} beyond doubt on realised outcomes: {said}; not promoted (promote without --realised to move it anyway)")
+    out.print(f"v{version} beat champion v{champion} on realised outcomes: {said}")
 
 
 @app.command()
