@@ -74,7 +74,7 @@ def _logistic(known, stages, settings, at: pd.Timestamp, points: pd.DataFrame) -
     from features.pit_stats import PointInTimeStats
     from features.snapshots import snapshot_points
     from features.stays import final_states
-    from training.models import Rows, fit_linear
+    from training.fitting import Rows, fit_linear
 
     spec = make_spec(known, stages, segment_columns(settings, known))
     stats = PointInTimeStats(spec.stat_keys).fit(known, stages)

@@ -43,8 +43,8 @@ def _measure(folder: Path, rounds: int) -> None:
     from features.settings import load_settings
     from features.times import utc_now
     from training import backtest as bt_
+    from training import fitting as fit
     from training import labels
-    from training import models as fit
     from training.partitioned import PartitionedExport
 
     settings = load_settings(folder / "oppscore.toml")

@@ -36,7 +36,7 @@ class Calibrator:
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         mapped = self._mapped(np.asarray(raw, dtype=float))
-        level = self.params.get("level")  # a shift of the logit that sets the level (training.models.level_shift); absent in older bundles
+        level = self.params.get("level")  # a shift of the logit that sets the level (training.fitting.level_shift); absent in older bundles
         if not level:
             return mapped
         clipped = np.clip(mapped, 1e-6, 1 - 1e-6)

@@ -17,7 +17,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from features.errors import BundleInvalid, ModelNotFound
 from features.settings import Settings
 from scoring.bundle import Bundle
-from scoring.export import champion_lock, export_atomically, load_exported, remove_orphans
+from scoring.champion_folder import champion_lock, export_atomically, load_exported, remove_orphans
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"

@@ -27,8 +27,8 @@ import pandas as pd
 from analytics.metrics import better_beyond_doubt, bootstrap, metrics
 from features.frame import FeatureSpec
 from training import cores
-from training import models as fit
-from training.snapshots import Snapshots
+from training import fitting as fit
+from training.labelled_snapshots import Snapshots
 from training.targets import Target
 
 log = logging.getLogger(__name__)

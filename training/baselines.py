@@ -11,7 +11,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.naive_bayes import CategoricalNB
 
 from features.frame import FeatureSpec
-from training import models as fit
+from training import fitting as fit
 
 
 def rule(score_train: np.ndarray, y: np.ndarray, w: np.ndarray, increasing: bool = True):

@@ -14,7 +14,7 @@ from features.stages import StageOrder
 from scoring.models import RateModel
 from training import backtest as bt_
 from training import baselines
-from training import models as fit
+from training import fitting as fit
 
 
 def configured(stages: StageOrder, spec: FeatureSpec) -> np.ndarray | None:

@@ -17,9 +17,9 @@ from features.stages import StageOrder
 from features.tables import Tables
 from scoring.bundle import Bundle
 from scoring.models import BoosterModel
-from training import models as fit
-from training import snapshots
-from training.snapshots import Snapshots
+from training import fitting as fit
+from training import labelled_snapshots as snapshots
+from training.labelled_snapshots import Snapshots
 from training.targets import Labelled
 
 

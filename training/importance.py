@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from features.frame import FeatureSpec
-from training import models as fit
-from training.snapshots import Snapshots
+from training import fitting as fit
+from training.labelled_snapshots import Snapshots
 
 if TYPE_CHECKING:
     from training.backtest import TargetBacktest

@@ -31,8 +31,8 @@ from features.times import DAY_NS, NAT, ns
 from training.censoring import CloseTimeModel, win_weights
 from training.targets import Labelled, Target, by_hash, row_index
 
-if TYPE_CHECKING:  # built by training.snapshots, which reads the stall label here
-    from training.snapshots import Snapshots
+if TYPE_CHECKING:  # built by training.labelled_snapshots, which reads the stall label here
+    from training.labelled_snapshots import Snapshots
 
 
 def stalled_label(tables: Tables, stages: StageOrder, points: pd.DataFrame, horizon_days: int, known_at: pd.Timestamp) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Training on an export read by partition, on either engine (issue 16): the first pass fits
 what needs every deal (vocabulary, point-in-time statistics; opportunities and stage history
 kept for the labels, stage weights and timing: a few rows per deal); each partition builds its
-own snapshots by the same function as a whole export (`training.snapshots.build`), given the
+own snapshots by the same function as a whole export (`training.labelled_snapshots.build`), given the
 export's end. On a cluster the model matrix stays on the workers: the backtest reads the rows
 of each fold's sample and its evaluation rows, and the served booster is fitted there by
 LightGBM's Dask estimator. The bundle is the same format either way."""
@@ -26,9 +26,9 @@ from features.settings import Settings
 from features.stages import StageOrder
 from scoring.bundle import Bundle
 from scoring.models import BoosterModel
-from training import models as fit
-from training import snapshots
-from training.snapshots import Snapshots
+from training import fitting as fit
+from training import labelled_snapshots as snapshots
+from training.labelled_snapshots import Snapshots
 from training.targets import Labelled
 
 log = logging.getLogger(__name__)

@@ -32,12 +32,12 @@ from scoring import drift
 from scoring.bundle import Bundle, TargetModel
 from scoring.models import NotKnown
 from training import backtest as bt_
+from training import fitting as fit
 from training import labels, plots, sufficiency
-from training import models as fit
 from training.candidates import candidates_for
 from training.data import TrainingData, WholeExport
 from training.importance import family_signal
-from training.snapshots import Snapshots
+from training.labelled_snapshots import Snapshots
 from training.targets import Labelled, Target
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from features.settings import Settings
 from features.tables import Tables
 from scoring import pyfunc_model
 from scoring.bundle import Bundle
-from scoring.export import champion_lock
+from scoring.champion_folder import champion_lock
 from scoring.store import ALIAS, BUNDLE_ARTIFACT, champion_version, export_version, load_version, missing, reconcile_unlocked, registry_written, use_tracking
 from training.data import TrainingData
 from training.pipeline import TrainResult

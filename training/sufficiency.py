@@ -19,7 +19,7 @@ from features.frame import FeatureSpec
 from features.stages import StageOrder
 from features.stays import by_deals, final_states
 from features.tables import Tables
-from training.models import MIN_DEALS
+from training.fitting import MIN_DEALS
 
 LABEL_WORDS = {"win": ("won within {days} days of a snapshot", "not"), "stall": ("without progress for {days} days after a snapshot", "never")}
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training import models as fit
+from training import fitting as fit
 
 
 def narrow(rows: np.ndarray, n: int) -> np.ndarray:

@@ -43,7 +43,7 @@ def main() -> None:
     import mlflow.pyfunc
     from mlflow import MlflowClient
 
-    import scoring.export
+    import scoring.champion_folder
     import training.pipeline
     import training.registry
     from oppscore.cli import app
@@ -77,7 +77,7 @@ def main() -> None:
         "trained": lambda: _die_before(training.registry, "log_and_register"),
         "logged": lambda: _die_before(mlflow.pyfunc, "log_model"),
         "registered": lambda: _die_after(mlflow.pyfunc, "log_model"),
-        "exporting": lambda: _die_after(scoring.export, "_fsync_tree"),
+        "exporting": lambda: _die_after(scoring.champion_folder, "_fsync_tree"),
         "swapping": lambda: _die_after(os, "replace", lambda src, dst: Path(dst).name in ("champion", ".champion.previous")),
         "exported": lambda: _die_before(MlflowClient, "set_registered_model_alias"),
         "aliased": lambda: _die_after(MlflowClient, "set_registered_model_alias"),

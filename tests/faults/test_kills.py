@@ -20,7 +20,7 @@ import pytest
 from features.loading import write_export
 from features.settings import SegmentConfig, Settings, settings_toml
 from features.stages import StageOrder
-from scoring.export import load_exported
+from scoring.champion_folder import load_exported
 from scoring.score import score_open
 from scoring.store import champion_version, load_champion, reconcile_export
 from training.pipeline import train

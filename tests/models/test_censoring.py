@@ -16,8 +16,8 @@ from features.settings import SegmentConfig, Settings, StageConfig
 from features.stages import StageOrder
 from features.times import DAY_NS
 from training.censoring import MIN_CLOSE_PROB, CloseTimeModel, win_weights
+from training.labelled_snapshots import of_export
 from training.labels import NO_WIN, Entries, win_target
-from training.snapshots import of_export
 
 KNOWN_AT = pd.Timestamp("2026-01-01", tz="UTC")
 

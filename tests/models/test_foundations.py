@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from features.frame import Points, feature_arrays, model_matrix, open_points
 from scoring.explain import top_factors
-from training.models import _isotonic, _sigmoid
+from training.fitting import _isotonic, _sigmoid
 
 
 def _matrix(trained, medium):
@@ -27,7 +27,7 @@ def test_contributions_sum_to_the_raw_score_whatever_model_serves(trained, mediu
     up to the log-odds they predict."""
     from scipy.special import logit
 
-    from training.models import Rows, fit_booster, fit_linear, fit_rates
+    from training.fitting import Rows, fit_booster, fit_linear, fit_rates
 
     features, x = _matrix(trained, medium)
     spec = trained.bundle.spec
@@ -97,7 +97,7 @@ def test_resampled_metrics_equal_scikit_learns(seed) -> None:
 def test_a_fold_booster_is_the_early_stopping_one_and_the_refit_has_its_rounds(trained, medium) -> None:
     """A backtest fold keeps the booster that chose the rounds (three quarters of the deals, read
     at its best round) instead of fitting all rows again: the same rounds reach the served refit."""
-    from training.models import Rows, fit_booster
+    from training.fitting import Rows, fit_booster
 
     features, x = _matrix(trained, medium)
     spec = trained.bundle.spec
@@ -113,7 +113,7 @@ def test_a_sigmoid_on_few_outcomes_is_held_near_the_identity(seed) -> None:
     """Issue 40: on the few positives of a young org's folds an unpenalised sigmoid took a slope
     of 3.6 and turned stage rates of 0.08-0.30 into 0.0001-0.03. Held toward slope 1 and
     intercept 0 as PRIOR_DEALS deals would hold it, the map keeps the level the rows show."""
-    from training.models import _sigmoid
+    from training.fitting import _sigmoid
 
     rng = np.random.default_rng(seed)
     raw = rng.choice([0.08, 0.12, 0.2, 0.3], 300)

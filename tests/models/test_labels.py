@@ -73,7 +73,7 @@ def test_snapshot_ids_can_be_the_opportunities_own_strings_and_hash_as_text() ->
     """At 3M deals the snapshots' ids, made from their categories, are 3M new strings the
     opportunities table already holds: shared, they are its objects, in the same order; a deal
     the table lacks leaves them as they were."""
-    from training.snapshots import Snapshots
+    from training.labelled_snapshots import Snapshots
 
     ids = ["b-2", "a-1", "c-3"]
     frame = pd.DataFrame({"opportunity_id": pd.Categorical(["a-1", "a-1", "b-2", "c-3"])})
@@ -106,7 +106,7 @@ def test_row_index_read_piece_by_piece_is_every_row_where_the_mask_holds(mask, s
 def test_labelled_rows_count_deals_of_each_outcome_as_fitted_rows_do(rows) -> None:
     """The backtest decides whether a fold date teaches by deals of each outcome, counted by
     marking deal codes: the same count as the fitted rows' own (distinct deals, used rows only)."""
-    from training.models import Rows
+    from training.fitting import Rows
     from training.targets import Labelled
 
     deal, y, w = (np.array(v) for v in zip(*rows, strict=True)) if rows else (np.zeros(0, int), np.zeros(0, int), np.zeros(0))

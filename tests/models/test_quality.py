@@ -10,8 +10,8 @@ import pandas as pd
 from features.settings import SegmentConfig, Settings
 from features.stages import StageOrder
 from scoring.score import score_open
+from training.labelled_snapshots import of_export as _snapshots
 from training.pipeline import train
-from training.snapshots import of_export as _snapshots
 
 
 def test_win_model_beats_stage_rate_and_configured_weights(trained) -> None:

@@ -11,7 +11,7 @@ import pytest
 from features.stages import StageOrder
 from scoring.store import champion_version, load_champion, reconcile_export
 from tests.conftest import older, weaker
-from training import models, registry
+from training import fitting, registry
 from training.pipeline import train
 from training.registry import log_and_register, promote
 
@@ -66,7 +66,7 @@ def test_crash_mid_training_leaves_champion_and_export_intact(trained, medium, s
     def boom(*args, **kwargs):
         raise MemoryError("killed while fitting")
 
-    monkeypatch.setattr(models, "fit_booster", boom)
+    monkeypatch.setattr(fitting, "fit_booster", boom)
     with pytest.raises(MemoryError):
         train(medium.tables, StageOrder(medium.stages), store)
     assert champion_version(store) == before_version
@@ -111,7 +111,7 @@ def test_crash_inside_log_and_register_leaves_champion_and_export_intact(trained
 def test_two_crashes_between_the_renames_keep_a_whole_bundle(trained, medium, store, monkeypatch) -> None:
     """Killed twice in a row with the old export moved aside and the new one not yet in place:
     the previous copy is never removed before a new one stands, and orphans go at the next export."""
-    import scoring.export as export_mod
+    import scoring.champion_folder as export_mod
 
     first = log_and_register(trained, medium.tables, store, "test")
     second = log_and_register(weaker(trained), medium.tables, store, "test")

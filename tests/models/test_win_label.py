@@ -16,8 +16,8 @@ from features.stages import StageOrder
 from features.tables import Tables
 from features.times import DAY_NS
 from tests.models.label_definitions import won_within_label
+from training.labelled_snapshots import Snapshots
 from training.labels import NO_WIN, Wins, win_horizon, win_target
-from training.snapshots import Snapshots
 
 STAGES = StageOrder(StageConfig(open=["A", "B"], won="W", lost="L"))
 START = pd.Timestamp("2025-01-01", tz="UTC")

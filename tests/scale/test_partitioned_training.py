@@ -205,7 +205,7 @@ def test_a_booster_fitted_again_on_the_same_rows_is_the_same_model(cut, dask_run
     worker's rows a block per task (as at 3M deals, where its blocks do not fit in memory
     together) gives the same model too."""
     import engines.matrix
-    from training.models import PARAMS
+    from training.fitting import PARAMS
 
     source = PartitionedExport(dask_run, cut["split"], cut["settings"], cut["now"])
     spec, stats = source.spec_and_stats(stages_of(cut["settings"]), cut["settings"])
