@@ -42,7 +42,14 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: li
     open_s = s[s["open_stage"]]
     outcome = final_states(known.stage_history, stages)["state"]
 
-    # 1. conversion: of the deals that reached a stage, how many went further, were lost there, or sit there
+    conv = _conversion(s, open_s, outcome, stages)
+    dwell, past_p90 = _dwell(open_s, outcome, stages)
+    activities = _activities(known, open_s[open_s["done"]], stages)
+    return Funnel(t, conv, dwell, past_p90, _losses(s, known, outcome, stages), activities, _by_segment(known, outcome, segments), _reopened(s, outcome))
+
+
+def _conversion(s: pd.DataFrame, open_s: pd.DataFrame, outcome: pd.Series, stages: StageOrder):
+    """Of the deals that reached a stage, how many went further, were lost there, or sit there."""
     reached = open_s.groupby(["stage", "opportunity_id"], sort=False).agg(index=("index", "first")).reset_index()
     furthest = s.assign(reach=np.where(s["index"] >= 0, s["index"], -1)).groupby("opportunity_id")["reach"].max()
     reached["further"] = reached["opportunity_id"].map(furthest) > reached["index"]
@@ -53,8 +60,11 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: li
     conv["conversion"] = conv["moved_on"] / conv["reached"].where(conv["reached"] > 0)
     conv["win_rate_after"] = conv["won_after"] / (conv["won_after"] + conv["lost_after"]).where(lambda x: x > 0)
     conv = conv.reset_index().rename(columns={"index": "stage"})
+    return conv
 
-    # 2. dwell of completed stays, and open deals past their stage's P90
+
+def _dwell(open_s: pd.DataFrame, outcome: pd.Series, stages: StageOrder):
+    """The dwell of completed stays per stage, and the open deals past their stage's P90 (slow, not the stall alert)."""
     done = open_s[open_s["done"]]
     q = done.groupby("stage")["days"].quantile([0.5, 0.75, 0.9]).unstack()
     dwell = pd.DataFrame({"stage": stages.open}).set_index("stage")
@@ -66,8 +76,11 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: li
     p90 = current["stage"].map(dwell.set_index("stage")["p90_days"])
     past_p90 = current[current["days"] > p90].assign(p90_days=p90)[["opportunity_id", "stage", "entered_at", "days", "p90_days"]]
     past_p90 = past_p90.sort_values("days", ascending=False).reset_index(drop=True)
+    return dwell, past_p90
 
-    # 3. loss reasons by the stage the deal was lost from
+
+def _losses(s: pd.DataFrame, known: Tables, outcome: pd.Series, stages: StageOrder):
+    """Loss reasons by the stage the deal was lost from, in pipeline order."""
     lost_rows = s[(s["next_index"] == -1) & (s["index"] >= 0)]
     lost_from = lost_rows.groupby("opportunity_id")["stage"].last()
     reasons = known.opportunities.set_index("opportunity_id")["loss_reason"]
@@ -75,8 +88,11 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: li
     lr = lr[lr.index.map(outcome) == "lost"]
     loss = lr.assign(loss_reason=lr["loss_reason"].fillna("(none given)")).groupby(["stage", "loss_reason"]).size().rename("deals").reset_index()
     loss = loss.assign(_order=stages.index(loss["stage"])).sort_values(["_order", "deals"], ascending=[True, False]).drop(columns="_order").reset_index(drop=True)  # pipeline order
+    return loss
 
-    # 4. activities during stays that moved forward against those that did not (completed stays)
+
+def _activities(known: Tables, done: pd.DataFrame, stages: StageOrder):
+    """Activities per week during completed stays that moved forward, against those that did not."""
     acts = known.activities
     if len(acts):
         stay_rows = done.reset_index(drop=True)
@@ -95,8 +111,11 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: li
         activities = wide.assign(_order=stages.index(wide["stage"])).sort_values(["_order", "ratio"], ascending=[True, False]).drop(columns="_order").reset_index(drop=True)
     else:
         activities = pd.DataFrame(columns=["stage", "type", "per_week_moved_on", "per_week_did_not", "ratio"])
+    return activities
 
-    # 5. win rate of closed deals by segment, team and owner
+
+def _by_segment(known: Tables, outcome: pd.Series, segments: list[str] | None):
+    """The win rate of closed deals by segment, team and owner."""
     opps = known.opportunities.set_index("opportunity_id")
     closed = outcome[outcome != "open"]
     rows = []
@@ -108,9 +127,12 @@ def funnel(tables: Tables, stages: StageOrder, as_of: pd.Timestamp, segments: li
         for value, r in agg.iterrows():
             rows.append({"segment": col, "value": value, "closed": int(r["size"]), "won": int(r["sum"]), "win_rate": r["sum"] / r["size"]})
     by_segment = pd.DataFrame(rows)
+    return by_segment
 
-    # 6. re-opened after a loss
+
+def _reopened(s: pd.DataFrame, outcome: pd.Series):
+    """The deals re-opened after a loss, and how they ended."""
     re = s[(s["index"] == -1) & s["done"] & (s["next_index"] >= 0)]
     ids = re["opportunity_id"].unique()
     reopened = pd.DataFrame({"opportunity_id": ids, "outcome": pd.Series(ids).map(outcome).to_numpy()})
-    return Funnel(t, conv, dwell, past_p90, loss, activities, by_segment, reopened)
+    return reopened

@@ -36,8 +36,6 @@ def score(
     --record-past-end."""
     from engines import partitioned
     from engines.runner import runner
-    from features.loading import write_table
-    from scoring.history import RunFacts
     from scoring.store import load_champion, load_version
 
     settings = _settings(config, data)
@@ -67,9 +65,23 @@ def score(
         out.print(f"[yellow]not scored:[/yellow] {done.counts['in a stage the model does not know']} deals in stages champion v{loaded.version} was not trained on: {', '.join(done.unknown_stages[:10])}; retrain on this export (`oppscore train --data {data}`)")
     if done.rows == 0:
         raise NotEnoughData(f"--data {data}: no opportunity was open at {at:%Y-%m-%d %H:%M} UTC in a stage the model knows; nothing scored, {out_file} not written")
+    recorded = _write_and_record(done, out_file, folder, data, None if past_end else history, now, loaded, shadow, shadow_bundle)  # past the end: not what the export knew
+    _say_drift(done.drift, settings)
+    if done.table is not None:
+        _say_top_and_moved(done.table)
+    kept = "not kept in the score history (--as-of is after the export's end; --record-past-end keeps it)" if past_end else _kept(recorded)
+    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {kept}")
+    out.print(f"next: `oppscore serve --data {data}` shows them on the managers' page")
+
+
+def _write_and_record(done, out_file: Path, folder: Path | None, data: Path, history, now: pd.Timestamp, loaded, shadow: str | None, shadow_bundle) -> int | None:
+    """The scores written, then recorded with the drift they measured (only once written: a run
+    whose file failed records nothing), and a shadow's scores beside them."""
+    from engines import partitioned
+    from features.loading import write_table
+    from scoring.history import RunFacts
+
     facts = RunFacts.of(loaded.bundle, drift=done.drift)
-    if past_end:
-        history = None  # what it says is not what the export knew: not a run for the track record
     if done.table is not None:
         write_table(done.table.drop(columns=["factors"]).assign(as_of=done.table["as_of"].astype(str)), out_file)
         recorded = _record(history, done.table, now, loaded.version, facts)  # only once the scores are written
@@ -82,12 +94,7 @@ def score(
         out.print(f"shadow v{shadow} scored the same {len(done.shadow):,} deals: " + (f"{kept:,} scores recorded beside the champion's" if kept is not None else "not recorded (the score history did not answer)"))
     elif shadow is not None:
         out.print(f"shadow v{shadow} is the champion: nothing scored beside it")
-    _say_drift(done.drift, settings)
-    if done.table is not None:
-        _say_top_and_moved(done.table)
-    kept = "not kept in the score history (--as-of is after the export's end; --record-past-end keeps it)" if past_end else _kept(recorded)
-    out.print(f"scored {done.rows:,} open opportunities with champion v{loaded.version} (from the {loaded.source}) → {out_file}; {kept}")
-    out.print(f"next: `oppscore serve --data {data}` shows them on the managers' page")
+    return recorded
 
 
 def _say_top_and_moved(table: pd.DataFrame) -> None:
