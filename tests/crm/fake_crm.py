@@ -98,41 +98,33 @@ def salesforce(refuse: dict[str, str] | None = None, fail_job: str | None = None
         return {"id": job_id, "state": job["state"], "numberRecordsProcessed": job.get("processed", 0), "numberRecordsFailed": job.get("failed", 0),
                 **({"errorMessage": job["errorMessage"]} if "errorMessage" in job else {})}
 
+    def results(header: list[str], rows: list[list[str]]) -> PlainTextResponse:
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+        return PlainTextResponse(out.getvalue(), media_type="text/csv")
+
     @app.get(base + "/{job_id}/successfulResults")
     @app.get(base + "/{job_id}/successfulResults/")
     def successful_results(job_id: str) -> PlainTextResponse:
         job = app.state.jobs[job_id]
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(["sf__Id", "sf__Created", *job["header"]])
-        for r in job["rows"]:
-            if r[0] not in refuse and job["state"] == "JobComplete":
-                w.writerow([r[0], "false", *r])
-        return PlainTextResponse(out.getvalue(), media_type="text/csv")
+        done = job["state"] == "JobComplete"
+        return results(["sf__Id", "sf__Created", *job["header"]], [[r[0], "false", *r] for r in job["rows"] if done and r[0] not in refuse])
 
     @app.get(base + "/{job_id}/failedResults")
     @app.get(base + "/{job_id}/failedResults/")
     def failed_results(job_id: str) -> PlainTextResponse:
         job = app.state.jobs[job_id]
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(["sf__Id", "sf__Error", *job["header"]])
-        for r in job["rows"]:
-            if r[0] in refuse and job["state"] == "JobComplete":
-                w.writerow(["", refuse[r[0]], *r])
-        return PlainTextResponse(out.getvalue(), media_type="text/csv")
+        done = job["state"] == "JobComplete"
+        return results(["sf__Id", "sf__Error", *job["header"]], [["", refuse[r[0]], *r] for r in job["rows"] if done and r[0] in refuse])
 
     @app.get(base + "/{job_id}/unprocessedrecords/")
     @app.get(base + "/{job_id}/unprocessedRecords")
     @app.get(base + "/{job_id}/unprocessedRecords/")
     def unprocessed(job_id: str) -> PlainTextResponse:
         job = app.state.jobs[job_id]
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(job["header"])
-        if job["state"] != "JobComplete":
-            w.writerows(job["rows"])
-        return PlainTextResponse(out.getvalue(), media_type="text/csv")
+        return results(job["header"], job["rows"] if job["state"] != "JobComplete" else [])
 
     return app
 
