@@ -178,6 +178,29 @@ def _stamps(values: np.ndarray) -> list[pd.Timestamp]:
     return [pd.Timestamp(v, tz="UTC") for v in values]
 
 
+def _future_times(typed: dict[str, Columns | None], now: pd.Timestamp | None, report) -> None:
+    """Times after now (beyond a small tolerance); none checked when `now` is None (events: a
+    time after now is kept and counts from its time on)."""
+    if now is None:
+        return
+    latest = (now + FUTURE_TOLERANCE).value
+    for name, columns in typed.items():
+        for col in TIMESTAMPS[name] if columns is not None else []:
+            if col in columns and col not in NOT_CHECKED_FOR_FUTURE:
+                late = columns[col] > latest  # NaT is the smallest value, never late
+                if late.any():
+                    found = pd.Series(from_ns(columns[col][late])).astype(str)
+                    report(name, late, col, found, f"a time not after now ({now:%Y-%m-%d %H:%M} UTC)")
+
+
+def _unknown_stages(hist: Columns, stage_names: list[str], report) -> None:
+    codes, names = asof.factorize(hist["stage"])
+    known = np.array([n in stage_names for n in names] + [True])  # the last: missing, reported elsewhere
+    unknown = ~known[codes]
+    if unknown.any():
+        report(STAGE_HISTORY, unknown, "stage", hist["stage"][unknown], f"a stage named in the config ({', '.join(stage_names)})")
+
+
 def _rules(
     typed: dict[str, Columns | None], stage_names: list[str] | None, now: pd.Timestamp,
     labels: dict[str, str], locators: dict[str, Locator], out: _Collector,
@@ -188,23 +211,10 @@ def _rules(
     def report(name: str, mask: np.ndarray, column: str, found: list | np.ndarray, expected: str) -> None:
         out.rows(labels[name], locators[name], np.flatnonzero(mask), column, found, expected)
 
-    latest = (now + FUTURE_TOLERANCE).value if now is not None else None  # None: times after now are kept (events: they count from their time on)
-    for name, columns in typed.items():
-        if columns is None or latest is None:
-            continue
-        for col in TIMESTAMPS[name]:
-            if col in columns and col not in NOT_CHECKED_FOR_FUTURE:
-                late = columns[col] > latest  # NaT is the smallest value, never late
-                if late.any():
-                    found = pd.Series(from_ns(columns[col][late])).astype(str)
-                    report(name, late, col, found, f"a time not after now ({now:%Y-%m-%d %H:%M} UTC)")
+    _future_times(typed, now, report)
     opps, hist, acts = typed[OPPORTUNITIES], typed[STAGE_HISTORY], typed[ACTIVITIES]
     if hist is not None and stage_names:
-        codes, names = asof.factorize(hist["stage"])
-        known = np.array([n in stage_names for n in names] + [True])  # the last: missing, reported elsewhere
-        unknown = ~known[codes]
-        if unknown.any():
-            report(STAGE_HISTORY, unknown, "stage", hist["stage"][unknown], f"a stage named in the config ({', '.join(stage_names)})")
+        _unknown_stages(hist, stage_names, report)
     if opps is None:
         return
     known_ids = asof.Codebook(opps["opportunity_id"])

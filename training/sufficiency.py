@@ -80,6 +80,53 @@ def beyond_stage(backtest: dict) -> bool:
     return bool(interval and stage and np.isfinite(stage.get("auc", np.nan)) and interval[0] > stage["auc"])
 
 
+def _said_of_serving(served: dict[str, dict], labelled: dict[str, tuple[int, int]] | None) -> list[str]:
+    """What serves each target and why, and how far the data are from a gradient-boosted model."""
+    need = MIN_DEALS["lightgbm"]
+    said, short = [], []
+    for target, info in served.items():
+        said.append(f"{target}: serving {info['model']}" + (f" ({info['why']})" if info.get("why") else "") + ".")
+        yes, no = (labelled or {}).get(target, (need, need))
+        if info.get("kind") != "lightgbm" and min(yes, no) < need:
+            short.append(f"{target}: {yes} deals {LABEL_WORDS[target][0].format(days=info.get('horizon_days', '?'))} and {no} {LABEL_WORDS[target][1]}")
+    if short:
+        said.append(f"A gradient-boosted model is tried once {need} deals of each outcome are labelled (now {'; '.join(short)}).")
+    return said
+
+
+def _said_of_activities(tables: Tables, activities: tuple[int, pd.Timestamp | None] | None, end: pd.Timestamp) -> list[str]:
+    n_acts, last = activities if activities is not None else (len(tables.activities), tables.activities["occurred_at"].max() if len(tables.activities) else None)
+    if n_acts == 0:
+        return ["No activities are logged: log calls, e-mails and meetings against opportunities, the activity features need them."]
+    if end - last > pd.Timedelta(days=30):
+        return [f"No activities logged since {last:%Y-%m-%d} (the export ends {end:%Y-%m-%d})."]
+    return []
+
+
+def _said_of_backtest(target: str, bt: dict | None, signal: dict[str, dict[str, float]], who_wins: dict | None) -> list[str]:
+    """What a target's backtest can claim: its AUC and interval, the families carrying signal,
+    whether anything beyond the stage shows, and (win) whether it tells the won from the lost."""
+    if bt is None:
+        return [f"{target}: no backtest was possible (no past date had snapshots of both outcomes known then, and open deals whose outcome was known by the export's end); no figure can be claimed."]
+    said = []
+    model = bt["pooled"].get("model", {})
+    interval = model.get("interval_90", {}).get("auc")
+    if interval:
+        said.append(f"{target}: backtest AUC {model['auc']:.3f} (90 % interval {interval[0]:.3f}–{interval[1]:.3f}) over {bt['evaluated_deals']} deals in {len(bt['folds'])} folds.")
+        if interval[1] - interval[0] > 0.15:
+            said.append(f"{target}: the interval is wide; more closed deals will narrow it.")
+    carrying = [f for f, gain in signal.get(target, {}).items() if gain > 0.002]
+    if signal.get(target):
+        said.append(f"{target}: families carrying signal in the backtest: {', '.join(carrying) if carrying else 'none beyond chance'}.")
+    if not beyond_stage(bt):
+        said.append(f"{target}: the data show no signal beyond the stage (the served model's AUC interval does not clear the stage rate's); no better-than-stage score is claimed.")
+    if target == "win" and who_wins and who_wins.get("interval_90"):
+        low, high = who_wins["interval_90"]
+        said.append(f"win: among the backtest's deals that closed, the win probability told the won from the lost with AUC {who_wins['auc']:.3f} (90 % interval {low:.3f}–{high:.3f})"
+                    + (": it knows when deals close more than which ones win." if high < 0.6 and model.get("auc", 0) >= 0.6 else "."))
+    return said
+
+
 def report(
     tables: Tables,
     stages: StageOrder,
@@ -116,39 +163,10 @@ def report(
             f"{late:.0%} of deals were created past the first stage ({stages.open[0]}): they were logged after the fact. "
             "A deal counts toward a stage's weight only for the stages it was in; recording stage changes as they happen would help most."
         )
-    need = MIN_DEALS["lightgbm"]
-    short = []
-    for target, info in served.items():
-        said.append(f"{target}: serving {info['model']}" + (f" ({info['why']})" if info.get("why") else "") + ".")
-        yes, no = (labelled or {}).get(target, (need, need))
-        if info.get("kind") != "lightgbm" and min(yes, no) < need:
-            short.append(f"{target}: {yes} deals {LABEL_WORDS[target][0].format(days=info.get('horizon_days', '?'))} and {no} {LABEL_WORDS[target][1]}")
-    if short:
-        said.append(f"A gradient-boosted model is tried once {need} deals of each outcome are labelled (now {'; '.join(short)}).")
-    n_acts, last = activities if activities is not None else (len(tables.activities), tables.activities["occurred_at"].max() if len(tables.activities) else None)
-    if n_acts == 0:
-        said.append("No activities are logged: log calls, e-mails and meetings against opportunities, the activity features need them.")
-    elif end - last > pd.Timedelta(days=30):
-        said.append(f"No activities logged since {last:%Y-%m-%d} (the export ends {end:%Y-%m-%d}).")
+    said += _said_of_serving(served, labelled)
+    said += _said_of_activities(tables, activities, end)
     for target, bt in backtests.items():
-        if bt is None:
-            said.append(f"{target}: no backtest was possible (no past date had snapshots of both outcomes known then, and open deals whose outcome was known by the export's end); no figure can be claimed.")
-            continue
-        model = bt["pooled"].get("model", {})
-        interval = model.get("interval_90", {}).get("auc")
-        if interval:
-            said.append(f"{target}: backtest AUC {model['auc']:.3f} (90 % interval {interval[0]:.3f}–{interval[1]:.3f}) over {bt['evaluated_deals']} deals in {len(bt['folds'])} folds.")
-            if interval[1] - interval[0] > 0.15:
-                said.append(f"{target}: the interval is wide; more closed deals will narrow it.")
-        carrying = [f for f, gain in signal.get(target, {}).items() if gain > 0.002]
-        if signal.get(target):
-            said.append(f"{target}: families carrying signal in the backtest: {', '.join(carrying) if carrying else 'none beyond chance'}.")
-        if not beyond_stage(bt):
-            said.append(f"{target}: the data show no signal beyond the stage (the served model's AUC interval does not clear the stage rate's); no better-than-stage score is claimed.")
-        if target == "win" and who_wins and who_wins.get("interval_90"):
-            low, high = who_wins["interval_90"]
-            said.append(f"win: among the backtest's deals that closed, the win probability told the won from the lost with AUC {who_wins['auc']:.3f} (90 % interval {low:.3f}–{high:.3f})"
-                        + (": it knows when deals close more than which ones win." if high < 0.6 and model.get("auc", 0) >= 0.6 else "."))
+        said += _said_of_backtest(target, bt, signal, who_wins)
     return {
         "closed": {"won": won, "lost": lost, "open": still_open},
         "by_stage": by_stage,
