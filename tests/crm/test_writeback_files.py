@@ -68,6 +68,9 @@ def test_salesforce_field_metadata_deploys_as_source(tmp_path: Path, scores_csv:
     assert result.exit_code == 0, result.output
     project = tmp_path / "sf" / "salesforce-metadata"
     assert json.loads((project / "sfdx-project.json").read_text())["packageDirectories"][0]["path"] == "force-app"
+    printed = re.search(r"`cd (\S+) && sf project deploy start --source-dir (\S+) --target-org ORG`", " ".join(result.output.split()))
+    assert printed, result.output  # the command as printed runs where sf finds sfdx-project.json, its source dir relative to it
+    assert Path(printed.group(1)) == project and (Path(printed.group(1)) / printed.group(2)).is_dir()
     fields = sorted((project / "force-app/main/default/objects/Opportunity/fields").glob("*.field-meta.xml"))
     names = {f.name.removesuffix(".field-meta.xml") for f in fields}
     header, rows = _rows(tmp_path / "sf" / "Opportunity-upsert.csv")

@@ -86,6 +86,14 @@ def test_train_and_score_say_what_they_did_and_default_to_the_exports_end(export
     assert f"as of {end:%Y-%m-%d %H:%M} UTC" in scored and "days before today" in scored
     assert set(pd.to_datetime(pd.read_csv("scores.csv")["as_of"], utc=True)) == {end}
 
+    # `serve` without --data looks for the default project's champion; the export's config names
+    # its own project (crm): the command says which champions there are and how to serve each
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    served = " ".join(_said(["serve", "--port", "8999"]).split())
+    assert "no champion for oppscore" in served and f"oppscore-crm v1, trained on {export}: `oppscore serve --data {export}`" in served
+
 
 def test_money_on_chart_axes_reads_as_money() -> None:
     from analytics.report import _money
