@@ -70,7 +70,7 @@ def write_export(n: int, folder: Path) -> dict[str, int]:
 def _import(folder: str) -> None:
     """In its own process, so that its peak memory is the import's alone."""
     from benchmarks.common import peak_rss_gib
-    from features.adapters.salesforce import import_salesforce
+    from crm.salesforce_import import import_salesforce
 
     start = time.perf_counter()
     imported = import_salesforce(Path(folder))

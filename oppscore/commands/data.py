@@ -62,9 +62,9 @@ def import_(
 ) -> None:
     """Convert a known CRM export into the canonical tables (and an oppscore.toml); with
     --into, merge a newer Salesforce export into a folder imported before."""
-    from features.adapters.hubspot import import_hubspot
-    from features.adapters.maven import import_maven
-    from features.adapters.salesforce import import_salesforce, save_source
+    from crm.hubspot_import import import_hubspot
+    from crm.maven_import import import_maven
+    from crm.salesforce_import import import_salesforce, save_source
 
     importers = {
         "salesforce": lambda: import_salesforce(src, attach_account_tasks=attach_account_tasks),
@@ -95,8 +95,8 @@ def import_(
 
 
 def _import_into(src: Path, into: Path) -> None:
-    """`features.adapters.merge_into`, with its progress and what it changed on the terminal."""
-    from features.adapters.merge_into import merge_into
+    """`crm.salesforce_merge`, with its progress and what it changed on the terminal."""
+    from crm.salesforce_merge import merge_into
 
     with steps("import salesforce --into") as step:
         done = merge_into(src, into, step)

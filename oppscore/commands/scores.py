@@ -186,8 +186,9 @@ def export_scores(
 ) -> None:
     """Scores as the CRM's own upsert file with the fields' definitions, optionally pushed; the
     rows a push could not write are listed by record id and reason (and the exit code is 1)."""
-    from scoring.crm import hubspot, salesforce
-    from scoring.crm.scores_file import read_scores
+    from crm import hubspot_update as hubspot
+    from crm import salesforce_upsert as salesforce
+    from crm.scores_file import read_scores
 
     if crm not in CRMS:
         raise InputInvalid(f"CRM: found {crm!r}, expected one of: {', '.join(CRMS)}")
@@ -215,7 +216,7 @@ def export_scores(
 
 def _refresh(url: str, token, client_id: str | None, secret):
     """The OAuth refresh grant, when its refresh token and client id are in the environment."""
-    from scoring.crm.calls import Refresh
+    from crm.calls import Refresh
 
     if token is None or not client_id:
         return None
@@ -223,8 +224,8 @@ def _refresh(url: str, token, client_id: str | None, secret):
 
 
 def _push(crm: str, settings: Settings, frame: pd.DataFrame, module):
-    from scoring.crm.hubspot import BatchUpdate
-    from scoring.crm.salesforce import BulkApi
+    from crm.hubspot_update import BatchUpdate
+    from crm.salesforce_upsert import BulkApi
 
     with steps(f"push to {crm}") as step:
         if crm == "salesforce":

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from features.adapters.hubspot import import_hubspot
+from crm.hubspot_import import import_hubspot
 from oppscore.cli import app
 
 runner = CliRunner()

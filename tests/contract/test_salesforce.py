@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from features.adapters.salesforce import import_salesforce
+from crm.salesforce_import import import_salesforce
 from features.contract import load_export
 from features.errors import ExportInvalid
 from features.settings import load_settings

@@ -103,7 +103,7 @@ def test_merge_by_record_id_counts_what_changed() -> None:
     """Unit rules of the merge: the newer row replaces the older one by id (of an id written
     twice in the older export, its last row), deletions are counted once, rows resent alike
     are unchanged, objects without ids keep every distinct row once."""
-    from features.adapters.salesforce import merge
+    from crm.salesforce_import import merge
 
     def frame(rows):
         return pd.DataFrame(rows, columns=["id", "isdeleted", "stagename", "_file", "_line"], dtype=object)

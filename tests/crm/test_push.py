@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from crm import hubspot_update as hubspot
+from crm import salesforce_upsert as salesforce
+from crm.calls import CrmUnavailable, Refresh
+from crm.scores_file import read_scores
 from features.settings import CrmConfig
 from oppscore.cli import app
-from scoring.crm import hubspot, salesforce
-from scoring.crm.calls import CrmUnavailable, Refresh
-from scoring.crm.scores_file import read_scores
 from tests.crm import fake_crm
 from tests.crm.conftest import scores_table
 

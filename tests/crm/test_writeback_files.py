@@ -18,11 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from crm import hubspot_update as hubspot
+from crm.salesforce_upsert import checksum, id18
+from crm.scores_file import reasons_text, utf16_length
 from features.settings import SALESFORCE_FIELDS
 from oppscore.cli import app
-from scoring.crm import hubspot
-from scoring.crm.salesforce import checksum, id18
-from scoring.crm.scores_file import reasons_text, utf16_length
 from tests.conftest import SHARED
 from tests.crm.conftest import IDS, scores_table
 
@@ -68,7 +68,7 @@ def test_salesforce_field_metadata_deploys_as_source(tmp_path: Path, scores_csv:
     assert result.exit_code == 0, result.output
     project = tmp_path / "sf" / "salesforce-metadata"
     assert json.loads((project / "sfdx-project.json").read_text())["packageDirectories"][0]["path"] == "force-app"
-    printed = re.search(r"`cd (\S+) && sf project deploy start --source-dir (\S+) --target-org ORG`", " ".join(result.output.split()))
+    printed = re.search(r"`cd (\S+) && sf project deploy start --source-dir (\S+) --target-org ORG`", "".join(result.output.split("\n")))  # rich wraps long words mid-word, and keeps the space where it wraps at one
     assert printed, result.output  # the command as printed runs where sf finds sfdx-project.json, its source dir relative to it
     assert Path(printed.group(1)) == project and (Path(printed.group(1)) / printed.group(2)).is_dir()
     fields = sorted((project / "force-app/main/default/objects/Opportunity/fields").glob("*.field-meta.xml"))

@@ -134,7 +134,7 @@ def test_maven_claims_no_signal_of_who_wins(tmp_path) -> None:
 
     if not MAVEN.exists():
         pytest.fail(f"the shared Maven export is missing at {MAVEN}")
-    from features.adapters.maven import import_maven
+    from crm.maven_import import import_maven
 
     imported = import_maven(MAVEN)
     result = train(imported.tables, StageOrder(imported.stages), Settings(segments=SegmentConfig(columns=imported.segments)))

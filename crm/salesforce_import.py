@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.adapters.reading import find, key, original, read_csv
+from crm.reading import find, key, original, read_csv
 from features.errors import ExportInvalid, InputInvalid, Problem
 from features.settings import StageConfig
 from features.stages import infer_stage_config

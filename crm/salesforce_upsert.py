@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from crm.calls import CrmRefused, CrmUnavailable, Pushed, Refresh, answered, client, renewed, unreachable
+from crm.scores_file import crm_values
 from features.errors import ExportInvalid, Problem
 from features.settings import CrmConfig
-from scoring.crm.calls import CrmRefused, CrmUnavailable, Pushed, Refresh, answered, client, renewed, unreachable
-from scoring.crm.scores_file import crm_values
 
 log = logging.getLogger(__name__)
 OPPORTUNITY_PREFIX = "006"

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.adapters.reading import key, read_csv
-from features.adapters.salesforce import Imported
+from crm.reading import key, read_csv
+from crm.salesforce_import import Imported
 from features.errors import ExportInvalid, InputInvalid, Problem
 from features.settings import StageConfig
 from features.stages import LOST_WORDS, WON_WORDS

@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from crm.calls import CrmRefused, Pushed, Refresh, answered, client, renewed, unreachable
+from crm.salesforce_upsert import csv_text
+from crm.scores_file import crm_values
 from features.errors import ExportInvalid, Problem
 from features.settings import CrmConfig
-from scoring.crm.calls import CrmRefused, Pushed, Refresh, answered, client, renewed, unreachable
-from scoring.crm.salesforce import csv_text
-from scoring.crm.scores_file import crm_values
 
 GROUP = {"name": "oppscore", "label": "oppscore", "displayOrder": -1}
 BATCH = 100  # the batch update endpoint takes at most 100 records per call

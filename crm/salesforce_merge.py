@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from features.adapters.salesforce import commit_source, import_objects, load_source, merge, read_objects, stage_source
+from crm.salesforce_import import commit_source, import_objects, load_source, merge, read_objects, stage_source
 from features.loading import find_table, write_export
 from features.settings import StageConfig, project_name, settings_toml
 from features.tables import TABLE_NAMES

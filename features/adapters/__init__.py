@@ -1,1 +1,0 @@
-"""Adapters turn a known CRM export into the canonical tables; one module per source."""
