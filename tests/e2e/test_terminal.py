@@ -91,6 +91,7 @@ def test_train_and_score_say_what_they_did_and_default_to_the_exports_end(export
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setenv("OPPSCORE_API_KEYS", "terminal-key")  # else `serve` makes one and puts it in this process's environment, for every later test
     served = " ".join(_said(["serve", "--port", "8999"]).split())
     assert "no champion for oppscore" in served and f"oppscore-crm v1, trained on {export}: `oppscore serve --data {export}`" in served
 
