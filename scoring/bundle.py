@@ -21,43 +21,11 @@ import pandas as pd
 from features.errors import BundleInvalid
 from features.frame import FeatureSpec
 from features.pit_stats import PointInTimeStats
+from scoring.calibrators import Calibrator
 from scoring.models import BoosterModel, Estimator, RateModel, estimator_from_dict, estimator_to_dict
 
 FORMAT_VERSION = 2  # 2: the served model may be a booster, a linear model or rates (1: booster or stage rates)
 TARGETS = ("win", "stall")
-
-
-@dataclass
-class Calibrator:
-    """Maps a raw score to a calibrated probability; 'isotonic' steps or a 'sigmoid' on the logit."""
-
-    kind: str
-    params: dict[str, Any]
-
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
-        mapped = self._mapped(np.asarray(raw, dtype=float))
-        level = self.params.get("level")  # a shift of the logit that sets the level (training.fitting.level_shift); absent in older bundles
-        if not level:
-            return mapped
-        clipped = np.clip(mapped, 1e-6, 1 - 1e-6)
-        return 1.0 / (1.0 + np.exp(-(np.log(clipped / (1 - clipped)) + level)))
-
-    def _mapped(self, raw: np.ndarray) -> np.ndarray:
-        if self.kind == "isotonic":
-            return np.interp(raw, self.params["x"], self.params["y"])
-        if self.kind == "sigmoid":
-            logit = np.log(np.clip(raw, 1e-6, 1 - 1e-6) / (1 - np.clip(raw, 1e-6, 1 - 1e-6)))
-            return 1.0 / (1.0 + np.exp(-(self.params["a"] * logit + self.params["b"])))
-        if self.kind == "identity":
-            return raw
-        raise BundleInvalid(f"unknown calibrator kind {self.kind!r}")
-
-    def leveled(self, shift: float) -> Calibrator:
-        """The same map with its level moved by `shift` on the logit."""
-        return Calibrator(self.kind, {**self.params, "level": float(shift)})
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "params": self.params}
 
 
 @dataclass
@@ -138,7 +106,7 @@ class Bundle:
         stats = PointInTimeStats.from_frames(spec.stat_keys, doc["shrinkage"], frames)
         models = {}
         for target, info in doc["models"].items():
-            cal = Calibrator(info["calibrator"]["kind"], info["calibrator"]["params"])
+            cal = Calibrator.from_dict(info["calibrator"])
             booster_file = folder / f"{target}.lgb.txt"
             booster = lgb.Booster(model_file=str(booster_file)) if booster_file.exists() else None
             if doc["format"] == 1:  # a booster, or stage-name rates when data was thin

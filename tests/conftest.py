@@ -78,7 +78,8 @@ def weaker(result):
 
     import numpy as np
 
-    from scoring.bundle import Calibrator, TargetModel
+    from scoring.bundle import TargetModel
+    from scoring.calibrators import Identity
     from scoring.models import RateModel
 
     bundle = copy.copy(result.bundle)
@@ -90,7 +91,7 @@ def weaker(result):
         w = held.w[target]
         rate = float(np.average(held.y[target], weights=w)) if w.sum() > 0 else 0.3
         levels = len(spec.categories["stage"])
-        models[target] = TargetModel(RateModel(spec.columns.index("stage"), [rate] * levels, rate, {}), Calibrator("identity", {}), "a constant, for tests")
+        models[target] = TargetModel(RateModel(spec.columns.index("stage"), [rate] * levels, rate, {}), Identity(), "a constant, for tests")
         ours[target] = np.full(len(held.points), rate)
     bundle.models = models
     return dataclasses.replace(result, bundle=bundle, held_out=dataclasses.replace(held, ours=ours))

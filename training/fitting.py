@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from features.frame import FeatureSpec
-from scoring.bundle import Calibrator
+from scoring.calibrators import Calibrator, Identity, Isotonic, Sigmoid
 from scoring.models import EPS, BoosterModel, LinearModel, RateModel
 
 PARAMS = {
@@ -243,7 +243,7 @@ def _sigmoid(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
 
     start = np.array([1.0, float(logit(np.clip(np.average(y, weights=w), 1e-6, 1 - 1e-6)) - np.average(z, weights=w))]) if len(z) else np.array([1.0, 0.0])
     found = minimize(loss, start, jac=True, method="L-BFGS-B")
-    return Calibrator("sigmoid", {"a": float(found.x[0]), "b": float(found.x[1])})
+    return Sigmoid(a=float(found.x[0]), b=float(found.x[1]))
 
 
 PRIOR_DEALS = 20.0  # how hard the sigmoid calibrator and the level are held near the identity when outcomes are few
@@ -272,10 +272,10 @@ def level_shift(p: np.ndarray, y: np.ndarray, w: np.ndarray, prior: float = PRIO
 
 def _isotonic(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
     iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw, y, sample_weight=w)
-    return Calibrator("isotonic", {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+    return Isotonic(x=tuple(iso.X_thresholds_.tolist()), y=tuple(iso.y_thresholds_.tolist()))
 
 
-CALIBRATORS = {"identity": lambda raw, y, w: Calibrator("identity", {}), "sigmoid": _sigmoid, "isotonic": _isotonic}
+CALIBRATORS = {"identity": lambda raw, y, w: Identity(), "sigmoid": _sigmoid, "isotonic": _isotonic}
 
 
 def calibrator_kinds(y: np.ndarray) -> list[str]:
