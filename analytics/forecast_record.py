@@ -63,10 +63,6 @@ class ReplayedRecord:
         rank = {m: k for k, m in enumerate(ranked["method"])}
         return methods.assign(_rank=methods["method"].map(rank).fillna(len(rank))).sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)
 
-    def said(self, methods: pd.DataFrame, period: tuple[pd.Timestamp, pd.Timestamp]) -> list[str]:
-        """In words: the best on the replayed periods, and each method whose level moved."""
-        return self.best() + level_moves(methods, period, self.last)
-
     def best(self) -> list[str]:
         if not self.enough:
             return []
@@ -98,3 +94,29 @@ def level_moves(methods: pd.DataFrame, period: tuple[pd.Timestamp, pd.Timestamp]
 
 def _empty_summary() -> pd.DataFrame:
     return pd.DataFrame(columns=["method", "periods", "mean_abs_error", "expected_over_actual", "p10_p90_coverage"])
+
+
+@dataclass(frozen=True)
+class Ordered:
+    """A forecast's methods in the order to plan by, and what is said of them: the best on the
+    replayed periods, each level that moved since its last replay, and today's backtest's verdict."""
+
+    methods: pd.DataFrame
+    best: list[str]
+    moved: list[str]
+    backtest: list[str]
+
+    @property
+    def said(self) -> list[str]:
+        return self.best + self.moved + self.backtest
+
+
+def ordered(made: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp], summary: pd.DataFrame, replayed: ReplayedRecord) -> Ordered:
+    """One forecast judged the one way the CLI and the page both show it: by its replayed record
+    when that holds enough periods (out of sample), else by today's backtest (whose periods the
+    model's training saw, and which is labelled so when the replayed record leads)."""
+    from analytics.forecast import in_order, verdict
+
+    methods = replayed.in_order(made) if replayed.enough else in_order(made, summary)
+    backtest = [f"in today's backtest: {line}" if replayed.enough else line for line in verdict(summary)]
+    return Ordered(methods, replayed.best(), level_moves(methods, window, replayed.last), backtest)

@@ -156,8 +156,9 @@ def forecast(
     """Expected won amount in a period with a P10–P90 range, by configured weights, data-driven
     weights and the model, and how each did on past periods."""
     from analytics import report
-    from analytics.forecast import backtest, backtest_summary, in_order, parse_period, verdict
+    from analytics.forecast import backtest, backtest_summary, parse_period
     from analytics.forecast import forecast as run_forecast
+    from analytics.forecast_record import ordered
     from oppscore import output
     from scoring.store import load_champion
 
@@ -177,8 +178,8 @@ def forecast(
         replayed = _replayed_record(settings, tables, stages, end)
     _record_forecast(settings, f, bundle.version if bundle is not None else None)
     summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
-    methods = replayed.in_order(f.methods) if replayed.enough else in_order(f.methods, summary)  # the replayed record first: out of sample
-    said = replayed.said(methods, window) + [f"in today's backtest: {line}" if replayed.enough else line for line in verdict(summary)]
+    judged = ordered(f.methods, window, summary, replayed)
+    methods, said = judged.methods, judged.said
     if bundle is not None and len(bt):
         said.append(f"the model's replayed periods fall within its training data (up to {pd.Timestamp(bundle.metadata['data_end']):%Y-%m-%d}): its record there is better than it will be")
     results = {"forecast": methods, "backtest": bt, "backtest_summary": summary}

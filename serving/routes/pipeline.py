@@ -15,8 +15,8 @@ import pandas as pd
 from fastapi import Query
 
 from analytics import report
-from analytics.forecast import backtest, backtest_summary, forecast, in_order, methods_for, verdict
-from analytics.forecast_record import ReplayedRecord, level_moves
+from analytics.forecast import backtest, backtest_summary, forecast, methods_for
+from analytics.forecast_record import ReplayedRecord, ordered
 from analytics.funnel import funnel
 from analytics.stage_weights import StageWeights
 from features.frame import segment_columns
@@ -77,17 +77,14 @@ def _panels(v: View, loaded, settings: Settings, recorded: pd.DataFrame) -> dict
     bt = backtest(tables, stages, methods, periods=4)
     summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
     replayed = ReplayedRecord.of(recorded, tables, stages, v.as_of)
-    periods = {}
-    said = []
+    periods, judged = {}, []
     for name, p in (("this period", month), ("next period", month + 1)):
         start, end = pd.Timestamp(p.start_time, tz="UTC"), pd.Timestamp((p + 1).start_time, tz="UTC")
         window = (max(start, v.as_of), end)
-        made = forecast(tables, stages, window, methods, as_of=v.as_of).methods
-        done = replayed.in_order(made) if replayed.enough else in_order(made, summary)  # the best on the replayed periods (else the backtest) first
+        judged.append(ordered(forecast(tables, stages, window, methods, as_of=v.as_of).methods, window, summary, replayed))  # as `oppscore forecast` orders and says it
+        done = judged[-1].methods
         periods[name] = {"period": str(p), "methods": records(done), "chart": report.forecast_plot(done, f"{name}: {p}", uri=True)}
-        said += [f"{name}: {line}" for line in level_moves(done, window, replayed.last)]
-    said = replayed.best() + said + [
-        f"in today's backtest: {line}" if replayed.enough else line for line in verdict(summary)]
+    said = judged[0].best + [f"{name}: {line}" for name, j in zip(("this period", "next period"), judged, strict=True) for line in j.moved] + judged[0].backtest
     return {
         "as_of": v.as_of.isoformat(),
         "funnel": {"conversion": records(f.conversion), "dwell": records(f.dwell),

@@ -58,3 +58,22 @@ def test_a_level_that_moved_past_its_last_replayed_range_is_named() -> None:
     assert len(said) == 1 and said[0].startswith("model: its level moved") and "2026-05-01" in said[0]
     quarter = (pd.Timestamp("2026-06-01", tz="UTC"), pd.Timestamp("2026-08-30", tz="UTC"))  # three times as long: compared per day
     assert level_moves(now.assign(expected=[3 * 150_000.0, 3 * 118_000.0]), quarter, last) == []
+
+
+def test_one_forecast_is_ordered_and_said_the_one_way_cli_and_page_share(small) -> None:
+    """`ordered`: by the replayed record when it holds enough periods, today's backtest's verdict
+    then labelled as such; by the backtest alone without a replayed record."""
+    from analytics.forecast_record import ordered
+
+    stages = StageOrder(small.stages)
+    window = (pd.Timestamp("2026-06-01", tz="UTC"), pd.Timestamp("2026-06-30", tz="UTC"))
+    now = pd.DataFrame({"method": ["model", "configured weights", "data-driven stage weights"], "expected": [1.0, 2.0, 3.0], "p10": 0.0, "p50": 1.0, "p90": 4.0})
+    summary = pd.DataFrame({"method": ["configured weights", "model", "data-driven stage weights"], "periods": 4, "mean_abs_error": [1.0, 2.0, 3.0],
+                            "expected_over_actual": 1.0, "p10_p90_coverage": 0.5, "bias": 0.0, "mean_abs_pct_error": 0.1})
+    record = ReplayedRecord.of(_recorded(small, MIN_REPLAYED, {"model": 0.1, "data-driven stage weights": 1.05, "configured weights": 2.5}), small.tables, stages, small.tables.end)
+    by_record = ordered(now, window, summary, record)
+    assert list(by_record.methods["method"]) == ["data-driven stage weights", "model", "configured weights"]
+    assert by_record.best and all(line.startswith("in today's backtest: ") for line in by_record.backtest) and by_record.said[0] == by_record.best[0]
+    by_backtest = ordered(now, window, summary, ReplayedRecord.of(pd.DataFrame(), small.tables, stages, small.tables.end))
+    assert list(by_backtest.methods["method"]) == ["configured weights", "model", "data-driven stage weights"] and by_backtest.best == []
+    assert by_backtest.backtest and not any(line.startswith("in today's backtest") for line in by_backtest.backtest)
