@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from analytics.forecast import backtest_summary
 from analytics.track_record import judged_forecasts
 
 MIN_REPLAYED = 3  # judged replayed periods a method needs before its replayed record orders the forecast
@@ -38,16 +39,8 @@ class ReplayedRecord:
         if not len(mine):
             return cls(_empty_summary(), pd.DataFrame(columns=["method", "as_of", "period_start", "period_end", "expected", "p10", "p90"]))
         judged = judged_forecasts(mine, tables, stages, known_at)
-        if len(judged):
-            g = judged.groupby("method")
-            summary = pd.DataFrame({
-                "periods": g.size(),
-                "mean_abs_error": g.apply(lambda d: (d["expected"] - d["actual"]).abs().mean(), include_groups=False),
-                "expected_over_actual": g["expected"].mean() / g["actual"].mean().where(g["actual"].mean() > 0),
-                "p10_p90_coverage": g["inside_p10_p90"].mean(),
-            }).reset_index().sort_values("mean_abs_error", kind="stable").reset_index(drop=True)
-        else:
-            summary = _empty_summary()
+        # the same record a backtest's periods get (`analytics.forecast.backtest_summary`), best first
+        summary = backtest_summary(judged.assign(error=judged["expected"] - judged["actual"], inside=judged["inside_p10_p90"])) if len(judged) else _empty_summary()
         last = mine.sort_values("as_of", kind="stable").groupby("method").tail(1)[["method", "as_of", "period_start", "period_end", "expected", "p10", "p90"]]
         return cls(summary, last.reset_index(drop=True))
 
