@@ -58,6 +58,12 @@ EVENTS = sa.Table(
     sa.Index("events_by_deal", "model_name", "opportunity_id"),
     sa.Index("events_by_time", "model_name", "at"),
 )
+EVENT_COUNTS = sa.Table(  # kept with the events in each transaction that stores or deletes some
+    "event_counts",
+    METADATA,
+    sa.Column("model_name", sa.String(200), primary_key=True),
+    sa.Column("events", sa.BigInteger, nullable=False),
+)
 KINDS = (OPPORTUNITIES, STAGE_HISTORY, ACTIVITIES, FIELD_HISTORY)
 CURRENT = ("amount", "expected_close_date")  # fields whose change moves the record's current value (same name in both tables)
 CHUNK = 900  # ids per IN list (SQLite's default limit on bound parameters is 999)
@@ -211,6 +217,7 @@ class EventStore:
                 inserted = self.database.insert_new(connection, EVENTS, [self._row(e, received) for e in new], key=EVENTS.c.event_id)
                 if inserted is None:  # a backend that cannot say which: those whose digest is stored now (a clash is found after)
                     inserted = list(self._digests(connection, [e.event_id for e in new]))
+                self._counted(connection, len(inserted))  # last: the one row every writer updates is locked until the commit only
                 return set(inserted)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise unavailable("storing the events", exc) from None
@@ -250,6 +257,7 @@ class EventStore:
                 if check is not None:
                     check(stored, [gone])
                 connection.execute(EVENTS.delete().where(EVENTS.c.model_name == self.model_name, EVENTS.c.event_id == event_id))
+                self._counted(connection, -1)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise unavailable("deleting the event", exc) from None
         return gone
@@ -291,10 +299,21 @@ class EventStore:
             raise unavailable("reading the events", exc) from None
         return None if at is None else _utc_stamp(at)
 
+    def _counted(self, connection: sa.Connection, change: int) -> None:
+        """Add `change` to this model's count of stored events, in the caller's transaction."""
+        if not change:
+            return
+        done = connection.execute(EVENT_COUNTS.update().where(EVENT_COUNTS.c.model_name == self.model_name).values(events=EVENT_COUNTS.c.events + change))
+        if done.rowcount == 0:  # the model's first events: its row, unless a writer of other deals made it meanwhile
+            inserted = self.database.insert_new(connection, EVENT_COUNTS, [{"model_name": self.model_name, "events": change}], key=EVENT_COUNTS.c.model_name)
+            if inserted is not None and not inserted:
+                connection.execute(EVENT_COUNTS.update().where(EVENT_COUNTS.c.model_name == self.model_name).values(events=EVENT_COUNTS.c.events + change))
+
     def count(self) -> int:
+        """The model's stored events, as kept beside them (not counted again)."""
         try:
             with self.database.read() as connection:
-                return int(connection.execute(sa.select(sa.func.count()).select_from(EVENTS).where(EVENTS.c.model_name == self.model_name)).scalar())
+                return int(connection.execute(sa.select(EVENT_COUNTS.c.events).where(EVENT_COUNTS.c.model_name == self.model_name)).scalar() or 0)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise unavailable("counting the events", exc) from None
 

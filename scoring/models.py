@@ -103,6 +103,17 @@ class RateModel:
     overall: float
     segments: dict[int, list[list[float]]]  # model-matrix column → [stage code][level code] log-odds shift
     kind: str = "rates"
+    dwell: dict | None = None  # {"column", "edges": days, "shifts": [stage code][band] log-odds}: how long a deal has sat in its stage
+
+    def _dwell(self, x: np.ndarray, code: np.ndarray, known: np.ndarray) -> np.ndarray:
+        """The log-odds shift of the deal's band of days in its stage (a deal long in a stage
+        wins less within the horizon, in every CRM): what lets the rates follow a pipeline whose
+        share of stale deals grows, as a young org's does."""
+        if not self.dwell:
+            return np.zeros(len(x))
+        shifts, days = np.asarray(self.dwell["shifts"]), x[:, self.dwell["column"]]
+        band = np.searchsorted(np.asarray(self.dwell["edges"], dtype=float), np.nan_to_num(days, nan=0.0), side="right")
+        return np.where(known & ~np.isnan(days), shifts[code, np.minimum(band, shifts.shape[1] - 1)], 0.0)
 
     def _terms(self, x: np.ndarray) -> np.ndarray:
         out = np.zeros((len(x), x.shape[1]))
@@ -117,6 +128,8 @@ class RateModel:
             level = x[:, col]
             hit = known & ~np.isnan(level) & (level >= 0) & (level < shifts.shape[1])
             out[:, col] = share * np.where(hit, shifts[code, np.where(hit, level, 0).astype(np.int64)], 0.0)
+        if self.dwell:
+            out[:, self.dwell["column"]] += self._dwell(x, code, known)
         return out
 
     def probability(self, x: np.ndarray) -> np.ndarray:

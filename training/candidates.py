@@ -49,7 +49,7 @@ def candidates_for(target: str, stages: StageOrder, spec: FeatureSpec, min_class
     if target == "win" and conf is not None:
         fixed = RateModel(stage_col, np.nan_to_num(conf, nan=0.5).tolist(), float(np.nanmean(conf)), {})
         out.append(bt_.Candidate("configured weights", lambda rows, at: fixed, "the configured stage weights", prior=True))
-    out.append(bt_.Candidate("stage rate", lambda rows, at: fit.fit_rates(rows, spec, None, segments=False), serves=False, floor=True))
+    out.append(bt_.Candidate("stage rate", lambda rows, at: fit.fit_rates(rows, spec, None, segments=False, dwell=False), serves=False, floor=True))
     if target == "win":
         out.append(bt_.Candidate("naive Bayes (stage + segments)", lambda rows, at: baselines.naive_bayes(rows, spec), min_deals=1, serves=False))
     else:

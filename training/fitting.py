@@ -197,10 +197,11 @@ def _pooled(y: np.ndarray, w: np.ndarray, deal: np.ndarray, groups: np.ndarray, 
     return out
 
 
-def fit_rates(rows: Rows, spec: FeatureSpec, stage_prior: np.ndarray | None = None, segments: bool = True) -> RateModel:
+def fit_rates(rows: Rows, spec: FeatureSpec, stage_prior: np.ndarray | None = None, segments: bool = True, dwell: bool = True) -> RateModel:
     """Partially pooled rates: each stage's rate shrunk toward its prior (the configured weight,
     else the rate every closed deal earned there, else the overall rate), each segment value's
-    rate at that stage shrunk toward the stage's."""
+    rate at that stage shrunk toward the stage's, and (`dwell`) each band of days in the stage
+    likewise. `segments=False, dwell=False`: the plain stage rate."""
     rows = rows.used()
     stage_col = spec.columns.index("stage")
     n_stages = len(spec.categories.get("stage", []))
@@ -221,7 +222,28 @@ def fit_rates(rows: Rows, spec: FeatureSpec, stage_prior: np.ndarray | None = No
         pooled = _pooled(rows.y, rows.w, rows.deal, pair, n_stages * n_levels, np.repeat(rates, n_levels))
         shift = logit(np.clip(pooled, EPS, 1 - EPS)) - logit(np.repeat(rates, n_levels))
         shifts[j] = shift.reshape(n_stages, n_levels).tolist()
-    return RateModel(stage_col, rates.tolist(), overall, shifts)
+    bands = _dwell_bands(rows, spec, stage, rates, n_stages) if dwell and segments and "days_in_stage" in spec.columns and len(rows.y) else None
+    return RateModel(stage_col, rates.tolist(), overall, shifts, dwell=bands)
+
+
+DWELL_BANDS = 4  # bands of days in stage, at the labelled rows' quantiles (a sales cycle's own scale, not days fixed for every CRM)
+
+
+def _dwell_bands(rows: Rows, spec: FeatureSpec, stage: np.ndarray, rates: np.ndarray, n_stages: int) -> dict | None:
+    """Each stage's rate by band of days in the stage, shrunk toward the stage's, as log-odds
+    shifts; None when the days do not split into bands."""
+    j = spec.columns.index("days_in_stage")
+    days = rows.x[:, j]
+    seen = ~np.isnan(days)
+    edges = np.unique(np.quantile(days[seen], np.linspace(0, 1, DWELL_BANDS + 1)[1:-1])) if seen.any() else np.array([])
+    if not len(edges):
+        return None
+    n_bands = len(edges) + 1
+    band = np.searchsorted(edges, np.nan_to_num(days, nan=0.0), side="right")
+    pair = np.where((stage >= 0) & seen, stage * n_bands + band, -1)
+    pooled = _pooled(rows.y, rows.w, rows.deal, pair, n_stages * n_bands, np.repeat(rates, n_bands))
+    shift = logit(np.clip(pooled, EPS, 1 - EPS)) - logit(np.repeat(rates, n_bands))
+    return {"column": j, "edges": edges.tolist(), "shifts": shift.reshape(n_stages, n_bands).tolist()}
 
 
 def _sigmoid(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
@@ -249,25 +271,31 @@ def _sigmoid(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:
 PRIOR_DEALS = 20.0  # how hard the sigmoid calibrator and the level are held near the identity when outcomes are few
 
 
-def level_shift(p: np.ndarray, y: np.ndarray, w: np.ndarray, prior: float = PRIOR_DEALS) -> tuple[float, dict]:
-    """The shift of the logit that makes the weighted mean of the probabilities equal the share
-    observed (calibration in the large), shrunk toward no shift by `prior` deals of the rarer
-    outcome: the level the most recent window whose outcomes are known says, as far as its
-    outcomes can say it. With what it was measured on."""
+def level_shift(p: np.ndarray, y: np.ndarray, w: np.ndarray, reach: np.ndarray | None = None, prior: float = PRIOR_DEALS) -> tuple[float, dict]:
+    """The shift of the logit that makes the probabilities' expected count of outcomes equal the
+    count observed (calibration in the large), shrunk toward no shift by `prior` deals of the
+    rarer outcome: the level the most recent rows say, as far as their outcomes can say it.
+    `reach`: per row, the share of its chance that its follow-up so far could show (1: followed
+    the whole horizon), so rows too new to have shown a loss still count for what they show.
+    With what it was measured on."""
     keep = w > 0
-    p, y, w = np.clip(p[keep], 1e-6, 1 - 1e-6), y[keep].astype(float), w[keep].astype(float)
-    if not len(p) or len(np.unique(y)) < 2:
+    reach = np.ones(len(p)) if reach is None else np.asarray(reach, dtype=float)
+    p, y, w, reach = np.clip(p[keep], 1e-6, 1 - 1e-6), y[keep].astype(float), w[keep].astype(float), reach[keep]
+    exposure = w * reach
+    seen, room = float((w * y).sum()), float(exposure.sum())
+    if not len(p) or seen <= 0 or seen >= room:
         return 0.0, {"rows": int(len(p)), "why": "no outcome of both kinds in the window: no shift"}
-    observed = float(np.average(y, weights=w))
+    observed = seen / room
     z = logit(p)
     low, high = -10.0, 10.0
-    for _ in range(60):  # the mean is monotone in the shift: bisection
+    for _ in range(60):  # the expected count is monotone in the shift: bisection
         mid = (low + high) / 2
-        low, high = (mid, high) if np.average(expit(z + mid), weights=w) < observed else (low, mid)
-    rarer = float(min((w * y).sum(), (w * (1 - y)).sum()))
+        low, high = (mid, high) if np.average(expit(z + mid), weights=exposure) < observed else (low, mid)
+    rarer = min(seen, room - seen)
     shift = (low + high) / 2 * rarer / (rarer + prior)
-    return float(shift), {"rows": int(len(p)), "observed": observed, "predicted": float(np.average(p, weights=w)), "rarer_outcome": rarer,
-                          "full_shift": float((low + high) / 2), "shift": float(shift), "predicted_after": float(np.average(expit(z + shift), weights=w))}
+    return float(shift), {"rows": int(len(p)), "observed": observed, "predicted": float(np.average(p, weights=exposure)), "rarer_outcome": rarer,
+                          "followed_share": round(room / float(w.sum()), 4), "full_shift": float((low + high) / 2), "shift": float(shift),
+                          "predicted_after": float(np.average(expit(z + shift), weights=exposure))}
 
 
 def _isotonic(raw: np.ndarray, y: np.ndarray, w: np.ndarray) -> Calibrator:

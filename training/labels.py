@@ -256,11 +256,41 @@ def win_target(tables: Tables, stages: StageOrder, snaps: Snapshots, end: pd.Tim
     says, on this label, whether that served them."""
     wins = Wins(tables.stage_history, stages, snaps.ids)
     horizon = win_horizon(snaps, wins, end, every_days, horizon_days)
-    y = (to_win_days(snaps, wins) <= horizon.days).astype(np.int8)
+    days = to_win_days(snaps, wins)
     del wins
+    y = (days <= horizon.days).astype(np.int8)
     target = _fixed_horizon("win", snaps, y, horizon.days * DAY_NS, end)
     target.recorded = _recorded(tables, stages, snaps)
+    target.recent = _followed_so_far(snaps, y, _reach(snaps, days, horizon.days, end), horizon.days, end)
     return target, horizon
+
+
+def _reach(snaps: Snapshots, days: np.ndarray, horizon_days: int, end: pd.Timestamp) -> np.ndarray:
+    """Of the wins within H, the share that came within d days of the snapshot, for d = 0 … H:
+    from the snapshots followed for H, what a row followed d days has seen of its chance."""
+    full = row_index(snaps.until(end.value - horizon_days * DAY_NS))
+    won = days[full]
+    won = won[won <= horizon_days].astype(np.int64)
+    if not len(won):
+        return np.ones(horizon_days + 1)
+    return np.cumsum(np.bincount(won, minlength=horizon_days + 1)[: horizon_days + 1]) / len(won)
+
+
+def _followed_so_far(snaps: Snapshots, y: np.ndarray, reach: np.ndarray, horizon_days: int, end: pd.Timestamp) -> Callable[[int], tuple[Labelled, np.ndarray]]:
+    """The rows of the last `window_days` before the export's end and the H before them, each
+    with its label as far as the end shows it (a win within H, or within the days followed) and
+    its reach (the share of its chance of a win within H that those days could show: 1 for a
+    row followed H days). Calibration in the large on them follows a level that moves (a young
+    org's), where the rows followed whole are H days older (issue 40: 0.07 promised where the
+    deals open then won 0.02). A win seen early is a win; a row not yet won counts as much as
+    it could have shown."""
+
+    def recent(window_days: int) -> tuple[Labelled, np.ndarray]:
+        rows = row_index(~snaps.until(end.value - (horizon_days + window_days) * DAY_NS))
+        followed = np.clip((end.value - snaps.times(rows)) // DAY_NS, 0, horizon_days).astype(np.int64)
+        return snaps.labelled(rows, y[rows], np.ones(len(rows), dtype=np.float32)), reach[followed]
+
+    return recent
 
 
 def _recorded(tables: Tables, stages: StageOrder, snaps: Snapshots) -> Callable[[pd.Timestamp], Labelled]:
@@ -287,3 +317,4 @@ def _recorded(tables: Tables, stages: StageOrder, snaps: Snapshots) -> Callable[
 def stall_target(snaps: Snapshots, end: pd.Timestamp) -> Target:
     """Stall labels need the whole horizon after the snapshot to be known."""
     return _fixed_horizon("stall", snaps, (snaps.stalled == 1).astype(np.int8), snaps.horizon_ns, end)
+

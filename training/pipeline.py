@@ -11,7 +11,7 @@ said in the bundle, the run and /v1/model.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from training.candidates import candidates_for
 from training.data import TrainingData, WholeExport
 from training.importance import family_signal
 from training.labelled_snapshots import Snapshots
-from training.targets import Labelled, Target
+from training.targets import Labelled, Target, by_hash
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def _fit_target(name: str, target: Target, data: TrainingData, snaps: Snapshots,
         chosen, (kind, _) = bt.candidates[bt.chosen], bt.calibrated[bt.chosen]
         why = bt.why
     estimator, short = _refit_candidate(chosen, fallback, bt, target, rows, spec, data.end, data, snaps)
-    recent = _latest_window(rows, snaps, data.end, horizon_days)
+    recent, reach = _latest_window(target, rows, snaps, data.end, horizon_days)
     del rows  # every snapshot's label: not beside the next target's backtest
     if short:
         why = f"{why}; refit on all data fell back to pooled rates: {short}"
@@ -203,7 +203,7 @@ def _fit_target(name: str, target: Target, data: TrainingData, snaps: Snapshots,
     if bt is not None and len(np.unique(bt.y[own & (bt.w > 0)])) < 2:
         own = np.ones(len(bt.y), dtype=bool)
     calibrator = fit.CALIBRATORS[kind](bt.predictions[chosen.name][own], bt.y[own], bt.w[own]) if bt is not None and kind != "identity" else fit.CALIBRATORS["identity"](None, None, None)
-    shift, level = fit.level_shift(TargetModel(estimator, calibrator).predict(recent.x), recent.y, recent.w) if len(recent.y) else (0.0, {"rows": 0, "why": "no window"})
+    shift, level = fit.level_shift(TargetModel(estimator, calibrator).predict(recent.x), recent.y, recent.w, reach) if len(recent.y) else (0.0, {"rows": 0, "why": "no window"})
     if shift:
         calibrator = calibrator.leveled(shift)
     display = "nothing" if isinstance(estimator, NotKnown) else chosen.display
@@ -220,15 +220,22 @@ def _window_days(horizon_days: int) -> int:
     return max(horizon_days, 28)
 
 
-def _latest_window(rows: Labelled, snaps: Snapshots, end: pd.Timestamp, horizon_days: int) -> fit.Rows:
-    """The labelled snapshots of the latest window whose outcomes are all known (taken in the
-    `_window_days` before the export's end less the horizon): what sets the served level.
-    A backtest's folds are older, and a young org's base rate moves from month to month; the
-    level they teach the calibrator is a past one (issue 40: 0.002 served where 0.039 came)."""
+def _latest_window(target: Target, rows: Labelled, snaps: Snapshots, end: pd.Timestamp, horizon_days: int) -> tuple[fit.Rows, np.ndarray]:
+    """The rows that set the served level, and how much of each one's outcome is known by the
+    end (its reach, `labels._followed_so_far`). The win: the snapshots of the `_window_days`
+    before the export's end and the H before them, the newest followed only part of H. The
+    stall: the labelled snapshots of the latest window whose outcomes are all known. A
+    backtest's folds are older, and a young org's base rate moves from month to month; the level
+    they teach the calibrator is a past one (issue 40: 0.002 served where 0.039 came)."""
+    if target.recent is not None:
+        recent, reach = target.recent(_window_days(horizon_days))
+        keep = by_hash(recent.hashes, bt_.LARGE_ROWS / len(recent.y))[recent.deal] if len(recent.y) > bt_.LARGE_ROWS else np.ones(len(recent.y), dtype=bool)
+        return recent.where(keep).rows(snaps.x), reach[keep]
     until = end.value - horizon_days * 86_400 * 10**9
     times = snaps.grid[snaps.slot[rows.index]]
     keep = (times > until - _window_days(horizon_days) * 86_400 * 10**9) & (times <= until) & (rows.w > 0)
-    return rows.where(keep).sample(bt_.LARGE_ROWS).rows(snaps.x)
+    recent = rows.where(keep).sample(bt_.LARGE_ROWS)
+    return recent.rows(snaps.x), np.ones(len(recent.y))
 
 
 def _report(data: TrainingData, stages: StageOrder, spec: FeatureSpec, snaps: Snapshots, fitted: dict[str, _Fitted]) -> tuple[dict, dict]:
@@ -326,7 +333,7 @@ def _from(target: Target, cutoff: pd.Timestamp) -> Target:
         rows, y, w = target.evaluate(at)
         return (rows, y, w) if at >= cutoff else (rows[:0], y[:0], w[:0])
 
-    return Target(target.name, target.train, evaluate, target.final)
+    return replace(target, evaluate=evaluate)
 
 
 def _refit_candidate(cand: bt_.Candidate, fallback: bt_.Candidate, bt, target: Target, labelled: Labelled, spec, end, data: TrainingData, snaps: Snapshots):

@@ -97,3 +97,4 @@ class Target:
     evaluate: Callable[[pd.Timestamp], tuple[np.ndarray, np.ndarray, np.ndarray]]  # rows, y, w at the end
     final: Callable[[], Labelled]  # every labelled row as known at the end
     recorded: Callable[[pd.Timestamp], Labelled] | None = None  # another label candidates may learn from (`Candidate.labels`)
+    recent: Callable[[int], tuple[Labelled, np.ndarray]] | None = None  # the latest rows, followed partly (`labels.win_target`)

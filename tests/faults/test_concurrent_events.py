@@ -20,7 +20,7 @@ from tests.api.test_events_and_ids import _split
 from tests.faults.live import at_once, export_folder, fresh_database, post_events, revision_of, tables_of
 from tests.faults.served import Served
 
-HEAD = "0004"
+HEAD = "0005"
 TABLES = {"scores", "runs", "forecasts", "events", "oppscore_schema_version"}
 KINDS = ["sqlite", "postgresql"]
 
