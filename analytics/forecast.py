@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit, logit
 
 from analytics.stage_weights import StageWeights
 from features.asof import positions
@@ -213,13 +214,69 @@ class Forecast:
     open_deals: int
     pipeline_amount: float
     methods: pd.DataFrame  # method, expected, p10, p50, p90
+    level: dict | None = None  # the level's month-to-month spread the range carries (`level_spread`)
 
 
-def simulate(amount: np.ndarray, p_win: np.ndarray, remaining: np.ndarray, start_days: float, end_days: float, rng: np.random.Generator) -> np.ndarray:
-    """Won amount per simulation: a deal counts if it wins and the win lands in the period."""
-    wins = rng.random(remaining.shape) < p_win[:, None]
+def simulate(amount: np.ndarray, p_win: np.ndarray, remaining: np.ndarray, start_days: float, end_days: float, rng: np.random.Generator,
+             spread: float = 0.0) -> np.ndarray:
+    """Won amount per simulation: a deal counts if it wins and the win lands in the period. Each
+    simulation first draws the period's level, a shift of every deal's log-odds by a normal of
+    sd `spread` (`level_spread`): deals of one period win or lose together as the market moves,
+    which independent draws alone would call impossible."""
+    shift = rng.normal(0.0, spread, remaining.shape[1]) if spread > 0 else np.zeros(remaining.shape[1])
+    p = np.clip(p_win, 0.0, 1.0)[:, None]
+    moved = expit(logit(np.clip(p, 1e-9, 1 - 1e-9)) + shift[None, :]) if spread > 0 else p
+    wins = rng.random(remaining.shape) < np.where((p > 0) & (p < 1), moved, p)
     inside = (remaining >= start_days) & (remaining < end_days)
     return (amount[:, None] * (wins & inside)).sum(axis=0)
+
+
+SPREAD_PRIOR = 0.25  # sd of a month's level on the logit (about ±28 %) before an export's own months say otherwise
+PRIOR_MONTHS = 2  # how many months' worth of evidence that prior counts for
+SPREAD_MONTHS = 12
+
+
+def _sampled(tables: Tables, deals: int) -> Tables:
+    """The records and stage history of about `deals` deals (whole deals, by a stable hash of
+    their ids): what a share of open deals needs, read on a sample of a large export."""
+    ids = tables.opportunities["opportunity_id"]
+    if len(ids) <= deals:
+        return tables
+    keep = ids[(pd.util.hash_pandas_object(ids, index=False).to_numpy() % 10_000) < deals / len(ids) * 10_000]
+    hist = tables.stage_history
+    return Tables(tables.opportunities[ids.isin(keep)].reset_index(drop=True), hist[hist["opportunity_id"].isin(keep)].reset_index(drop=True))
+
+
+SPREAD_DEALS = 50_000  # deals the month's shares are measured on, at most (a sample of whole deals by a stable hash)
+
+
+def level_spread(tables: Tables, stages: StageOrder, t: pd.Timestamp) -> dict:
+    """How far the share of open deals won within the month moved from one month to the next in
+    the export as known at t (the last SPREAD_MONTHS complete months), on the logit, beyond what
+    the months' own numbers of deals explain (binomial noise), held toward SPREAD_PRIOR by
+    PRIOR_MONTHS months: the level's own uncertainty, which a forecast's range carries. A young
+    org's share moves by 2x from month to month (issue 40): a range of independent deals alone
+    held the amount won in 1 of 4 months."""
+    t = to_utc(t)
+    last = pd.Period(t.tz_localize(None), freq="M") - 1
+    starts = [last - k for k in range(SPREAD_MONTHS - 1, -1, -1)]
+    tables = _sampled(tables, SPREAD_DEALS)
+    wins = tables.stage_history.loc[tables.stage_history["stage"] == stages.config.won, ["opportunity_id", "entered_at"]]
+    shares = []
+    for month in starts:
+        begin, end = to_utc(month.start_time), to_utc((month + 1).start_time)
+        if end > t:
+            continue
+        ids = open_points(tables, stages, begin)["opportunity_id"]
+        if len(ids) < 20:
+            continue
+        won = wins[(wins["entered_at"] >= begin) & (wins["entered_at"] < end) & wins["opportunity_id"].isin(ids)]["opportunity_id"].nunique()
+        share = (won + 0.5) / (len(ids) + 1.0)
+        shares.append((float(logit(share)), 1.0 / (len(ids) * share * (1 - share))))
+    moves = [(b[0] - a[0]) ** 2 - a[1] - b[1] for a, b in zip(shares, shares[1:], strict=False)]
+    measured = max(float(np.mean(moves)), 0.0) if moves else None
+    variance = ((len(moves) * measured if moves else 0.0) + PRIOR_MONTHS * SPREAD_PRIOR**2) / (len(moves) + PRIOR_MONTHS)
+    return {"spread": float(np.sqrt(variance)), "months": len(shares), "measured": None if measured is None else float(np.sqrt(measured))}
 
 
 def forecast(
@@ -247,6 +304,7 @@ def forecast(
     timing = timing if timing is not None else TimeToWin().fit(tables, stages, t, horizon)
     remaining = timing.sample(stage, dwell, amount, rng, sims)
     start_d, end_d = (start - t) / pd.Timedelta(days=1), (end - t) / pd.Timedelta(days=1)
+    spread = level_spread(known, stages, t)
     rows = []
     for name, method in methods.items():
         p = np.clip(np.nan_to_num(method(known, points, t), nan=0.0), 0, 1)
@@ -254,10 +312,10 @@ def forecast(
         if horizon is not None:  # P(won within H): as a chance to win at all, by the share of the deal's timing draws within H
             within = np.maximum((remaining <= horizon).mean(axis=1), MIN_WITHIN)
             p = np.clip(p / within, 0, 1)
-        totals = simulate(amount, p, remaining, start_d, end_d, np.random.default_rng(seed + 1))
+        totals = simulate(amount, p, remaining, start_d, end_d, np.random.default_rng(seed + 1), spread["spread"])
         rows.append({"method": name, "expected": float(totals.mean()), "p10": float(np.quantile(totals, 0.1)),
                      "p50": float(np.quantile(totals, 0.5)), "p90": float(np.quantile(totals, 0.9))})
-    return Forecast(period, t, len(points), float(amount.sum()), pd.DataFrame(rows))
+    return Forecast(period, t, len(points), float(amount.sum()), pd.DataFrame(rows), spread)
 
 
 def actual_won(tables: Tables, stages: StageOrder, period: tuple[pd.Timestamp, pd.Timestamp], t: pd.Timestamp) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from analytics.forecast import backtest_summary
@@ -98,13 +99,24 @@ class Ordered:
     best: list[str]
     moved: list[str]
     backtest: list[str]
+    range: list[str] = ()  # what the P10-P90 carry
 
     @property
     def said(self) -> list[str]:
-        return self.best + self.moved + self.backtest
+        return self.best + self.moved + self.backtest + list(self.range)
 
 
-def ordered(made: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp], summary: pd.DataFrame, replayed: ReplayedRecord) -> Ordered:
+def range_said(level: dict | None) -> list[str]:
+    """The level's movement the range carries, in words (`analytics.forecast.level_spread`)."""
+    if not level:
+        return []
+    sd = level["spread"]
+    where = (f"measured over {level['months']} months" if level.get("measured") is not None else "no two months to measure it on: the prior")
+    return [f"P10–P90 carry the pipeline's month-to-month level as well as each deal's chance: a month's level moves by ×{np.exp(-sd):.2f}–×{np.exp(sd):.2f} "
+            f"in the odds (one sd, {where})"]
+
+
+def ordered(made: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp], summary: pd.DataFrame, replayed: ReplayedRecord, level: dict | None = None) -> Ordered:
     """One forecast judged the one way the CLI and the page both show it: by its replayed record
     when that holds enough periods (out of sample), else by today's backtest (whose periods the
     model's training saw, and which is labelled so when the replayed record leads)."""
@@ -112,4 +124,4 @@ def ordered(made: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp], summa
 
     methods = replayed.in_order(made) if replayed.enough else in_order(made, summary)
     backtest = [f"in today's backtest: {line}" if replayed.enough else line for line in verdict(summary)]
-    return Ordered(methods, replayed.best(), level_moves(methods, window, replayed.last), backtest)
+    return Ordered(methods, replayed.best(), level_moves(methods, window, replayed.last), backtest, range_said(level))

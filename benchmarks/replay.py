@@ -97,19 +97,24 @@ def main() -> None:
         got["seconds"] = round(time.time() - started, 1)
         results.append(got)
         print(json.dumps(got, default=float), flush=True)
-    print("\n| world | dates (10+ wins) | ratio at each such date | level held | AUC pooled / mean per date | log loss: oppscore / stage rate within H / stage weights / configured | P10-P90 holds | forecast ÷ won |")
-    print("|---|---|---|---|---|---|---|---|")
+    render(results)
+
+
+def render(results: list[dict]) -> None:
+    """The table of RESULTS, and the young-org level figure under it."""
+    print("\n| world | dates (10+ wins) | ratio at each such date | level held | AUC pooled / mean per date | log loss: oppscore / stage rate within H / stage weights / configured | ECE: oppscore / stage rate within H | P10-P90 holds | forecast ÷ won |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         ratios = ", ".join(f"{d['ratio']:.2f}" for d in r["dates"] if d["counted"] and d["ratio"] is not None) or "-"
         pooled = r["pooled"]
         ll = " / ".join(f"{pooled[m]['log_loss']:.3f}" if m in pooled else "-" for m in ("oppscore", "stage rate within H", "stage weights", "configured weights"))
+        ece = " / ".join(f"{pooled[m]['ece']:.3f}" if m in pooled and pooled[m].get("ece") is not None else "-" for m in ("oppscore", "stage rate within H"))
         auc = f"{pooled['oppscore']['auc']:.3f} / {r['mean_per_date_auc']:.3f}" if "oppscore" in pooled and r["mean_per_date_auc"] is not None else "-"
         fo = f"{r['forecast_over_won']:.2f}" if r["forecast_over_won"] is not None else "-"
-        print(f"| {r['world']} | {sum(d['counted'] for d in r['dates'])} | {ratios} | {r['level_held']} | {auc} | {ll} | {r['coverage']} | {fo} |")
+        print(f"| {r['world']} | {sum(d['counted'] for d in r['dates'])} | {ratios} | {r['level_held']} | {auc} | {ll} | {ece} | {r['coverage']} | {fo} |")
     counted = [d for r in results if r["world"].startswith("young-org") for d in r["dates"] if d["counted"] and d["ratio"] is not None]
     held = sum(0.67 <= d["ratio"] <= 1.5 for d in counted)
     print(f"\nyoung-org worlds: the level held at {held} of {len(counted)} dates with 10 wins or more within H ({held / max(len(counted), 1):.0%}; target 80 %)")
-
 
 if __name__ == "__main__":
     pd.set_option("display.width", 200)

@@ -178,7 +178,7 @@ def forecast(
         replayed = _replayed_record(settings, tables, stages, end)
     _record_forecast(settings, f, bundle.version if bundle is not None else None)
     summary = backtest_summary(bt) if len(bt) else pd.DataFrame()
-    judged = ordered(f.methods, window, summary, replayed)
+    judged = ordered(f.methods, window, summary, replayed, f.level)
     methods, said = judged.methods, judged.said
     if bundle is not None and len(bt):
         said.append(f"the model's replayed periods fall within its training data (up to {pd.Timestamp(bundle.metadata['data_end']):%Y-%m-%d}): its record there is better than it will be")

@@ -81,10 +81,11 @@ def _panels(v: View, loaded, settings: Settings, recorded: pd.DataFrame) -> dict
     for name, p in (("this period", month), ("next period", month + 1)):
         start, end = pd.Timestamp(p.start_time, tz="UTC"), pd.Timestamp((p + 1).start_time, tz="UTC")
         window = (max(start, v.as_of), end)
-        judged.append(ordered(forecast(tables, stages, window, methods, as_of=v.as_of).methods, window, summary, replayed))  # as `oppscore forecast` orders and says it
+        made = forecast(tables, stages, window, methods, as_of=v.as_of)
+        judged.append(ordered(made.methods, window, summary, replayed, made.level))  # as `oppscore forecast` orders and says it
         done = judged[-1].methods
         periods[name] = {"period": str(p), "methods": records(done), "chart": report.forecast_plot(done, f"{name}: {p}", uri=True)}
-    said = judged[0].best + [f"{name}: {line}" for name, j in zip(("this period", "next period"), judged, strict=True) for line in j.moved] + judged[0].backtest
+    said = judged[0].best + [f"{name}: {line}" for name, j in zip(("this period", "next period"), judged, strict=True) for line in j.moved] + judged[0].backtest + list(judged[0].range)
     return {
         "as_of": v.as_of.isoformat(),
         "funnel": {"conversion": records(f.conversion), "dwell": records(f.dwell),
