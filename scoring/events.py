@@ -120,6 +120,13 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Changed:
+    """The deals whose stored events another writer changed since they were checked."""
+
+    deals: list[str]
+
+
+@dataclass(frozen=True)
 class Stored:
     accepted: int
     duplicates: int
@@ -161,58 +168,80 @@ class EventStore:
         an id stored with other content refuses the whole batch (`EventConflict`), and so does
         `check` (`EventsRefused`).
 
-        Three steps: read the batch's ids and its deals' stored events; check (CPU work, outside
-        any database transaction and deadline); write, only if the deals' events are still the
-        ones checked, else read and check again. Writers of one deal in this process take turns
-        (`_deal_locks`), so they never race; another process's writer is caught at the write.
-        `call(what, step, *args, writes=)` runs each database step (the service: on its threads,
-        within its deadline)."""
+        Read the batch's ids and its deals' stored events, and check (CPU work, outside any
+        database transaction and deadline), side by side with other batches; then write, in
+        this process one writer at a time per deal (`_deal_locks`), only if the deals' events
+        are still the ones checked. The deals another writer changed meanwhile are read and
+        checked again, alone, under the same turn (so this process never retries for long);
+        another process's writer is caught at the write likewise. `call(what, step, *args,
+        writes=)` runs each database step (the service: on its threads, within its deadline)."""
         mine: dict[str, Event] = {}
         for e in events:  # the same id twice in one batch: the same event, or a conflict
             if e.event_id in mine and mine[e.event_id].digest != e.digest:
                 raise EventConflict([e.event_id])
             mine[e.event_id] = e
-        deals = sorted({e.opportunity_id for e in mine.values()})
-        with self._deal_locks(deals):
+        new, checked = self._read_and_check(mine, list(mine), check, call)
+        if not new:
+            return Stored(0, len(events), [])
+        with self._deal_locks(sorted({e.opportunity_id for e in new.values()})):
             for _ in range(ATTEMPTS):
-                known, stored = call("reading the events of the batch's deals", self._snapshot, list(mine), deals if check is not None else [])
-                conflicts = sorted(i for i, d in known.items() if d != mine[i].digest)
-                if conflicts:
-                    raise EventConflict(conflicts)
-                new = [e for i, e in mine.items() if i not in known]
-                if new and check is not None:
-                    check(stored, new)
-                if not new:
-                    return Stored(0, len(events), [])
-                inserted = call(f"storing {len(new)} events", self._commit, new, deals if check is not None else None, {e.event_id for e in stored}, received_at, writes=True)
-                if inserted is None:
-                    continue  # another process changed these deals since they were checked: read and check again
-                missed = [e.event_id for e in new if e.event_id not in inserted]
+                written = call(f"storing {len(new)} events", self._commit, list(new.values()), checked if check is not None else None, received_at, writes=True)
+                if isinstance(written, Changed):  # other writers added to these deals since they were checked: those deals again
+                    again, rechecked = self._read_and_check(mine, [i for i, e in new.items() if e.opportunity_id in written.deals], check, call)
+                    new = {i: e for i, e in new.items() if e.opportunity_id not in written.deals or i in again}
+                    checked.update(rechecked)
+                    if not new:
+                        return Stored(0, len(events), [])
+                    continue
+                missed = [i for i in new if i not in written]
                 if missed:  # stored meanwhile under the same id by a writer of another deal
-                    clash = sorted(i for i, d in call("reading the events of the batch's deals", self._snapshot, missed, [])[0].items() if d != mine[i].digest)
+                    clash = sorted(i for i, d in call("reading the events of the batch's deals", self._snapshot, missed)[0].items() if d != mine[i].digest)
                     if clash:
                         raise EventConflict(clash)
-                new = [e for e in new if e.event_id in inserted]
-                return Stored(len(new), len(events) - len(new), sorted({e.opportunity_id for e in new}))
+                stored = [e for i, e in new.items() if i in written]
+                return Stored(len(stored), len(events) - len(stored), sorted({e.opportunity_id for e in stored}))
         raise DatabaseUnavailable(f"storing the events: other processes changed their deals under {ATTEMPTS} checks in a row; nothing was stored", "busy")
 
-    def _snapshot(self, ids: list[str], deals: list[str]) -> tuple[dict[str, str], list[Event]]:
-        """The digests of the ids already stored, and every stored event of these deals."""
+    def _read_and_check(self, mine: dict[str, Event], ids: list[str], check: Check | None, call: Call) -> tuple[dict[str, Event], dict[str, set[str]]]:
+        """Of `ids`, the events not stored yet (a stored one with other content: `EventConflict`),
+        checked against the stored events of their deals; and the stored event ids of each of
+        those deals, as checked. A resent event's deal is neither read nor checked."""
+        known, stored = call("reading the events of the batch's deals", self._snapshot, ids, {i: mine[i].opportunity_id for i in ids} if check is not None else None)
+        conflicts = sorted(i for i, d in known.items() if d != mine[i].digest)
+        if conflicts:
+            raise EventConflict(conflicts)
+        new = {i: mine[i] for i in ids if i not in known}
+        if new and check is not None:
+            check(stored, list(new.values()))
+        checked: dict[str, set[str]] = {e.opportunity_id: set() for e in new.values()}
+        for e in stored:
+            checked.setdefault(e.opportunity_id, set()).add(e.event_id)
+        return new, checked
+
+    def _snapshot(self, ids: list[str], deal_of: dict[str, str] | None = None) -> tuple[dict[str, str], list[Event]]:
+        """The digests of the ids already stored, and (with `deal_of`, each id's deal) every
+        stored event of the deals of the ids not stored yet, read in the same transaction."""
         try:
             with self.database.read() as connection:
-                return self._digests(connection, ids), self._of_deals(connection, deals)
+                known = self._digests(connection, ids)
+                deals = sorted({deal_of[i] for i in ids if i not in known}) if deal_of is not None else []
+                return known, self._of_deals(connection, deals)
         except (sa.exc.SQLAlchemyError, OSError) as exc:
             raise unavailable("reading the events", exc) from None
 
-    def _commit(self, new: list[Event], deals: list[str] | None, checked: set[str], received_at: pd.Timestamp) -> set[str] | None:
-        """Insert the new events unless the deals' events are no longer `checked` (None then);
-        the ids inserted (a resend arriving at the same moment is skipped, never an error)."""
+    def _commit(self, new: list[Event], checked: dict[str, set[str]] | None, received_at: pd.Timestamp) -> set[str] | Changed:
+        """Insert the new events unless some of their deals' events are no longer as `checked`
+        (those deals then, `Changed`); the ids inserted (a resend arriving at the same moment is
+        skipped, never an error)."""
         try:
             with self.database.write() as connection:
-                if deals is not None:
+                if checked is not None:
+                    deals = sorted({e.opportunity_id for e in new})
                     self.database.lock(connection, [f"{self.model_name}\x1f{d}" for d in deals])
-                    if self._ids_of_deals(connection, deals) != checked:
-                        return None
+                    now = self._ids_by_deal(connection, deals)
+                    changed = [d for d in deals if now.get(d, set()) != checked.get(d, set())]
+                    if changed:
+                        return Changed(changed)
                 received = _utc(received_at)
                 inserted = self.database.insert_new(connection, EVENTS, [self._row(e, received) for e in new], key=EVENTS.c.event_id)
                 if inserted is None:  # a backend that cannot say which: those whose digest is stored now (a clash is found after)
@@ -235,10 +264,12 @@ class EventStore:
             for k in reversed(stripes):
                 _STRIPES[k].release()
 
-    def _ids_of_deals(self, connection: sa.Connection, ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), CHUNK):
-            found |= {r[0] for r in connection.execute(sa.select(EVENTS.c.event_id).where(EVENTS.c.model_name == self.model_name, EVENTS.c.opportunity_id.in_(ids[start:start + CHUNK])))}
+    def _ids_by_deal(self, connection: sa.Connection, deals: list[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for start in range(0, len(deals), CHUNK):
+            query = sa.select(EVENTS.c.opportunity_id, EVENTS.c.event_id).where(EVENTS.c.model_name == self.model_name, EVENTS.c.opportunity_id.in_(deals[start:start + CHUNK]))
+            for deal, event_id in connection.execute(query):
+                found.setdefault(deal, set()).add(event_id)
         return found
 
     def delete(self, event_id: str, check: Check | None = None) -> Event:
@@ -278,7 +309,9 @@ class EventStore:
         for start in range(0, len(ids), CHUNK):
             query = sa.select(EVENTS.c.event_id, EVENTS.c.kind, EVENTS.c.row, EVENTS.c.at).where(
                 EVENTS.c.model_name == self.model_name, EVENTS.c.opportunity_id.in_(ids[start:start + CHUNK]))
-            out += [Event(r.event_id, r.kind, r.row, _utc_stamp(r.at)) for r in connection.execute(query)]
+            rows = connection.execute(query).all()
+            times = pd.to_datetime([r.at for r in rows], utc=True)  # at once: a Timestamp made per row was a tenth of a batch's reading
+            out += [Event(r.event_id, r.kind, r.row, at) for r, at in zip(rows, times, strict=True)]
         return out
 
     def of_deals(self, ids: list[str]) -> list[Event]:

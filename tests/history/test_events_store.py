@@ -63,3 +63,33 @@ def test_the_store_on_sqlite(tmp_path) -> None:
 
 def test_the_store_on_postgresql(postgres_url) -> None:
     _store_checks(EventStore(postgres_url, f"events-{random.randrange(10**9)}"))
+
+
+def _race_checks(store: EventStore) -> None:
+    """A writer of the same deal that lands between this batch's check and its write: only the
+    deal it changed is read and checked again (with its new event), and the batch is stored
+    once; a deal nobody changed is not checked twice."""
+    rec = {"opportunity_id": "R-1", "created_at": T.isoformat(), "amount": 1.0}
+    other = {"opportunity_id": "R-2", "created_at": T.isoformat(), "amount": 2.0}
+    assert store.add([Event("r1", "opportunities", rec, T), Event("r2", "opportunities", other, T)], T).accepted == 2
+    seen: list[tuple[set[str], set[str]]] = []
+
+    def check(stored: list[Event], changing: list[Event]) -> None:
+        seen.append(({e.event_id for e in stored}, {e.event_id for e in changing}))
+        if len(seen) == 1:  # while this batch is checked, another writer's call on R-1 lands
+            store.add([Event("late", "activities", {"opportunity_id": "R-1", "occurred_at": T.isoformat(), "type": "call"}, T)], T)
+
+    batch = [Event("a1", "activities", {"opportunity_id": "R-1", "occurred_at": T.isoformat(), "type": "email"}, T),
+             Event("a2", "activities", {"opportunity_id": "R-2", "occurred_at": T.isoformat(), "type": "email"}, T)]
+    assert store.add(batch, T, check).accepted == 2
+    assert seen == [({"r1", "r2"}, {"a1", "a2"}), ({"r1", "late"}, {"a1"})]
+    assert {e.event_id for e in store.of_deals(["R-1", "R-2"])} == {"r1", "r2", "late", "a1", "a2"}
+    assert store.count() == 5
+
+
+def test_a_write_that_lands_meanwhile_is_checked_again_on_sqlite(tmp_path) -> None:
+    _race_checks(EventStore(f"sqlite:///{tmp_path / 'events.db'}", "oppscore"))
+
+
+def test_a_write_that_lands_meanwhile_is_checked_again_on_postgresql(postgres_url) -> None:
+    _race_checks(EventStore(postgres_url, f"race-{random.randrange(10**9)}"))
