@@ -42,15 +42,19 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(url: str, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
+def _wait(url: str, seconds: float = 120, in_a_row: int = 20) -> None:
+    """Until `in_a_row` checks on new connections in a row say ready: each connection goes to one
+    worker, and a server of several is ready when all are (one still loading its model answers
+    503, as it should; a timed request must not meet it)."""
+    deadline, ready = time.time() + seconds, 0
     while time.time() < deadline:
         try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
+            ready = ready + 1 if httpx.get(url, timeout=1).status_code < 500 else 0
         except httpx.TransportError:
-            pass
-        time.sleep(0.5)
+            ready = 0
+        if ready >= in_a_row:
+            return
+        time.sleep(0.05 if ready else 0.5)
     raise RuntimeError(f"{url} did not come up")
 
 
@@ -91,7 +95,8 @@ def measure(url: str, path: str, ping: str, headers: dict, count, singles: list[
 
     def post(client: httpx.Client, body: bytes) -> int:
         r = client.post(path, content=body)
-        r.raise_for_status()
+        if r.is_error:
+            raise SystemExit(f"{path}: {r.status_code} {r.text[:500]}")
         return count(r.json())
 
     def timed(client: httpx.Client, body: bytes) -> tuple[int, float]:
