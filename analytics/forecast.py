@@ -370,7 +370,7 @@ def model_method(bundle) -> Method:
 def win_horizon_days(bundle) -> int | None:
     """The days within which the bundle's win probability counts a win (None: a bundle trained
     before the label had a horizon, whose probability is of a win at all)."""
-    return (bundle.metadata.get("win_label") or {}).get("horizon_days")
+    return bundle.win_label.horizon_days if bundle.win_label is not None else None
 
 
 def fitted_weight_method(stages: StageOrder, weights: StageWeights) -> Method:

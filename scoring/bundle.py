@@ -54,6 +54,26 @@ class TargetModel:
         return self.estimator.contributions(x)
 
 
+@dataclass(frozen=True)
+class WinLabel:
+    """What the served win probability is the chance of: a win within `horizon_days` of the date
+    scored (written by training as `metadata["win_label"]`, read here, typed, by every reader)."""
+
+    horizon_days: int
+    said: str
+    coverage: float | None = None  # share of the followed won snapshots whose win came within the horizon
+    won_snapshots: int | None = None
+    why: str = ""
+
+    @classmethod
+    def of(cls, doc: dict | None) -> WinLabel | None:
+        """None for a bundle trained before the label had a horizon (its probability: a win at all)."""
+        if not doc or doc.get("horizon_days") is None:
+            return None
+        return cls(int(doc["horizon_days"]), str(doc.get("said") or f"won within {doc['horizon_days']} days of the date scored"),
+                   doc.get("coverage"), doc.get("won_snapshots"), str(doc.get("why") or ""))
+
+
 @dataclass
 class Bundle:
     spec: FeatureSpec
@@ -68,6 +88,10 @@ class Bundle:
     @property
     def version(self) -> str:
         return str(self.metadata.get("version", "unregistered"))
+
+    @property
+    def win_label(self) -> WinLabel | None:
+        return WinLabel.of(self.metadata.get("win_label"))
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

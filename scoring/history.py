@@ -125,8 +125,8 @@ class RunFacts:
         meta = bundle.metadata
         held = meta.get("held_out") or {}
         promised = {target: {k: v for k, v in (figures.get("model") or {}).items() if k in PROMISED} for target, figures in held.items()}
-        horizon = (meta.get("win_label") or {}).get("horizon_days")
-        return cls(role, int(horizon) if horizon is not None else None, plain(promised) or None, plain(drift) or None)
+        label = bundle.win_label
+        return cls(role, label.horizon_days if label is not None else None, plain(promised) or None, plain(drift) or None)
 
 
 PROMISED = ("auc", "log_loss", "brier", "ece", "interval_90", "rows", "positive_rate")

@@ -84,7 +84,7 @@ def at_date(tables: Tables, stages: StageOrder, settings: Settings, at: pd.Times
     result = train(cut, stages, settings, progress=progress)
     bundle = result.bundle
     scores = score_open(bundle, cut, at)
-    horizon = int((bundle.metadata.get("win_label") or {}).get("horizon_days") or settings.stall.horizon_days)
+    horizon = bundle.win_label.horizon_days if bundle.win_label is not None else settings.stall.horizon_days
     baselines = _baselines(cut, stages, bundle, scores, at, horizon, settings.snapshots.every_days)
     month = (at.tz_convert("UTC").tz_localize(None).to_period("M") + (0 if at.day == 1 and at.normalize() == at else 1))
     period = (pd.Timestamp(month.start_time, tz="UTC"), pd.Timestamp((month + 1).start_time, tz="UTC"))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import HTTPException, Query
 
+from scoring.bundle import WinLabel
 from serving.deps import HolderDep, LoadedDep, SettingsDep, v1_router
 from serving.schemas import ErrorBody
 
@@ -22,7 +24,7 @@ def model(loaded: LoadedDep, holder: HolderDep, settings: SettingsDep) -> dict[s
         "note": holder.status.message or None,
         "registry_reachable": holder.status.registry_reachable,
         "training_period": {"from": meta.get("data_start"), "to": meta.get("data_end")},
-        "win_probability": _meaning(meta),
+        "win_probability": _meaning(loaded.bundle.win_label),
         "evaluation": meta.get("evaluation"),
         "backtest": _backtest(meta),
         "served": meta.get("served"),
@@ -51,12 +53,11 @@ def _backtest(meta: dict) -> dict[str, Any]:
     return out
 
 
-def _meaning(meta: dict) -> dict[str, Any]:
+def _meaning(label: WinLabel | None) -> dict[str, Any]:
     """What the served win probability is the chance of (DESIGN.md: labels in real exports)."""
-    label = meta.get("win_label")
     if label is None:  # a bundle trained before the label had a horizon
         return {"means": "the chance that the deal is won at all (outcome as recorded)", "horizon_days": None}
-    return {"means": f"the chance that the deal is won within {label['horizon_days']} days of the date scored (a label that needs no record of a loss)", **label}
+    return {"means": f"the chance that the deal is won within {label.horizon_days} days of the date scored (a label that needs no record of a loss)", **asdict(label)}
 
 
 @router.get("/stage-weights", summary="data-driven stage weights, with intervals, by dwell, optionally per segment", responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}})

@@ -108,6 +108,8 @@ def test_model_promises_no_null_figure(client) -> None:
 
     assert list(nulls(m, "model")) == []
     assert m["backtest"]["win"]["pooled"]["model"]["log_loss"] > 0 and m["win_probability"]["horizon_days"] > 0
+    assert set(m["win_probability"]) == {"means", "horizon_days", "said", "coverage", "won_snapshots", "why"}  # the label as training wrote it, and what it means
+    assert f"within {m['win_probability']['horizon_days']} days" in m["win_probability"]["means"] == m["win_probability"]["means"]
 
 
 def test_health_and_metrics_are_open(client, body) -> None:

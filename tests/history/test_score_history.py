@@ -109,7 +109,7 @@ def _at_revision_0001_with_scores(url: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as c:
-        for table in ("events", "forecasts", "runs", "scores", "oppscore_schema_version"):
+        for table in ("event_counts", "events", "forecasts", "runs", "scores", "oppscore_schema_version"):
             c.execute(sa.text(f"drop table if exists {table}"))
     with engine.begin() as c:
         config.attributes["connection"] = c
