@@ -33,7 +33,7 @@ from features.settings import Settings
 from scoring.database import DatabaseUnavailable
 from serving.deps import MISSING_KEY, has_key
 from serving.holder import ModelHolder
-from serving.protocol import QUEUED_AT
+from serving.protocol import OTHERS_IN_FLIGHT, QUEUED_AT
 from serving.routes import forecast, health, model, monitor, opportunities, pipeline, score
 from serving.state import ServiceDatabase
 from serving.views import ServedExport
@@ -169,6 +169,7 @@ class InFlight:
             await JSONResponse({"detail": f"this worker is busy: {said}; send again shortly", "cause": "overloaded"},
                                status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
             return
+        scope[OTHERS_IN_FLIGHT] = self.now
         self.now += 1
         try:
             await self.app(scope, receive, send)

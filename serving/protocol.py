@@ -16,6 +16,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 QUEUED_AT = "oppscore.queued_at"  # a key of the ASGI scope: the event loop's time when the request was handed to the app
+OTHERS_IN_FLIGHT = "oppscore.others_in_flight"  # a key of the ASGI scope: requests of this worker in progress when this one began (serving.app.InFlight)
 
 
 class DeadlineProtocol(HttpToolsProtocol):
