@@ -77,3 +77,20 @@ def test_past_the_bounded_queue_the_answer_is_503_with_retry_after(served_store)
     refused = next(a for a in answers if a.status_code == 503)
     assert refused.json()["cause"] == "overloaded" and refused.headers["Retry-After"] == "1"
     assert health.status_code == 200
+
+
+def test_a_small_request_is_scored_on_the_loop_only_when_the_worker_is_idle() -> None:
+    """Scored on the loop, a request runs to its end before the loop reads another: under 500
+    connections some sockets were not read for most of a minute. So a small request is scored
+    there only when nothing else is in progress and it was taken up at once."""
+    import asyncio
+
+    from serving.protocol import OTHERS_IN_FLIGHT, QUEUED_AT
+    from serving.routes.score import IDLE_WAIT, _worker_idle
+
+    async def check() -> list[bool]:
+        now = asyncio.get_running_loop().time()
+        return [_worker_idle({QUEUED_AT: now, OTHERS_IN_FLIGHT: 0}), _worker_idle({}),
+                _worker_idle({QUEUED_AT: now, OTHERS_IN_FLIGHT: 1}), _worker_idle({QUEUED_AT: now - 10 * IDLE_WAIT, OTHERS_IN_FLIGHT: 0})]
+
+    assert asyncio.run(check()) == [True, True, False, False]
