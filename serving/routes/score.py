@@ -50,10 +50,11 @@ async def score(req: ScoreRequest, loaded: LoadedDep, now: NowDep, request: Requ
     `[serving] record_scores`."""
     # the batch limit was checked before the body was validated (serving.deps.KeyFirstRoute);
     # the database is waited for on its own threads, never on the event loop
+    inline = len(req.opportunities) <= INLINE_UP_TO and _worker_idle(request.scope)  # before the history's wait, which is not the loop's
     as_of = to_utc(req.as_of) if req.as_of is not None else now
     history = database.history()
     previous = await database.aoptional("reading the previous scores", history.previous, [o.opportunity_id for o in req.opportunities], as_of) if history else None
-    if len(req.opportunities) <= INLINE_UP_TO and _worker_idle(request.scope):
+    if inline:
         answer, scores = _answer(req, loaded, now, as_of, previous)
     else:
         answer, scores = await run_in_threadpool(_answer, req, loaded, now, as_of, previous)
