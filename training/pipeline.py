@@ -38,7 +38,7 @@ from training.candidates import candidates_for
 from training.data import TrainingData, WholeExport
 from training.importance import family_signal
 from training.labelled_snapshots import Snapshots
-from training.targets import Labelled, Target, by_hash
+from training.targets import Labelled, Target
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def _latest_window(target: Target, rows: Labelled, snaps: Snapshots, end: pd.Tim
     they teach the calibrator is a past one (issue 40: 0.002 served where 0.039 came)."""
     if target.recent is not None:
         recent, reach = target.recent(_window_days(horizon_days))
-        keep = by_hash(recent.hashes, bt_.LARGE_ROWS / len(recent.y))[recent.deal] if len(recent.y) > bt_.LARGE_ROWS else np.ones(len(recent.y), dtype=bool)
+        keep = recent.sampled(bt_.LARGE_ROWS)
         return recent.where(keep).rows(snaps.x), reach[keep]
     until = end.value - horizon_days * 86_400 * 10**9
     times = snaps.grid[snaps.slot[rows.index]]

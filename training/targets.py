@@ -73,10 +73,14 @@ class Labelled:
 
     def sample(self, limit: int) -> Labelled:
         """At most about `limit` labelled rows, whole deals kept or dropped together (a stable hash)."""
+        return self.where(self.sampled(limit))
+
+    def sampled(self, limit: int) -> np.ndarray:
+        """Which rows `sample` keeps (for what travels beside the rows, such as their reach)."""
         used = self.w > 0
         n = int(np.count_nonzero(used))
         # one selection, not the used rows and then their sample: a copy of every used row
-        return self.where(used if n <= limit else used & by_hash(self.hashes, limit / n)[self.deal])
+        return used if n <= limit else used & by_hash(self.hashes, limit / n)[self.deal]
 
     def rows(self, x: Any) -> fit.Rows:
         return fit.Rows(x[self.index], self.y.astype(np.float64), self.w.astype(np.float64), self.deal_ids())
