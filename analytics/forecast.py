@@ -91,8 +91,7 @@ def _won_snapshots(tables: Tables, stages: StageOrder, t: pd.Timestamp, every_da
     wins = hist.loc[(hist["stage"] == stages.config.won) & (hist["entered_at"] <= t), ["opportunity_id", "entered_at"]]
     won_ids = pd.unique(wins["opportunity_id"].to_numpy(dtype=object))
     if len(won_ids) > max_won:  # a distribution of days: tens of thousands of deals learn it
-        hashes = pd.util.hash_pandas_object(pd.Series(won_ids, dtype=object), index=False).to_numpy()
-        won_ids = won_ids[(hashes % 10_000) < max_won / len(won_ids) * 10_000]
+        won_ids = won_ids[_about(pd.Series(won_ids, dtype=object), max_won)]
     mine = pd.Index(won_ids, dtype=object)
     sub = Tables(opps[opps["opportunity_id"].isin(mine)].reset_index(drop=True),
                  hist[hist["opportunity_id"].isin(mine) & (hist["entered_at"] <= t)].reset_index(drop=True))
@@ -236,13 +235,18 @@ PRIOR_MONTHS = 2  # how many months' worth of evidence that prior counts for
 SPREAD_MONTHS = 12
 
 
+def _about(ids: pd.Series, limit: int) -> np.ndarray:
+    """Which of the ids a sample of about `limit` keeps: by a stable hash, the same every run."""
+    return (pd.util.hash_pandas_object(ids, index=False).to_numpy() % 10_000) < limit / len(ids) * 10_000
+
+
 def _sampled(tables: Tables, deals: int) -> Tables:
     """The records and stage history of about `deals` deals (whole deals, by a stable hash of
     their ids): what a share of open deals needs, read on a sample of a large export."""
     ids = tables.opportunities["opportunity_id"]
     if len(ids) <= deals:
         return tables
-    keep = ids[(pd.util.hash_pandas_object(ids, index=False).to_numpy() % 10_000) < deals / len(ids) * 10_000]
+    keep = ids[_about(ids, deals)]
     hist = tables.stage_history
     return Tables(tables.opportunities[ids.isin(keep)].reset_index(drop=True), hist[hist["opportunity_id"].isin(keep)].reset_index(drop=True))
 
