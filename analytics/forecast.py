@@ -308,7 +308,7 @@ def forecast(
     timing = timing if timing is not None else TimeToWin().fit(tables, stages, t, horizon)
     remaining = timing.sample(stage, dwell, amount, rng, sims)
     start_d, end_d = (start - t) / pd.Timedelta(days=1), (end - t) / pd.Timedelta(days=1)
-    spread = level_spread(known, stages, t)
+    spread = level_spread(known, stages, t) if timing is None else {"spread": SPREAD_PRIOR, "months": 0, "measured": None}  # open deals alone show no past month
     rows = []
     for name, method in methods.items():
         p = np.clip(np.nan_to_num(method(known, points, t), nan=0.0), 0, 1)

@@ -38,3 +38,15 @@ def test_the_spread_is_measured_on_months_as_known_then_and_held_by_a_prior(medi
     assert alone == {"spread": SPREAD_PRIOR, "months": 0, "measured": None}
     assert "no two months to measure it on: the prior" in range_said(alone)[0]
     assert f"measured over {measured['months']} months" in range_said(measured)[0]
+
+
+def test_a_forecast_of_open_deals_alone_carries_the_prior(trained, medium) -> None:
+    """A request sends its open deals only (the timing is the bundle's): no past month can be
+    measured on them, so the range carries the prior, and no month is read."""
+    from analytics.forecast import TimeToWin, forecast, methods_for, parse_period
+
+    stages = StageOrder(medium.stages)
+    t = pd.Timestamp("2026-06-01T00:00:00Z")
+    timing = TimeToWin.from_frame(trained.bundle.timing)
+    made = forecast(medium.tables.as_of(t, stages), stages, parse_period("2026-06", t), methods_for(stages), as_of=t, sims=200, timing=timing)
+    assert made.level == {"spread": SPREAD_PRIOR, "months": 0, "measured": None}
