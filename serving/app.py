@@ -7,7 +7,6 @@ plain 500 that names nothing internal.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
@@ -33,7 +32,7 @@ from features.settings import Settings
 from scoring.database import DatabaseUnavailable
 from serving.deps import MISSING_KEY, has_key
 from serving.holder import ModelHolder
-from serving.protocol import OTHERS_IN_FLIGHT, QUEUED_AT
+from serving.protocol import OTHERS_IN_FLIGHT, waited
 from serving.routes import forecast, health, model, monitor, opportunities, pipeline, score
 from serving.state import ServiceDatabase
 from serving.views import ServedExport
@@ -162,10 +161,9 @@ class InFlight:
         if scope["type"] != "http" or scope.get("path") in self.OPEN:
             await self.app(scope, receive, send)
             return
-        queued = scope.get(QUEUED_AT)
-        waited = asyncio.get_running_loop().time() - queued if queued is not None else 0.0
-        if self.now >= self.limit or waited > self.wait:
-            said = f"{self.now} requests in progress (at most {self.limit})" if self.now >= self.limit else f"this request waited {waited:.1f} s for the worker (at most {self.wait:.1f})"
+        late = waited(scope)
+        if self.now >= self.limit or late > self.wait:
+            said = f"{self.now} requests in progress (at most {self.limit})" if self.now >= self.limit else f"this request waited {late:.1f} s for the worker (at most {self.wait:.1f})"
             await JSONResponse({"detail": f"this worker is busy: {said}; send again shortly", "cause": "overloaded"},
                                status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
             return

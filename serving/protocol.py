@@ -16,6 +16,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 QUEUED_AT = "oppscore.queued_at"  # a key of the ASGI scope: the event loop's time when the request was handed to the app
+
+
+def waited(scope: dict) -> float:
+    """Seconds since the request was handed to the app (0 when not known)."""
+    queued = scope.get(QUEUED_AT)
+    return asyncio.get_running_loop().time() - queued if queued is not None else 0.0
+
+
 OTHERS_IN_FLIGHT = "oppscore.others_in_flight"  # a key of the ASGI scope: requests of this worker in progress when this one began (serving.app.InFlight)
 
 

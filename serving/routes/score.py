@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pandas as pd
@@ -16,7 +15,7 @@ from scoring.history import RunFacts
 from scoring.score import score_ids
 from scoring.store import Loaded
 from serving.deps import DatabaseDep, LoadedDep, NowDep, v1_router
-from serving.protocol import OTHERS_IN_FLIGHT, QUEUED_AT
+from serving.protocol import OTHERS_IN_FLIGHT, waited
 from serving.schemas import ERRORS, ScoreRequest, ScoreResponse
 
 router = v1_router("scores")
@@ -37,9 +36,7 @@ IDLE_WAIT = 0.005  # seconds a request may have waited for the loop and still co
 def _worker_idle(scope: dict) -> bool:
     """No other request in progress here, and this one was taken up at once (a request scored
     on the loop finishes before the next begins, so only the wait shows a loop that is busy)."""
-    queued = scope.get(QUEUED_AT)
-    waited = asyncio.get_running_loop().time() - queued if queued is not None else 0.0
-    return not scope.get(OTHERS_IN_FLIGHT, 0) and waited < IDLE_WAIT
+    return not scope.get(OTHERS_IN_FLIGHT, 0) and waited(scope) < IDLE_WAIT
 
 
 @router.post("/score", response_model=ScoreResponse, responses=ERRORS, summary="score a batch of opportunities")
